@@ -1,0 +1,128 @@
+"""The named cast shared by every test: two tenants, each role, plus builders."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from governance.models import Environment, Role, Team, Tenant
+from governance.services import grant_role
+
+PASSWORD = "correct horse battery staple"
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    # Hashing a dozen passwords per test with PBKDF2 costs seconds; tests do not need it slow.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class Cast:
+    """acme (teams payments, data; envs dev/staging/prod) and globex (team ops), with one user per role."""
+
+    def __init__(self) -> None:
+        User = get_user_model()
+        self.acme = Tenant.objects.create(slug="acme", name="Acme")
+        self.globex = Tenant.objects.create(slug="globex", name="Globex")
+        self.payments = Team.objects.create(tenant=self.acme, slug="payments", name="Payments")
+        self.data = Team.objects.create(tenant=self.acme, slug="data", name="Data")
+        self.ops = Team.objects.create(tenant=self.globex, slug="ops", name="Ops")
+        self.dev = Environment.objects.create(tenant=self.acme, slug="dev", name="Dev", order=0, required_approvals=0)
+        self.staging = Environment.objects.create(
+            tenant=self.acme, slug="staging", name="Staging", order=1, required_approvals=1
+        )
+        self.prod = Environment.objects.create(
+            tenant=self.acme, slug="prod", name="Prod", order=2, required_approvals=2
+        )
+        self.globex_prod = Environment.objects.create(
+            tenant=self.globex, slug="prod", name="Prod", order=2, required_approvals=1
+        )
+
+        def user(name: str, **extra):
+            u = User.objects.create_user(name, password=PASSWORD, **extra)
+            return u
+
+        self.admin = user("acme-admin")
+        self.author = user("acme-author")
+        self.author2 = user("acme-author2")
+        self.approver = user("acme-approver")
+        self.approver2 = user("acme-approver2")
+        self.operator = user("acme-operator")
+        self.viewer = user("acme-viewer")
+        self.outsider = user("nobody")
+        self.superuser = user("root", is_superuser=True, is_staff=True)
+        self.globex_admin = user("globex-admin")
+        self.globex_author = user("globex-author")
+        self.globex_approver = user("globex-approver")
+        for u, role in [
+            (self.admin, Role.TENANT_ADMIN),
+            (self.author, Role.AUTHOR),
+            (self.author2, Role.AUTHOR),
+            (self.approver, Role.APPROVER),
+            (self.approver2, Role.APPROVER),
+            (self.operator, Role.OPERATOR),
+            (self.viewer, Role.VIEWER),
+        ]:
+            grant_role(u, role, tenant=self.acme)
+        for u, role in [
+            (self.globex_admin, Role.TENANT_ADMIN),
+            (self.globex_author, Role.AUTHOR),
+            (self.globex_approver, Role.APPROVER),
+        ]:
+            grant_role(u, role, tenant=self.globex)
+        # The superuser also authors in acme, so self-approval by a superuser can be attacked.
+        grant_role(self.superuser, Role.AUTHOR, tenant=self.acme)
+
+    def definition(self, **overrides) -> dict:
+        base = {
+            "name": "payments.ledger.reconcile",
+            "description": "Reconcile the ledger.",
+            "runbook": "Re-run it.",
+            "criticality": "high",
+            "command": ["/bin/echo", "hello"],
+            "cron": "*/5 * * * *",
+            "timezone": "Europe/Berlin",
+            "timeout_seconds": 60,
+        }
+        base.update(overrides)
+        return base
+
+    def make_job(self, environment=None, team=None, **overrides):
+        """A live job, created through change control (approved by both approvers when governed)."""
+        from approvals.services import approve_change, propose_change
+
+        environment = environment or self.dev
+        team = team or (self.ops if environment.tenant_id == self.globex.pk else self.payments)
+        author = self.globex_author if environment.tenant_id == self.globex.pk else self.author
+        approvers = (
+            [self.globex_approver] if environment.tenant_id == self.globex.pk else [self.approver, self.approver2]
+        )
+        if team == self.ops and "name" not in overrides:
+            overrides["name"] = "ops.backup.snapshot"
+        if team == self.data and "name" not in overrides:
+            overrides["name"] = "data.warehouse.load"
+        change = propose_change(
+            actor=author,
+            action="create",
+            team=team,
+            environment=environment,
+            definition=self.definition(**overrides),
+            justification="test job",
+        )
+        for approver in approvers[: change.required_approvals]:
+            change = approve_change(change, actor=approver)
+        assert change.status == "applied", change.failure_reason
+        change.job.refresh_from_db()
+        return change.job
+
+
+@pytest.fixture
+def cast(db) -> Cast:
+    return Cast()
+
+
+@pytest.fixture
+def tcast(transactional_db) -> Cast:
+    """The cast, committed for real: for tests that start other processes (scheduler, workers)."""
+    return Cast()

@@ -1,0 +1,174 @@
+"""Load the demo tenants, users and jobs. Idempotent and deterministic."""
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from governance.models import Environment, Role, Team, Tenant
+from governance.services import grant_role
+
+ENVIRONMENTS = [("dev", "Development", 0, 0), ("staging", "Staging", 1, 1), ("prod", "Production", 2, 2)]
+
+TENANTS = {
+    "acme": {"name": "Acme Corp", "teams": [("payments", "Payments"), ("data", "Data platform")]},
+    "globex": {"name": "Globex", "teams": [("ops", "Operations")]},
+}
+
+# username -> [(tenant, role)]
+USERS = {
+    "acme-admin": [("acme", Role.TENANT_ADMIN)],
+    "acme-author": [("acme", Role.AUTHOR)],
+    "acme-approver": [("acme", Role.APPROVER)],
+    "acme-approver2": [("acme", Role.APPROVER)],
+    "acme-operator": [("acme", Role.OPERATOR)],
+    "acme-viewer": [("acme", Role.VIEWER)],
+    "globex-admin": [("globex", Role.TENANT_ADMIN), ("globex", Role.APPROVER)],
+    "globex-author": [("globex", Role.AUTHOR)],
+    "globex-approver": [("globex", Role.APPROVER)],
+}
+
+# (tenant, team, author, definition); created in every environment.
+JOBS = [
+    (
+        "acme",
+        "payments",
+        "acme-author",
+        {
+            "name": "payments.ledger.nightly-reconcile",
+            "description": "Reconcile the ledger against the bank statement of the previous day.",
+            "runbook": "1. Check the bank SFTP drop arrived.\n2. Re-run after the drop; page #payments-oncall if it fails twice.",
+            "criticality": "critical",
+            "command": ["/bin/echo", "reconciling ledger"],
+            "cron": "30 2 * * *",
+            "timezone": "Europe/Berlin",
+            "timeout_seconds": 1800,
+        },
+    ),
+    (
+        "acme",
+        "payments",
+        "acme-author",
+        {
+            "name": "payments.cards.settlement-export",
+            "description": "Export card settlements for the finance team.",
+            "runbook": "Safe to re-run: the export is idempotent per settlement day.",
+            "criticality": "high",
+            "command": ["/bin/echo", "exporting settlements"],
+            "cron": "*/15 * * * *",
+            "timezone": "UTC",
+            "timeout_seconds": 600,
+        },
+    ),
+    (
+        "acme",
+        "data",
+        "acme-author",
+        {
+            "name": "data.warehouse.hourly-load",
+            "description": "Load the last hour of events into the warehouse.",
+            "runbook": "If the load fails, check the warehouse quota dashboard first.",
+            "criticality": "medium",
+            "command": ["/bin/echo", "loading warehouse"],
+            "cron": "5 * * * *",
+            "timezone": "America/New_York",
+            "timeout_seconds": 3000,
+        },
+    ),
+    (
+        "globex",
+        "ops",
+        "globex-author",
+        {
+            "name": "ops.backup.db-snapshot",
+            "description": "Snapshot the customer database.",
+            "runbook": "Snapshots older than 30 days are pruned by ops.backup.prune.",
+            "criticality": "critical",
+            "command": ["/bin/echo", "snapshot taken"],
+            "cron": "0 3 * * *",
+            "timezone": "Australia/Sydney",
+            "timeout_seconds": 3600,
+        },
+    ),
+]
+
+APPROVERS = {"acme": ["acme-approver", "acme-approver2"], "globex": ["globex-approver", "globex-admin"]}
+
+
+class Command(BaseCommand):
+    help = "Create the demo tenants (acme, globex), users, roles and example jobs. Safe to run again."
+
+    def handle(self, *args, **options):
+        from approvals.models import ChangeAction, ChangeRequest, ChangeStatus
+        from approvals.services import approve_change, propose_change
+        from jobs.models import Job
+
+        User = get_user_model()
+        password = settings.GOVERNOR_DEMO_PASSWORD
+        created_jobs = 0
+        with transaction.atomic():
+            tenants: dict[str, Tenant] = {}
+            for slug, spec in TENANTS.items():
+                tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": spec["name"]})
+                tenants[slug] = tenant
+                for team_slug, team_name in spec["teams"]:
+                    Team.objects.get_or_create(tenant=tenant, slug=team_slug, defaults={"name": team_name})
+                for env_slug, env_name, order, approvals in ENVIRONMENTS:
+                    Environment.objects.get_or_create(
+                        tenant=tenant,
+                        slug=env_slug,
+                        defaults={"name": env_name, "order": order, "required_approvals": approvals},
+                    )
+            users = {}
+            admin, made = User.objects.get_or_create(
+                username="admin", defaults={"is_staff": True, "is_superuser": True}
+            )
+            if made:
+                admin.set_password(password)
+                admin.save()
+            for username, roles in USERS.items():
+                user, made = User.objects.get_or_create(
+                    username=username, defaults={"email": f"{username}@example.com"}
+                )
+                if made:
+                    user.set_password(password)
+                    user.save()
+                users[username] = user
+                for tenant_slug, role in roles:
+                    grant_role(user, role, tenant=tenants[tenant_slug])
+
+            for tenant_slug, team_slug, author, definition in JOBS:
+                tenant = tenants[tenant_slug]
+                team = Team.objects.get(tenant=tenant, slug=team_slug)
+                for env in Environment.objects.filter(tenant=tenant).order_by("order"):
+                    if Job.objects.filter(tenant=tenant, environment=env, name=definition["name"]).exists():
+                        continue
+                    change = propose_change(
+                        actor=users[author],
+                        action=ChangeAction.CREATE,
+                        team=team,
+                        environment=env,
+                        definition=definition,
+                        justification="Demo job imported from the legacy crontab.",
+                        ticket="DEMO-1",
+                    )
+                    for approver in APPROVERS[tenant_slug][: change.required_approvals]:
+                        change = approve_change(change, actor=users[approver], comment="Looks good.")
+                    created_jobs += 1
+
+            # One request waiting for review, so the approvers' queue is not empty.
+            prod = Environment.objects.get(tenant=tenants["acme"], slug="prod")
+            job = Job.objects.get(tenant=tenants["acme"], environment=prod, name="payments.cards.settlement-export")
+            if not ChangeRequest.objects.filter(job=job, status=ChangeStatus.SUBMITTED).exists():
+                propose_change(
+                    actor=users["acme-author"],
+                    action=ChangeAction.UPDATE,
+                    job=job,
+                    definition={"cron": "*/10 * * * *", "timeout_seconds": 900},
+                    justification="Finance wants settlements every 10 minutes during the migration.",
+                    ticket="FIN-204",
+                )
+        self.stdout.write(
+            f"seed_demo: {len(tenants)} tenants, {len(users) + 1} users, {created_jobs} jobs created "
+            f"(password from GOVERNOR_DEMO_PASSWORD, default 'governor-demo')"
+        )

@@ -1,0 +1,256 @@
+"""Tenancy, roles and the audit trail: the base layer every other app builds on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Coalesce
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+from simple_history.models import HistoricalRecords
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9]+(-[a-z0-9]+)*$", "Use lower-case letters, digits and single dashes (e.g. 'payments')."
+)
+
+DEFAULT_NAMING_PATTERN = r"^(?P<team>[a-z0-9-]+)\.[a-z0-9-]+\.[a-z0-9-]+$"
+
+
+class Tenant(models.Model):
+    """The isolation boundary: every object belongs to exactly one tenant."""
+
+    slug = models.SlugField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    naming_pattern = models.CharField(
+        max_length=200,
+        default=DEFAULT_NAMING_PATTERN,
+        help_text="Regular expression job names must match; the named group 'team' must equal the owning team.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    ACCESS_FIELDS = ("id", None, None)
+
+
+class Team(models.Model):
+    """Owns jobs inside a tenant; job names start with the team's slug."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="teams")
+    slug = models.SlugField(max_length=50, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant__slug", "slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "slug"],
+                name="team_unique_slug_per_tenant",
+                violation_error_message="A team with this slug already exists in the tenant.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.slug}"
+
+    ACCESS_FIELDS = ("tenant_id", "id", None)
+
+
+class Environment(models.Model):
+    """A stage such as dev, staging or prod; governed when its policy requires approvals."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="environments")
+    slug = models.SlugField(max_length=50, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField(default=0, help_text="Promotion order: dev < staging < prod.")
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text="Distinct approvers (never the author) a change needs before it applies."
+    )
+    history = HistoricalRecords()
+
+    class Meta:
+        ordering = ["tenant__slug", "order", "slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "slug"],
+                name="environment_unique_slug_per_tenant",
+                violation_error_message="An environment with this slug already exists in the tenant.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.slug}"
+
+    @property
+    def governed(self) -> bool:
+        return self.required_approvals > 0
+
+    ACCESS_FIELDS = ("tenant_id", None, "id")
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    AUTHOR = "author", "Author"
+    APPROVER = "approver", "Approver"
+    TENANT_ADMIN = "tenant_admin", "Tenant admin"
+
+
+class Scope(models.Model):
+    """Where a role applies: a tenant, optionally narrowed to a team and/or an environment.
+
+    Roles are django-guardian object permissions (``governance.role_<role>``)
+    granted to users or groups on a Scope row; ``governance.access`` reads them.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="scopes")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+
+    class Meta:
+        permissions = [(f"role_{value}", f"Role: {label}") for value, label in Role.choices]
+        constraints = [
+            # Expressions, so "no team" counts as one value on SQLite and PostgreSQL alike.
+            models.UniqueConstraint(
+                "tenant",
+                Coalesce("team", Value(0)),
+                Coalesce("environment", Value(0)),
+                name="scope_unique",
+                violation_error_message="This scope already exists.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        parts = [self.tenant.slug]
+        if self.team_id:
+            parts.append(f"team {self.team.slug}")
+        if self.environment_id:
+            parts.append(f"env {self.environment.slug}")
+        return " / ".join(parts)
+
+
+class ScopeUserRole(UserObjectPermissionBase):
+    """A user's role on a scope (guardian direct foreign-key object permission)."""
+
+    content_object = models.ForeignKey(Scope, on_delete=models.CASCADE, related_name="user_roles")
+    history = HistoricalRecords()
+
+    class Meta(UserObjectPermissionBase.Meta):
+        verbose_name = "user role"
+
+
+class ScopeGroupRole(GroupObjectPermissionBase):
+    """A group's role on a scope (guardian direct foreign-key object permission)."""
+
+    content_object = models.ForeignKey(Scope, on_delete=models.CASCADE, related_name="group_roles")
+    history = HistoricalRecords()
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        verbose_name = "group role"
+
+
+class AuditAction(models.TextChoices):
+    LOGIN = "auth.login", "Login"
+    LOGIN_FAILED = "auth.login_failed", "Failed login"
+    LOGOUT = "auth.logout", "Logout"
+    ACCESS_DENIED = "access.denied", "Access denied"
+    ROLE_GRANTED = "role.granted", "Role granted"
+    ROLE_REVOKED = "role.revoked", "Role revoked"
+    CHANGE_CREATED = "change.created", "Change proposed"
+    CHANGE_SUBMITTED = "change.submitted", "Change submitted"
+    CHANGE_APPROVED = "change.approved", "Change approved"
+    CHANGE_REJECTED = "change.rejected", "Change rejected"
+    CHANGE_WITHDRAWN = "change.withdrawn", "Change withdrawn"
+    CHANGE_APPLIED = "change.applied", "Change applied"
+    CHANGE_FAILED = "change.failed", "Change failed to apply"
+    JOB_CREATED = "job.created", "Job created"
+    JOB_UPDATED = "job.updated", "Job updated"
+    JOB_DELETED = "job.deleted", "Job deleted"
+    JOB_PAUSED = "job.paused", "Job paused"
+    JOB_RESUMED = "job.resumed", "Job resumed"
+    RUN_TRIGGERED = "run.triggered", "Run triggered"
+    RUN_CANCELLED = "run.cancelled", "Run cancelled"
+    SECRET_READ = "secret.read", "Secret read"
+    TOKEN_ISSUED = "token.issued", "API token issued"
+    EXPORT = "audit.exported", "Audit exported"
+
+
+class AuditChain(models.Model):
+    """The head of one tenant's hash chain (tenant NULL: platform events), locked while appending."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    last_seq = models.PositiveBigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="")
+
+    def __str__(self) -> str:
+        return f"chain {self.tenant_id or 'platform'} @ {self.last_seq}"
+
+
+class AuditEvent(models.Model):
+    """An append-only record of something that happened, hash-chained per tenant."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    seq = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_repr = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=40, choices=AuditAction.choices)
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=300, blank=True)
+    # Team and environment of the object, so narrowed roles see only their part of the trail.
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    data = models.JSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, blank=True)
+    hash = models.CharField(max_length=64)
+
+    ACCESS_FIELDS = ("tenant_id", "team_id", "environment_id")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "seq"], name="audit_unique_seq_per_tenant"),
+        ]
+        indexes = [
+            # Audit search and exports: one tenant's events in time order.
+            models.Index(fields=["tenant", "created_at"], name="audit_tenant_time"),
+            # "Everything that happened to this object" on detail pages.
+            models.Index(fields=["object_type", "object_id"], name="audit_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%dT%H:%M:%SZ} {self.actor_repr or 'system'} {self.action} {self.object_repr}"
+
+    def compute_hash(self) -> str:
+        payload = {
+            "tenant": self.tenant_id,
+            "seq": self.seq,
+            "created_at": self.created_at.isoformat(),
+            "actor": self.actor_id,
+            "actor_repr": self.actor_repr,
+            "action": self.action,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "object_repr": self.object_repr,
+            "team": self.team_id,
+            "environment": self.environment_id,
+            "data": self.data,
+            "ip": self.ip,
+            "prev_hash": self.prev_hash,
+        }
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,79 @@
+"""Verb-named writes of the governance layer; each is atomic and audited."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from guardian.shortcuts import assign_perm, remove_perm
+
+from . import audit
+from .access import Action, can_in, forget_grants
+from .models import AuditAction, Environment, Role, Scope, ScopeUserRole, Team, Tenant
+
+
+class AccessDenied(Exception):
+    """The actor may not do this."""
+
+
+def _scope(tenant: Tenant, team: Team | None, environment: Environment | None) -> Scope:
+    if team is not None and team.tenant_id != tenant.pk:
+        raise ValueError("team belongs to another tenant")
+    if environment is not None and environment.tenant_id != tenant.pk:
+        raise ValueError("environment belongs to another tenant")
+    scope, _ = Scope.objects.get_or_create(tenant=tenant, team=team, environment=environment)
+    return scope
+
+
+@transaction.atomic
+def grant_role(
+    user,
+    role: Role | str,
+    *,
+    tenant: Tenant,
+    actor=None,
+    team: Team | None = None,
+    environment: Environment | None = None,
+) -> Scope:
+    """Give ``user`` a role in a tenant, optionally narrowed to a team and/or environment."""
+    role = Role(role)
+    if actor is not None and not can_in(actor, Action.ADMINISTER, tenant.pk):
+        raise AccessDenied("Only a tenant admin may grant roles.")
+    scope = _scope(tenant, team, environment)
+    if ScopeUserRole.objects.filter(user=user, content_object=scope, permission__codename=f"role_{role}").exists():
+        return scope
+    assign_perm(f"governance.role_{role}", user, scope)
+    forget_grants(user)
+    audit.record(
+        AuditAction.ROLE_GRANTED,
+        actor=actor,
+        obj=scope,
+        tenant=tenant,
+        team_id=team.pk if team else None,
+        environment_id=environment.pk if environment else None,
+        data={"user": user.get_username(), "role": role.value},
+    )
+    return scope
+
+
+@transaction.atomic
+def revoke_role(
+    user,
+    role: Role | str,
+    *,
+    tenant: Tenant,
+    actor=None,
+    team: Team | None = None,
+    environment: Environment | None = None,
+) -> None:
+    role = Role(role)
+    if actor is not None and not can_in(actor, Action.ADMINISTER, tenant.pk):
+        raise AccessDenied("Only a tenant admin may revoke roles.")
+    scope = _scope(tenant, team, environment)
+    remove_perm(f"governance.role_{role}", user, scope)
+    forget_grants(user)
+    audit.record(
+        AuditAction.ROLE_REVOKED,
+        actor=actor,
+        obj=scope,
+        tenant=tenant,
+        data={"user": user.get_username(), "role": role.value},
+    )

@@ -1,0 +1,136 @@
+"""Validation of proposed job definitions, shared by the API, the UI and manifests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+from governance.models import Environment, Team, Tenant
+
+from . import schedule
+from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus
+
+MAX_COMMAND_ITEMS = 256
+MAX_ARG_LENGTH = 8192
+MAX_TIMEOUT = 7 * 24 * 3600
+
+
+def _str(data: dict, field: str, errors: dict, *, required: bool = False, max_length: int = 10000) -> str:
+    value = data.get(field, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        errors[field] = ["Must be a string."]
+        return ""
+    if required and not value.strip():
+        errors[field] = ["This field is required."]
+    elif len(value) > max_length:
+        errors[field] = [f"At most {max_length} characters."]
+    return value
+
+
+def clean_definition(
+    data: Any,
+    *,
+    tenant: Tenant,
+    team: Team,
+    environment: Environment,
+    job: Job | None = None,
+) -> dict:
+    """Return a normalised definition or raise ValidationError({field: [messages]}).
+
+    ``job`` is the live job being changed (None when creating).
+    """
+    if not isinstance(data, dict):
+        raise ValidationError({"definition": ["Must be an object with the job's fields."]})
+    unknown = sorted(set(data) - set(DEFINITION_FIELDS))
+    errors: dict[str, list[str]] = {}
+    if unknown:
+        errors["definition"] = [f"Unknown field(s): {', '.join(unknown)}."]
+    base = job.definition() if job else {}
+    merged = {**base, **{k: v for k, v in data.items() if k in DEFINITION_FIELDS}}
+
+    name = _str(merged, "name", errors, required=True, max_length=200)
+    if name and "name" not in errors:
+        match = re.fullmatch(tenant.naming_pattern, name)
+        if not match:
+            errors["name"] = [
+                f"{name!r} does not follow the naming convention <team>.<system>.<job> "
+                "(lower-case letters, digits and dashes, separated by dots)."
+            ]
+        elif match.groupdict().get("team") not in (None, team.slug):
+            errors["name"] = [f"Job names of team {team.slug!r} must start with '{team.slug}.'."]
+        else:
+            clash = Job.objects.filter(tenant=tenant, environment=environment, name=name).exclude(
+                status=JobStatus.DELETED
+            )
+            if job is not None:
+                clash = clash.exclude(pk=job.pk)
+            if clash.exists():
+                errors["name"] = [f"A job named {name!r} already exists in {environment.slug}."]
+
+    description = _str(merged, "description", errors, max_length=5000)
+    runbook = _str(merged, "runbook", errors, max_length=50000)
+
+    criticality = merged.get("criticality", Criticality.MEDIUM)
+    if criticality not in Criticality.values:
+        errors["criticality"] = [f"Must be one of: {', '.join(Criticality.values)}."]
+
+    command = merged.get("command")
+    if not isinstance(command, list) or not command:
+        errors["command"] = ['Must be a non-empty list of strings (argv), e.g. ["/bin/echo", "hello"].']
+    elif not all(isinstance(item, str) for item in command):
+        errors["command"] = ["Every argv item must be a string."]
+    elif len(command) > MAX_COMMAND_ITEMS:
+        errors["command"] = [f"At most {MAX_COMMAND_ITEMS} argv items."]
+    elif any(len(item) > MAX_ARG_LENGTH or "\x00" in item for item in command):
+        errors["command"] = [f"Argv items must be under {MAX_ARG_LENGTH} characters and contain no NUL byte."]
+    elif not command[0].strip():
+        errors["command"] = ["The first argv item (the program) must not be empty."]
+
+    tz_name = _str(merged, "timezone", errors, required=True, max_length=64) or ""
+    if tz_name and "timezone" not in errors:
+        try:
+            schedule.zone(tz_name)
+        except schedule.ScheduleError as exc:
+            errors["timezone"] = [str(exc)]
+
+    cron = _str(merged, "cron", errors, required=True, max_length=120)
+    if cron and "cron" not in errors:
+        try:
+            cron = schedule.validate_cron(cron)
+        except schedule.ScheduleError as exc:
+            errors["cron"] = [str(exc)]
+
+    timeout = merged.get("timeout_seconds", 3600)
+    if isinstance(timeout, bool) or not isinstance(timeout, int):
+        errors["timeout_seconds"] = ["Must be a whole number of seconds."]
+    elif not 1 <= timeout <= MAX_TIMEOUT:
+        errors["timeout_seconds"] = [f"Must be between 1 and {MAX_TIMEOUT} seconds."]
+
+    if errors:
+        raise ValidationError(errors)
+    return {
+        "name": name,
+        "description": description,
+        "runbook": runbook,
+        "criticality": criticality,
+        "command": list(command),
+        "cron": cron,
+        "timezone": tz_name,
+        "timeout_seconds": timeout,
+    }
+
+
+def diff(before: dict | None, after: dict | None) -> list[dict]:
+    """Field-by-field differences: [{field, before, after}] for fields that change."""
+    before = before or {}
+    after = after or {}
+    rows = []
+    for field in DEFINITION_FIELDS:
+        old, new = before.get(field), after.get(field)
+        if old != new:
+            rows.append({"field": field, "before": old, "after": new})
+    return rows

@@ -1,0 +1,184 @@
+"""Jobs (the live, applied definitions) and their runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from simple_history.models import HistoricalRecords
+
+from governance.models import Environment, Team, Tenant
+
+from . import schedule
+
+
+class Criticality(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+class JobStatus(models.TextChoices):
+    ENABLED = "enabled", "Enabled"
+    PAUSED = "paused", "Paused"
+    DELETED = "deleted", "Deleted"
+
+
+# The fields a change request proposes; everything else is operational state.
+DEFINITION_FIELDS = (
+    "name",
+    "description",
+    "runbook",
+    "criticality",
+    "command",
+    "cron",
+    "timezone",
+    "timeout_seconds",
+)
+
+
+class Job(models.Model):
+    """The live definition of a job. Rows change only through ``jobs.services.apply_definition``,
+    which approved change requests (or, in ungoverned environments, immediate changes) call."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="jobs")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="jobs")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    runbook = models.TextField(blank=True, help_text="Markdown: what to do when this job fails.")
+    criticality = models.CharField(max_length=10, choices=Criticality.choices, default=Criticality.MEDIUM)
+    command = models.JSONField(help_text="argv list; executed without a shell.")
+    cron = models.CharField(max_length=120)
+    timezone = models.CharField(max_length=64, default="UTC")
+    timeout_seconds = models.PositiveIntegerField(default=3600)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.ENABLED)
+    version = models.PositiveIntegerField(default=1)
+    change_request_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The change request that produced this version."
+    )
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["next_fire_at", "updated_at"])
+
+    ACCESS_FIELDS = ("tenant_id", "team_id", "environment_id")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "environment", "name"],
+                condition=~Q(status="deleted"),
+                name="job_unique_name_per_environment",
+                violation_error_message="A job with this name already exists in this environment.",
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gt=0),
+                name="job_timeout_positive",
+                violation_error_message="The timeout must be at least one second.",
+            ),
+        ]
+        indexes = [
+            # The scheduler tick: enabled jobs whose next fire time has come.
+            models.Index(fields=["next_fire_at"], condition=Q(status="enabled"), name="job_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.environment.slug})" if self.environment_id else self.name
+
+    def definition(self) -> dict:
+        return {field: getattr(self, field) for field in DEFINITION_FIELDS}
+
+    def next_runs(self, after: datetime, count: int = 5) -> list[datetime]:
+        return schedule.next_n(self.cron, self.timezone, after, count)
+
+
+class RunStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    QUEUED = "queued", "Queued"
+    DEFERRED = "deferred", "Deferred"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped"
+    LOST = "lost", "Lost"
+
+
+TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.SKIPPED}
+)
+
+
+class TriggerKind(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule"
+    MANUAL = "manual", "Manual"
+
+
+class Run(models.Model):
+    """One scheduled slot or one manual trigger of a job; (job, scheduled_for) is unique."""
+
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="runs")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    scheduled_for = models.DateTimeField()
+    trigger = models.CharField(max_length=10, choices=TriggerKind.choices, default=TriggerKind.SCHEDULE)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True, help_text="Why it was triggered, skipped or cancelled.")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    job_version = models.PositiveIntegerField()
+    definition = models.JSONField(help_text="The exact applied definition this run executes.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    output = models.TextField(blank=True)
+    output_bytes = models.PositiveBigIntegerField(default=0, help_text="Total output size before truncation.")
+    worker = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    cpu_user_s = models.FloatField(null=True, blank=True)
+    cpu_sys_s = models.FloatField(null=True, blank=True)
+    max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
+
+    ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
+
+    class Meta:
+        ordering = ["-scheduled_for", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "scheduled_for"],
+                name="run_unique_slot",
+                violation_error_message="This job already has a run for that instant.",
+            ),
+        ]
+        indexes = [
+            # Run lists: a tenant's newest runs first.
+            models.Index(fields=["tenant", "-scheduled_for"], name="run_tenant_recent"),
+            # Job page: a job's newest runs.
+            models.Index(fields=["job", "-scheduled_for"], name="run_job_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run #{self.pk} of {self.definition.get('name', self.job_id)} @ {schedule.isoz(self.scheduled_for)}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}:{schedule.isoz(self.scheduled_for)}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -1,0 +1,155 @@
+"""Verb-named writes for jobs and runs. Each is atomic and writes its audit event."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from governance import audit
+from governance.access import Action, can
+from governance.models import AuditAction, Environment, Team
+from governance.services import AccessDenied
+
+from . import schedule
+from .models import Job, JobStatus, Run, RunStatus, TriggerKind
+
+log = logging.getLogger(__name__)
+
+
+class JobStateError(Exception):
+    """The job or run is not in a state that allows this."""
+
+
+def compute_next_fire(job: Job, after=None):
+    if job.status != JobStatus.ENABLED:
+        return None
+    return schedule.next_after(job.cron, job.timezone, after or timezone.now())
+
+
+def apply_definition(
+    *,
+    actor,
+    team: Team,
+    environment: Environment,
+    definition: dict,
+    job: Job | None = None,
+    change_request_id: int | None = None,
+) -> Job:
+    """Make a validated definition live (create when ``job`` is None). Called by change control only."""
+    with transaction.atomic():
+        if job is None:
+            job = Job(tenant_id=team.tenant_id, team=team, environment=environment, version=1)
+            action = AuditAction.JOB_CREATED
+        else:
+            job = Job.objects.select_for_update().get(pk=job.pk)
+            job.version += 1
+            action = AuditAction.JOB_UPDATED
+        for field, value in definition.items():
+            setattr(job, field, value)
+        job.change_request_id = change_request_id
+        job.next_fire_at = compute_next_fire(job)
+        job._change_reason = f"change request #{change_request_id}" if change_request_id else "direct change"
+        job.save()
+        audit.record(action, actor=actor, obj=job, data={"version": job.version, "change_request": change_request_id})
+    return job
+
+
+def delete_job(*, actor, job: Job, change_request_id: int | None = None) -> Job:
+    """Retire a job: it stops being scheduled; its runs and history stay."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        job.status = JobStatus.DELETED
+        job.version += 1
+        job.next_fire_at = None
+        job.change_request_id = change_request_id
+        job._change_reason = f"change request #{change_request_id}" if change_request_id else "direct change"
+        job.save()
+        audit.record(AuditAction.JOB_DELETED, actor=actor, obj=job, data={"change_request": change_request_id})
+    return job
+
+
+def enqueue_run(run_id: int) -> None:
+    """Hand a run to django-q2 (called on commit, so the worker always finds the row)."""
+    from django_q.tasks import async_task
+
+    async_task("jobs.tasks.execute_run", run_id, task_name=f"run-{run_id}", save=False)
+
+
+def trigger_run(job: Job, *, actor, reason: str = "") -> Run:
+    """Start a run now, outside the schedule (operators and above)."""
+    if not can(actor, Action.TRIGGER, job):
+        raise AccessDenied("You need the operator role for this job to trigger it.")
+    if job.status == JobStatus.DELETED:
+        raise JobStateError("This job is deleted and cannot run.")
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.create(
+            job=job,
+            tenant_id=job.tenant_id,
+            scheduled_for=now,
+            trigger=TriggerKind.MANUAL,
+            triggered_by=actor,
+            reason=reason,
+            status=RunStatus.QUEUED,
+            queued_at=now,
+            job_version=job.version,
+            definition=job.definition(),
+        )
+        audit.record(
+            AuditAction.RUN_TRIGGERED,
+            actor=actor,
+            obj=run,
+            team_id=job.team_id,
+            environment_id=job.environment_id,
+            data={"job": job.name, "reason": reason},
+        )
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+    return run
+
+
+def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
+    action = Action.PAUSE if paused else Action.RESUME
+    if not can(actor, action, job):
+        raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.status == JobStatus.DELETED:
+            raise JobStateError("This job is deleted.")
+        target = JobStatus.PAUSED if paused else JobStatus.ENABLED
+        if job.status == target:
+            raise JobStateError(f"The job is already {target.label.lower()}.")
+        job.status = target
+        job.next_fire_at = compute_next_fire(job)
+        job._change_reason = reason or action.value
+        job.save()
+        audit.record(
+            AuditAction.JOB_PAUSED if paused else AuditAction.JOB_RESUMED,
+            actor=actor,
+            obj=job,
+            data={"reason": reason},
+        )
+    return job
+
+
+def cancel_run(run: Run, *, actor, reason: str) -> Run:
+    if not can(actor, Action.CANCEL, run):
+        raise AccessDenied("You need the operator role for this job to cancel its runs.")
+    with transaction.atomic():
+        updated = Run.objects.filter(
+            pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING]
+        ).update(status=RunStatus.CANCELLED, reason=reason, finished_at=timezone.now())
+        if not updated:
+            raise JobStateError("Only a queued, deferred or running run can be cancelled.")
+        run.refresh_from_db()
+        audit.record(
+            AuditAction.RUN_CANCELLED,
+            actor=actor,
+            obj=run,
+            team_id=run.job.team_id,
+            environment_id=run.job.environment_id,
+            data={"reason": reason},
+        )
+    # A running process notices the cancel at its next status check (see executor).
+    return run
