@@ -156,10 +156,40 @@ def get_object_or_404_for(user, action: Action | str, queryset: QuerySet, **look
     try:
         obj = restrict(queryset, user, Action.VIEW).get(**lookup)
     except (queryset.model.DoesNotExist, ValueError, TypeError):
+        _audit_hidden(user, action, queryset, lookup)
         raise Http404("Not found.") from None
     if action != Action.VIEW and not can(user, action, obj):
         # Visible but not allowed: a permission error, not a hiding 404.
         from django.core.exceptions import PermissionDenied
 
+        record_denied(user, action, obj, reason="role does not allow this action")
         raise PermissionDenied(f"You may not {action} this {queryset.model._meta.verbose_name}.")
     return obj
+
+
+def record_denied(user, action: Action | str, obj: Model, *, reason: str) -> None:
+    """Audit a refused attempt in the object's tenant chain (the caller answers 403 or 404)."""
+    from . import audit
+    from .models import AuditAction
+
+    tenant_id, team_id, env_id = access_key(obj)
+    audit.record(
+        AuditAction.ACCESS_DENIED,
+        actor=user,
+        obj=obj,
+        tenant=tenant_id,
+        team_id=team_id,
+        environment_id=env_id,
+        data={"action": str(action), "reason": reason},
+    )
+
+
+def _audit_hidden(user, action: Action | str, queryset: QuerySet, lookup: dict) -> None:
+    """A 404 for an object that exists but is hidden is a probe worth recording; a truly missing one is not."""
+    if not getattr(user, "is_authenticated", False):
+        return
+    try:
+        obj = queryset.get(**lookup)
+    except (queryset.model.DoesNotExist, queryset.model.MultipleObjectsReturned, ValueError, TypeError):
+        return
+    record_denied(user, action, obj, reason="object not visible to the user")

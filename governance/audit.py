@@ -6,6 +6,7 @@ event and the change commit or roll back together.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -84,6 +85,43 @@ def verify_chain(tenant_id: int | None) -> tuple[int, AuditEvent | None, str]:
         expected_seq += 1
         checked += 1
     head = AuditChain.objects.filter(tenant_id=tenant_id).first()
+    if head is None and checked:
+        return checked, None, "chain head missing (deleted)"
     if head is not None and head.last_seq != checked:
         return checked, None, f"chain head says {head.last_seq} events, found {checked} (events deleted at the end)"
+    if head is not None and head.last_hash != previous:
+        return checked, None, "chain head hash does not match the last event (last event changed or replaced)"
     return checked, None, ""
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    tenant_id: int | None
+    tenant: str
+    checked: int
+    ok: bool
+    broken_seq: int | None
+    broken_id: int | None
+    reason: str
+
+
+def verify_all() -> list[ChainReport]:
+    """Verify every tenant's chain and the platform chain (tenant NULL)."""
+    tenant_ids: set[int | None] = set(AuditChain.objects.values_list("tenant_id", flat=True))
+    tenant_ids |= set(AuditEvent.objects.order_by().values_list("tenant_id", flat=True).distinct())
+    slugs = dict(Tenant.objects.values_list("pk", "slug"))
+    reports = []
+    for tenant_id in sorted(tenant_ids, key=lambda t: (t is not None, t or 0)):
+        checked, bad, reason = verify_chain(tenant_id)
+        reports.append(
+            ChainReport(
+                tenant_id=tenant_id,
+                tenant=slugs.get(tenant_id, "platform") if tenant_id is not None else "platform",
+                checked=checked,
+                ok=not reason,
+                broken_seq=bad.seq if bad is not None else None,
+                broken_id=bad.pk if bad is not None else None,
+                reason=reason,
+            )
+        )
+    return reports

@@ -17,8 +17,12 @@ from jobs.models import Job, Run, RunStatus
 
 def test_prod_job_applies_only_after_two_distinct_approvals(cast):
     change = propose_change(
-        actor=cast.author, action="create", team=cast.payments, environment=cast.prod,
-        definition=cast.definition(), justification="new nightly job",
+        actor=cast.author,
+        action="create",
+        team=cast.payments,
+        environment=cast.prod,
+        definition=cast.definition(),
+        justification="new nightly job",
     )
     assert change.status == ChangeStatus.SUBMITTED
     assert not Job.objects.exists()
@@ -36,8 +40,12 @@ def test_prod_job_applies_only_after_two_distinct_approvals(cast):
 
 def test_superuser_cannot_approve_own_change(cast):
     change = propose_change(
-        actor=cast.superuser, action="create", team=cast.payments, environment=cast.prod,
-        definition=cast.definition(), justification="mine",
+        actor=cast.superuser,
+        action="create",
+        team=cast.payments,
+        environment=cast.prod,
+        definition=cast.definition(),
+        justification="mine",
     )
     with pytest.raises(AccessDenied):
         approve_change(change, actor=cast.superuser)
@@ -46,8 +54,12 @@ def test_superuser_cannot_approve_own_change(cast):
 
 def test_rejection_ends_the_request(cast):
     change = propose_change(
-        actor=cast.author, action="create", team=cast.payments, environment=cast.prod,
-        definition=cast.definition(), justification="x",
+        actor=cast.author,
+        action="create",
+        team=cast.payments,
+        environment=cast.prod,
+        definition=cast.definition(),
+        justification="x",
     )
     change = reject_change(change, actor=cast.approver, comment="no")
     assert change.status == ChangeStatus.REJECTED
@@ -64,14 +76,20 @@ def test_ungoverned_environment_applies_at_once(cast):
 def test_bad_definition_is_refused_with_field_errors(cast):
     with pytest.raises(ValidationError) as info:
         propose_change(
-            actor=cast.author, action="create", team=cast.payments, environment=cast.dev,
+            actor=cast.author,
+            action="create",
+            team=cast.payments,
+            environment=cast.dev,
             definition=cast.definition(cron="61 * * * *", timezone="Mars/Olympus", command="echo hi"),
             justification="",
         )
     assert set(info.value.message_dict) == {"justification"}
     with pytest.raises(ValidationError) as info:
         propose_change(
-            actor=cast.author, action="create", team=cast.payments, environment=cast.dev,
+            actor=cast.author,
+            action="create",
+            team=cast.payments,
+            environment=cast.dev,
             definition=cast.definition(cron="61 * * * *", timezone="Mars/Olympus", command="echo hi"),
             justification="ok",
         )
