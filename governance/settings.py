@@ -238,6 +238,10 @@ else:
 
 # Scheduler
 GOVERNOR_SCHEDULER_MAX_SLEEP = float(env_int("GOVERNOR_SCHEDULER_MAX_SLEEP_MS", 1000)) / 1000
+# A follower scheduler takes over this long after the leader dies.
+GOVERNOR_SCHEDULER_LEASE_SECONDS = float(env_int("GOVERNOR_SCHEDULER_LEASE_MS", 15000)) / 1000
+# catchup=skip still runs a slot reached this late (a slow tick, a leader handover).
+GOVERNOR_MISFIRE_GRACE_SECONDS = float(env_int("GOVERNOR_MISFIRE_GRACE_SECONDS", 60))
 GOVERNOR_OUTPUT_HEAD_BYTES = env_int("GOVERNOR_OUTPUT_HEAD_BYTES", 32 * 1024)
 GOVERNOR_OUTPUT_TAIL_BYTES = env_int("GOVERNOR_OUTPUT_TAIL_BYTES", 32 * 1024)
 GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))

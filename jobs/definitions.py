@@ -10,11 +10,13 @@ from django.core.exceptions import ValidationError
 from governance.models import Environment, Team, Tenant
 
 from . import schedule
-from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus
+from .models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, Job, JobStatus, OverlapPolicy
 
 MAX_COMMAND_ITEMS = 256
 MAX_ARG_LENGTH = 8192
 MAX_TIMEOUT = 7 * 24 * 3600
+MAX_CATCHUP_LIMIT = 100
+MAX_STARTING_DEADLINE = 31 * 24 * 3600
 
 
 def _str(data: dict, field: str, errors: dict, *, required: bool = False, max_length: int = 10000) -> str:
@@ -110,6 +112,8 @@ def clean_definition(
     elif not 1 <= timeout <= MAX_TIMEOUT:
         errors["timeout_seconds"] = [f"Must be between 1 and {MAX_TIMEOUT} seconds."]
 
+    scheduling = _clean_scheduling(merged, errors)
+
     if errors:
         raise ValidationError(errors)
     return {
@@ -121,7 +125,46 @@ def clean_definition(
         "cron": cron,
         "timezone": tz_name,
         "timeout_seconds": timeout,
+        **scheduling,
     }
+
+
+# --- scheduling policies ---------------------------------------------------------------
+
+
+def _choice(data: dict, field: str, choices: type, default: str, errors: dict) -> str:
+    value = data.get(field, default)
+    if value is None:
+        value = default
+    if value not in choices.values:
+        errors[field] = [f"Must be one of: {', '.join(choices.values)} (got {value!r})."]
+    return value
+
+
+def _whole(data: dict, field: str, default: int | None, low: int, high: int, errors: dict, unit: str) -> int | None:
+    value = data.get(field, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors[field] = [f"Must be a whole number of {unit}."]
+    elif not low <= value <= high:
+        errors[field] = [f"Must be between {low} and {high} {unit}."]
+    return value
+
+
+def _clean_scheduling(data: dict, errors: dict) -> dict:
+    return {
+        "gap": _choice(data, "gap", GapPolicy, GapPolicy.SHIFT.value, errors),
+        "overlap": _choice(data, "overlap", OverlapPolicy, OverlapPolicy.ONCE.value, errors),
+        "catchup": _choice(data, "catchup", CatchupPolicy, CatchupPolicy.SKIP.value, errors),
+        "catchup_limit": _whole(data, "catchup_limit", 10, 1, MAX_CATCHUP_LIMIT, errors, "slots"),
+        "starting_deadline_seconds": _whole(
+            data, "starting_deadline_seconds", None, 1, MAX_STARTING_DEADLINE, errors, "seconds"
+        ),
+    }
+
+
+# --- end scheduling policies -----------------------------------------------------------
 
 
 def diff(before: dict | None, after: dict | None) -> list[dict]:

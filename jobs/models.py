@@ -27,6 +27,35 @@ class JobStatus(models.TextChoices):
     DELETED = "deleted", "Deleted"
 
 
+# --- Scheduling policies (see DESIGN.md "Schedules") ---------------------------------
+
+
+class GapPolicy(models.TextChoices):
+    SHIFT = "shift", "Fire at the end of a DST gap"
+    SKIP = "skip", "Skip a time a DST gap removes"
+
+
+class OverlapPolicy(models.TextChoices):
+    ONCE = "once", "Fire at the first occurrence of a repeated time"
+    TWICE = "twice", "Fire at both occurrences of a repeated time"
+
+
+class CatchupPolicy(models.TextChoices):
+    SKIP = "skip", "Record missed slots as skipped"
+    LATEST = "latest", "Run the newest missed slot within the starting deadline"
+    ALL = "all", "Run each missed slot, up to the catch-up limit"
+
+
+SCHEDULING_FIELDS = (
+    "gap",
+    "overlap",
+    "catchup",
+    "catchup_limit",
+    "starting_deadline_seconds",
+)
+
+# --- end scheduling policies -----------------------------------------------------------
+
 # The fields a change request proposes; everything else is operational state.
 DEFINITION_FIELDS = (
     "name",
@@ -37,6 +66,7 @@ DEFINITION_FIELDS = (
     "cron",
     "timezone",
     "timeout_seconds",
+    *SCHEDULING_FIELDS,
 )
 
 
@@ -55,6 +85,17 @@ class Job(models.Model):
     cron = models.CharField(max_length=120)
     timezone = models.CharField(max_length=64, default="UTC")
     timeout_seconds = models.PositiveIntegerField(default=3600)
+    # --- scheduling policies ---
+    gap = models.CharField(max_length=8, choices=GapPolicy.choices, default=GapPolicy.SHIFT)
+    overlap = models.CharField(max_length=8, choices=OverlapPolicy.choices, default=OverlapPolicy.ONCE)
+    catchup = models.CharField(max_length=8, choices=CatchupPolicy.choices, default=CatchupPolicy.SKIP)
+    catchup_limit = models.PositiveSmallIntegerField(
+        default=10, help_text="catchup=all: at most this many missed slots run; older ones are skipped."
+    )
+    starting_deadline_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="A slot later than this is skipped, not run (empty: no deadline)."
+    )
+    # --- end scheduling policies ---
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.ENABLED)
     version = models.PositiveIntegerField(default=1)
     change_request_id = models.PositiveBigIntegerField(
@@ -93,8 +134,19 @@ class Job(models.Model):
     def definition(self) -> dict:
         return {field: getattr(self, field) for field in DEFINITION_FIELDS}
 
+    @property
+    def schedule_seed(self) -> str:
+        return schedule.job_seed(self.tenant_id, self.environment_id, self.name)
+
     def next_runs(self, after: datetime, count: int = 5) -> list[datetime]:
-        return schedule.next_n(self.cron, self.timezone, after, count)
+        return schedule.next_n(
+            self.cron, self.timezone, after, count, gap=self.gap, overlap=self.overlap, seed=self.schedule_seed
+        )
+
+    def next_fire_after(self, after: datetime) -> datetime | None:
+        return schedule.next_after(
+            self.cron, self.timezone, after, gap=self.gap, overlap=self.overlap, seed=self.schedule_seed
+        )
 
 
 class RunStatus(models.TextChoices):
@@ -182,3 +234,28 @@ class Run(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+# --- Scheduler coordination ----------------------------------------------------------
+
+
+class SchedulerLease(models.Model):
+    """The leader lease several ``run_scheduler`` processes compete for.
+
+    Only the holder ticks, which saves the others from racing for every slot;
+    correctness does not depend on it (the conditional claim of
+    ``next_fire_at`` and the unique run key do), so a stale leader after a
+    pause costs nothing but a lost race.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    holder = models.CharField(max_length=200, help_text="host:pid:nonce of the process holding the lease.")
+    expires_at = models.DateTimeField()
+    acquired_at = models.DateTimeField()
+    term = models.PositiveIntegerField(default=1, help_text="Incremented at each change of holder.")
+
+    def __str__(self) -> str:
+        return f"{self.name} lease held by {self.holder} (term {self.term})"
+
+
+# --- end scheduler coordination ------------------------------------------------------

@@ -12,7 +12,6 @@ from governance.access import Action, can
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
-from . import schedule
 from .models import Job, JobStatus, Run, RunStatus, TriggerKind
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ class JobStateError(Exception):
 def compute_next_fire(job: Job, after=None):
     if job.status != JobStatus.ENABLED:
         return None
-    return schedule.next_after(job.cron, job.timezone, after or timezone.now())
+    return job.next_fire_after(after or timezone.now())
 
 
 def apply_definition(
@@ -121,7 +120,10 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
         if job.status == target:
             raise JobStateError(f"The job is already {target.label.lower()}.")
         job.status = target
-        job.next_fire_at = compute_next_fire(job)
+        if not paused:
+            # The slot pending at pause time is kept: the scheduler then records
+            # the slots missed while paused by the job's catch-up policy.
+            job.next_fire_at = job.next_fire_at or compute_next_fire(job)
         job._change_reason = reason or action.value
         job.save()
         audit.record(
