@@ -1,9 +1,32 @@
 """REST API routes (/api/v1/...) and the OpenAPI schema."""
 
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from approvals.api import ChangeRequestViewSet
+from governance.api import (
+    AuditEventViewSet,
+    EnvironmentViewSet,
+    ObtainTokenView,
+    TeamViewSet,
+    TenantViewSet,
+)
+from jobs.api import JobViewSet, RunViewSet
+
+router = DefaultRouter()
+# Route names carry an "api-" prefix so they never clash with the browser UI's.
+router.register("tenants", TenantViewSet, basename="api-tenant")
+router.register("teams", TeamViewSet, basename="api-team")
+router.register("environments", EnvironmentViewSet, basename="api-environment")
+router.register("jobs", JobViewSet, basename="api-job")
+router.register("runs", RunViewSet, basename="api-run")
+router.register("change-requests", ChangeRequestViewSet, basename="api-change-request")
+router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
 
 urlpatterns = [
+    path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -204,6 +204,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
+    "EXCEPTION_HANDLER": "governance.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Governor API",
@@ -211,6 +212,16 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the resource name (jobs, runs, ...), not the version prefix.
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Several models have a "status" or "action"; name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.JobStatus",
+        "RunStatusEnum": "jobs.models.RunStatus",
+        "ChangeStatusEnum": "approvals.models.ChangeStatus",
+        "ChangeActionEnum": "approvals.models.ChangeAction",
+        "AuditActionEnum": "governance.models.AuditAction",
+    },
 }
 
 # django-q2: the ORM broker on the default database by default, Redis when REDIS_URL is set.

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 class JobStateError(Exception):
     """The job or run is not in a state that allows this."""
 
+    # Read by the API's error mapping (governance.api): a state conflict answers 409.
+    conflict = True
+
 
 def compute_next_fire(job: Job, after=None):
     if job.status != JobStatus.ENABLED:

@@ -1,0 +1,324 @@
+"""REST endpoints for jobs and runs.
+
+Jobs are read-only here: their definitions change through change requests
+(``approvals.api``). Operators act on them: trigger, pause, resume, cancel a run.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import mixins, serializers, status
+from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter, SearchFilter
+from rest_framework.reverse import reverse
+
+from governance.api import (
+    EnvironmentRefSerializer,
+    ReasonSerializer,
+    RequiredReasonSerializer,
+    RestrictedViewSet,
+    TeamRefSerializer,
+    TenantRefSerializer,
+    UsernameField,
+    ref_filter,
+)
+
+from . import schedule, services
+from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
+
+NEXT_RUNS = 5
+
+
+class DefinitionSerializer(serializers.Serializer):
+    """A job definition: the fields a change request proposes."""
+
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    runbook = serializers.CharField(allow_blank=True)
+    criticality = serializers.ChoiceField(choices=Criticality.choices)
+    command = serializers.ListField(child=serializers.CharField())
+    cron = serializers.CharField()
+    timezone = serializers.CharField()
+    timeout_seconds = serializers.IntegerField()
+
+
+class NextRunSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="UTC instant.")
+    local = serializers.CharField(help_text="The same instant on the job's wall clock (ISO 8601 with offset).")
+    timezone = serializers.CharField()
+
+
+class JobLinksSerializer(serializers.Serializer):
+    self = serializers.URLField()
+    runs = serializers.URLField()
+    change_requests = serializers.URLField()
+    history = serializers.URLField()
+    audit = serializers.URLField()
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
+    tenant = TenantRefSerializer(read_only=True)
+    team = TeamRefSerializer(read_only=True)
+    environment = EnvironmentRefSerializer(read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "name",
+            "tenant",
+            "team",
+            "environment",
+            "criticality",
+            "status",
+            "version",
+            "cron",
+            "timezone",
+            "next_fire_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class JobDetailSerializer(JobSerializer):
+    definition = serializers.SerializerMethodField()
+    next_runs = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [
+            *JobSerializer.Meta.fields,
+            *(f for f in DEFINITION_FIELDS if f not in JobSerializer.Meta.fields),
+            "definition",
+            "change_request_id",
+            "created_at",
+            "next_runs",
+            "links",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(DefinitionSerializer)
+    def get_definition(self, job: Job) -> dict:
+        return job.definition()
+
+    @extend_schema_field(NextRunSerializer(many=True))
+    def get_next_runs(self, job: Job) -> list:
+        if job.status != JobStatus.ENABLED:
+            return []
+        tz = schedule.zone(job.timezone)
+        return [
+            {
+                "at": serializers.DateTimeField().to_representation(instant),
+                "local": instant.astimezone(tz).isoformat(),
+                "timezone": job.timezone,
+            }
+            for instant in job.next_runs(timezone.now(), NEXT_RUNS)
+        ]
+
+    @extend_schema_field(JobLinksSerializer)
+    def get_links(self, job: Job) -> dict:
+        request = self.context.get("request")
+        detail = reverse("api-job-detail", kwargs={"pk": job.pk}, request=request)
+        return {
+            "self": detail,
+            "runs": reverse("api-run-list", request=request) + f"?job={job.pk}",
+            "change_requests": reverse("api-change-request-list", request=request) + f"?job={job.pk}",
+            "history": reverse("api-job-history", kwargs={"pk": job.pk}, request=request),
+            "audit": reverse("api-audit-event-list", request=request) + f"?object=jobs.job:{job.pk}",
+        }
+
+
+class JobHistorySerializer(serializers.Serializer):
+    """One recorded version of a job (django-simple-history)."""
+
+    history_id = serializers.IntegerField()
+    history_date = serializers.DateTimeField()
+    change = serializers.SerializerMethodField()
+    user = UsernameField(source="history_user")
+    reason = serializers.CharField(source="history_change_reason", allow_null=True)
+    version = serializers.IntegerField()
+    status = serializers.CharField()
+    change_request_id = serializers.IntegerField(allow_null=True)
+    definition = serializers.SerializerMethodField()
+
+    def get_change(self, record) -> str:
+        return {"+": "created", "~": "changed", "-": "removed"}.get(record.history_type, record.history_type)
+
+    @extend_schema_field(DefinitionSerializer)
+    def get_definition(self, record) -> dict:
+        return {field: getattr(record, field) for field in DEFINITION_FIELDS}
+
+
+class JobFilter(filters.FilterSet):
+    tenant = ref_filter("tenant", "Tenant")
+    team = ref_filter("team", "Team")
+    environment = ref_filter("environment", "Environment")
+    status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
+    criticality = filters.MultipleChoiceFilter(choices=Criticality.choices)
+
+    class Meta:
+        model = Job
+        fields = ["tenant", "team", "environment", "status", "criticality"]
+
+
+class JobRefSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
+    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    environment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = ["id", "url", "name", "team", "environment"]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api-run-detail")
+    job = JobRefSerializer(read_only=True)
+    triggered_by = UsernameField()
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "url",
+            "job",
+            "tenant",
+            "scheduled_for",
+            "trigger",
+            "triggered_by",
+            "status",
+            "attempt",
+            "job_version",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+            "exit_code",
+        ]
+        read_only_fields = fields
+
+
+class RunDetailSerializer(RunSerializer):
+    definition = DefinitionSerializer(read_only=True, help_text="The exact definition this run executes.")
+
+    class Meta(RunSerializer.Meta):
+        fields = [
+            *RunSerializer.Meta.fields,
+            "key",
+            "reason",
+            "created_at",
+            "definition",
+            "output",
+            "output_bytes",
+            "worker",
+            "pid",
+            "cpu_user_s",
+            "cpu_sys_s",
+            "max_rss_kb",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List jobs", description="Search matches the job name."),
+    retrieve=extend_schema(summary="A job's live definition, next runs and links"),
+)
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
+    """Live job definitions. Read-only: propose changes through /api/v1/change-requests/."""
+
+    queryset = Job.objects.select_related("tenant", "team", "environment")
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    filter_backends = [filters.DjangoFilterBackend, SearchFilter, OrderingFilter]
+    search_fields = ["name"]
+    ordering_fields = ["name", "criticality", "status", "version", "next_fire_at", "created_at", "updated_at"]
+    ordering = ["name", "id"]
+
+    def get_serializer_class(self):
+        return JobSerializer if self.action == "list" else JobDetailSerializer
+
+    @extend_schema(request=ReasonSerializer, responses={201: RunDetailSerializer}, summary="Run now")
+    @action(detail=True, methods=["post"])
+    def trigger(self, request, pk=None):
+        job = self.get_object()
+        body = ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.trigger_run(job, actor=request.user, reason=body.validated_data["reason"])
+        run = Run.objects.select_related("job__team", "job__environment", "triggered_by").get(pk=run.pk)
+        return self.detail_response(run, RunDetailSerializer, status.HTTP_201_CREATED)
+
+    @extend_schema(request=ReasonSerializer, responses={200: JobDetailSerializer}, summary="Pause the schedule")
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._set_paused(request, paused=True)
+
+    @extend_schema(request=ReasonSerializer, responses={200: JobDetailSerializer}, summary="Resume the schedule")
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._set_paused(request, paused=False)
+
+    def _set_paused(self, request, *, paused: bool):
+        job = self.get_object()
+        body = ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = services.set_paused(job, actor=request.user, paused=paused, reason=body.validated_data["reason"])
+        return self.detail_response(self.get_queryset().get(pk=job.pk), JobDetailSerializer)
+
+    @extend_schema(responses={200: JobHistorySerializer(many=True)}, summary="Every recorded version of the job")
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def history(self, request, pk=None):
+        job = self.get_object()
+        records = job.history.select_related("history_user").order_by("-history_date", "-history_id")
+        page = self.paginate_queryset(records)
+        return self.get_paginated_response(JobHistorySerializer(page, many=True).data)
+
+
+class RunFilter(filters.FilterSet):
+    job = filters.NumberFilter(field_name="job_id")
+    status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    trigger = filters.ChoiceFilter(choices=TriggerKind.choices)
+    tenant = ref_filter("tenant", "Tenant")
+    team = ref_filter("job__team", "Team")
+    environment = ref_filter("job__environment", "Environment")
+    since = filters.IsoDateTimeFilter(field_name="scheduled_for", lookup_expr="gte", label="Scheduled from (UTC)")
+    until = filters.IsoDateTimeFilter(field_name="scheduled_for", lookup_expr="lt", label="Scheduled before (UTC)")
+
+    class Meta:
+        model = Run
+        fields = ["job", "status", "trigger"]
+
+
+@extend_schema_view(list=extend_schema(summary="List runs, newest first"), retrieve=extend_schema(summary="A run"))
+class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
+    """Runs of the jobs the user can see."""
+
+    queryset = Run.objects.select_related("job__team", "job__environment", "triggered_by")
+    serializer_class = RunSerializer
+    filterset_class = RunFilter
+    filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
+    ordering_fields = ["scheduled_for", "started_at", "finished_at", "status"]
+    ordering = ["-scheduled_for", "-id"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list":
+            # Output can be large; lists don't show it.
+            queryset = queryset.defer("output", "definition")
+        return queryset
+
+    def get_serializer_class(self):
+        return RunSerializer if self.action == "list" else RunDetailSerializer
+
+    @extend_schema(request=RequiredReasonSerializer, responses={200: RunDetailSerializer}, summary="Cancel a run")
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        run = self.get_object()
+        body = RequiredReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.cancel_run(run, actor=request.user, reason=body.validated_data["reason"])
+        return self.detail_response(self.get_queryset().get(pk=run.pk), RunDetailSerializer)
