@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import audit
-from .access import Action, access_key, restrict
+from .access import Action, get_object_or_404_for, record_denied, restrict
 from .models import AuditAction, AuditEvent, Environment, Team, Tenant
 from .services import AccessDenied
 
@@ -63,7 +63,8 @@ def exception_handler(exc, context):
     domain errors carrying ``conflict`` (ChangeError, JobStateError) 409 or 400, Http404 404.
 
     Services are atomic, so when any of these reaches here nothing of the request was written.
-    The one exception is deliberate: a refused action (403) is itself recorded in the audit trail.
+    The one deliberate write: refused actions (403) and probes of hidden objects (404) are recorded
+    in the audit trail as access.denied.
     """
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(validation_detail(exc))
@@ -87,20 +88,18 @@ def _record_denial(exc: exceptions.PermissionDenied, context) -> None:
     if request is None or not getattr(user, "is_authenticated", False):
         return
     target = getattr(view, "denial_target", None)
-    tenant_id = team_id = environment_id = None
+    action = getattr(view, "action", None) or request.method.lower()
     if isinstance(target, Model):
-        tenant_id, team_id, environment_id = access_key(target)
-    elif isinstance(target, tuple):
-        tenant_id, team_id, environment_id = target
+        record_denied(user, action, target, reason=str(exc.detail))
+        return
+    tenant_id, team_id, environment_id = target if isinstance(target, tuple) else (None, None, None)
     audit.record(
         AuditAction.ACCESS_DENIED,
         actor=user,
-        obj=target if isinstance(target, Model) else None,
         tenant=tenant_id,
         team_id=team_id,
         environment_id=environment_id,
-        data={"method": request.method, "path": request.path, "detail": str(exc.detail)},
-        ip=client_ip(request),
+        data={"action": action, "reason": str(exc.detail)},
     )
 
 
@@ -123,9 +122,22 @@ class RestrictedViewSet(viewsets.GenericViewSet):
         return restrict(super().get_queryset(), self.request.user, Action.VIEW)
 
     def get_object(self):
-        obj = super().get_object()
+        try:
+            obj = super().get_object()
+        except Http404:
+            self._record_probe()
+            raise
         self.denial_target = obj
         return obj
+
+    def _record_probe(self) -> None:
+        # The central lookup audits a 404 for an object that exists but is hidden (a probe of
+        # another tenant's ids) and stays silent for one that is truly missing; its answer is ours.
+        lookup = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
+        try:
+            get_object_or_404_for(self.request.user, Action.VIEW, self.queryset.model._default_manager.all(), pk=lookup)
+        except Http404:
+            pass
 
     def detail_response(self, obj, serializer_class, status_code=status.HTTP_200_OK) -> Response:
         return Response(serializer_class(obj, context=self.get_serializer_context()).data, status=status_code)

@@ -220,7 +220,13 @@ def test_globex_member_gets_404_for_every_acme_url(cast, acme_objects):
         for url, body in posts:
             response = client.post(url, body, format="json")
             assert (response.status_code, response.json()) == (404, {"detail": "Not found."}), (member, url)
-        assert counts() == before
+        # Nothing changed; the only rows written are the audit trail's record of each probe.
+        probes = len(gets) + len(posts)
+        assert counts() == {**before, "audit_events": before["audit_events"] + probes}
+        recorded = AuditEvent.objects.order_by("-id")[:probes]
+        assert {(e.action, e.actor_id, e.tenant_id) for e in recorded} == {
+            (AuditAction.ACCESS_DENIED, member.pk, cast.acme.pk)
+        }
 
 
 def test_globex_lists_show_no_acme_rows_whatever_the_filters(cast, acme_objects):
