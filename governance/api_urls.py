@@ -24,9 +24,14 @@ router.register("runs", RunViewSet, basename="api-run")
 router.register("change-requests", ChangeRequestViewSet, basename="api-change-request")
 router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
 
+from jobs import manifest_api
+
 urlpatterns = [
     path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("v1/manifests/plan/", manifest_api.ManifestPlanView.as_view(), name="manifest-plan"),
+    path("v1/manifests/apply/", manifest_api.ManifestApplyView.as_view(), name="manifest-apply"),
+    path("v1/manifests/export/", manifest_api.ManifestExportView.as_view(), name="manifest-export"),
 ]

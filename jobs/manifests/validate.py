@@ -1,0 +1,351 @@
+"""Checking a manifest set: offline (against its own ``kind: Tenant`` documents) or against the server.
+
+Each job, in each of its environments, goes through ``jobs.definitions.clean_definition``
+(the same validation as every other path), so new definition fields are checked
+here without manifest code; its field errors are mapped back to the YAML node
+they came from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import DatabaseError
+
+from governance.access import Action, can_in, tenant_ids
+from governance.models import Environment, Team, Tenant
+from jobs.definitions import clean_definition
+from jobs.models import DEFINITION_FIELDS, Job, JobStatus
+
+from .loader import JobEntry, ManifestSet, Problem, position, value_node
+
+_offline_ids = itertools.count(-1, -1)
+
+
+def definition_defaults() -> dict[str, Any]:
+    """What an omitted field means: the model's default, so a manifest states the whole definition."""
+    defaults = {}
+    for name in DEFINITION_FIELDS:
+        if name == "name":
+            continue
+        try:
+            model_field = Job._meta.get_field(name)
+        except FieldDoesNotExist:  # a definition field that is not a model column has no default
+            continue
+        defaults[name] = model_field.get_default()
+    return defaults
+
+
+@dataclass
+class TenantContext:
+    """What a tenant's jobs are checked against: real rows (server) or unsaved stand-ins (offline)."""
+
+    tenant: Tenant
+    teams: dict[str, Team]
+    environments: dict[str, Environment]
+    live: dict[tuple[int, str], Job] = field(default_factory=dict)
+    offline: bool = False
+
+
+@dataclass
+class Resolved:
+    """One job entry in one environment, with its normalised definition when valid."""
+
+    entry: JobEntry
+    context: TenantContext
+    team: Team
+    environment: Environment
+    live: Job | None
+    desired: dict | None
+
+
+@dataclass
+class Checked:
+    problems: list[Problem]
+    resolved: list[Resolved]
+    contexts: dict[str, TenantContext]
+
+
+def _stand_in(model, **fields):
+    # Negative primary keys match no row, so the definition's database checks see an empty tenant.
+    return model(pk=next(_offline_ids), **fields)
+
+
+def _offline_contexts(mset: ManifestSet, problems: list[Problem]) -> dict[str, TenantContext]:
+    contexts: dict[str, TenantContext] = {}
+    declared_at: dict[str, Any] = {}
+    for decl in mset.tenants:
+        if decl.slug in contexts:
+            line, column = position(declared_at[decl.slug][1])
+            first = declared_at[decl.slug][0]
+            node = value_node(decl.node, "tenant")
+            problems.append(
+                Problem(
+                    decl.file, *position(node), f"Tenant {decl.slug!r} is already declared at {first}:{line}:{column}."
+                )
+            )
+            continue
+        declared_at[decl.slug] = (decl.file, decl.node)
+        tenant = _stand_in(Tenant, slug=decl.slug, name=decl.slug)
+        if decl.naming_pattern:
+            tenant.naming_pattern = decl.naming_pattern
+        contexts[decl.slug] = TenantContext(
+            tenant=tenant,
+            teams={slug: _stand_in(Team, tenant=tenant, slug=slug, name=slug) for slug in decl.teams},
+            environments={
+                slug: _stand_in(Environment, tenant=tenant, slug=slug, name=slug, order=i)
+                for i, slug in enumerate(decl.environments)
+            },
+            offline=True,
+        )
+    return contexts
+
+
+def _server_contexts(mset: ManifestSet, actor, problems: list[Problem]) -> dict[str, TenantContext]:
+    slugs = {entry.tenant for entry in mset.entries} | {doc.tenant for doc in mset.documents}
+    slugs |= {decl.slug for decl in mset.tenants}
+    tenants = Tenant.objects.filter(slug__in=slugs)
+    if actor is not None and not actor.is_superuser:
+        # Another tenant is indistinguishable from a missing one.
+        tenants = tenants.filter(pk__in=tenant_ids(actor, Action.VIEW))
+    tenants = {t.slug: t for t in tenants}
+    teams = Team.objects.filter(tenant__in=tenants.values())
+    environments = Environment.objects.filter(tenant__in=tenants.values())
+    contexts = {
+        slug: TenantContext(
+            tenant=tenant,
+            teams={t.slug: t for t in teams if t.tenant_id == tenant.pk},
+            environments={e.slug: e for e in environments if e.tenant_id == tenant.pk},
+        )
+        for slug, tenant in tenants.items()
+    }
+    by_id = {c.tenant.pk: c for c in contexts.values()}
+    for job in Job.objects.filter(tenant__in=tenants.values()).exclude(status=JobStatus.DELETED):
+        by_id[job.tenant_id].live[(job.environment_id, job.name)] = job
+    for decl in mset.tenants:
+        context = contexts.get(decl.slug)
+        if context is None:
+            continue
+        for slug, node in decl.teams.items():
+            if slug not in context.teams:
+                problems.append(
+                    Problem(decl.file, *position(node), f"Team {slug!r} does not exist in tenant {decl.slug!r}.")
+                )
+        for slug, node in decl.environments.items():
+            if slug not in context.environments:
+                problems.append(
+                    Problem(decl.file, *position(node), f"Environment {slug!r} does not exist in tenant {decl.slug!r}.")
+                )
+    return contexts
+
+
+_PATH_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def _field_path(key: str) -> list[str | int]:
+    """'parameters.values[0]' -> ['parameters', 'values', 0]."""
+    parts: list[str | int] = []
+    for token in _PATH_PART.findall(key):
+        parts.append(int(token[1:-1]) if token.startswith("[") else token)
+    return parts
+
+
+def _messages(exc: ValidationError) -> list[tuple[str, str]]:
+    if hasattr(exc, "error_dict"):
+        return [(key, message) for key, messages in exc.message_dict.items() for message in messages]
+    return [("", message) for message in exc.messages]
+
+
+class _Collector:
+    """Gathers field errors per (node, message) across environments, so an error in the shared
+    part of a job is reported once, naming the environments only when not all of them."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple, list[str]] = {}
+
+    def add(self, file: str, node, key: str, message: str, env: str) -> None:
+        line, column = position(node)
+        label = f"{key}: " if key and key != "__all__" else ""
+        self.found.setdefault((file, line, column, f"{label}{message}"), []).append(env)
+
+    def problems(self) -> list[Problem]:
+        result = []
+        for (file, line, column, message), envs in self.found.items():
+            result.append(Problem(file, line, column, f"{message} (in {', '.join(envs)})"))
+        return result
+
+
+def check(mset: ManifestSet, *, against_server: bool, actor=None) -> Checked:
+    """Validate every job of ``mset`` in each of its environments; never writes.
+
+    Offline, tenants, teams and environments come from the ``kind: Tenant``
+    documents of the set; against the server they come from the database (as
+    far as ``actor``, when given, may see) and live jobs are taken into account.
+    """
+    problems = list(mset.problems)
+    contexts = _server_contexts(mset, actor, problems) if against_server else _offline_contexts(mset, problems)
+    resolved: list[Resolved] = []
+    defaults = definition_defaults()
+    seen: dict[tuple[str, str, str], JobEntry] = {}
+    for doc in mset.documents:
+        context = contexts.get(doc.tenant)
+        if context is None:
+            hint = "" if against_server else " (declare it in a kind: Tenant document, or check --against-server)"
+            problems.append(Problem(doc.file, *position(doc.tenant_node), f"Unknown tenant {doc.tenant!r}{hint}."))
+            continue
+        team = context.teams.get(doc.team)
+        if team is None:
+            known = ", ".join(sorted(context.teams)) or "none"
+            problems.append(
+                Problem(
+                    doc.file,
+                    *position(doc.team_node),
+                    f"Unknown team {doc.team!r} in tenant {doc.tenant!r} (teams: {known}).",
+                )
+            )
+            continue
+        for entry in doc.entries:
+            collector = _Collector()
+            for env_slug, env_node in entry.environments:
+                environment = context.environments.get(env_slug)
+                if environment is None:
+                    known = ", ".join(context.environments) or "none"
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            *position(env_node),
+                            f"Unknown environment {env_slug!r} in tenant {doc.tenant!r} (environments: {known}).",
+                        )
+                    )
+                    continue
+                key = (doc.tenant, env_slug, entry.name)
+                if key in seen:
+                    first = seen[key]
+                    line, column = position(value_node(first.node, "name"))
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            *position(value_node(entry.node, "name")),
+                            f"Job {entry.name!r} in {env_slug} is already defined at {first.file}:{line}:{column}.",
+                        )
+                    )
+                    continue
+                seen[key] = entry
+                if actor is not None and not can_in(actor, Action.VIEW, context.tenant.pk, team.pk, environment.pk):
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            *position(env_node),
+                            f"You may not view team {doc.team!r} in environment {env_slug!r}.",
+                            forbidden=True,
+                        )
+                    )
+                    continue
+                live = context.live.get((environment.pk, entry.name))
+                data = {**defaults, **entry.definition_for(env_slug)}
+                desired = None
+                try:
+                    desired = clean_definition(
+                        data, tenant=context.tenant, team=team, environment=environment, job=live
+                    )
+                except ValidationError as exc:
+                    for field_key, message in _messages(exc):
+                        node = entry.locate(env_slug, _field_path(field_key)) if field_key else entry.node
+                        collector.add(entry.file, node, field_key, message, env_slug)
+                except DatabaseError:
+                    problems.append(
+                        Problem(
+                            entry.file,
+                            *position(entry.node),
+                            "Validation needs Governor's database schema: run `manage.py migrate` once "
+                            "(an empty local SQLite database is enough for offline checks).",
+                        )
+                    )
+                    return Checked(problems, resolved, contexts)
+                resolved.append(Resolved(entry, context, team, environment, live, desired))
+            for problem in collector.problems():
+                all_envs = [env for env, _ in entry.environments]
+                problems.append(_drop_env_suffix(problem, all_envs))
+    problems += _dependency_cycles(resolved)
+    return Checked(_sorted(problems), resolved, contexts)
+
+
+def _drop_env_suffix(problem: Problem, all_envs: list[str]) -> Problem:
+    suffix = f" (in {', '.join(all_envs)})"
+    if problem.message.endswith(suffix):
+        return Problem(problem.file, problem.line, problem.column, problem.message[: -len(suffix)], problem.forbidden)
+    return problem
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    order = {file: i for i, file in enumerate(dict.fromkeys(p.file for p in unique))}
+    return sorted(unique, key=lambda p: (order[p.file], p.line, p.column, p.message))
+
+
+def _upstreams(value: Any) -> list[tuple[int, str]]:
+    """Names a ``dependencies`` value points at: a list of names, or of mappings naming the upstream job."""
+    if not isinstance(value, list):
+        return []
+    found = []
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            found.append((index, item))
+        elif isinstance(item, dict):
+            for key in ("job", "upstream", "name"):
+                if isinstance(item.get(key), str):
+                    found.append((index, item[key]))
+                    break
+    return found
+
+
+def _dependency_cycles(resolved: list[Resolved]) -> list[Problem]:
+    """A cycle across the whole set (any files) of one tenant and environment, reported once per cycle
+    at the dependency that closes it."""
+    if "dependencies" not in DEFINITION_FIELDS:
+        return []
+    graph: dict[tuple[str, str], dict[str, list[tuple[str, int]]]] = {}
+    where: dict[tuple[str, str, str], Resolved] = {}
+    for item in resolved:
+        definition = item.desired if item.desired is not None else item.entry.definition_for(item.environment.slug)
+        scope = (item.context.tenant.slug, item.environment.slug)
+        edges = graph.setdefault(scope, {})
+        edges[item.entry.name] = [(name, index) for index, name in _upstreams(definition.get("dependencies"))]
+        where[(*scope, item.entry.name)] = item
+    # Live jobs not in the manifests keep their dependencies: a cycle may close through them.
+    for item in resolved:
+        scope = (item.context.tenant.slug, item.environment.slug)
+        for (env_id, name), job in item.context.live.items():
+            if env_id == item.environment.pk and name not in graph[scope]:
+                graph[scope][name] = [(n, i) for i, n in _upstreams(getattr(job, "dependencies", None))]
+    problems: list[Problem] = []
+    reported: set[frozenset] = set()
+    for scope, edges in graph.items():
+        for start in sorted(edges):
+            stack = [(start, [start])]
+            while stack:
+                node, path = stack.pop()
+                for upstream, index in edges.get(node, []):
+                    if upstream == start:
+                        cycle = frozenset(path)
+                        if cycle in reported:
+                            continue
+                        reported.add(cycle)
+                        culprit = where.get((*scope, path[-1])) or where.get((*scope, start))
+                        if culprit is None:
+                            continue
+                        env = culprit.environment.slug
+                        node_at = culprit.entry.locate(
+                            env, ["dependencies", index] if path[-1] == culprit.entry.name else []
+                        )
+                        chain = " -> ".join([*path, start])
+                        problems.append(
+                            Problem(culprit.entry.file, *position(node_at), f"dependencies: cycle {chain} (in {env}).")
+                        )
+                    elif upstream not in path and len(path) < 1000:
+                        stack.append((upstream, [*path, upstream]))
+    return problems
