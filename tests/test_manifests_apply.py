@@ -285,7 +285,7 @@ def test_api_plan_accepts_a_raw_yaml_stream(cast):
         "file": "request.yaml",
         "line": 10,
         "column": 11,
-        "message": "cron: Invalid cron expression '61 * * * *': Bad minute",
+        "message": "cron: Invalid cron expression '61 * * * *': Bad minute.",
     }
 
 
