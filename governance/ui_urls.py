@@ -3,7 +3,29 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from approvals import views as approval_views
+from jobs import views as job_views
+
+from . import views
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("audit/", views.audit_list, name="audit_list"),
+    path("jobs/", job_views.job_list, name="job_list"),
+    path("jobs/<int:pk>/", job_views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/trigger/", job_views.job_trigger, name="job_trigger"),
+    path("jobs/<int:pk>/pause/", job_views.job_pause, name="job_pause"),
+    path("jobs/<int:pk>/resume/", job_views.job_resume, name="job_resume"),
+    path("jobs/<int:pk>/propose/", approval_views.change_edit, name="change_edit"),
+    path("jobs/<int:pk>/propose-deletion/", approval_views.change_delete, name="change_delete"),
+    path("runs/<int:pk>/", job_views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/cancel/", job_views.run_cancel, name="run_cancel"),
+    path("changes/", approval_views.change_list, name="change_list"),
+    path("changes/new/", approval_views.change_new, name="change_new"),
+    path("changes/<int:pk>/", approval_views.change_detail, name="change_detail"),
+    path("changes/<int:pk>/approve/", approval_views.change_approve, name="change_approve"),
+    path("changes/<int:pk>/reject/", approval_views.change_reject, name="change_reject"),
+    path("changes/<int:pk>/withdraw/", approval_views.change_withdraw, name="change_withdraw"),
 ]

@@ -1,0 +1,142 @@
+"""The proposal forms: a new job, a change to a live job, a deletion."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from governance.access import Action, restrict
+from governance.models import Environment, Team
+from jobs.models import Criticality
+
+
+class TeamChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return f"{obj.name} ({obj.tenant.slug})"
+
+
+class EnvironmentChoice(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        needed = obj.required_approvals
+        policy = f"{needed} approval{'s' if needed != 1 else ''}" if needed else "applies at once"
+        return f"{obj.name} ({obj.tenant.slug}) — {policy}"
+
+
+class ProposalForm(forms.Form):
+    """Justification and ticket: what every change request carries."""
+
+    justification = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Why is this change needed? Reviewers read this."}),
+        max_length=5000,
+        error_messages={"required": "A justification is required: say why this change is needed."},
+    )
+    ticket = forms.CharField(
+        required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": "e.g. OPS-1234"})
+    )
+
+
+class JobDefinitionForm(ProposalForm):
+    """A job's definition. With ``job`` given it proposes an update (team and environment stay)."""
+
+    field_order = [
+        "team",
+        "environment",
+        "name",
+        "description",
+        "criticality",
+        "command",
+        "cron",
+        "timezone",
+        "timeout_seconds",
+        "runbook",
+        "justification",
+        "ticket",
+    ]
+
+    team = TeamChoice(queryset=Team.objects.none(), empty_label="Choose the owning team")
+    environment = EnvironmentChoice(queryset=Environment.objects.none(), empty_label="Choose the environment")
+    name = forms.CharField(
+        max_length=200,
+        help_text="<team>.<system>.<job>, lower-case letters, digits and dashes.",
+        widget=forms.TextInput(attrs={"placeholder": "payments.ledger.reconcile", "autocomplete": "off"}),
+    )
+    description = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 2}))
+    runbook = forms.CharField(
+        required=False,
+        max_length=50000,
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "What to do when this job fails (markdown)."}),
+    )
+    criticality = forms.ChoiceField(choices=Criticality.choices, initial=Criticality.MEDIUM)
+    command = forms.CharField(
+        help_text="One argv item per line; the first line is the program. No shell is involved.",
+        widget=forms.Textarea(
+            attrs={"rows": 3, "class": "mono", "placeholder": "/usr/local/bin/reconcile\n--day\nyesterday"}
+        ),
+    )
+    cron = forms.CharField(
+        max_length=120,
+        help_text="5 fields: minute hour day-of-month month day-of-week.",
+        widget=forms.TextInput(attrs={"class": "mono", "placeholder": "30 2 * * *"}),
+    )
+    timezone = forms.CharField(
+        label="Time zone",
+        max_length=64,
+        initial="UTC",
+        help_text="IANA name; the cron is evaluated on this wall clock.",
+        widget=forms.TextInput(attrs={"list": "timezones", "autocomplete": "off"}),
+    )
+    timeout_seconds = forms.IntegerField(
+        min_value=1, initial=3600, label="Timeout (seconds)", help_text="The whole process group is killed after this."
+    )
+
+    def __init__(self, *args, user, job=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.job = job
+        if job is not None:
+            del self.fields["team"]
+            del self.fields["environment"]
+        else:
+            self.fields["team"].queryset = restrict(Team.objects.select_related("tenant"), user, Action.PROPOSE)
+            self.fields["environment"].queryset = restrict(
+                Environment.objects.select_related("tenant"), user, Action.PROPOSE
+            )
+
+    def clean_command(self) -> list[str]:
+        # Blank lines are layout, not empty arguments.
+        lines = [line.rstrip("\r") for line in self.cleaned_data["command"].split("\n")]
+        argv = [line for line in lines if line.strip()]
+        if not argv:
+            raise ValidationError("Give at least the program to run.")
+        return argv
+
+    def definition(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"].strip(),
+            "description": data["description"],
+            "runbook": data["runbook"],
+            "criticality": data["criticality"],
+            "command": data["command"],
+            "cron": data["cron"],
+            "timezone": data["timezone"].strip(),
+            "timeout_seconds": data["timeout_seconds"],
+        }
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        """Show the service's field errors beside the fields they belong to."""
+        for field, messages in exc.message_dict.items():
+            self.add_error(field if field in self.fields else None, messages)
+
+    @staticmethod
+    def initial_from(job) -> dict:
+        initial = job.definition()
+        initial["command"] = "\n".join(job.command or [])
+        return initial
+
+
+class ReviewForm(forms.Form):
+    comment = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Comment (recorded with your decision)"}),
+    )

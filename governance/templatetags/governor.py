@@ -1,0 +1,186 @@
+"""Display helpers: UTC and local times side by side, status badges, a safe runbook renderer."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from django import template
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
+
+from jobs import schedule
+
+register = template.Library()
+
+
+def _zone(tz_name: str | None):
+    try:
+        return schedule.zone(tz_name or "UTC")
+    except schedule.ScheduleError:
+        return UTC
+
+
+@register.filter
+def utc(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """``2026-11-29 12:03:00 UTC``."""
+    if not value:
+        return "—"
+    return value.astimezone(UTC).strftime(fmt) + " UTC"
+
+
+@register.filter
+def local(value: datetime | None, tz_name: str | None) -> str:
+    """The instant on the wall clock of ``tz_name``, with the zone's abbreviation."""
+    if not value:
+        return "—"
+    zone = _zone(tz_name)
+    fmt = "%Y-%m-%d %H:%M %Z" if value.second == 0 and value.microsecond == 0 else "%Y-%m-%d %H:%M:%S %Z"
+    return value.astimezone(zone).strftime(fmt)
+
+
+@register.filter
+def isoz(value: datetime | None) -> str:
+    return schedule.isoz(value) if value else ""
+
+
+@register.simple_tag
+def when(value: datetime | None, tz_name: str | None = None, short: bool = False):
+    """UTC time, with the local time of ``tz_name`` beside it when that zone is not UTC."""
+    if not value:
+        return mark_safe('<span class="muted">—</span>')
+    fmt = "%Y-%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S"
+    main = format_html('<time datetime="{}">{}</time>', schedule.isoz(value), utc(value, fmt))
+    if tz_name and tz_name != "UTC":
+        zone = _zone(tz_name)
+        shown = value.astimezone(zone).strftime(fmt + " %Z")
+        return format_html('{} <span class="local" title="{}">{}</span>', main, tz_name, shown)
+    return main
+
+
+@register.filter
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+@register.filter
+def argv(value) -> str:
+    """An argv list shown one item per line (the form's input format)."""
+    if isinstance(value, list):
+        return "\n".join(str(item) for item in value)
+    return "" if value is None else str(value)
+
+
+@register.filter
+def field_label(name: str) -> str:
+    return {
+        "timeout_seconds": "Timeout (s)",
+        "timezone": "Time zone",
+        "cron": "Schedule (cron)",
+        "command": "Command (argv)",
+    }.get(name, name.replace("_", " ").capitalize())
+
+
+_INLINE_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^\s)]+)\)")
+
+
+def _inline(escaped: str) -> str:
+    # Runs on already-escaped text: the only tags in the result are the ones added here.
+    escaped = _INLINE_CODE.sub(r"<code>\1</code>", escaped)
+    escaped = _BOLD.sub(r"<strong>\1</strong>", escaped)
+    return _LINK.sub(r'<a href="\2" rel="noopener noreferrer nofollow">\1</a>', escaped)
+
+
+@register.filter
+def runbook(text: str | None):
+    """A small, safe subset of markdown: headings, lists, paragraphs, `code`, **bold**, http(s) links.
+
+    The text is HTML-escaped before any markup is added, so a runbook can never inject HTML.
+    """
+    if not text:
+        return ""
+    html: list[str] = []
+    list_tag: str | None = None
+    paragraph: list[str] = []
+    in_code = False
+    code_lines: list[str] = []
+
+    def flush_paragraph() -> None:
+        if paragraph:
+            html.append("<p>" + "<br>".join(_inline(line) for line in paragraph) + "</p>")
+            paragraph.clear()
+
+    def close_list() -> None:
+        nonlocal list_tag
+        if list_tag:
+            html.append(f"</{list_tag}>")
+            list_tag = None
+
+    for raw in text.splitlines():
+        if raw.strip().startswith("```"):
+            if in_code:
+                html.append("<pre>" + "\n".join(code_lines) + "</pre>")
+                code_lines.clear()
+                in_code = False
+            else:
+                flush_paragraph()
+                close_list()
+                in_code = True
+            continue
+        line = escape(raw)
+        if in_code:
+            code_lines.append(line)
+            continue
+        stripped = line.strip()
+        heading = re.match(r"^(#{1,4})\s+(.*)$", stripped)
+        bullet = re.match(r"^[-*]\s+(.*)$", stripped)
+        numbered = re.match(r"^\d+[.)]\s+(.*)$", stripped)
+        if not stripped:
+            flush_paragraph()
+            close_list()
+        elif heading:
+            flush_paragraph()
+            close_list()
+            level = min(len(heading.group(1)) + 2, 6)
+            html.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+        elif bullet or numbered:
+            flush_paragraph()
+            tag = "ul" if bullet else "ol"
+            if list_tag != tag:
+                close_list()
+                html.append(f"<{tag}>")
+                list_tag = tag
+            html.append(f"<li>{_inline((bullet or numbered).group(1))}</li>")
+        else:
+            close_list()
+            paragraph.append(stripped)
+    if in_code:
+        html.append("<pre>" + "\n".join(code_lines) + "</pre>")
+    flush_paragraph()
+    close_list()
+    return mark_safe("\n".join(html))  # noqa: S308 - built from escaped text only
+
+
+@register.simple_tag(takes_context=True)
+def query_with(context, **changes) -> str:
+    """The current query string with some parameters replaced (pagination, tabs)."""
+    params = context["request"].GET.copy()
+    for key, value in changes.items():
+        if value in (None, ""):
+            params.pop(key, None)
+        else:
+            params[key] = value
+    encoded = params.urlencode()
+    return "?" + encoded if encoded else "?"

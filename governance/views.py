@@ -1,0 +1,220 @@
+"""Dashboard and audit pages of the browser UI."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q
+from django.db.models.functions import TruncHour
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from approvals.models import OPEN_STATUSES, ChangeRequest, ChangeStatus
+from jobs.models import Job, JobStatus, Run, RunStatus
+
+from .access import Action, restrict
+from .models import AuditAction, AuditEvent, Team
+
+CHART_STATUSES = [
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.TIMED_OUT,
+    RunStatus.CANCELLED,
+    RunStatus.SKIPPED,
+    RunStatus.RUNNING,
+    RunStatus.QUEUED,
+]
+FAILED_STATUSES = [RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST]
+
+
+def review_queue(user):
+    """Submitted requests the user may review, not their own, not yet reviewed by them at this revision."""
+    return (
+        restrict(ChangeRequest.objects.filter(status=ChangeStatus.SUBMITTED), user, Action.REVIEW)
+        .exclude(author=user)
+        .exclude(
+            pk__in=ChangeRequest.objects.filter(reviews__reviewer=user, reviews__revision=F("revision")).values("pk")
+        )
+    )
+
+
+def runs_chart(user, now: datetime) -> dict:
+    """Runs scheduled in the last 24 hours, stacked per hour and status, as SVG geometry."""
+    start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
+    rows = (
+        restrict(Run.objects.filter(scheduled_for__gte=start, scheduled_for__lte=now), user)
+        .annotate(hour=TruncHour("scheduled_for", tzinfo=UTC))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    buckets: dict[datetime, dict[str, int]] = {start + timedelta(hours=i): {} for i in range(24)}
+    totals: dict[str, int] = {}
+    for row in rows:
+        hour = row["hour"].astimezone(UTC)
+        status = row["status"] if row["status"] in CHART_STATUSES else RunStatus.QUEUED
+        bucket = buckets.setdefault(hour, {})
+        bucket[status] = bucket.get(status, 0) + row["n"]
+        totals[status] = totals.get(status, 0) + row["n"]
+    peak = max((sum(b.values()) for b in buckets.values()), default=0)
+    width, height, gap = 24, 120, 4
+    bars = []
+    for index, (hour, counts) in enumerate(sorted(buckets.items())):
+        y = height
+        segments = []
+        for status in CHART_STATUSES:
+            n = counts.get(status, 0)
+            if not n:
+                continue
+            h = max(round(n / peak * height, 1), 1.5)
+            y -= h
+            segments.append({"status": status, "n": n, "y": round(y, 1), "h": h})
+        bars.append(
+            {
+                "x": index * (width + gap),
+                "hour": hour,
+                "label": hour.strftime("%H"),
+                "total": sum(counts.values()),
+                "segments": segments,
+            }
+        )
+    legend = [
+        {"status": s, "label": RunStatus(s).label, "n": totals.get(s, 0)} for s in CHART_STATUSES if totals.get(s)
+    ]
+    return {
+        "bars": bars,
+        "peak": peak,
+        "total": sum(totals.values()),
+        "legend": legend,
+        "width": 24 * (width + gap),
+        "height": height,
+        "bar_width": width,
+        "failed": sum(totals.get(s, 0) for s in FAILED_STATUSES),
+    }
+
+
+@login_required
+def dashboard(request):
+    user = request.user
+    now = timezone.now()
+    per_env: dict[int, dict] = {}
+    counts = (
+        restrict(Job.objects.exclude(status=JobStatus.DELETED), user)
+        .values(
+            "environment_id",
+            "environment__slug",
+            "environment__name",
+            "environment__order",
+            "environment__required_approvals",
+            "tenant__slug",
+            "status",
+        )
+        .annotate(n=Count("id"))
+        .order_by("tenant__slug", "environment__order")
+    )
+    for row in counts:
+        env = per_env.setdefault(
+            row["environment_id"],
+            {
+                "id": row["environment_id"],
+                "tenant": row["tenant__slug"],
+                "slug": row["environment__slug"],
+                "name": row["environment__name"],
+                "governed": row["environment__required_approvals"] > 0,
+                "required_approvals": row["environment__required_approvals"],
+                "enabled": 0,
+                "paused": 0,
+            },
+        )
+        env[row["status"]] = env.get(row["status"], 0) + row["n"]
+    for env in per_env.values():
+        env["total"] = env["enabled"] + env["paused"]
+    tenants = {env["tenant"] for env in per_env.values()}
+
+    queue = review_queue(user).select_related("team", "environment", "author").order_by("created_at")
+    mine = (
+        ChangeRequest.objects.filter(author=user, status__in=OPEN_STATUSES)
+        .select_related("team", "environment", "tenant")
+        .annotate(
+            approvals=Count(
+                "reviews", filter=Q(reviews__decision="approve", reviews__revision=F("revision")), distinct=True
+            )
+        )
+        .order_by("-created_at")
+    )
+    failures = (
+        restrict(Run.objects.filter(status__in=FAILED_STATUSES), user)
+        .select_related("job", "job__environment")
+        .order_by("-scheduled_for")[:8]
+    )
+    queue_list = list(queue[:8])
+    context = {
+        "environments": list(per_env.values()),
+        "multi_tenant": len(tenants) > 1,
+        "chart": runs_chart(user, now),
+        "failures": list(failures),
+        "queue": queue_list,
+        "queue_count": queue.count(),
+        "mine": list(mine[:8]),
+        "now": now,
+        "can_propose": restrict(Team.objects.all(), user, Action.PROPOSE).exists(),
+    }
+    return render(request, "governance/dashboard.html", context)
+
+
+def _parse_bound(raw: str, *, end: bool) -> datetime | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    parsed = parse_datetime(raw.replace("Z", "+00:00"))
+    if parsed is not None:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    day = parse_date(raw)
+    if day is None:
+        raise ValueError(raw)
+    # A bare "until" date includes that whole day.
+    return datetime.combine(day + timedelta(days=1) if end else day, time.min, tzinfo=UTC)
+
+
+@login_required
+def audit_list(request):
+    events = restrict(AuditEvent.objects.select_related("tenant"), request.user).order_by("-created_at", "-id")
+    errors = {}
+    action = request.GET.get("action", "")
+    actor = request.GET.get("actor", "").strip()
+    obj = request.GET.get("object", "").strip()
+    if action:
+        if action in AuditAction.values:
+            events = events.filter(action=action)
+        else:
+            errors["action"] = "Unknown action."
+    if actor:
+        events = events.filter(actor_repr__icontains=actor)
+    if obj:
+        events = events.filter(object_repr__icontains=obj)
+    for key, is_end in (("since", False), ("until", True)):
+        try:
+            bound = _parse_bound(request.GET.get(key, ""), end=is_end)
+        except ValueError:
+            errors[key] = "Use a date (2026-11-29) or an ISO 8601 time (2026-11-29T12:00:00Z)."
+            continue
+        if bound is not None:
+            events = events.filter(**{"created_at__lt" if is_end else "created_at__gte": bound})
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "events": list(page.object_list),
+        "actions": AuditAction.choices,
+        "filters": {
+            "action": action,
+            "actor": actor,
+            "object": obj,
+            "since": request.GET.get("since", ""),
+            "until": request.GET.get("until", ""),
+        },
+        "errors": errors,
+    }
+    return render(request, "governance/audit_list.html", context, status=400 if errors else 200)

@@ -1,0 +1,226 @@
+"""Job and run pages: list, detail, and the operator actions trigger, pause, resume, cancel."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import OuterRef, Prefetch, Q, Subquery
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from approvals.models import OPEN_STATUSES, ChangeRequest, Review
+from governance.access import Action, can, get_object_or_404_for, restrict
+from governance.models import Environment, Team, Tenant
+from governance.services import AccessDenied
+
+from . import schedule
+from .definitions import diff
+from .forms import ReasonForm
+from .models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
+from .services import JobStateError, cancel_run, set_paused, trigger_run
+
+OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING)
+
+
+@login_required
+def job_list(request):
+    user = request.user
+    params = request.GET
+    last_run = Run.objects.filter(job=OuterRef("pk")).order_by("-scheduled_for", "-id")
+    jobs = restrict(Job.objects.select_related("tenant", "team", "environment"), user).annotate(
+        last_run_status=Subquery(last_run.values("status")[:1]),
+        last_run_at=Subquery(last_run.values("scheduled_for")[:1]),
+        last_run_id=Subquery(last_run.values("id")[:1]),
+    )
+    status = params.get("status", "")
+    jobs = jobs.filter(status=status) if status in JobStatus.values else jobs.exclude(status=JobStatus.DELETED)
+    if params.get("tenant"):
+        jobs = jobs.filter(tenant__slug=params["tenant"])
+    if params.get("team", "").isdigit():
+        jobs = jobs.filter(team_id=int(params["team"]))
+    if params.get("environment"):
+        jobs = jobs.filter(environment__slug=params["environment"])
+    if params.get("criticality"):
+        jobs = jobs.filter(criticality=params["criticality"])
+    q = params.get("q", "").strip()
+    if q:
+        jobs = jobs.filter(Q(name__icontains=q) | Q(description__icontains=q))
+    jobs = jobs.order_by("tenant__slug", "environment__order", "name")
+    page = Paginator(jobs, 50).get_page(params.get("page"))
+    tenants = list(restrict(Tenant.objects.all(), user))
+    environments = restrict(Environment.objects.all(), user).values_list("slug", flat=True).distinct().order_by()
+    context = {
+        "page": page,
+        "jobs": list(page.object_list),
+        "tenants": tenants,
+        "teams": list(restrict(Team.objects.select_related("tenant"), user)),
+        "environment_slugs": sorted(set(environments)),
+        "statuses": JobStatus.choices,
+        "filters": {k: params.get(k, "") for k in ("tenant", "team", "environment", "status", "criticality", "q")},
+        "filtered": any(params.get(k) for k in ("tenant", "team", "environment", "status", "criticality", "q")),
+        "can_propose": bool(restrict(Team.objects.all(), user, Action.PROPOSE).exists()),
+    }
+    return render(request, "jobs/job_list.html", context)
+
+
+def _versions(job: Job) -> list[dict]:
+    """Every version of the job's definition, newest first, with the request that made it and its diff."""
+    records = list(job.history.select_related("history_user").order_by("history_date", "history_id"))
+    versions: list[dict] = []
+    for record in records:
+        if versions and versions[-1]["version"] == record.version:
+            continue
+        definition = {field: getattr(record, field) for field in DEFINITION_FIELDS}
+        previous = versions[-1]["definition"] if versions else None
+        versions.append(
+            {
+                "version": record.version,
+                "date": record.history_date,
+                "user": record.history_user,
+                "reason": record.history_change_reason,
+                "status": record.status,
+                "change_request_id": record.change_request_id,
+                "definition": definition,
+                "changes": diff(previous, definition) if previous is not None else [],
+                "deleted": record.status == JobStatus.DELETED,
+            }
+        )
+    ids = [v["change_request_id"] for v in versions if v["change_request_id"]]
+    requests = {
+        cr.pk: cr
+        for cr in ChangeRequest.objects.filter(pk__in=ids)
+        .select_related("author")
+        .prefetch_related(Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
+    }
+    for v in versions:
+        cr = requests.get(v["change_request_id"])
+        v["change_request"] = cr
+        if cr is not None:
+            v["approvers"] = [r.reviewer for r in cr.reviews.all() if r.decision == "approve"]
+    versions.reverse()
+    return versions
+
+
+def _job_page(request, job: Job, *, pause_form=None, trigger_form=None, status: int = 200):
+    user = request.user
+    now = timezone.now()
+    try:
+        upcoming = job.next_runs(now, 5) if job.status != JobStatus.DELETED else []
+    except schedule.ScheduleError:
+        upcoming = []
+    context = {
+        "job": job,
+        "upcoming": upcoming,
+        "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
+        "versions": _versions(job),
+        "open_changes": list(
+            job.change_requests.filter(status__in=OPEN_STATUSES).select_related("author").order_by("-created_at")
+        ),
+        "can_trigger": job.status != JobStatus.DELETED and can(user, Action.TRIGGER, job),
+        "can_pause": job.status == JobStatus.ENABLED and can(user, Action.PAUSE, job),
+        "can_resume": job.status == JobStatus.PAUSED and can(user, Action.RESUME, job),
+        "can_propose": job.status != JobStatus.DELETED and can(user, Action.PROPOSE, job),
+        "pause_form": pause_form or ReasonForm(),
+        "trigger_form": trigger_form or ReasonForm(required=False),
+    }
+    return render(request, "jobs/job_detail.html", context, status=status)
+
+
+def _job(request, pk: int, action: Action = Action.VIEW) -> Job:
+    return get_object_or_404_for(
+        request.user, action, Job.objects.select_related("tenant", "team", "environment"), pk=pk
+    )
+
+
+@login_required
+def job_detail(request, pk: int):
+    return _job_page(request, _job(request, pk))
+
+
+@login_required
+@require_POST
+def job_trigger(request, pk: int):
+    job = _job(request, pk, Action.TRIGGER)
+    form = ReasonForm(request.POST, required=False)
+    if not form.is_valid():
+        return _job_page(request, job, trigger_form=form, status=400)
+    try:
+        run = trigger_run(job, actor=request.user, reason=form.cleaned_data["reason"])
+    except JobStateError as exc:
+        messages.error(request, str(exc))
+        return _job_page(request, job, status=409)
+    messages.success(request, f"Run #{run.pk} queued.")
+    return redirect("run_detail", pk=run.pk)
+
+
+def _set_paused(request, pk: int, *, paused: bool):
+    job = _job(request, pk, Action.PAUSE if paused else Action.RESUME)
+    form = ReasonForm(request.POST, required=paused)
+    if not form.is_valid():
+        messages.error(request, "Pausing needs a reason.")
+        return _job_page(request, job, pause_form=form, status=400)
+    try:
+        set_paused(job, actor=request.user, paused=paused, reason=form.cleaned_data["reason"])
+    except JobStateError as exc:
+        messages.error(request, str(exc))
+        return _job_page(request, job, status=409)
+    messages.success(request, "Job paused: it will not be scheduled until resumed." if paused else "Job resumed.")
+    return redirect("job_detail", pk=job.pk)
+
+
+@login_required
+@require_POST
+def job_pause(request, pk: int):
+    return _set_paused(request, pk, paused=True)
+
+
+@login_required
+@require_POST
+def job_resume(request, pk: int):
+    return _set_paused(request, pk, paused=False)
+
+
+def _run(request, pk: int, action: Action = Action.VIEW) -> Run:
+    return get_object_or_404_for(
+        request.user,
+        action,
+        Run.objects.select_related("job", "job__tenant", "job__team", "job__environment", "triggered_by"),
+        pk=pk,
+    )
+
+
+def _run_page(request, run: Run, *, cancel_form=None, status: int = 200):
+    context = {
+        "run": run,
+        "job": run.job,
+        "can_cancel": run.status in OPEN_RUN_STATUSES and can(request.user, Action.CANCEL, run),
+        "cancel_form": cancel_form or ReasonForm(),
+        "version_is_live": run.job_version == run.job.version,
+    }
+    return render(request, "jobs/run_detail.html", context, status=status)
+
+
+@login_required
+def run_detail(request, pk: int):
+    return _run_page(request, _run(request, pk))
+
+
+@login_required
+@require_POST
+def run_cancel(request, pk: int):
+    run = _run(request, pk, Action.CANCEL)
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        return _run_page(request, run, cancel_form=form, status=400)
+    try:
+        cancel_run(run, actor=request.user, reason=form.cleaned_data["reason"])
+    except JobStateError as exc:
+        messages.error(request, str(exc))
+        return _run_page(request, run, status=409)
+    except AccessDenied as exc:
+        messages.error(request, str(exc))
+        return _run_page(request, run, status=403)
+    messages.success(request, "Run cancelled.")
+    return redirect("run_detail", pk=run.pk)
