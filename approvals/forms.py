@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from governance.access import Action, restrict
 from governance.models import Environment, Team
-from jobs.models import Criticality
+from jobs.models import CatchupPolicy, Criticality, GapPolicy, OverlapPolicy
 
 
 class TeamChoice(forms.ModelChoiceField):
@@ -49,6 +49,11 @@ class JobDefinitionForm(ProposalForm):
         "timezone",
         "timeout_seconds",
         "runbook",
+        "gap",
+        "overlap",
+        "catchup",
+        "catchup_limit",
+        "starting_deadline_seconds",
         "justification",
         "ticket",
     ]
@@ -89,6 +94,29 @@ class JobDefinitionForm(ProposalForm):
         min_value=1, initial=3600, label="Timeout (seconds)", help_text="The whole process group is killed after this."
     )
 
+    gap = forms.ChoiceField(
+        label="When a DST change skips the time",
+        choices=GapPolicy.choices,
+        initial=GapPolicy.SHIFT,
+        help_text="Fixed-hour schedules only; '*' hours follow elapsed time.",
+    )
+    overlap = forms.ChoiceField(
+        label="When a DST change repeats the time", choices=OverlapPolicy.choices, initial=OverlapPolicy.ONCE
+    )
+    catchup = forms.ChoiceField(
+        label="Missed runs",
+        choices=CatchupPolicy.choices,
+        initial=CatchupPolicy.SKIP,
+        help_text="After the scheduler was down or the job paused; missed slots are always recorded.",
+    )
+    catchup_limit = forms.IntegerField(label="Catch-up limit (slots)", min_value=1, initial=10)
+    starting_deadline_seconds = forms.IntegerField(
+        label="Starting deadline (seconds)",
+        min_value=1,
+        required=False,
+        help_text="A slot later than this is skipped, not run. Empty: no deadline.",
+    )
+
     def __init__(self, *args, user, job=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.job = job
@@ -120,6 +148,11 @@ class JobDefinitionForm(ProposalForm):
             "cron": data["cron"],
             "timezone": data["timezone"].strip(),
             "timeout_seconds": data["timeout_seconds"],
+            "gap": data["gap"],
+            "overlap": data["overlap"],
+            "catchup": data["catchup"],
+            "catchup_limit": data["catchup_limit"],
+            "starting_deadline_seconds": data["starting_deadline_seconds"],
         }
 
     def add_service_errors(self, exc: ValidationError) -> None:

@@ -25,6 +25,7 @@ from .models import ChangeAction, ChangeRequest, ChangeStatus, Review, ReviewDec
 from .services import ChangeError, approve_change, propose_change, reject_change, withdraw_change
 
 TABS = ("review", "mine", "all")
+MULTILINE_FIELDS = ("command", "description", "runbook")
 CRITICALITY_RANK = {c: i for i, c in enumerate(Criticality.values)}
 
 
@@ -216,7 +217,7 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
                 "before": old,
                 "after": new,
                 "changed": changed,
-                "multiline": field in ("command", "description", "runbook"),
+                "multiline": field in MULTILINE_FIELDS,
                 "left": left,
                 "right": right,
             }
@@ -224,11 +225,19 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
     return rows
 
 
-def _next_runs(definition: dict | None) -> list:
+def _next_runs(change: ChangeRequest, definition: dict | None) -> list:
     if not definition:
         return []
     try:
-        return schedule.next_n(definition["cron"], definition["timezone"], timezone.now(), 5)
+        return schedule.next_n(
+            definition["cron"],
+            definition["timezone"],
+            timezone.now(),
+            5,
+            gap=definition.get("gap") or "shift",
+            overlap=definition.get("overlap") or "once",
+            seed=schedule.job_seed(change.tenant_id, change.environment_id, definition.get("name", "")),
+        )
     except (KeyError, schedule.ScheduleError, ValueError):
         return []
 
@@ -271,9 +280,8 @@ def _change_page(request, change: ChangeRequest, *, form=None, error: str = "", 
         and change.action != ChangeAction.CREATE
         and change.job.version != change.base_version
     )
-    schedule_changed = bool(
-        before and after and (before.get("cron"), before.get("timezone")) != (after.get("cron"), after.get("timezone"))
-    )
+    schedule_keys = ("cron", "timezone", "gap", "overlap")
+    schedule_changed = bool(before and after and any(before.get(key) != after.get(key) for key in schedule_keys))
     required = change.required_approvals or change.environment.required_approvals
     rows = definition_diff(change)
     context = {
@@ -292,8 +300,8 @@ def _change_page(request, change: ChangeRequest, *, form=None, error: str = "", 
         "stale": stale,
         "criticality": (after or before or {}).get("criticality", ""),
         "timezone": (after or before or {}).get("timezone", "UTC"),
-        "runs_before": _next_runs(before) if schedule_changed or after is None else [],
-        "runs_after": _next_runs(after),
+        "runs_before": _next_runs(change, before) if schedule_changed or after is None else [],
+        "runs_after": _next_runs(change, after),
         "schedule_changed": schedule_changed,
     }
     return render(request, "approvals/change_detail.html", context, status=status)

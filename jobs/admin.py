@@ -4,7 +4,7 @@ from django.contrib import admin
 
 from governance.admin import ReadOnlyAdmin, ReadOnlyHistoryAdmin
 
-from .models import Job, Run
+from .models import Job, Run, SchedulerLease
 
 
 @admin.register(Job)
@@ -24,3 +24,13 @@ class RunAdmin(ReadOnlyAdmin):
     search_fields = ("job__name",)
     date_hierarchy = "scheduled_for"
     list_select_related = ("job", "job__environment")
+
+
+@admin.register(SchedulerLease)
+class SchedulerLeaseAdmin(ReadOnlyAdmin):
+    read_only_what = "scheduler leases are held by run_scheduler processes; they"
+    list_display = ("name", "holder", "term", "acquired_at", "expires_at")
+
+    def has_view_permission(self, request, obj=None):
+        # Platform state, no tenant: superusers only.
+        return request.user.is_active and request.user.is_superuser

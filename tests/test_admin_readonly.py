@@ -128,7 +128,7 @@ def test_admin_registers_every_model(root):
     from django.contrib import admin
 
     from governance.models import AuditChain, Scope, ScopeGroupRole, ScopeUserRole, Team
-    from jobs.models import Run
+    from jobs.models import Run, SchedulerLease
 
     for model in [
         Tenant,
@@ -143,6 +143,7 @@ def test_admin_registers_every_model(root):
         Run,
         ChangeRequest,
         Review,
+        SchedulerLease,
     ]:
         assert admin.site.is_registered(model), model
     assert root.get(reverse("admin:index")).status_code == 200

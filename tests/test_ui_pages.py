@@ -10,7 +10,7 @@ from approvals.models import ChangeRequest, ChangeStatus, Review
 from approvals.services import approve_change, propose_change
 from conftest import PASSWORD
 from governance.models import AuditEvent
-from jobs.models import Job, JobStatus, Run, RunStatus
+from jobs.models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
 
 
 def login(client, user):
@@ -326,7 +326,7 @@ def test_change_detail_shows_a_side_by_side_diff_with_changed_fields_marked(clie
         ticket="OPS-1",
     )
     html = login(client, cast.approver).get(reverse("change_detail", args=[change.pk])).content.decode()
-    assert "2 of 8 fields changed" in html
+    assert f"2 of {len(DEFINITION_FIELDS)} fields changed" in html
     assert '<span class="removed">*/5 * * * *</span>' in html
     assert '<span class="added">*/10 * * * *</span>' in html
     assert '<span class="ln removed">hello</span>' in html and '<span class="ln added">bye</span>' in html
@@ -334,25 +334,40 @@ def test_change_detail_shows_a_side_by_side_diff_with_changed_fields_marked(clie
     assert "Next runs before vs after" in html
 
 
+SCHEDULING_DEFAULTS = {"gap": "shift", "overlap": "once", "catchup": "skip", "catchup_limit": "10"}
+
+
+def form_data(**fields) -> dict:
+    return {**SCHEDULING_DEFAULTS, **fields}
+
+
+def prefilled(form, **changes) -> dict:
+    data = {k: v for k, v in form.initial.items() if k in form.fields and v is not None}
+    data.update(changes)
+    return data
+
+
 def test_new_job_form_proposes_a_change(client, cast):
     login(client, cast.author)
     assert client.get(reverse("change_new")).status_code == 200
     response = client.post(
         reverse("change_new"),
-        {
-            "team": cast.payments.pk,
-            "environment": cast.prod.pk,
-            "name": "payments.ledger.reconcile",
-            "description": "d",
-            "runbook": "r",
-            "criticality": "high",
-            "command": "/bin/echo\r\nhello world\r\n",
-            "cron": "0 3 * * *",
-            "timezone": "Europe/Berlin",
-            "timeout_seconds": "600",
-            "justification": "needed for close",
-            "ticket": "FIN-1",
-        },
+        form_data(
+            **{
+                "team": cast.payments.pk,
+                "environment": cast.prod.pk,
+                "name": "payments.ledger.reconcile",
+                "description": "d",
+                "runbook": "r",
+                "criticality": "high",
+                "command": "/bin/echo\r\nhello world\r\n",
+                "cron": "0 3 * * *",
+                "timezone": "Europe/Berlin",
+                "timeout_seconds": "600",
+                "justification": "needed for close",
+                "ticket": "FIN-1",
+            }
+        ),
     )
     change = ChangeRequest.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse("change_detail", args=[change.pk])
@@ -365,17 +380,19 @@ def test_invalid_new_job_form_shows_field_errors_and_writes_nothing(client, cast
     events = AuditEvent.objects.count()
     response = client.post(
         reverse("change_new"),
-        {
-            "team": cast.payments.pk,
-            "environment": cast.prod.pk,
-            "name": "data.wrong.prefix",
-            "criticality": "high",
-            "command": "/bin/echo",
-            "cron": "61 * * * *",
-            "timezone": "Mars/Olympus",
-            "timeout_seconds": "60",
-            "justification": "",
-        },
+        form_data(
+            **{
+                "team": cast.payments.pk,
+                "environment": cast.prod.pk,
+                "name": "data.wrong.prefix",
+                "criticality": "high",
+                "command": "/bin/echo",
+                "cron": "61 * * * *",
+                "timezone": "Mars/Olympus",
+                "timeout_seconds": "60",
+                "justification": "",
+            }
+        ),
     )
     assert response.status_code == 400
     errors = response.context["form"].errors
@@ -386,17 +403,19 @@ def test_invalid_new_job_form_shows_field_errors_and_writes_nothing(client, cast
     # With a justification the service's own checks speak, per field.
     response = client.post(
         reverse("change_new"),
-        {
-            "team": cast.payments.pk,
-            "environment": cast.prod.pk,
-            "name": "data.wrong.prefix",
-            "criticality": "high",
-            "command": "/bin/echo",
-            "cron": "61 * * * *",
-            "timezone": "Mars/Olympus",
-            "timeout_seconds": "60",
-            "justification": "because",
-        },
+        form_data(
+            **{
+                "team": cast.payments.pk,
+                "environment": cast.prod.pk,
+                "name": "data.wrong.prefix",
+                "criticality": "high",
+                "command": "/bin/echo",
+                "cron": "61 * * * *",
+                "timezone": "Mars/Olympus",
+                "timeout_seconds": "60",
+                "justification": "because",
+            }
+        ),
     )
     assert response.status_code == 400
     errors = response.context["form"].errors
@@ -411,8 +430,7 @@ def test_edit_form_is_prefilled_and_proposes_an_update(client, cast):
     response = client.get(reverse("change_edit", args=[job.pk]))
     form = response.context["form"]
     assert form.initial["cron"] == "*/5 * * * *" and form.initial["command"] == "/bin/echo\nhello"
-    data = {k: v for k, v in form.initial.items() if k in form.fields}
-    data.update({"cron": "*/20 * * * *", "justification": "less often"})
+    data = prefilled(form, cron="*/20 * * * *", justification="less often")
     response = client.post(reverse("change_edit", args=[job.pk]), data)
     change = ChangeRequest.objects.get(action="update")
     assert response.status_code == 302
@@ -423,8 +441,7 @@ def test_unchanged_edit_is_refused_with_a_clear_error(client, cast):
     job = cast.make_job(cast.prod)
     login(client, cast.author)
     form = client.get(reverse("change_edit", args=[job.pk])).context["form"]
-    data = {k: v for k, v in form.initial.items() if k in form.fields}
-    data["justification"] = "nothing"
+    data = prefilled(form, justification="nothing")
     response = client.post(reverse("change_edit", args=[job.pk]), data)
     assert response.status_code == 400
     assert "identical to the live one" in response.content.decode()

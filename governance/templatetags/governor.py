@@ -88,6 +88,11 @@ def field_label(name: str) -> str:
         "timezone": "Time zone",
         "cron": "Schedule (cron)",
         "command": "Command (argv)",
+        "gap": "DST gap",
+        "overlap": "DST overlap",
+        "catchup": "Missed runs",
+        "catchup_limit": "Catch-up limit",
+        "starting_deadline_seconds": "Starting deadline (s)",
     }.get(name, name.replace("_", " ").capitalize())
 
 
