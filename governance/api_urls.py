@@ -12,6 +12,7 @@ from governance.api import (
     TeamViewSet,
     TenantViewSet,
 )
+from jobs import manifest_api
 from jobs.api import JobViewSet, RunViewSet
 
 router = DefaultRouter()
@@ -23,8 +24,6 @@ router.register("jobs", JobViewSet, basename="api-job")
 router.register("runs", RunViewSet, basename="api-run")
 router.register("change-requests", ChangeRequestViewSet, basename="api-change-request")
 router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
-
-from jobs import manifest_api
 
 urlpatterns = [
     path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
