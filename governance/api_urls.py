@@ -30,7 +30,7 @@ urlpatterns = [
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("v1/manifests/plan/", manifest_api.ManifestPlanView.as_view(), name="manifest-plan"),
-    path("v1/manifests/apply/", manifest_api.ManifestApplyView.as_view(), name="manifest-apply"),
-    path("v1/manifests/export/", manifest_api.ManifestExportView.as_view(), name="manifest-export"),
+    path("v1/manifests/plan/", manifest_api.ManifestPlanView.as_view(), name="api-manifest-plan"),
+    path("v1/manifests/apply/", manifest_api.ManifestApplyView.as_view(), name="api-manifest-apply"),
+    path("v1/manifests/export/", manifest_api.ManifestExportView.as_view(), name="api-manifest-export"),
 ]
