@@ -256,6 +256,20 @@ GOVERNOR_MISFIRE_GRACE_SECONDS = float(env_int("GOVERNOR_MISFIRE_GRACE_SECONDS",
 GOVERNOR_OUTPUT_HEAD_BYTES = env_int("GOVERNOR_OUTPUT_HEAD_BYTES", 32 * 1024)
 GOVERNOR_OUTPUT_TAIL_BYTES = env_int("GOVERNOR_OUTPUT_TAIL_BYTES", 32 * 1024)
 GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))
+# Execution: who jobs run as, their default limits and the worker lease.
+# A worker running as root starts jobs as this user, never as root.
+GOVERNOR_RUN_AS_USER = env_str("GOVERNOR_RUN_AS_USER", "nobody")
+GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES = env_list(
+    "GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES", ["/bin/*", "/usr/bin/*", "/usr/local/bin/*"]
+)
+GOVERNOR_DEFAULT_LIMITS = {
+    "cpu_seconds": env_int("GOVERNOR_LIMIT_CPU_SECONDS", 3600),
+    "memory_mb": env_int("GOVERNOR_LIMIT_MEMORY_MB", 4096),
+    "file_size_mb": env_int("GOVERNOR_LIMIT_FILE_SIZE_MB", 1024),
+    "processes": env_int("GOVERNOR_LIMIT_PROCESSES", 256),
+}
+GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
+GOVERNOR_PUBLIC_URL = env_str("GOVERNOR_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 
 # Vault (OpenBao in development and tests)

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from governance.models import Environment, Team, Tenant
 
 from . import schedule
+from .execution_spec import clean_execution
 from .models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, Job, JobStatus, OverlapPolicy
 
 MAX_COMMAND_ITEMS = 256
@@ -80,17 +81,16 @@ def clean_definition(
     if criticality not in Criticality.values:
         errors["criticality"] = [f"Must be one of: {', '.join(Criticality.values)}."]
 
-    command = merged.get("command")
-    if not isinstance(command, list) or not command:
-        errors["command"] = ['Must be a non-empty list of strings (argv), e.g. ["/bin/echo", "hello"].']
-    elif not all(isinstance(item, str) for item in command):
-        errors["command"] = ["Every argv item must be a string."]
-    elif len(command) > MAX_COMMAND_ITEMS:
-        errors["command"] = [f"At most {MAX_COMMAND_ITEMS} argv items."]
-    elif any(len(item) > MAX_ARG_LENGTH or "\x00" in item for item in command):
-        errors["command"] = [f"Argv items must be under {MAX_ARG_LENGTH} characters and contain no NUL byte."]
-    elif not command[0].strip():
-        errors["command"] = ["The first argv item (the program) must not be empty."]
+    # Execution fields (kind, command and its parameters, limits, retries, HTTP, heartbeats, edges).
+    execution = clean_execution(
+        merged,
+        tenant=tenant,
+        environment=environment,
+        errors=errors,
+        max_items=MAX_COMMAND_ITEMS,
+        max_len=MAX_ARG_LENGTH,
+        job=job,
+    )
 
     tz_name = _str(merged, "timezone", errors, required=True, max_length=64) or ""
     if tz_name and "timezone" not in errors:
@@ -121,11 +121,11 @@ def clean_definition(
         "description": description,
         "runbook": runbook,
         "criticality": criticality,
-        "command": list(command),
         "cron": cron,
         "timezone": tz_name,
         "timeout_seconds": timeout,
         **scheduling,
+        **execution,
     }
 
 

@@ -1,11 +1,25 @@
-"""Running a claimed run's argv as a child process: no shell, a fresh working
-directory, a minimal environment, its own process group killed on timeout or
-cancel, and output kept head and tail."""
+"""Executing a claimed run.
+
+Command jobs run their argv as a child process: never a shell, a fresh working
+directory, an allow-listed environment, resource limits set in the child, a
+non-root user when the worker is root, its own process group killed on timeout,
+cancel or worker death, and output kept head and tail. HTTP jobs make one
+guarded request (``jobs.http_jobs``); external jobs wait for pings
+(``jobs.heartbeats``).
+
+The claim is a conditional UPDATE from ``queued``: a task django-q2 delivers
+twice finds the run already taken and does nothing. While running, the worker
+renews a lease on the run; the recovery sweep marks runs whose lease expired as
+``lost``. Every attempt is recorded as an ``Attempt`` row of the run.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -15,18 +29,28 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from . import schedule
-from .models import Run, RunStatus
+from . import retries, schedule
+from .execution_spec import (
+    ParameterError,
+    executable_allowed,
+    parameter_environment,
+    resolve_command,
+    resolve_parameters,
+)
+from .models import Attempt, JobKind, Run, RunStatus
 
 log = logging.getLogger(__name__)
 
 # Variables a job may inherit from the worker's environment; everything else is dropped.
 ENV_ALLOW_LIST = ("PATH", "LANG", "LC_ALL", "TZ")
-CANCEL_CHECK_SECONDS = 1.0
+CANCEL_CHECK_SECONDS = 0.5
 KILL_GRACE_SECONDS = 2.0
 
 
@@ -66,6 +90,10 @@ class OutputBuffer:
         return head_text + tail_text
 
 
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
 @dataclass
 class ProcessResult:
     exit_code: int | None
@@ -78,6 +106,70 @@ class ProcessResult:
     cpu_user_s: float | None = None
     cpu_sys_s: float | None = None
     max_rss_kb: int | None = None
+    block_in: int | None = None
+    block_out: int | None = None
+    spawned_at: float | None = None  # monotonic
+    exited_at: float | None = None  # monotonic
+    http_status: int | None = None
+    transient: bool = False
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the child runs as (None: as the worker itself, which is not root)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    name: str = ""
+
+
+class IdentityError(Exception):
+    pass
+
+
+def run_as_identity() -> Identity:
+    """A root worker never runs a job as root: it switches to GOVERNOR_RUN_AS_USER."""
+    if os.geteuid() != 0:
+        return Identity()
+    name = settings.GOVERNOR_RUN_AS_USER
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise IdentityError(f"The run-as user {name!r} does not exist on this worker.") from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise IdentityError(f"The run-as user {name!r} is root; jobs never run as root.")
+    return Identity(entry.pw_uid, entry.pw_gid, name)
+
+
+def effective_limits(definition: dict) -> dict:
+    return {**settings.GOVERNOR_DEFAULT_LIMITS, **(definition.get("limits") or {})}
+
+
+def _child_setup(limits: dict):
+    """Runs in the child between fork and exec (after the user switch): limits and parent-death signal."""
+    mb = 1024 * 1024
+    cpu = int(limits["cpu_seconds"])
+    pairs = [
+        # Soft then hard: SIGXCPU first, SIGKILL a few seconds later if ignored.
+        (resource.RLIMIT_CPU, (cpu, cpu + 5)),
+        (resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2),
+        (resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2),
+        (resource.RLIMIT_NPROC, (int(limits["processes"]),) * 2),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+    parent = os.getpid()  # the worker, which becomes the child's parent
+
+    def setup() -> None:
+        for which, value in pairs:
+            resource.setrlimit(which, value)
+        # A worker killed with SIGKILL takes its job with it instead of leaving an orphan that a
+        # retry would run beside. Set after the user switch, which clears it.
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+
+    return setup
 
 
 def run_process(
@@ -87,9 +179,13 @@ def run_process(
     env: dict[str, str],
     cwd: str,
     should_cancel=lambda: False,
+    limits: dict | None = None,
+    identity: Identity | None = None,
 ) -> ProcessResult:
     """Run argv to completion or until timeout/cancel, killing its whole process group."""
     buffer = OutputBuffer(settings.GOVERNOR_OUTPUT_HEAD_BYTES, settings.GOVERNOR_OUTPUT_TAIL_BYTES)
+    identity = identity or Identity()
+    spawned_at = time.monotonic()
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
             argv,
@@ -100,13 +196,19 @@ def run_process(
             env=env,
             start_new_session=True,
             close_fds=True,
+            user=identity.uid,
+            group=identity.gid,
+            extra_groups=[] if identity.uid is not None else None,
+            preexec_fn=_child_setup(limits or settings.GOVERNOR_DEFAULT_LIMITS),  # noqa: PLW1509
         )
     except FileNotFoundError:
         return ProcessResult(None, "", 0, error=f"Executable not found: {argv[0]!r}.")
     except PermissionError:
         return ProcessResult(None, "", 0, error=f"Executable not permitted: {argv[0]!r}.")
-    except OSError as exc:
-        return ProcessResult(None, "", 0, error=f"Could not start {argv[0]!r}: {exc.strerror or exc}.")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return ProcessResult(
+            None, "", 0, error=f"Could not start {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}."
+        )
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -120,6 +222,7 @@ def run_process(
     def reap() -> None:
         # wait4 gives the child's resource usage along with its status.
         _, status, usage = os.wait4(proc.pid, 0)
+        status_holder["exited_at"] = time.monotonic()
         status_holder["status"] = status
         status_holder["usage"] = usage
 
@@ -164,6 +267,10 @@ def run_process(
         cpu_user_s=usage.ru_utime if usage else None,
         cpu_sys_s=usage.ru_stime if usage else None,
         max_rss_kb=usage.ru_maxrss if usage else None,
+        block_in=usage.ru_inblock if usage else None,
+        block_out=usage.ru_oublock if usage else None,
+        spawned_at=spawned_at,
+        exited_at=status_holder.get("exited_at"),
     )
 
 
@@ -185,73 +292,245 @@ def _kill_group_pid(pid: int) -> None:
         pass
 
 
-def _environment(run: Run, workdir: str) -> dict[str, str]:
+def _environment(run: Run, workdir: str, values: dict) -> dict[str, str]:
     env = {name: os.environ[name] for name in ENV_ALLOW_LIST if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(parameter_environment(values))
     env.update(
         HOME=workdir,
+        TMPDIR=workdir,
         GOVERNOR_RUN_ID=str(run.pk),
         GOVERNOR_RUN_KEY=run.key,
         GOVERNOR_ATTEMPT=str(run.attempt),
         GOVERNOR_SCHEDULED_FOR=schedule.isoz(run.scheduled_for),
         GOVERNOR_JOB_NAME=run.definition.get("name", ""),
+        GOVERNOR_HEARTBEAT_URL=f"{settings.GOVERNOR_PUBLIC_URL}/hb/{run.job.ping_token}",
     )
     return env
+
+
+class LeaseKeeper:
+    """Renews the run's lease while it runs and reports an operator's cancel."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.lease = settings.GOVERNOR_RUN_LEASE_SECONDS
+        self.renew_every = max(0.2, self.lease / 3)
+        self.last_renewal = time.monotonic()
+
+    def should_cancel(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_renewal >= self.renew_every:
+            self.last_renewal = now
+            renewed = Run.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                lease_expires_at=timezone.now() + timedelta(seconds=self.lease)
+            )
+            return not renewed
+        return Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists()
+
+
+def _run_command(run: Run, environment_slug: str) -> ProcessResult:
+    definition = run.definition
+    try:
+        values = resolve_parameters(definition, environment_slug)
+        argv = resolve_command(definition, values)
+    except ParameterError as exc:
+        return ProcessResult(None, "", 0, error=str(exc))
+    if not executable_allowed(run.tenant_id, argv[0]):
+        return ProcessResult(None, "", 0, error=f"{argv[0]!r} is no longer on the tenant's allow-list of executables.")
+    try:
+        identity = run_as_identity()
+    except IdentityError as exc:
+        return ProcessResult(None, "", 0, error=str(exc))
+    os.makedirs(settings.GOVERNOR_RUN_ROOT, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=f"run-{run.pk}-{run.attempt}-", dir=settings.GOVERNOR_RUN_ROOT)
+    try:
+        if identity.uid is not None:
+            os.chown(workdir, identity.uid, identity.gid)
+        grace = (definition.get("heartbeat") or {}).get("grace_seconds")
+        if grace:
+            Run.objects.filter(pk=run.pk).update(heartbeat_deadline=timezone.now() + timedelta(seconds=grace))
+        keeper = LeaseKeeper(run.pk)
+        return run_process(
+            argv,
+            timeout=definition.get("timeout_seconds") or 3600,
+            env=_environment(run, workdir, values),
+            cwd=workdir,
+            should_cancel=keeper.should_cancel,
+            limits=effective_limits(definition),
+            identity=identity,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_http(run: Run, environment_id: int, environment_slug: str) -> ProcessResult:
+    from .http_jobs import execute_http
+
+    definition = run.definition
+    try:
+        values = resolve_parameters(definition, environment_slug)
+    except ParameterError as exc:
+        return ProcessResult(None, "", 0, error=str(exc))
+    spawned = time.monotonic()
+    result = execute_http(definition["http"], values, environment_id, float(definition.get("timeout_seconds") or 60))
+    exited = time.monotonic()
+    return ProcessResult(
+        exit_code=None,
+        output=result.body[: settings.GOVERNOR_OUTPUT_HEAD_BYTES + settings.GOVERNOR_OUTPUT_TAIL_BYTES],
+        output_bytes=result.body_bytes,
+        error="" if result.ok else result.error,
+        http_status=result.status,
+        transient=result.transient,
+        retry_after=result.retry_after,
+        spawned_at=spawned,
+        exited_at=exited,
+    )
+
+
+def _ms(delta: timedelta | float | None) -> float | None:
+    if delta is None:
+        return None
+    if isinstance(delta, timedelta):
+        return max(0.0, delta.total_seconds() * 1000)
+    return max(0.0, delta * 1000)
+
+
+def claim(run_id: int) -> bool:
+    """Take a queued run for this worker. Only one caller ever wins a given attempt."""
+    now = timezone.now()
+    return bool(
+        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING,
+            started_at=now,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            attempt=F("attempt") + 1,
+            lease_expires_at=now + timedelta(seconds=settings.GOVERNOR_RUN_LEASE_SECONDS),
+            next_attempt_at=None,
+        )
+    )
 
 
 def execute_run(run_id: int) -> str:
     """Claim and execute one run; returns the final status. A run not in 'queued' is left alone,
     so a redelivered task can never execute a job twice."""
-    now = timezone.now()
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, worker=worker, attempt=1
-    )
-    if not claimed:
+    claimed_mono = time.monotonic()
+    if not claim(run_id):
         log.info("run %s not claimed (already taken, cancelled or missing)", run_id)
         return "not-claimed"
-    run = Run.objects.get(pk=run_id)
-    os.makedirs(settings.GOVERNOR_RUN_ROOT, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f"run-{run.pk}-", dir=settings.GOVERNOR_RUN_ROOT)
+    run = Run.objects.select_related("job__environment").get(pk=run_id)
+    if run.definition.get("kind") == JobKind.EXTERNAL:
+        from .heartbeats import await_external
+
+        return await_external(run)
     try:
-        result = run_process(
-            list(run.definition["command"]),
-            timeout=run.definition.get("timeout_seconds") or 3600,
-            env=_environment(run, workdir),
-            cwd=workdir,
-            should_cancel=lambda: Run.objects.filter(pk=run_id, status=RunStatus.CANCELLED).exists(),
-        )
+        if run.definition.get("kind") == JobKind.HTTP:
+            result = _run_http(run, run.job.environment_id, run.job.environment.slug)
+        else:
+            result = _run_command(run, run.job.environment.slug)
     except Exception as exc:  # record every failure on the run, never lose it
         log.exception("run %s crashed in the executor", run_id)
         result = ProcessResult(None, "", 0, error=f"Executor error: {exc.__class__.__name__}: {exc}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return record_result(run, result, claimed_mono)
 
+
+def _outcome(run: Run, result: ProcessResult) -> tuple[str, str, bool]:
+    """(status, reason, transient) of one finished attempt."""
+    definition = run.definition
     if result.cancelled:
-        status = RunStatus.CANCELLED
-    elif result.timed_out:
-        status = RunStatus.TIMED_OUT
-    elif result.exit_code == 0 and not result.error:
-        status = RunStatus.SUCCEEDED
-    else:
-        status = RunStatus.FAILED
-    reason = result.error
+        return RunStatus.CANCELLED, "", False
     if result.timed_out:
-        reason = f"Timed out after {run.definition.get('timeout_seconds')} s; process group killed."
+        return (
+            RunStatus.TIMED_OUT,
+            f"Timed out after {definition.get('timeout_seconds')} s; process group killed.",
+            retries.is_transient_exit(definition, 124),
+        )
+    if not result.error and (result.http_status is not None or result.exit_code == 0):
+        return RunStatus.SUCCEEDED, "", False
+    reason = result.error or f"Exited with code {result.exit_code}."
+    transient = result.transient or retries.is_transient_exit(definition, result.exit_code)
+    return RunStatus.FAILED, reason, transient
+
+
+def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
+    status, reason, transient = _outcome(run, result)
+    now = timezone.now()
+    retry_delay = None
+    final_status = status
+    if (
+        status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
+        and transient
+        and retries.attempts_left(run.definition, run.attempt)
+    ):
+        retry_delay = retries.backoff_delay(retries.policy(run.definition), run.attempt, retry_after=result.retry_after)
+        final_status = RunStatus.SCHEDULED
+        reason = f"{reason} Transient failure: attempt {run.attempt + 1} in {retry_delay:.1f} s."
+    queued_at = run.queued_at or run.created_at
+    spawned = result.spawned_at or time.monotonic()
+    exited = result.exited_at or spawned
     fields = {
-        "finished_at": timezone.now(),
+        "finished_at": None if final_status == RunStatus.SCHEDULED else now,
         "exit_code": result.exit_code,
+        "http_status": result.http_status,
         "output": result.output,
         "output_bytes": result.output_bytes,
         "pid": result.pid,
         "cpu_user_s": result.cpu_user_s,
         "cpu_sys_s": result.cpu_sys_s,
         "max_rss_kb": result.max_rss_kb,
+        "block_in": result.block_in,
+        "block_out": result.block_out,
+        "lease_expires_at": None,
+        "heartbeat_deadline": None,
+        "queue_wait_ms": _ms(run.started_at - queued_at) if run.started_at else None,
+        "startup_ms": _ms(spawned - claimed_mono),
+        "execution_ms": _ms(exited - spawned),
+        "next_attempt_at": now + timedelta(seconds=retry_delay) if retry_delay is not None else None,
     }
-    if status == RunStatus.CANCELLED:
-        # Keep the operator's reason; only add what the process left behind.
-        Run.objects.filter(pk=run_id).update(**fields)
-    else:
-        Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(status=status, reason=reason, **fields)
-    log.info("run %s finished: %s exit=%s", run_id, status, result.exit_code)
-    return status
+    attempt = Attempt(
+        run_id=run.pk,
+        tenant_id=run.tenant_id,
+        number=run.attempt,
+        status=status,
+        reason=reason,
+        started_at=run.started_at,
+        finished_at=now,
+        exit_code=result.exit_code,
+        http_status=result.http_status,
+        output=result.output,
+        worker=run.worker,
+        pid=result.pid,
+        cpu_user_s=result.cpu_user_s,
+        cpu_sys_s=result.cpu_sys_s,
+        max_rss_kb=result.max_rss_kb,
+        retry_delay_s=retry_delay,
+    )
+    # Recording: from the process's exit to the result being handed to the database.
+    fields["recording_ms"] = _ms(time.monotonic() - exited)
+    with transaction.atomic():
+        if status == RunStatus.CANCELLED:
+            # Keep the operator's reason; only add what the process left behind.
+            fields.pop("finished_at")
+            updated = Run.objects.filter(pk=run.pk).update(**fields)
+        else:
+            updated = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+                status=final_status, reason=reason, **fields
+            )
+        if updated:
+            attempt.save(force_insert=True)
+    if not updated:
+        log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
+        return "superseded"
+    log.info("run %s attempt %s finished: %s exit=%s", run.pk, run.attempt, final_status, result.exit_code)
+    if final_status != RunStatus.SCHEDULED:
+        transaction.on_commit(lambda: _after_finish(run.pk))
+    return final_status
+
+
+def _after_finish(run_id: int) -> None:
+    from .workflows import on_run_finished
+
+    try:
+        on_run_finished(run_id)
+    except Exception:
+        log.exception("starting the downstream jobs of run %s failed", run_id)

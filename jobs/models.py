@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.conf import settings
@@ -56,6 +57,26 @@ SCHEDULING_FIELDS = (
 
 # --- end scheduling policies -----------------------------------------------------------
 
+
+# --- execution: definition fields (kind, parameters, limits, retries, HTTP, heartbeats, workflow) ---
+class JobKind(models.TextChoices):
+    COMMAND = "command", "Command"
+    HTTP = "http", "HTTP request"
+    EXTERNAL = "external", "External (pings only)"
+
+
+EXECUTION_FIELDS = (
+    "kind",
+    "parameters",
+    "limits",
+    "retry",
+    "idempotent",
+    "http",
+    "heartbeat",
+    "dependencies",
+)
+# --- end execution ---
+
 # The fields a change request proposes; everything else is operational state.
 DEFINITION_FIELDS = (
     "name",
@@ -67,6 +88,7 @@ DEFINITION_FIELDS = (
     "timezone",
     "timeout_seconds",
     *SCHEDULING_FIELDS,
+    *EXECUTION_FIELDS,
 )
 
 
@@ -96,6 +118,26 @@ class Job(models.Model):
         null=True, blank=True, help_text="A slot later than this is skipped, not run (empty: no deadline)."
     )
     # --- end scheduling policies ---
+
+    # --- execution fields (see jobs/execution_spec.py for their shape) ---
+    kind = models.CharField(max_length=10, choices=JobKind.choices, default=JobKind.COMMAND)
+    parameters = models.JSONField(
+        default=dict, blank=True, help_text='{"schema": JSON Schema, "values": {environment slug: {name: value}}}'
+    )
+    limits = models.JSONField(
+        default=dict, blank=True, help_text="cpu_seconds, memory_mb, file_size_mb, processes for the child."
+    )
+    retry = models.JSONField(
+        default=dict, blank=True, help_text="max_attempts, backoff_seconds, backoff_cap_seconds, transient_exit_codes."
+    )
+    idempotent = models.BooleanField(
+        default=False, help_text="Safe to run again after a lost worker without asking an operator."
+    )
+    http = models.JSONField(default=dict, blank=True, help_text="HTTP jobs: method, url, headers, body, success.")
+    heartbeat = models.JSONField(default=dict, blank=True, help_text="grace_seconds for pings to /hb/<token>.")
+    dependencies = models.JSONField(default=list, blank=True, help_text="Upstream jobs and edge conditions.")
+    ping_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # --- end execution fields ---
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.ENABLED)
     version = models.PositiveIntegerField(default=1)
     change_request_id = models.PositiveBigIntegerField(
@@ -170,6 +212,8 @@ TERMINAL_STATUSES = frozenset(
 class TriggerKind(models.TextChoices):
     SCHEDULE = "schedule", "Schedule"
     MANUAL = "manual", "Manual"
+    UPSTREAM = "upstream", "Upstream job"  # execution: a workflow edge
+    PING = "ping", "External ping"  # execution: an external job reported in
 
 
 class Run(models.Model):
@@ -199,6 +243,23 @@ class Run(models.Model):
     cpu_user_s = models.FloatField(null=True, blank=True)
     cpu_sys_s = models.FloatField(null=True, blank=True)
     max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
+    # --- execution: leases, retries, resource use and overhead ---
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="A running run whose worker stopped renewing this is lost."
+    )
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="When the next retry attempt is due.")
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    block_in = models.PositiveBigIntegerField(null=True, blank=True, help_text="Block input operations.")
+    block_out = models.PositiveBigIntegerField(null=True, blank=True, help_text="Block output operations.")
+    queue_wait_ms = models.FloatField(null=True, blank=True, help_text="Queued until claimed by a worker.")
+    startup_ms = models.FloatField(null=True, blank=True, help_text="Claimed until the process was started.")
+    execution_ms = models.FloatField(null=True, blank=True, help_text="Process start until exit.")
+    recording_ms = models.FloatField(null=True, blank=True, help_text="Exit until the result was written.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last ping received for this run.")
+    heartbeat_deadline = models.DateTimeField(
+        null=True, blank=True, help_text="A ping is expected before this instant, or the run is a silent failure."
+    )
+    # --- end execution ---
 
     ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
 
@@ -216,6 +277,14 @@ class Run(models.Model):
             models.Index(fields=["tenant", "-scheduled_for"], name="run_tenant_recent"),
             # Job page: a job's newest runs.
             models.Index(fields=["job", "-scheduled_for"], name="run_job_recent"),
+            # Recovery sweep: running runs whose worker lease has expired.
+            models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="run_lease"),
+            # Recovery sweep: runs waiting for their next retry attempt.
+            models.Index(fields=["next_attempt_at"], condition=Q(next_attempt_at__isnull=False), name="run_retry_due"),
+            # Heartbeat sweep: runs expecting a ping.
+            models.Index(
+                fields=["heartbeat_deadline"], condition=Q(heartbeat_deadline__isnull=False), name="run_ping_due"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -259,3 +328,105 @@ class SchedulerLease(models.Model):
 
 
 # --- end scheduler coordination ------------------------------------------------------
+
+
+# --- execution: attempts, alerts and execution policies ---
+class Attempt(models.Model):
+    """One try of a run. Retries and recoveries add attempts to the same run; the run shows the last."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=12, choices=RunStatus.choices)
+    reason = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    output = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    cpu_user_s = models.FloatField(null=True, blank=True)
+    cpu_sys_s = models.FloatField(null=True, blank=True)
+    max_rss_kb = models.PositiveBigIntegerField(null=True, blank=True)
+    retry_delay_s = models.FloatField(null=True, blank=True, help_text="Backoff chosen before the next attempt.")
+
+    ACCESS_FIELDS = ("tenant_id", "run__job__team_id", "run__job__environment_id")
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "number"],
+                name="attempt_unique_number",
+                violation_error_message="This run already has an attempt with that number.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of run #{self.run_id}: {self.status}"
+
+
+class AlertKind(models.TextChoices):
+    SILENT_FAILURE = "silent_failure", "Silent failure (missing ping)"
+    LOST_RUN = "lost_run", "Run lost with its worker"
+
+
+class Alert(models.Model):
+    """Something an operator must look at; routing to people comes later."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="alerts")
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, null=True, blank=True, related_name="alerts")
+    kind = models.CharField(max_length=20, choices=AlertKind.choices)
+    message = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The sweep may see the same missed ping twice; it alerts once per run and kind.
+            models.UniqueConstraint(fields=["run", "kind"], name="alert_once_per_run_and_kind"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message[:80]}"
+
+
+class TenantExecutionPolicy(models.Model):
+    """Which programs a tenant's command jobs may start (fnmatch patterns on absolute paths)."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="execution_policy")
+    allowed_executables = models.JSONField(
+        default=list, blank=True, help_text='Absolute paths or patterns, e.g. ["/usr/bin/rsync", "/opt/acme/bin/*"].'
+    )
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("tenant_id", None, None)
+
+    def __str__(self) -> str:
+        return f"execution policy of {self.tenant_id}"
+
+
+class EnvironmentExecutionPolicy(models.Model):
+    """Which hosts HTTP jobs in an environment may call."""
+
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="execution_policy")
+    http_allowed_hosts = models.JSONField(
+        default=list, blank=True, help_text='Host names or patterns, e.g. ["api.example.com", "*.internal.acme"].'
+    )
+    allow_private_addresses = models.BooleanField(
+        default=False, help_text="Allow loopback, link-local, private and metadata addresses (SSRF guard off)."
+    )
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("environment__tenant_id", None, "environment_id")
+
+    def __str__(self) -> str:
+        return f"execution policy of environment {self.environment_id}"
+
+
+# --- end execution ---

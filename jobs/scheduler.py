@@ -29,6 +29,7 @@ from django.db.models import F, Min
 from django.utils import timezone
 
 from . import schedule
+from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
     CatchupPolicy,
@@ -314,6 +315,8 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
                     continue
                 leading = True
                 result = tick()
+                # Lost workers, due retries and missed pings (jobs.heartbeats).
+                sweep()
                 if result.created or result.skipped or result.lost_race:
                     log.info(
                         "tick: %s due, %s runs created, %s skipped, %s taken by another scheduler",

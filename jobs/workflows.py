@@ -1,0 +1,199 @@
+"""Workflows: dependencies between jobs of one tenant and environment form a DAG.
+
+A job lists its upstream jobs by name, each edge with a condition:
+``success``, ``failure``, ``always``, ``exit_code`` (in ``exit_codes``) or
+``output_schema`` (the upstream's JSON output, the last stdout line or the HTTP
+body, valid against ``schema``). A cycle is refused when the change is proposed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from governance.models import Environment, Tenant
+
+EDGE_CONDITIONS = ("success", "failure", "always", "exit_code", "output_schema")
+MAX_UPSTREAMS = 50
+
+
+def clean_dependencies(
+    dependencies: Any, *, tenant: Tenant, environment: Environment, name: Any, job, errors: dict
+) -> list[dict]:
+    from .execution_spec import _schema_errors
+    from .models import Job, JobStatus
+
+    if dependencies in (None, []):
+        dependencies = []
+    if not isinstance(dependencies, list) or len(dependencies) > MAX_UPSTREAMS:
+        errors["dependencies"] = [f'Must be a list (at most {MAX_UPSTREAMS}) of {{"upstream": <job name>, ...}}.']
+        return []
+    problems: list[str] = []
+    cleaned: list[dict] = []
+    seen = set()
+    for position, edge in enumerate(dependencies):
+        if not isinstance(edge, dict) or not isinstance(edge.get("upstream"), str):
+            problems.append(f'dependencies[{position}] must be {{"upstream": <job name>, "condition": ...}}.')
+            continue
+        extra = set(edge) - {"upstream", "condition", "exit_codes", "schema"}
+        if extra:
+            problems.append(f"dependencies[{position}]: unknown field(s) {', '.join(sorted(extra))}.")
+        condition = edge.get("condition", "success")
+        if condition not in EDGE_CONDITIONS:
+            problems.append(f"dependencies[{position}]: condition must be one of {', '.join(EDGE_CONDITIONS)}.")
+        item = {"upstream": edge["upstream"], "condition": condition}
+        if condition == "exit_code":
+            codes = edge.get("exit_codes")
+            if not isinstance(codes, list) or not codes or not all(isinstance(c, int) for c in codes):
+                problems.append(f"dependencies[{position}]: exit_code needs a non-empty list exit_codes.")
+            item["exit_codes"] = codes
+        if condition == "output_schema":
+            problems += [f"dependencies[{position}]: {m}" for m in _schema_errors(edge.get("schema"), "schema")]
+            item["schema"] = edge.get("schema")
+        if edge["upstream"] == name:
+            problems.append(f"dependencies[{position}]: a job cannot depend on itself ({name}).")
+        if edge["upstream"] in seen:
+            problems.append(f"dependencies[{position}]: {edge['upstream']} is listed twice.")
+        seen.add(edge["upstream"])
+        cleaned.append(item)
+    if problems:
+        errors["dependencies"] = problems
+        return []
+    if not cleaned:
+        return []
+    live = Job.objects.filter(tenant=tenant, environment=environment).exclude(status=JobStatus.DELETED)
+    if job is not None:
+        live = live.exclude(pk=job.pk)
+    graph = {
+        row_name: [e.get("upstream") for e in deps or []] for row_name, deps in live.values_list("name", "dependencies")
+    }
+    missing = [e["upstream"] for e in cleaned if e["upstream"] not in graph]
+    if missing:
+        errors["dependencies"] = [f"No job named {m!r} in {environment.slug}." for m in missing]
+        return []
+    graph[name] = [e["upstream"] for e in cleaned]
+    cycle = find_cycle(graph, name)
+    if cycle:
+        errors["dependencies"] = ["This would create a cycle: " + " → ".join(cycle) + "."]
+        return []
+    return cleaned
+
+
+def find_cycle(graph: dict[str, list[str]], start: str) -> list[str] | None:
+    """A path start → ... → start following upstream edges, or None."""
+    stack = [(start, [start])]
+    visited = set()
+    while stack:
+        node, path = stack.pop()
+        for upstream in graph.get(node, []):
+            if upstream == start:
+                return [*path, start]
+            if upstream not in visited:
+                visited.add(upstream)
+                stack.append((upstream, [*path, upstream]))
+    return None
+
+
+def json_output(output: str) -> Any:
+    """The last non-empty line of the output parsed as JSON (HTTP jobs: the whole body), or None."""
+    text = output.strip()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return json.loads(text.splitlines()[-1])
+    except ValueError:
+        return None
+
+
+def edge_met(edge: dict, status: str, exit_code: int | None, output: str) -> tuple[bool, str]:
+    """Whether an upstream's finished run lets the downstream run, and why not."""
+    condition = edge.get("condition", "success")
+    upstream = edge["upstream"]
+    if condition == "always":
+        return True, ""
+    if condition == "success":
+        return status == "succeeded", f"{upstream} did not succeed ({status})."
+    if condition == "failure":
+        return status != "succeeded", f"{upstream} succeeded; this edge runs on failure only."
+    if condition == "exit_code":
+        return exit_code in edge.get(
+            "exit_codes", []
+        ), f"{upstream} exited {exit_code}, not in {edge.get('exit_codes')}."
+    document = json_output(output)
+    if document is None:
+        return False, f"{upstream} produced no JSON output."
+    errors = [e.message for e in Draft202012Validator(edge.get("schema") or {}).iter_errors(document)]
+    return not errors, f"{upstream}'s output does not match the schema: " + "; ".join(errors[:3])
+
+
+def on_run_finished(run_id: int) -> list[int]:
+    """Start (or skip, with the reason) the downstream runs whose upstreams have all finished for
+    this slot. The downstream run's key is the upstream slot, so a redelivery cannot start it twice."""
+    from django.db import IntegrityError, transaction
+    from django.utils import timezone
+
+    from .models import TERMINAL_STATUSES, Job, JobStatus, Run, RunStatus, TriggerKind
+    from .services import enqueue_run
+
+    run = Run.objects.select_related("job").get(pk=run_id)
+    if run.status not in TERMINAL_STATUSES:
+        return []
+    upstream_name = run.job.name
+    candidates = [
+        job
+        for job in Job.objects.filter(
+            tenant_id=run.tenant_id, environment_id=run.job.environment_id, status=JobStatus.ENABLED
+        ).exclude(dependencies=[])
+        if any(edge.get("upstream") == upstream_name for edge in job.dependencies or [])
+    ]
+    created = []
+    for job in candidates:
+        names = [edge["upstream"] for edge in job.dependencies]
+        finished = {
+            r.job.name: r
+            for r in Run.objects.filter(
+                job__tenant_id=run.tenant_id,
+                job__environment_id=run.job.environment_id,
+                job__name__in=names,
+                scheduled_for=run.scheduled_for,
+                status__in=TERMINAL_STATUSES,
+            ).select_related("job")
+        }
+        if set(names) - set(finished):
+            continue  # the join waits for the other upstreams of this slot
+        reasons = []
+        for edge in job.dependencies:
+            upstream = finished[edge["upstream"]]
+            met, why = edge_met(edge, upstream.status, upstream.exit_code, upstream.output)
+            if not met:
+                reasons.append(why)
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                downstream = Run.objects.create(
+                    job=job,
+                    tenant_id=job.tenant_id,
+                    scheduled_for=run.scheduled_for,
+                    trigger=TriggerKind.UPSTREAM,
+                    status=RunStatus.SKIPPED if reasons else RunStatus.QUEUED,
+                    reason=("Skipped: " + " ".join(reasons)) if reasons else f"After {', '.join(names)}.",
+                    queued_at=now,
+                    finished_at=now if reasons else None,
+                    job_version=job.version,
+                    definition=job.definition(),
+                )
+                if not reasons:
+                    transaction.on_commit(lambda run_id=downstream.pk: enqueue_run(run_id))
+        except IntegrityError:
+            continue  # this slot's downstream run exists already
+        created.append(downstream.pk)
+        if reasons:
+            # A skipped step counts as finished: its own downstream steps decide in turn.
+            on_run_finished(downstream.pk)
+    return created
