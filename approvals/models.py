@@ -8,13 +8,14 @@ from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
 
 from governance.models import Environment, Team, Tenant
-from jobs.models import Job
+from jobs.models import Criticality, Job
 
 
 class ChangeAction(models.TextChoices):
     CREATE = "create", "Create job"
     UPDATE = "update", "Update job"
     DELETE = "delete", "Delete job"
+    POLICY = "policy", "Change approval policy"
 
 
 class ChangeStatus(models.TextChoices):
@@ -26,16 +27,18 @@ class ChangeStatus(models.TextChoices):
     WITHDRAWN = "withdrawn", "Withdrawn"
     SUPERSEDED = "superseded", "Superseded"
     FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
 
 
 OPEN_STATUSES = frozenset({ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeStatus.APPROVED})
 
 
 class ChangeRequest(models.Model):
-    """A proposed create, update or delete of a job, reviewed before it applies."""
+    """A proposed create, update or delete of a job (or a change of an approval policy),
+    reviewed before it applies. Policy changes have no team: they govern the whole environment."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="+")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
     job = models.ForeignKey(Job, on_delete=models.PROTECT, null=True, blank=True, related_name="change_requests")
     action = models.CharField(max_length=10, choices=ChangeAction.choices)
@@ -48,6 +51,14 @@ class ChangeRequest(models.Model):
     status = models.CharField(max_length=12, choices=ChangeStatus.choices, default=ChangeStatus.DRAFT)
     revision = models.PositiveIntegerField(default=1, help_text="Bumped on every edit; approvals count per revision.")
     required_approvals = models.PositiveSmallIntegerField(default=0)
+    requires_independent_approver = models.BooleanField(
+        default=False, help_text="Separation of duties: one approver must come from a team other than the owner."
+    )
+    emergency = models.BooleanField(
+        default=False, help_text="May apply during a freeze; then needs a review after the fact."
+    )
+    apply_after = models.DateTimeField(null=True, blank=True, help_text="Approved changes wait until this instant.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Open requests expire at this instant.")
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -67,14 +78,21 @@ class ChangeRequest(models.Model):
                 violation_error_message="A justification is required.",
             ),
             models.CheckConstraint(
-                condition=Q(action="create") | Q(job__isnull=False),
+                condition=Q(action__in=["create", "policy"]) | Q(job__isnull=False),
                 name="change_update_delete_need_job",
                 violation_error_message="Updates and deletes must name the job they change.",
+            ),
+            models.CheckConstraint(
+                condition=Q(action="policy") | Q(team__isnull=False),
+                name="change_job_changes_need_team",
+                violation_error_message="Job changes must name the owning team.",
             ),
         ]
         indexes = [
             # Review queues: open requests of a tenant by age.
             models.Index(fields=["tenant", "status", "created_at"], name="change_queue"),
+            # expire_changes and apply_due_changes: open requests by deadline.
+            models.Index(fields=["status", "expires_at"], name="change_expiry"),
         ]
 
     def __str__(self) -> str:
@@ -88,6 +106,100 @@ class ChangeRequest(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    def diff(self) -> list[dict]:
+        """[{field, before, after}] between the base it was made against and the proposal."""
+        if self.action == ChangeAction.POLICY:
+            before, after = self.base_definition or {}, self.proposed or {}
+            fields = list(dict.fromkeys([*before, *after]))
+            return [
+                {"field": f, "before": before.get(f), "after": after.get(f)}
+                for f in fields
+                if before.get(f) != after.get(f)
+            ]
+        from jobs.definitions import diff
+
+        return diff(self.base_definition, {} if self.action == ChangeAction.DELETE else self.proposed)
+
+
+class ApprovalPolicy(models.Model):
+    """How many distinct approvers a change in an environment needs, per job criticality.
+
+    ``criticality`` blank is the environment's default rule (kept in sync with
+    ``Environment.required_approvals``). Rows change only through approved policy
+    change requests (``approvals.services.propose_policy_change``).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="approval_policies")
+    criticality = models.CharField(
+        max_length=10, blank=True, choices=Criticality.choices, help_text="Blank: every criticality without a rule."
+    )
+    required_approvals = models.PositiveSmallIntegerField()
+    separation_of_duties = models.BooleanField(
+        default=False, help_text="At least one approver from a team other than the owning team."
+    )
+    change_request_id = models.PositiveBigIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("tenant_id", None, "environment_id")
+
+    class Meta:
+        ordering = ["environment", "criticality"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "criticality"],
+                name="policy_unique_per_environment_criticality",
+                violation_error_message="This environment already has a rule for that criticality.",
+            ),
+            models.CheckConstraint(
+                condition=Q(separation_of_duties=False) | Q(required_approvals__gte=1),
+                name="policy_separation_needs_an_approver",
+                violation_error_message="Separation of duties needs at least one approval.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment}: {self.criticality or 'default'} needs {self.required_approvals}"
+
+    def rule(self) -> dict:
+        return {
+            "criticality": self.criticality,
+            "required_approvals": self.required_approvals,
+            "separation_of_duties": self.separation_of_duties,
+        }
+
+
+class FreezeWindow(models.Model):
+    """A release-calendar freeze: no change applies inside it except flagged emergencies."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="Blank: all."
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("tenant_id", None, "environment_id")
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__gt=F("starts_at")),
+                name="freeze_ends_after_start",
+                violation_error_message="A freeze must end after it starts.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.environment.slug if self.environment_id else "all environments"
+        return f"freeze {where} {self.starts_at:%Y-%m-%d %H:%M}Z-{self.ends_at:%Y-%m-%d %H:%M}Z: {self.reason}"
 
 
 class ReviewDecision(models.TextChoices):
@@ -127,3 +239,52 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.decision}d CR-{self.change_request_id}"
+
+
+class Comment(models.Model):
+    """A remark on a change request by its author or a reviewer; not a decision."""
+
+    change_request = models.ForeignKey(ChangeRequest, on_delete=models.PROTECT, related_name="comments")
+    revision = models.PositiveIntegerField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    ACCESS_FIELDS = ("change_request__tenant_id", "change_request__team_id", "change_request__environment_id")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(body=""), name="comment_not_empty", violation_error_message="A comment needs text."
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.author} on CR-{self.change_request_id}"
+
+
+class PostReview(models.Model):
+    """The mandatory after-the-fact review of an emergency change applied during a freeze."""
+
+    change_request = models.OneToOneField(ChangeRequest, on_delete=models.PROTECT, related_name="post_review")
+    created_at = models.DateTimeField(auto_now_add=True)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    notes = models.TextField(blank=True)
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("change_request__tenant_id", "change_request__team_id", "change_request__environment_id")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        state = "done" if self.reviewed_at else "open"
+        return f"post-review of CR-{self.change_request_id} ({state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.reviewed_at is None

@@ -1,33 +1,66 @@
-"""Change control: propose, submit, approve, reject, withdraw and apply.
+"""Change control: propose, edit, submit, review, rebase, withdraw, expire and apply.
 
-Every path that changes a job (API, UI, admin, commands) goes through these
-functions. Each runs in one transaction that also writes the audit events.
+Every path that changes a job or an approval policy (API, UI, admin, commands,
+background tasks) goes through these functions. Each runs in one transaction
+that also writes the audit events; the request row is locked first
+(``select_for_update``; IMMEDIATE transactions on SQLite), so concurrent
+reviews of one request are serialised and end in exactly one terminal state.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
-from governance.access import Action, can, can_in
-from governance.models import AuditAction, Environment, Team
+from governance.access import Action, can, can_in, restrict
+from governance.models import AuditAction, Environment, Team, Tenant
 from governance.services import AccessDenied
 from jobs import services as job_services
-from jobs.definitions import clean_definition, diff
+from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
 from jobs.models import Job, JobStatus
 
-from .models import ChangeAction, ChangeRequest, ChangeStatus, Review, ReviewDecision
+from . import policies
+from .models import (
+    ApprovalPolicy,
+    ChangeAction,
+    ChangeRequest,
+    ChangeStatus,
+    Comment,
+    FreezeWindow,
+    PostReview,
+    Review,
+    ReviewDecision,
+)
+
+_UNSET = object()
 
 
 class ChangeError(Exception):
-    """A change-control rule refused the operation; nothing was changed."""
+    """A change-control rule refused the operation; nothing was changed.
 
-    def __init__(self, message: str, *, conflict: bool = False) -> None:
+    ``conflict`` marks state conflicts (HTTP 409); ``code`` names the rule for callers and tests.
+    """
+
+    def __init__(self, message: str, *, conflict: bool = False, code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.conflict = conflict
+        self.code = code
+
+
+def _expiry(now: datetime) -> datetime:
+    return now + timedelta(hours=settings.GOVERNOR_CHANGE_EXPIRY_HOURS)
+
+
+def _check_apply_after(apply_after: datetime | None) -> None:
+    if apply_after is not None and timezone.is_naive(apply_after):
+        raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
 
 
 def propose_change(
@@ -41,13 +74,17 @@ def propose_change(
     environment: Environment | None = None,
     ticket: str = "",
     submit: bool = True,
+    emergency: bool = False,
+    apply_after: datetime | None = None,
 ) -> ChangeRequest:
-    """Create a change request (and submit it unless ``submit`` is False).
+    """Create a change request for a job (and submit it unless ``submit`` is False).
 
     Raises ValidationError for bad fields, AccessDenied when the actor may not
     propose for that team and environment, ChangeError for workflow rules.
     """
     action = ChangeAction(action)
+    if action == ChangeAction.POLICY:
+        raise ValidationError({"action": ["Use propose_policy_change for approval policies."]})
     errors: dict[str, list[str]] = {}
     if not (justification or "").strip():
         errors["justification"] = ["A justification is required: say why this change is needed."]
@@ -67,6 +104,10 @@ def propose_change(
             errors["job"] = ["This job is deleted."]
         else:
             team, environment = job.team, job.environment
+    try:
+        _check_apply_after(apply_after)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     assert team is not None and environment is not None
@@ -80,6 +121,7 @@ def propose_change(
             raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
 
     with transaction.atomic():
+        now = timezone.now()
         change = ChangeRequest.objects.create(
             tenant_id=team.tenant_id,
             team=team,
@@ -93,8 +135,66 @@ def propose_change(
             justification=justification.strip(),
             ticket=(ticket or "").strip(),
             status=ChangeStatus.DRAFT,
+            emergency=bool(emergency),
+            apply_after=apply_after,
+            expires_at=_expiry(now),
         )
-        audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data={"action": action.value})
+        audit.record(
+            AuditAction.CHANGE_CREATED,
+            actor=actor,
+            obj=change,
+            data={"action": action.value, "emergency": change.emergency},
+        )
+        if submit:
+            change = submit_change(change, actor=actor)
+    return change
+
+
+def propose_policy_change(
+    *,
+    actor,
+    environment: Environment,
+    rule: dict,
+    justification: str,
+    ticket: str = "",
+    submit: bool = True,
+) -> ChangeRequest:
+    """Propose a new approval rule for an environment (and one criticality, or the default).
+
+    Only tenant admins propose; approvers of the whole environment review it, and
+    at least one approval is always needed, so nobody weakens review alone.
+    """
+    errors: dict[str, list[str]] = {}
+    if not (justification or "").strip():
+        errors["justification"] = ["A justification is required: say why this change is needed."]
+    try:
+        cleaned = policies.clean_policy(rule)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+        cleaned = {}
+    if errors:
+        raise ValidationError(errors)
+    if not can_in(actor, Action.ADMINISTER, environment.tenant_id, None, environment.pk):
+        raise AccessDenied("Only a tenant admin may propose approval policy changes.")
+    base = policies.current_rule(environment, cleaned["criticality"])
+    if base == cleaned:
+        raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
+    with transaction.atomic():
+        now = timezone.now()
+        change = ChangeRequest.objects.create(
+            tenant_id=environment.tenant_id,
+            team=None,
+            environment=environment,
+            action=ChangeAction.POLICY,
+            proposed=cleaned,
+            base_definition=base,
+            author=actor,
+            justification=justification.strip(),
+            ticket=(ticket or "").strip(),
+            status=ChangeStatus.DRAFT,
+            expires_at=_expiry(now),
+        )
+        audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data={"action": "policy", "rule": cleaned})
         if submit:
             change = submit_change(change, actor=actor)
     return change
@@ -108,6 +208,17 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
     )
 
 
+def _rule(change: ChangeRequest) -> policies.Rule:
+    if change.action == ChangeAction.POLICY:
+        return policies.rule_for_policy_change(change.environment)
+    criticalities = set()
+    if change.action != ChangeAction.DELETE and change.proposed.get("criticality"):
+        criticalities.add(change.proposed["criticality"])
+    if (change.base_definition or {}).get("criticality"):
+        criticalities.add(change.base_definition["criticality"])
+    return policies.rule_for(change.environment, sorted(criticalities))
+
+
 def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
@@ -115,35 +226,64 @@ def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
             raise AccessDenied("Only the author can submit this change request.")
         if change.status != ChangeStatus.DRAFT:
             raise ChangeError(
-                f"Only a draft can be submitted; this request is {change.get_status_display().lower()}.", conflict=True
+                f"Only a draft can be submitted; this request is {change.get_status_display().lower()}.",
+                conflict=True,
+                code="not_draft",
             )
+        rule = _rule(change)
+        now = timezone.now()
         change.status = ChangeStatus.SUBMITTED
-        change.submitted_at = timezone.now()
-        change.required_approvals = change.environment.required_approvals
+        change.submitted_at = now
+        change.expires_at = _expiry(now)
+        change.required_approvals = rule.required_approvals
+        change.requires_independent_approver = rule.separation_of_duties
         change.save()
         audit.record(
             AuditAction.CHANGE_SUBMITTED,
             actor=actor,
             obj=change,
-            data={"required_approvals": change.required_approvals},
+            data={
+                "required_approvals": change.required_approvals,
+                "separation_of_duties": change.requires_independent_approver,
+            },
         )
         if change.required_approvals == 0:
             # Ungoverned environment: applies at once, still recorded as a change request.
-            _apply(change, actor=actor)
+            change.status = ChangeStatus.APPROVED
+            change.decided_at = now
+            change.save()
+            _apply_or_hold(change, actor=actor)
     return change
+
+
+def _live_state(change: ChangeRequest):
+    if change.action == ChangeAction.POLICY:
+        return policies.current_rule(change.environment, (change.proposed or {}).get("criticality", ""))
+    return Job.objects.get(pk=change.job_id)
 
 
 def _check_not_stale(change: ChangeRequest) -> None:
     if change.action == ChangeAction.CREATE:
         return
-    live = Job.objects.get(pk=change.job_id)
+    if change.action == ChangeAction.POLICY:
+        if _live_state(change) != change.base_definition:
+            raise ChangeError(
+                "The approval policy changed after this request was made; rebase the request.",
+                conflict=True,
+                code="stale",
+            )
+        return
+    live = _live_state(change)
     if live.status == JobStatus.DELETED:
-        raise ChangeError("The job was deleted after this request was made; it can no longer apply.", conflict=True)
+        raise ChangeError(
+            "The job was deleted after this request was made; it can no longer apply.", conflict=True, code="deleted"
+        )
     if live.version != change.base_version:
         raise ChangeError(
             f"The job changed after this request was made (based on v{change.base_version}, live is v{live.version}); "
             "rebase the request before it can be reviewed.",
             conflict=True,
+            code="stale",
         )
 
 
@@ -155,6 +295,15 @@ def reject_change(change: ChangeRequest, *, actor, comment: str = "") -> ChangeR
     return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment)
 
 
+def may_review(user, change: ChangeRequest) -> bool:
+    """Would the rules let ``user`` review this request (ignoring its state)? For showing buttons."""
+    if change.author_id == getattr(user, "pk", None) or not can(user, Action.REVIEW, change):
+        return False
+    if change.action == ChangeAction.POLICY:
+        return policies.may_review_policy(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
+    return True
+
+
 def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
@@ -162,13 +311,18 @@ def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: 
             raise AccessDenied("Nobody reviews their own change, administrators included.")
         if not can(actor, Action.REVIEW, change):
             raise AccessDenied("You need the approver role for this team and environment to review changes.")
+        if change.action == ChangeAction.POLICY and not policies.may_review_policy(
+            actor, tenant_id=change.tenant_id, environment_id=change.environment_id
+        ):
+            raise AccessDenied("Policy changes are reviewed by approvers of the whole environment, not of one team.")
         if change.status != ChangeStatus.SUBMITTED:
             raise ChangeError(
                 f"Only a submitted request can be reviewed; this one is {change.get_status_display().lower()}.",
                 conflict=True,
+                code=f"not_submitted:{change.status}",
             )
         if Review.objects.filter(change_request=change, revision=change.revision, reviewer=actor).exists():
-            raise ChangeError("You have already reviewed this revision.", conflict=True)
+            raise ChangeError("You have already reviewed this revision.", conflict=True, code="already_reviewed")
         if decision == ReviewDecision.APPROVE:
             _check_not_stale(change)
         Review.objects.create(
@@ -186,13 +340,231 @@ def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: 
             change.save()
             audit.record(AuditAction.CHANGE_REJECTED, actor=actor, obj=change, data={"comment": comment})
             return change
-        audit.record(AuditAction.CHANGE_APPROVED, actor=actor, obj=change, data={"comment": comment})
-        approvals = change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).count()
-        if approvals >= change.required_approvals:
+        audit.record(
+            AuditAction.CHANGE_APPROVED,
+            actor=actor,
+            obj=change,
+            data={"comment": comment, "revision": change.revision},
+        )
+        progress = approval_progress(change)
+        if progress["complete"]:
             change.status = ChangeStatus.APPROVED
             change.decided_at = now
             change.save()
-            _apply(change, actor=actor)
+            _apply_or_hold(change, actor=actor)
+    return change
+
+
+def approval_progress(change: ChangeRequest) -> dict:
+    """Approvals of the current revision against the policy snapshot taken at submit."""
+    approvers = [
+        r.reviewer
+        for r in change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).select_related(
+            "reviewer"
+        )
+    ]
+    independent = [
+        u.get_username()
+        for u in approvers
+        if policies.is_independent(u, tenant_id=change.tenant_id, owning_team_id=change.team_id)
+    ]
+    needs_independent = change.requires_independent_approver and not independent
+    return {
+        "approvals": len(approvers),
+        "required": change.required_approvals,
+        "approvers": [u.get_username() for u in approvers],
+        "needs_independent_approver": needs_independent,
+        "complete": len(approvers) >= change.required_approvals and not needs_independent,
+    }
+
+
+def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
+    """Authors and anyone who may review add remarks; comments never count as approvals."""
+    body = (body or "").strip()
+    if not body:
+        raise ValidationError({"body": ["Write a comment."]})
+    if len(body) > 10000:
+        raise ValidationError({"body": ["At most 10000 characters."]})
+    if change.author_id != actor.pk and not can(actor, Action.REVIEW, change):
+        raise AccessDenied("Only the author and approvers of this team and environment can comment.")
+    with transaction.atomic():
+        change = _locked(change)
+        comment = Comment.objects.create(change_request=change, revision=change.revision, author=actor, body=body)
+        audit.record(AuditAction.CHANGE_COMMENTED, actor=actor, obj=change, data={"comment": comment.pk})
+    return comment
+
+
+def _require_author_and_open(change: ChangeRequest, actor, verb: str) -> None:
+    if change.author_id != actor.pk:
+        raise AccessDenied(f"Only the author can {verb} this change request.")
+    if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
+        raise ChangeError(
+            f"Only a draft or submitted request can be {verb}ed; this one is {change.get_status_display().lower()}.",
+            conflict=True,
+            code=f"not_open:{change.status}",
+        )
+
+
+def _new_revision(change: ChangeRequest) -> int:
+    """Bump the revision; approvals of older revisions stop counting. Returns how many were reset."""
+    reset = change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).count()
+    change.revision += 1
+    if change.status == ChangeStatus.SUBMITTED:
+        rule = _rule(change)
+        change.required_approvals = rule.required_approvals
+        change.requires_independent_approver = rule.separation_of_duties
+    return reset
+
+
+def edit_change(
+    change: ChangeRequest,
+    *,
+    actor,
+    based_on_revision: int,
+    definition: dict | None = None,
+    justification: str | None = None,
+    ticket: str | None = None,
+    apply_after=_UNSET,
+) -> ChangeRequest:
+    """Edit a draft or submitted request. ``based_on_revision`` is the revision the editor saw:
+    an edit made on an older revision is refused (optimistic concurrency). Every edit bumps the
+    revision, so approvals given to the earlier revision no longer count."""
+    with transaction.atomic():
+        change = _locked(change)
+        _require_author_and_open(change, actor, "edit")
+        if based_on_revision != change.revision:
+            raise ChangeError(
+                f"This request was changed meanwhile (you edited revision {based_on_revision}, it is now at "
+                f"revision {change.revision}); reload it and edit again.",
+                conflict=True,
+                code="stale_edit",
+            )
+        errors: dict[str, list[str]] = {}
+        if justification is not None and not justification.strip():
+            errors["justification"] = ["A justification is required: say why this change is needed."]
+        if apply_after is not _UNSET:
+            try:
+                _check_apply_after(apply_after)
+            except ValidationError as exc:
+                errors.update(exc.message_dict)
+        proposed = change.proposed
+        if definition is not None:
+            if change.action == ChangeAction.DELETE:
+                errors["definition"] = ["A delete request has no definition to edit."]
+            else:
+                try:
+                    proposed = _clean_proposal(change, definition)
+                except ValidationError as exc:
+                    errors.update(exc.message_dict)
+        if errors:
+            raise ValidationError(errors)
+        before = change.diff()
+        change.proposed = proposed
+        if change.action == ChangeAction.POLICY and definition is not None:
+            change.base_definition = policies.current_rule(change.environment, proposed["criticality"])
+        if justification is not None:
+            change.justification = justification.strip()
+        if ticket is not None:
+            change.ticket = ticket.strip()
+        if apply_after is not _UNSET:
+            change.apply_after = apply_after
+        reset = _new_revision(change)
+        change._change_reason = f"edited to revision {change.revision}"
+        change.save()
+        audit.record(
+            AuditAction.CHANGE_EDITED,
+            actor=actor,
+            obj=change,
+            data={
+                "revision": change.revision,
+                "approvals_reset": reset,
+                "definition_changed": before != change.diff(),
+            },
+        )
+    return change
+
+
+def _clean_proposal(change: ChangeRequest, definition: dict) -> dict:
+    if change.action == ChangeAction.POLICY:
+        cleaned = policies.clean_policy(definition)
+        if policies.current_rule(change.environment, cleaned["criticality"]) == cleaned:
+            raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
+        return cleaned
+    job = Job.objects.get(pk=change.job_id) if change.job_id else None
+    cleaned = clean_definition(
+        definition, tenant=change.tenant, team=change.team, environment=change.environment, job=job
+    )
+    if job is not None and not diff(job.definition(), cleaned):
+        raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
+    return cleaned
+
+
+def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
+    """Move a request onto the live version: the author's changes are replayed on top of the
+    live definition (fields the author did not touch take the live values), approvals reset."""
+    with transaction.atomic():
+        change = _locked(change)
+        _require_author_and_open(change, actor, "rebas")
+        if change.action == ChangeAction.CREATE:
+            raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
+        conflicts: list[str] = []
+        if change.action == ChangeAction.POLICY:
+            live_rule = _live_state(change)
+            if live_rule == change.base_definition:
+                raise ChangeError("This request is already based on the live policy.", conflict=True, code="current")
+            change.base_definition = live_rule
+        else:
+            live = Job.objects.select_for_update().get(pk=change.job_id)
+            if live.status == JobStatus.DELETED:
+                raise ChangeError(
+                    "The job was deleted; a request for it cannot be rebased. Withdraw it.",
+                    conflict=True,
+                    code="deleted",
+                )
+            if live.version == change.base_version:
+                raise ChangeError(
+                    f"This request is already based on the live version v{live.version}.",
+                    conflict=True,
+                    code="current",
+                )
+            old_base = change.base_definition or {}
+            live_definition = live.definition()
+            if change.action != ChangeAction.DELETE:
+                merged = dict(live_definition)
+                for field in DEFINITION_FIELDS:
+                    if change.proposed.get(field) != old_base.get(field):
+                        if live_definition.get(field) != old_base.get(field) and live_definition.get(
+                            field
+                        ) != change.proposed.get(field):
+                            conflicts.append(field)
+                        merged[field] = change.proposed.get(field)
+                proposed = clean_definition(
+                    merged, tenant=change.tenant, team=change.team, environment=change.environment, job=live
+                )
+                if not diff(live_definition, proposed):
+                    raise ChangeError(
+                        "After rebasing nothing is left to change: the live job already has this definition. "
+                        "Withdraw the request.",
+                        conflict=True,
+                        code="empty",
+                    )
+                change.proposed = proposed
+            change.base_version = live.version
+            change.base_definition = live_definition
+        reset = _new_revision(change)
+        change._change_reason = f"rebased to revision {change.revision}"
+        change.save()
+        audit.record(
+            AuditAction.CHANGE_REBASED,
+            actor=actor,
+            obj=change,
+            data={
+                "revision": change.revision,
+                "base_version": change.base_version,
+                "approvals_reset": reset,
+                "conflicting_fields": conflicts,
+            },
+        )
     return change
 
 
@@ -201,10 +573,12 @@ def withdraw_change(change: ChangeRequest, *, actor, reason: str = "") -> Change
         change = _locked(change)
         if change.author_id != actor.pk:
             raise AccessDenied("Only the author can withdraw this change request.")
-        if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
+        if change.status not in OPEN_FOR_WITHDRAW:
             raise ChangeError(
-                f"Only a draft or submitted request can be withdrawn; this one is {change.get_status_display().lower()}.",
+                "Only a draft, submitted or approved-but-not-applied request can be withdrawn; "
+                f"this one is {change.get_status_display().lower()}.",
                 conflict=True,
+                code=f"not_open:{change.status}",
             )
         change.status = ChangeStatus.WITHDRAWN
         change.decided_at = timezone.now()
@@ -213,38 +587,182 @@ def withdraw_change(change: ChangeRequest, *, actor, reason: str = "") -> Change
     return change
 
 
+OPEN_FOR_WITHDRAW = (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeStatus.APPROVED)
+
+
+def expire_changes(*, now: datetime | None = None) -> int:
+    """Expire drafts and submitted requests past their deadline; returns how many expired."""
+    now = now or timezone.now()
+    due = list(
+        ChangeRequest.objects.filter(
+            status__in=[ChangeStatus.DRAFT, ChangeStatus.SUBMITTED], expires_at__lte=now
+        ).values_list("pk", flat=True)
+    )
+    expired = 0
+    for pk in due:
+        with transaction.atomic():
+            change = _locked(ChangeRequest(pk=pk))
+            # Re-checked under the lock: an approval may have landed meanwhile.
+            if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED) or change.expires_at > now:
+                continue
+            change.status = ChangeStatus.EXPIRED
+            change.decided_at = now
+            change._change_reason = "expired"
+            change.save()
+            audit.record(
+                AuditAction.CHANGE_EXPIRED,
+                actor=None,
+                obj=change,
+                data={"expires_at": change.expires_at.isoformat()},
+            )
+            expired += 1
+    return expired
+
+
+# Freeze windows and deferred applies
+
+
+def active_freeze(environment: Environment, at: datetime | None = None) -> FreezeWindow | None:
+    at = at or timezone.now()
+    return (
+        FreezeWindow.objects.filter(tenant_id=environment.tenant_id, starts_at__lte=at, ends_at__gt=at)
+        .filter(Q(environment__isnull=True) | Q(environment=environment))
+        .order_by("ends_at")
+        .last()
+    )
+
+
+def create_freeze_window(
+    *,
+    actor,
+    tenant: Tenant,
+    starts_at: datetime,
+    ends_at: datetime,
+    reason: str,
+    environment: Environment | None = None,
+) -> FreezeWindow:
+    """Add a release-calendar freeze (tenant admins)."""
+    errors: dict[str, list[str]] = {}
+    if not (reason or "").strip():
+        errors["reason"] = ["Say why changes are frozen (e.g. the release or event)."]
+    if timezone.is_naive(starts_at) or timezone.is_naive(ends_at):
+        errors["starts_at"] = ["Give instants with a time zone (UTC, ISO 8601 with Z)."]
+    elif ends_at <= starts_at:
+        errors["ends_at"] = ["A freeze must end after it starts."]
+    if environment is not None and environment.tenant_id != tenant.pk:
+        errors["environment"] = ["The environment belongs to another tenant."]
+    if errors:
+        raise ValidationError(errors)
+    if not can_in(actor, Action.ADMINISTER, tenant.pk, None, environment.pk if environment else None):
+        raise AccessDenied("Only a tenant admin may declare freeze windows.")
+    with transaction.atomic():
+        freeze = FreezeWindow.objects.create(
+            tenant=tenant,
+            environment=environment,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            reason=reason.strip(),
+            created_by=actor,
+        )
+        audit.record(
+            AuditAction.FREEZE_CREATED,
+            actor=actor,
+            obj=freeze,
+            tenant=tenant,
+            environment_id=environment.pk if environment else None,
+            data={"starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat(), "reason": freeze.reason},
+        )
+    return freeze
+
+
+def hold_reason(change: ChangeRequest, now: datetime | None = None) -> str:
+    """Why an approved request has not applied yet ('' when it may apply now)."""
+    now = now or timezone.now()
+    if change.apply_after and change.apply_after > now:
+        return f"waits for its apply time {change.apply_after.isoformat()}"
+    freeze = active_freeze(change.environment, now)
+    if freeze is not None and not change.emergency:
+        return f"held by the freeze until {freeze.ends_at.isoformat()} ({freeze.reason})"
+    return ""
+
+
+def _apply_or_hold(change: ChangeRequest, *, actor) -> None:
+    reason = hold_reason(change)
+    if reason:
+        audit.record(AuditAction.CHANGE_HELD, actor=actor, obj=change, data={"reason": reason})
+        return
+    _apply(change, actor=actor)
+
+
+def apply_due_changes(*, now: datetime | None = None) -> list[ChangeRequest]:
+    """Apply approved requests whose apply time has come and that no freeze holds.
+
+    Called by ``manage.py apply_due_changes`` / ``lifecycle_sweep`` (cron, the scheduler or
+    a django-q2 schedule); safe to run concurrently: each request is locked and re-checked.
+    """
+    now = now or timezone.now()
+    due = list(
+        ChangeRequest.objects.filter(status=ChangeStatus.APPROVED)
+        .filter(Q(apply_after__isnull=True) | Q(apply_after__lte=now))
+        .values_list("pk", flat=True)
+    )
+    applied = []
+    for pk in due:
+        with transaction.atomic():
+            change = _locked(ChangeRequest(pk=pk))
+            if change.status != ChangeStatus.APPROVED or hold_reason(change, now):
+                continue
+            _apply(change, actor=None)
+            applied.append(change)
+    return applied
+
+
+def _apply_reason(change: ChangeRequest) -> str:
+    approvers = list(
+        change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).values_list(
+            "reviewer__username", flat=True
+        )
+    )
+    reason = f"change request #{change.pk} ({change.get_action_display().lower()}) by {change.author.get_username()}"
+    reason += f", approved by {', '.join(approvers)}" if approvers else ", no approval required"
+    if change.emergency:
+        reason += ", emergency"
+    return reason[:100]
+
+
 def _apply(change: ChangeRequest, *, actor) -> None:
     """Make the change live in one savepoint; on failure nothing of it is applied and the request
     is marked failed with the reason."""
+    reason = _apply_reason(change)
+    history_user = actor if getattr(actor, "is_authenticated", False) else None
     try:
         with transaction.atomic():
             _check_not_stale(change)
-            if change.action == ChangeAction.DELETE:
-                job = job_services.delete_job(actor=actor, job=change.job, change_request_id=change.pk)
+            freeze = active_freeze(change.environment)
+            if change.action == ChangeAction.POLICY:
+                _apply_policy(change, actor=actor, reason=reason)
+                version = None
             else:
-                # Validate again against the live state: names may have been taken meanwhile.
-                definition = clean_definition(
-                    change.proposed,
-                    tenant=change.tenant,
-                    team=change.team,
-                    environment=change.environment,
-                    job=change.job,
-                )
-                job = job_services.apply_definition(
-                    actor=actor,
-                    team=change.team,
-                    environment=change.environment,
-                    definition=definition,
-                    job=change.job,
-                    change_request_id=change.pk,
-                )
-            change.job = job
+                job = _apply_job(change, actor=actor, reason=reason)
+                change.job = job
+                version = job.version
             change.status = ChangeStatus.APPLIED
             change.applied_at = timezone.now()
-            change.applied_version = job.version
+            change.applied_version = version
+            change._change_reason = reason
+            change._history_user = history_user
             change.save()
+            if change.emergency and freeze is not None:
+                PostReview.objects.create(change_request=change)
             audit.record(
-                AuditAction.CHANGE_APPLIED, actor=actor, obj=change, data={"job": job.pk, "version": job.version}
+                AuditAction.CHANGE_APPLIED,
+                actor=actor,
+                obj=change,
+                data={
+                    "job": change.job_id,
+                    "version": version,
+                    "emergency_during_freeze": bool(change.emergency and freeze is not None),
+                },
             )
     except (ChangeError, ValidationError, IntegrityError) as exc:
         reason = exc.message if isinstance(exc, ChangeError) else _describe(exc)
@@ -254,9 +772,91 @@ def _apply(change: ChangeRequest, *, actor) -> None:
         audit.record(AuditAction.CHANGE_FAILED, actor=actor, obj=change, data={"reason": reason})
 
 
+def _apply_job(change: ChangeRequest, *, actor, reason: str) -> Job:
+    if change.action == ChangeAction.DELETE:
+        return job_services.delete_job(actor=actor, job=change.job, change_request_id=change.pk, change_reason=reason)
+    # Validate again against the live state: names may have been taken meanwhile.
+    definition = clean_definition(
+        change.proposed,
+        tenant=change.tenant,
+        team=change.team,
+        environment=change.environment,
+        job=change.job,
+    )
+    return job_services.apply_definition(
+        actor=actor,
+        team=change.team,
+        environment=change.environment,
+        definition=definition,
+        job=change.job,
+        change_request_id=change.pk,
+        change_reason=reason,
+    )
+
+
+def _apply_policy(change: ChangeRequest, *, actor, reason: str) -> None:
+    rule = policies.clean_policy(change.proposed)
+    history_user = actor if getattr(actor, "is_authenticated", False) else None
+    policy = ApprovalPolicy.objects.filter(environment=change.environment, criticality=rule["criticality"]).first()
+    if policy is None:
+        policy = ApprovalPolicy(tenant_id=change.tenant_id, environment=change.environment, **rule)
+    else:
+        policy.required_approvals = rule["required_approvals"]
+        policy.separation_of_duties = rule["separation_of_duties"]
+    policy.change_request_id = change.pk
+    policy._change_reason = reason
+    policy._history_user = history_user
+    policy.save()
+    if rule["criticality"] == "":
+        # The default rule is the environment's own setting: keep `governed` truthful.
+        environment = Environment.objects.select_for_update().get(pk=change.environment_id)
+        environment.required_approvals = rule["required_approvals"]
+        environment._change_reason = reason
+        environment._history_user = history_user
+        environment.save()
+        change.environment = environment
+    audit.record(
+        AuditAction.POLICY_CHANGED,
+        actor=actor,
+        obj=policy,
+        data={"change_request": change.pk, "before": change.base_definition, "after": rule},
+    )
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         if hasattr(exc, "message_dict"):
             return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         return " ".join(exc.messages)
     return "The change conflicts with the live data (for example a job name that was taken meanwhile)."
+
+
+# Post-reviews of emergency changes
+
+
+def open_post_reviews(user) -> QuerySet[PostReview]:
+    return restrict(PostReview.objects.filter(reviewed_at__isnull=True), user, Action.REVIEW).select_related(
+        "change_request"
+    )
+
+
+def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
+    """An approver (never the change's author) reviews an emergency change after the fact."""
+    if not (notes or "").strip():
+        raise ValidationError({"notes": ["Record what the review found."]})
+    with transaction.atomic():
+        item = PostReview.objects.select_for_update().select_related("change_request").get(pk=item.pk)
+        change = item.change_request
+        if change.author_id == actor.pk:
+            raise AccessDenied("Nobody reviews their own change, administrators included.")
+        if not can(actor, Action.REVIEW, change):
+            raise AccessDenied("You need the approver role for this team and environment.")
+        if item.reviewed_at is not None:
+            raise ChangeError("This emergency change was already reviewed.", conflict=True, code="already_reviewed")
+        item.reviewer = actor
+        item.reviewed_at = timezone.now()
+        item.notes = notes.strip()
+        item._history_user = actor
+        item.save()
+        audit.record(AuditAction.CHANGE_POST_REVIEWED, actor=actor, obj=change, data={"notes": item.notes})
+    return item

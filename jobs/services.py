@@ -38,8 +38,11 @@ def apply_definition(
     definition: dict,
     job: Job | None = None,
     change_request_id: int | None = None,
+    change_reason: str | None = None,
 ) -> Job:
-    """Make a validated definition live (create when ``job`` is None). Called by change control only."""
+    """Make a validated definition live (create when ``job`` is None). Called by change control only.
+
+    ``change_reason`` lands in the job's history (change control names the request and its approvers)."""
     with transaction.atomic():
         if job is None:
             job = Job(tenant_id=team.tenant_id, team=team, environment=environment, version=1)
@@ -52,13 +55,16 @@ def apply_definition(
             setattr(job, field, value)
         job.change_request_id = change_request_id
         job.next_fire_at = compute_next_fire(job)
-        job._change_reason = f"change request #{change_request_id}" if change_request_id else "direct change"
+        job._change_reason = change_reason or (
+            f"change request #{change_request_id}" if change_request_id else "direct change"
+        )
+        job._history_user = actor if getattr(actor, "is_authenticated", False) else None
         job.save()
         audit.record(action, actor=actor, obj=job, data={"version": job.version, "change_request": change_request_id})
     return job
 
 
-def delete_job(*, actor, job: Job, change_request_id: int | None = None) -> Job:
+def delete_job(*, actor, job: Job, change_request_id: int | None = None, change_reason: str | None = None) -> Job:
     """Retire a job: it stops being scheduled; its runs and history stay."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
@@ -66,7 +72,10 @@ def delete_job(*, actor, job: Job, change_request_id: int | None = None) -> Job:
         job.version += 1
         job.next_fire_at = None
         job.change_request_id = change_request_id
-        job._change_reason = f"change request #{change_request_id}" if change_request_id else "direct change"
+        job._change_reason = change_reason or (
+            f"change request #{change_request_id}" if change_request_id else "direct change"
+        )
+        job._history_user = actor if getattr(actor, "is_authenticated", False) else None
         job.save()
         audit.record(AuditAction.JOB_DELETED, actor=actor, obj=job, data={"change_request": change_request_id})
     return job

@@ -1,0 +1,124 @@
+"""Approval policies: how many approvers a change needs and who counts as independent.
+
+Rules come from ``ApprovalPolicy`` rows per environment and job criticality;
+an environment without a matching row falls back to its default rule
+(criticality blank), then to ``Environment.required_approvals``.
+
+Team membership (for separation of duties): a user belongs to a team when
+they hold any role grant narrowed to that team (``Scope.team``), directly or
+through a group. Tenant-wide grants make nobody a member of any team. An
+approver is *independent* of a change when they belong to at least one team
+of the tenant and not to the team that owns the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+
+from governance.access import Action, grants_for
+from governance.models import Environment
+from jobs.models import Criticality
+
+from .models import ApprovalPolicy
+
+MAX_REQUIRED_APPROVALS = 10
+
+
+@dataclass(frozen=True)
+class Rule:
+    required_approvals: int
+    separation_of_duties: bool
+
+
+def rule_for(environment: Environment, criticalities: list[str]) -> Rule:
+    """The strictest rule over the given criticalities (a change that lowers a job's
+    criticality is still reviewed under the rule of the old one)."""
+    rows = {p.criticality: p for p in ApprovalPolicy.objects.filter(environment=environment)}
+    default = rows.get("")
+    required, separation = 0, False
+    for criticality in criticalities or [""]:
+        policy = rows.get(criticality) or default
+        if policy is None:
+            required = max(required, environment.required_approvals)
+        else:
+            required = max(required, policy.required_approvals)
+            separation = separation or policy.separation_of_duties
+    return Rule(required, separation)
+
+
+def rule_for_policy_change(environment: Environment) -> Rule:
+    """Changing a policy needs at least as many approvals as the strictest rule it could weaken,
+    and always at least one: nobody loosens review alone."""
+    strictest = max(
+        [
+            environment.required_approvals,
+            *ApprovalPolicy.objects.filter(environment=environment).values_list("required_approvals", flat=True),
+        ]
+    )
+    return Rule(max(1, strictest), False)
+
+
+def team_ids_of(user, tenant_id: int) -> set[int]:
+    """Teams the user belongs to in a tenant (any role grant narrowed to the team)."""
+    return {g.team_id for g in grants_for(user) if g.tenant_id == tenant_id and g.team_id is not None}
+
+
+def is_independent(user, *, tenant_id: int, owning_team_id: int | None) -> bool:
+    teams = team_ids_of(user, tenant_id)
+    return bool(teams) and owning_team_id not in teams
+
+
+def may_review_policy(user, *, tenant_id: int, environment_id: int) -> bool:
+    """Policy changes are reviewed by approvers of the whole environment, not of one team."""
+    if getattr(user, "is_superuser", False):
+        return True
+    from governance.access import ROLES_FOR_ACTION
+
+    roles = ROLES_FOR_ACTION[Action.REVIEW]
+    return any(
+        g.role in roles
+        and g.tenant_id == tenant_id
+        and g.team_id is None
+        and g.environment_id in (None, environment_id)
+        for g in grants_for(user)
+    )
+
+
+def current_rule(environment: Environment, criticality: str) -> dict:
+    """The live rule for exactly (environment, criticality), as a policy change's base."""
+    policy = ApprovalPolicy.objects.filter(environment=environment, criticality=criticality).first()
+    if policy is not None:
+        return policy.rule()
+    if criticality == "":
+        return {"criticality": "", "required_approvals": environment.required_approvals, "separation_of_duties": False}
+    return {"criticality": criticality, "required_approvals": None, "separation_of_duties": False}
+
+
+def clean_policy(data) -> dict:
+    """Validate a proposed rule or raise ValidationError({field: [messages]})."""
+    if not isinstance(data, dict):
+        raise ValidationError(
+            {"definition": ["Must be an object with criticality, required_approvals and separation_of_duties."]}
+        )
+    errors: dict[str, list[str]] = {}
+    unknown = sorted(set(data) - {"criticality", "required_approvals", "separation_of_duties"})
+    if unknown:
+        errors["definition"] = [f"Unknown field(s): {', '.join(unknown)}."]
+    criticality = data.get("criticality", "") or ""
+    if criticality not in ("", *Criticality.values):
+        errors["criticality"] = [f"Must be blank (default rule) or one of: {', '.join(Criticality.values)}."]
+    required = data.get("required_approvals")
+    if isinstance(required, bool) or not isinstance(required, int):
+        errors["required_approvals"] = ["Must be a whole number of approvals."]
+    elif not 0 <= required <= MAX_REQUIRED_APPROVALS:
+        errors["required_approvals"] = [f"Must be between 0 and {MAX_REQUIRED_APPROVALS}."]
+    separation = data.get("separation_of_duties", False)
+    if not isinstance(separation, bool):
+        errors["separation_of_duties"] = ["Must be true or false."]
+    elif separation and isinstance(required, int) and required < 1 and "required_approvals" not in errors:
+        errors["separation_of_duties"] = ["Separation of duties needs at least one approval."]
+    if errors:
+        raise ValidationError(errors)
+    return {"criticality": criticality, "required_approvals": required, "separation_of_duties": separation}
