@@ -5,11 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 REQ_HASH := $(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQ_HASH)
+# Extra pytest arguments for both runs, e.g. `make test PYTEST_ARGS="-k end_to_end"`.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
+# The browser tests exercise templates and JavaScript, not the database: run them once, on SQLite.
+PG_PYTEST_ARGS ?= -m "not browser"
 
-.PHONY: run test lint install system-deps test-sqlite test-postgres bench migrate clean
+.PHONY: run test lint install system-deps system-deps-run test-sqlite test-postgres bench migrate clean
 
-$(BIN)/python:
+# Order-only: checking the system packages must not make the venv look out of date.
+$(BIN)/python: | system-deps-run
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
@@ -19,9 +24,12 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-# Debian packages the tests need (PostgreSQL, Redis, Chromium); installed only when run as root.
+# Debian packages (installed only when run as root; otherwise the missing ones are named).
+system-deps-run:
+	@bash scripts/system-deps.sh run
+
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash scripts/system-deps.sh test
 
 migrate: install
 	$(BIN)/python manage.py migrate --noinput -v0
@@ -36,10 +44,10 @@ lint: install
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: install
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-postgres: install
-	bash scripts/with-postgres.sh $(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	bash scripts/with-postgres.sh bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PG_PYTEST_ARGS) $(PYTEST_ARGS)
 
 test: system-deps install lint test-sqlite test-postgres
 

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Install the Debian packages the test suite needs, when missing and when we are root.
+# Install the Debian packages Governor needs, when missing and when we are root.
+# Usage: scripts/system-deps.sh run|test
+#   run:  what `make run` needs (a Python with venv support)
+#   test: plus PostgreSQL, Redis and Chromium for the test suite
 set -euo pipefail
+profile=${1:-test}
 need=()
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+if [ "$profile" = test ]; then
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 if [ "$(id -u)" != "0" ]; then
-  echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+  echo "system-deps: missing ${need[*]}; install them (sudo apt-get install ${need[*]}) or run as root" >&2
   exit 1
 fi
 echo "system-deps: installing ${need[*]}"

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# `make run`: a dev OpenBao, the web server, the scheduler and the django-q2 workers as one
+# process group. Ctrl-C or SIGTERM stops them all; if any of them dies, the others are stopped too.
+# Ports: GOVERNOR_PORT (web, 8000), GOVERNOR_VAULT_PORT (OpenBao, 8200); bind address GOVERNOR_HOST.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+HOST=${GOVERNOR_HOST:-127.0.0.1}
+PORT=${GOVERNOR_PORT:-8000}
+VAULT_PORT=${GOVERNOR_VAULT_PORT:-8200}
+LOG_DIR=${GOVERNOR_LOG_DIR:-var/log}
+STOP_GRACE=${GOVERNOR_STOP_GRACE:-15}
+
+export DJANGO_SETTINGS_MODULE=governance.settings
+export PYTHONUNBUFFERED=1
+export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+# The dev server's root token; the server keeps everything in memory and forgets it on exit.
+export VAULT_TOKEN=${GOVERNOR_DEV_VAULT_TOKEN:-governor-dev-root}
+
+mkdir -p "$LOG_DIR"
+
+port_busy() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+for p in "$PORT" "$VAULT_PORT"; do
+  if port_busy "$p"; then
+    echo "make run: port $p is already in use; stop what uses it or set GOVERNOR_PORT / GOVERNOR_VAULT_PORT" >&2
+    exit 1
+  fi
+done
+
+names=()
+pids=()
+stopping=0
+
+start() {
+  local name=$1
+  shift
+  # Each child leads its own process group: Ctrl-C at the terminal reaches only make and this
+  # script, so every child gets exactly one SIGTERM from stop_all (django-q2 hangs on two).
+  setsid "$@" >"$LOG_DIR/$name.log" 2>&1 &
+  names+=("$name")
+  pids+=("$!")
+}
+
+stop_all() {
+  local code=${1:-0}
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  trap '' INT TERM
+  echo
+  echo "Stopping: ${names[*]}"
+  for pid in "${pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null
+  done
+  local deadline=$((SECONDS + STOP_GRACE))
+  for i in "${!pids[@]}"; do
+    while kill -0 "${pids[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+      sleep 0.2
+    done
+    if kill -0 "${pids[$i]}" 2>/dev/null; then
+      echo "  ${names[$i]} did not stop within ${STOP_GRACE}s; killing it"
+      kill -KILL -- "-${pids[$i]}" 2>/dev/null
+    fi
+    wait "${pids[$i]}" 2>/dev/null
+  done
+  echo "Stopped."
+  exit "$code"
+}
+
+trap 'stop_all 0' INT TERM HUP
+
+wait_http() {
+  # wait_http NAME URL SECONDS: poll until the URL answers (any HTTP status).
+  local name=$1 url=$2 timeout=$3
+  local deadline=$((SECONDS + timeout))
+  until "$BIN/python" - "$url" <<'EOF' 2>/dev/null; do
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=1)
+except urllib.error.HTTPError:
+    pass
+EOF
+    if [ $SECONDS -ge $deadline ]; then
+      echo "make run: $name did not come up within ${timeout}s; see $LOG_DIR/$name.log" >&2
+      tail -n 20 "$LOG_DIR/$name.log" >&2
+      stop_all 1
+    fi
+    sleep 0.3
+  done
+}
+
+start vault "$BIN/bao" server -dev -dev-root-token-id="$VAULT_TOKEN" -dev-listen-address="127.0.0.1:$VAULT_PORT"
+wait_http vault "$VAULT_ADDR/v1/sys/health" 30
+
+start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload
+start scheduler "$BIN/python" manage.py run_scheduler
+start worker "$BIN/python" manage.py qcluster
+wait_http web "http://127.0.0.1:$PORT/login/" 60
+
+cat <<EOF
+
+  Governor is running: http://$HOST:$PORT/
+    API         http://$HOST:$PORT/api/v1/   (schema /api/schema/, docs /api/docs/)
+    Admin       http://$HOST:$PORT/admin/
+    OpenBao     $VAULT_ADDR (dev server, root token $VAULT_TOKEN, in memory)
+
+  Demo logins (password: ${GOVERNOR_DEMO_PASSWORD:-governor-demo}):
+    acme-author                     proposes jobs and changes (acme)
+    acme-approver, acme-approver2   review changes; prod needs both
+    acme-operator                   triggers, pauses, resumes, cancels runs
+    acme-viewer                     reads everything in acme
+    acme-admin                      tenant admin of acme
+    globex-admin, globex-author, globex-approver   the other tenant: sees nothing of acme
+
+  Logs: $LOG_DIR/{web,scheduler,worker,vault}.log   (tail -f $LOG_DIR/*.log)
+  Ctrl-C stops everything.
+
+EOF
+
+# Returns when any child exits (or a trapped signal arrives): one dead part means a broken
+# whole, so stop the rest instead of limping on.
+while true; do
+  wait -n "${pids[@]}"
+  for i in "${!pids[@]}"; do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+      echo "make run: ${names[$i]} exited; last lines of $LOG_DIR/${names[$i]}.log:" >&2
+      tail -n 20 "$LOG_DIR/${names[$i]}.log" >&2
+      stop_all 1
+    fi
+  done
+done
