@@ -106,6 +106,9 @@ if not SECRET_KEY:
 
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["*"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    # Without it every request would be refused with a bare 400; say why at start instead.
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set in production (comma-separated host names)")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 DATABASE_URL = env_str("DATABASE_URL")

@@ -1,0 +1,131 @@
+"""Settings come from the environment: zero configuration in development, loud refusals on
+missing or malformed values, and a production mode that passes ``check --deploy`` cleanly.
+
+Most of these start ``manage.py check`` in a subprocess with a controlled environment, because
+settings are read once per process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from governance.settings import database_from_url
+from tests import procs
+
+
+def clean_env(**values: str) -> dict[str, str]:
+    """Only what a process needs to run, plus ``values``: no setting leaks in from this shell."""
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
+    env["DJANGO_SETTINGS_MODULE"] = "governance.settings"
+    env.update(values)
+    return env
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    values = {
+        "GOVERNOR_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": "postgres://governor:s3cret@db.internal:5432/governor",
+        "ALLOWED_HOSTS": "governor.example.com",
+    }
+    values.update(overrides)
+    return clean_env(**{name: value for name, value in values.items() if value is not None})
+
+
+def check(env: dict[str, str], *args: str):
+    return procs.run_manage("check", *args, env=env)
+
+
+def test_development_needs_no_environment_at_all():
+    result = check(clean_env())
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production_passes_check_deploy_without_a_single_warning():
+    result = check(production_env(), "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("SECRET_KEY", "SECRET_KEY must be set in production"),
+        ("DATABASE_URL", "DATABASE_URL must be set in production"),
+        ("ALLOWED_HOSTS", "ALLOWED_HOSTS must be set in production"),
+    ],
+)
+def test_production_refuses_to_start_without_a_required_setting(missing, message):
+    result = check(production_env(**{missing: None}))
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_check_deploy_fails_on_a_weak_secret_key_in_production():
+    result = check(production_env(SECRET_KEY="short"), "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W009" in result.stdout + result.stderr
+
+
+def test_check_deploy_fails_when_debug_is_switched_on_in_production():
+    result = check(production_env(DEBUG="true"), "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W018" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DEBUG", "maybe", "DEBUG must be a boolean (true/false), got 'maybe'"),
+        ("GOVERNOR_WORKERS", "two", "GOVERNOR_WORKERS must be an integer, got 'two'"),
+        ("GOVERNOR_ENV", "staging", "GOVERNOR_ENV must be 'development' or 'production'"),
+        ("DATABASE_URL", "mysql://db/governor", "DATABASE_URL scheme 'mysql' is not supported"),
+    ],
+)
+def test_a_malformed_value_stops_the_process_with_a_message_naming_it(name, value, message):
+    result = check(clean_env(**{name: value}))
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+
+
+def test_database_url_switches_to_postgresql_with_every_part_decoded():
+    db = database_from_url("postgres://gov%40ops:p%2Fss%3Aw@db.internal:6432/governor?sslmode=require")
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["USER"], db["PASSWORD"], db["HOST"], db["PORT"], db["NAME"]) == (
+        "gov@ops",
+        "p/ss:w",
+        "db.internal",
+        "6432",
+        "governor",
+    )
+    assert db["OPTIONS"] == {"sslmode": "require"}
+    # Workers and schedulers keep their connection instead of reconnecting per query.
+    assert db["CONN_MAX_AGE"] > 0 and db["CONN_HEALTH_CHECKS"] is True
+
+
+def test_database_url_can_name_an_sqlite_file(tmp_path):
+    db = database_from_url(f"sqlite:///{tmp_path}/g.sqlite3")
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == f"{tmp_path}/g.sqlite3"
+    with pytest.raises(ImproperlyConfigured, match="not supported"):
+        database_from_url("oracle://x/y")
+
+
+@pytest.mark.django_db
+def test_the_database_in_use_is_tuned_for_several_processes():
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            # WAL: readers (web, workers) never wait for the one writer; busy_timeout: writers
+            # queue for the lock instead of failing with "database is locked".
+            assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    else:
+        assert connection.vendor == "postgresql"
+        assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
