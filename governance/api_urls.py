@@ -14,6 +14,7 @@ from governance.api import (
 )
 from jobs import manifest_api
 from jobs.api import JobViewSet, RunViewSet
+from jobs.preview_api import SchedulePreviewView
 
 router = DefaultRouter()
 # Route names carry an "api-" prefix so they never clash with the browser UI's.
@@ -27,6 +28,7 @@ router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
 
 urlpatterns = [
     path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
+    path("v1/schedule-preview/", SchedulePreviewView.as_view(), name="api-schedule-preview"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -48,17 +48,25 @@ _NEAR = timedelta(hours=3)
 
 
 class ScheduleError(ValueError):
-    """A cron expression, time zone or policy that cannot be used."""
+    """A cron expression, time zone or policy that cannot be used; ``field`` names which."""
+
+    def __init__(self, message: str, field: str = "cron") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
     if not isinstance(name, str) or not name or name not in _zone_names():
-        raise ScheduleError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.")
+        raise ScheduleError(
+            f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.", "timezone"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.") from None
+        raise ScheduleError(
+            f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.", "timezone"
+        ) from None
 
 
 @lru_cache(maxsize=1)
@@ -92,8 +100,8 @@ def _expand_h(field: str, index: int, seed: str | None, expr: str) -> str:
             continue
         if seed is None:
             raise ScheduleError(
-                f"Cron expression {expr!r} uses H, which is hashed from the job: "
-                "preview it for a job (or give a seed) to see its times."
+                f"Cron expression {expr!r} uses H, which is hashed from the job's identity: "
+                "preview it for a job (the job's id) to see its times."
             )
         low, high = _H_RANGES[index]
         if match.group(1) is not None:
@@ -153,9 +161,9 @@ def validate_cron(expr: str, *, seed: str | None = "validation") -> str:
 
 def validate_policy(gap: str, overlap: str) -> None:
     if gap not in GAP_POLICIES:
-        raise ScheduleError(f"gap must be one of {', '.join(GAP_POLICIES)}, not {gap!r}.")
+        raise ScheduleError(f"gap must be one of {', '.join(GAP_POLICIES)}, not {gap!r}.", "gap")
     if overlap not in OVERLAP_POLICIES:
-        raise ScheduleError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, not {overlap!r}.")
+        raise ScheduleError(f"overlap must be one of {', '.join(OVERLAP_POLICIES)}, not {overlap!r}.", "overlap")
 
 
 @dataclass(frozen=True)

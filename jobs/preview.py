@@ -1,0 +1,124 @@
+"""Schedule previews for people deciding: the CLI, the API, the job page and change-request diffs.
+
+Each entry gives the instant in UTC (ISO 8601 with Z), the same instant on the
+job's local wall clock, and a note when daylight saving shaped it or the UTC
+offset changed since the entry before.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from django.utils import timezone
+
+from . import schedule
+
+MAX_COUNT = 1000
+DEFAULT_COUNT = 10
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant that says its offset (Z or +hh:mm); a bare local time would be ambiguous."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise schedule.ScheduleError(
+            f"Must be an ISO 8601 instant such as 2026-03-29T00:00:00Z, not {text!r}.", "after"
+        ) from None
+    if value.tzinfo is None:
+        raise schedule.ScheduleError("Must include Z or a UTC offset, e.g. 2026-03-29T00:00:00Z.", "after")
+    return value
+
+
+def _offset(delta: timedelta | None) -> str:
+    minutes = int((delta or timedelta()).total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def preview(
+    cron: str,
+    tz_name: str,
+    *,
+    after: datetime | None = None,
+    count: int = DEFAULT_COUNT,
+    gap: str = "shift",
+    overlap: str = "once",
+    seed: str | None = None,
+) -> list[dict[str, Any]]:
+    """The next ``count`` fires as dicts: utc, local, offset, dst (a note or ""). Raises ScheduleError."""
+    if not 1 <= count <= MAX_COUNT:
+        raise schedule.ScheduleError(f"count must be between 1 and {MAX_COUNT}.", "count")
+    after = after or timezone.now()
+    tz = schedule.zone(tz_name)
+    previous = after.astimezone(tz).utcoffset()
+    entries = []
+    fires = schedule.iter_fires(cron, tz_name, after, gap=gap, overlap=overlap, seed=seed)
+    for fire in islice(fires, count):
+        local = fire.at.astimezone(tz)
+        offset = local.utcoffset()
+        notes = [fire.note] if fire.note else []
+        if offset != previous:
+            notes.append(f"UTC offset changed from {_offset(previous)} to {_offset(offset)}")
+        previous = offset
+        entries.append(
+            {
+                "utc": schedule.isoz(fire.at),
+                "local": local.strftime("%Y-%m-%d %H:%M"),
+                "zone": local.tzname() or tz_name,
+                "offset": _offset(offset),
+                "dst": "; ".join(notes),
+            }
+        )
+    return entries
+
+
+def preview_definition(
+    definition: dict, *, tenant_id: Any, environment_id: Any, after: datetime | None = None, count: int = 5
+) -> list[dict[str, Any]]:
+    """Preview a (possibly proposed) job definition; [] when it has no valid schedule."""
+    if not definition or not definition.get("cron"):
+        return []
+    try:
+        return preview(
+            definition["cron"],
+            definition.get("timezone") or "UTC",
+            after=after,
+            count=count,
+            gap=definition.get("gap") or "shift",
+            overlap=definition.get("overlap") or "once",
+            seed=schedule.job_seed(tenant_id, environment_id, definition.get("name", "")),
+        )
+    except schedule.ScheduleError:
+        return []
+
+
+SCHEDULE_FIELDS = ("cron", "timezone", "gap", "overlap", "name")
+
+
+def compare_definitions(
+    before: dict | None,
+    after: dict | None,
+    *,
+    tenant_id: Any,
+    environment_id: Any,
+    now: datetime | None = None,
+    count: int = 5,
+) -> dict[str, Any] | None:
+    """Next runs before vs after a change, row by row; None when the change does not touch the schedule."""
+    before = before or {}
+    after = after or {}
+    if all(before.get(f) == after.get(f) for f in SCHEDULE_FIELDS):
+        return None
+    now = now or timezone.now()
+    old = preview_definition(before, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count)
+    new = preview_definition(after, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count)
+    rows = []
+    for i in range(max(len(old), len(new))):
+        left = old[i] if i < len(old) else None
+        right = new[i] if i < len(new) else None
+        rows.append({"before": left, "after": right, "same": bool(left and right and left["utc"] == right["utc"])})
+    return {"rows": rows, "before_count": len(old), "after_count": len(new)}

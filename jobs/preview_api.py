@@ -1,0 +1,73 @@
+"""GET /api/v1/schedule-preview/: the next fire instants of a schedule, for any signed-in user."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.access import Action, get_object_or_404_for
+
+from . import preview, schedule
+from .models import Job
+
+# The query parameter each schedule error is about.
+PARAM_OF = {"timezone": "tz"}
+
+
+class SchedulePreviewView(APIView):
+    """Preview a cron expression in a time zone: a JSON array of UTC instants (ISO 8601, Z)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="schedule_preview",
+        parameters=[
+            OpenApiParameter("cron", str, description="5-field cron expression (required unless job is given)."),
+            OpenApiParameter("tz", str, description="IANA time zone (required unless job is given)."),
+            OpenApiParameter("after", OpenApiTypes.DATETIME, description="Start after this instant; default now."),
+            OpenApiParameter("count", int, description=f"How many instants, 1-{preview.MAX_COUNT} (default 10)."),
+            OpenApiParameter("gap", str, enum=list(schedule.GAP_POLICIES), description="DST gap policy."),
+            OpenApiParameter("overlap", str, enum=list(schedule.OVERLAP_POLICIES), description="DST overlap policy."),
+            OpenApiParameter("job", int, description="A job you can see: H is hashed from it; its schedule fills in."),
+            OpenApiParameter("detail", bool, description="Objects with local time and DST notes instead of strings."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        params = request.query_params
+        cron, tz = params.get("cron", ""), params.get("tz", "")
+        gap, overlap = params.get("gap", ""), params.get("overlap", "")
+        seed = None
+        if params.get("job"):
+            if not params["job"].isdigit():
+                return Response({"job": ["Must be a job id (a whole number)."]}, status=400)
+            job = get_object_or_404_for(request.user, Action.VIEW, Job.objects.all(), pk=int(params["job"]))
+            cron, tz = cron or job.cron, tz or job.timezone
+            gap, overlap = gap or job.gap, overlap or job.overlap
+            seed = job.schedule_seed
+        errors: dict[str, list[str]] = {}
+        if not cron.strip():
+            errors["cron"] = ["This parameter is required, e.g. cron=30 2 * * *."]
+        if not tz.strip():
+            errors["tz"] = ["This parameter is required, e.g. tz=Europe/Berlin."]
+        count = preview.DEFAULT_COUNT
+        if params.get("count"):
+            try:
+                count = int(params["count"])
+            except ValueError:
+                errors["count"] = [f"Must be a whole number between 1 and {preview.MAX_COUNT}."]
+        if errors:
+            return Response(errors, status=400)
+        try:
+            after = preview.parse_instant(params["after"]) if params.get("after") else None
+            entries = preview.preview(
+                cron, tz, after=after, count=count, gap=gap or "shift", overlap=overlap or "once", seed=seed
+            )
+        except schedule.ScheduleError as exc:
+            return Response({PARAM_OF.get(exc.field, exc.field): [str(exc)]}, status=400)
+        if params.get("detail", "").lower() in {"1", "true", "yes"}:
+            return Response(entries)
+        return Response([entry["utc"] for entry in entries])
