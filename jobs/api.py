@@ -26,7 +26,18 @@ from governance.api import (
 )
 
 from . import schedule, services
-from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
+from .models import (
+    DEFINITION_FIELDS,
+    CatchupPolicy,
+    Criticality,
+    GapPolicy,
+    Job,
+    JobStatus,
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    TriggerKind,
+)
 
 NEXT_RUNS = 5
 
@@ -42,6 +53,12 @@ class DefinitionSerializer(serializers.Serializer):
     cron = serializers.CharField()
     timezone = serializers.CharField()
     timeout_seconds = serializers.IntegerField()
+    # Scheduling policies (DESIGN.md "Schedules"); defaults apply when omitted.
+    gap = serializers.ChoiceField(choices=GapPolicy.choices, required=False)
+    overlap = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
+    catchup = serializers.ChoiceField(choices=CatchupPolicy.choices, required=False)
+    catchup_limit = serializers.IntegerField(required=False)
+    starting_deadline_seconds = serializers.IntegerField(required=False, allow_null=True)
 
 
 class NextRunSerializer(serializers.Serializer):
