@@ -12,6 +12,7 @@ from governance.api import (
     TeamViewSet,
     TenantViewSet,
 )
+from governance.export_api import AuditExportView
 from jobs import manifest_api
 from jobs.api import JobViewSet, RunViewSet
 from jobs.preview_api import SchedulePreviewView
@@ -29,6 +30,8 @@ router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
 urlpatterns = [
     path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),
     path("v1/schedule-preview/", SchedulePreviewView.as_view(), name="api-schedule-preview"),
+    # Before the router, so "export" is never read as an event id.
+    path("v1/audit-events/export/", AuditExportView.as_view(), name="api-audit-export"),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,0 +1,60 @@
+"""GET /api/v1/audit-events/export/: the audit trail the caller may see, streamed as CSV or JSON Lines."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import export
+from .access import Action, restrict, tenant_ids
+from .models import AuditEvent
+
+
+class AuditExportView(APIView):
+    """Stream audit events visible to the caller; the export itself is audited."""
+
+    renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        # ``format`` here names the export format, not a DRF renderer: never negotiate on it.
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        operation_id="audit_events_export",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(export.FORMATS), description="csv (default) or jsonl"),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="ISO 8601, inclusive"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601, inclusive"),
+            OpenApiParameter("actor", str, description="username of the actor"),
+            OpenApiParameter("action", str, description="action, or several separated by commas"),
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV"),
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.STR, description="JSON Lines"),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="field errors"),
+        },
+    )
+    def get(self, request):
+        try:
+            filters = export.parse_filters(request.query_params)
+        except ValidationError as exc:
+            return Response(exc.message_dict, status=400)
+        user = request.user
+        chains = export.all_chain_ids() if user.is_superuser else tenant_ids(user, Action.VIEW)
+        export.record_export(
+            actor=user, tenant_ids=chains, filters=filters, surface="api", ip=request.META.get("REMOTE_ADDR")
+        )
+        queryset = export.filter_events(restrict(AuditEvent.objects.all(), user, Action.VIEW), filters)
+        fmt = filters["format"]
+        response = StreamingHttpResponse(export.stream(queryset, fmt), content_type=export.FORMATS[fmt])
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
+        response["Cache-Control"] = "no-store"
+        return response
