@@ -263,7 +263,7 @@ GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))
 # A worker running as root starts jobs as this user, never as root.
 GOVERNOR_RUN_AS_USER = env_str("GOVERNOR_RUN_AS_USER", "nobody")
 GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES = env_list(
-    "GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES", ["/bin/*", "/usr/bin/*", "/usr/local/bin/*"]
+    "GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES", ["/bin/*", "/usr/bin/*", "/usr/local/bin/*", "/opt/*"]
 )
 GOVERNOR_DEFAULT_LIMITS = {
     "cpu_seconds": env_int("GOVERNOR_LIMIT_CPU_SECONDS", 3600),
