@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 
 from governance.access import Action, restrict
 from governance.models import Environment, Team
-from jobs.models import CatchupPolicy, Criticality, GapPolicy, OverlapPolicy
+from jobs.models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, OverlapPolicy
 
 
 class TeamChoice(forms.ModelChoiceField):
@@ -162,7 +162,8 @@ class JobDefinitionForm(ProposalForm):
 
     @staticmethod
     def initial_from(job) -> dict:
-        initial = job.definition()
+        """Initial values from a live job or one of its historical records."""
+        initial = {field: getattr(job, field) for field in DEFINITION_FIELDS}
         initial["command"] = "\n".join(job.command or [])
         return initial
 

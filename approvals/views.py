@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from zoneinfo import available_timezones
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -84,10 +85,8 @@ def change_list(request):
     return render(request, "approvals/change_list.html", context)
 
 
-def _render_form(request, form, *, job=None, status=200):
-    from zoneinfo import available_timezones
-
-    context = {"form": form, "job": job, "timezones": sorted(available_timezones())}
+def _render_form(request, form, *, job=None, status=200, rollback_to=None):
+    context = {"form": form, "job": job, "timezones": sorted(available_timezones()), "rollback_to": rollback_to}
     return render(request, "approvals/change_form.html", context, status=status)
 
 
@@ -162,8 +161,18 @@ def change_edit(request, pk: int):
             if change is not None:
                 return redirect("change_detail", pk=change.pk)
         return _render_form(request, form, job=job, status=400)
-    form = JobDefinitionForm(user=request.user, job=job, initial=JobDefinitionForm.initial_from(job))
-    return _render_form(request, form, job=job)
+    initial = JobDefinitionForm.initial_from(job)
+    rollback_to = None
+    if request.GET.get("version", "").isdigit():
+        # "Propose this version again": prefill with an earlier version; the diff is against live as usual.
+        record = job.history.filter(version=int(request.GET["version"])).order_by("history_date").first()
+        if record is not None and record.version != job.version:
+            rollback_to = record.version
+            initial = JobDefinitionForm.initial_from(record)
+    form = JobDefinitionForm(user=request.user, job=job, initial=initial)
+    if rollback_to:
+        form.initial["justification"] = f"Roll back to v{rollback_to}: "
+    return _render_form(request, form, job=job, rollback_to=rollback_to)
 
 
 @login_required

@@ -517,3 +517,17 @@ def test_audit_page_hides_other_tenants_events(client, cast):
     cast.make_job(cast.globex_prod)
     response = login(client, cast.admin).get(reverse("audit_list"))
     assert all(e.tenant_id == cast.acme.pk for e in response.context["events"])
+
+
+def test_an_earlier_version_can_be_proposed_again(client, cast):
+    job = cast.make_job(cast.dev)
+    propose_change(actor=cast.author, action="update", job=job, definition={"cron": "*/9 * * * *"}, justification="x")
+    login(client, cast.author)
+    html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
+    assert f"{reverse('change_edit', args=[job.pk])}?version=1" in html
+    response = client.get(reverse("change_edit", args=[job.pk]), {"version": 1})
+    form = response.context["form"]
+    assert form.initial["cron"] == "*/5 * * * *" and "Roll back to v1" in form.initial["justification"]
+    response = client.post(reverse("change_edit", args=[job.pk]), prefilled(form, justification="roll back"))
+    job.refresh_from_db()
+    assert response.status_code == 302 and job.cron == "*/5 * * * *" and job.version == 3
