@@ -46,8 +46,9 @@ lint: install
 test-sqlite: install
 	bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
+# A narrowed selection (PYTEST_ARGS) may match only browser tests, leaving this pass empty.
 test-postgres: install
-	bash scripts/with-postgres.sh bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PG_PYTEST_ARGS) $(PYTEST_ARGS)
+	ALLOW_NO_TESTS=$(if $(strip $(PYTEST_ARGS)),1,0) bash scripts/with-postgres.sh bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PG_PYTEST_ARGS) $(PYTEST_ARGS)
 
 test: system-deps install lint test-sqlite test-postgres
 

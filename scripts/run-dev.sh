@@ -103,6 +103,10 @@ Schedule.objects.update_or_create(
 
 start vault "$BIN/bao" server -dev -dev-root-token-id="$VAULT_TOKEN" -dev-listen-address="127.0.0.1:$VAULT_PORT"
 wait_http vault "$VAULT_ADDR/v1/sys/health" 30
+# The dev server forgets everything on exit: give Governor its AppRole again on every start.
+if "$BIN/python" manage.py help vault_setup >/dev/null 2>&1; then
+  "$BIN/python" manage.py vault_setup || stop_all 1
+fi
 
 start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload
 start scheduler "$BIN/python" manage.py run_scheduler
