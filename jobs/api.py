@@ -26,39 +26,19 @@ from governance.api import (
 )
 
 from . import schedule, services
-from .models import (
-    DEFINITION_FIELDS,
-    CatchupPolicy,
-    Criticality,
-    GapPolicy,
-    Job,
-    JobStatus,
-    OverlapPolicy,
-    Run,
-    RunStatus,
-    TriggerKind,
-)
+from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
 
 NEXT_RUNS = 5
 
 
-class DefinitionSerializer(serializers.Serializer):
-    """A job definition: the fields a change request proposes."""
+class DefinitionSerializer(serializers.ModelSerializer):
+    """A job definition: the fields a change request proposes (documents the shape; built from the model
+    so it follows DEFINITION_FIELDS)."""
 
-    name = serializers.CharField()
-    description = serializers.CharField(allow_blank=True)
-    runbook = serializers.CharField(allow_blank=True)
-    criticality = serializers.ChoiceField(choices=Criticality.choices)
-    command = serializers.ListField(child=serializers.CharField())
-    cron = serializers.CharField()
-    timezone = serializers.CharField()
-    timeout_seconds = serializers.IntegerField()
-    # Scheduling policies (DESIGN.md "Schedules"); defaults apply when omitted.
-    gap = serializers.ChoiceField(choices=GapPolicy.choices, required=False)
-    overlap = serializers.ChoiceField(choices=OverlapPolicy.choices, required=False)
-    catchup = serializers.ChoiceField(choices=CatchupPolicy.choices, required=False)
-    catchup_limit = serializers.IntegerField(required=False)
-    starting_deadline_seconds = serializers.IntegerField(required=False, allow_null=True)
+    class Meta:
+        model = Job
+        fields = list(DEFINITION_FIELDS)
+        read_only_fields = fields
 
 
 class NextRunSerializer(serializers.Serializer):
@@ -221,7 +201,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunDetailSerializer(RunSerializer):
-    definition = DefinitionSerializer(read_only=True, help_text="The exact definition this run executes.")
+    definition = serializers.SerializerMethodField(help_text="The exact definition this run executes.")
 
     class Meta(RunSerializer.Meta):
         fields = [
@@ -239,6 +219,10 @@ class RunDetailSerializer(RunSerializer):
             "max_rss_kb",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(DefinitionSerializer)
+    def get_definition(self, run: Run) -> dict:
+        return run.definition
 
 
 @extend_schema_view(

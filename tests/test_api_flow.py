@@ -52,7 +52,7 @@ def test_a_prod_job_goes_live_after_two_approvals_and_an_operator_can_run_it(cas
     assert response.status_code == 201, response.content
     run = response.json()
     assert run["status"] == "queued" and run["trigger"] == "manual" and run["triggered_by"] == "acme-operator"
-    assert run["job_version"] == 1 and run["definition"].items() >= cast.definition().items()
+    assert run["job_version"] == 1 and run["definition"] == job["definition"]
     assert Run.objects.get(pk=run["id"]).status == RunStatus.QUEUED
 
     runs = author.get(f"/api/v1/runs/?job={job_id}").json()
