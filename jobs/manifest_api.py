@@ -137,7 +137,8 @@ class ManifestApplyView(APIView):
             return Response(body, status=_status_for(problems))
         for item in body["applied"]:
             cr = item["change_request"]
-            cr["url"] = request.build_absolute_uri(cr["url"]) if cr["url"].startswith("/") else cr["url"]
+            if cr and cr["url"].startswith("/"):
+                cr["url"] = request.build_absolute_uri(cr["url"])
         return Response(body)
 
 

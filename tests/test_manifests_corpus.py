@@ -8,7 +8,9 @@ import pytest
 import yaml
 from django.core.management import call_command
 
+from governance.models import Tenant
 from jobs.manifests import check, read_paths
+from jobs.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "manifests"
@@ -104,7 +106,10 @@ def test_offline_validation_needs_a_tenant_declaration(db, in_corpus):
 def test_offline_validation_ignores_live_jobs_and_tenants(cast, in_corpus):
     # A live job with the same name does not matter offline: the manifests alone are checked.
     cast.make_job(cast.dev, cast.data)
+    tenants, jobs = Tenant.objects.count(), Job.objects.count()
     assert _problems("tenant.yaml", "valid/minimal.yaml") == []
+    # The sandbox it validates in is rolled back.
+    assert (Tenant.objects.count(), Job.objects.count()) == (tenants, jobs)
 
 
 def test_missing_path_is_an_error(db, in_corpus):

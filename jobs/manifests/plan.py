@@ -17,7 +17,7 @@ from jobs.definitions import diff
 from jobs.models import Job
 
 from .loader import ManifestSet, Problem, position, value_node
-from .validate import check
+from .validate import _upstreams, check
 
 CREATE, UPDATE, DELETE, UNCHANGED, PENDING = "create", "update", "delete", "unchanged", "pending"
 CHANGING = (CREATE, UPDATE, DELETE)
@@ -37,6 +37,12 @@ class Change:
     source: tuple[str, int, int] | None
     change_request: ChangeRequest | None = None
     diff: list[dict] = field(default_factory=list)
+    # Set by apply when an upstream job this one depends on is itself still awaiting review.
+    waiting_for: str = ""
+
+    @property
+    def upstreams(self) -> list[str]:
+        return [name for _, name in _upstreams((self.desired or {}).get("dependencies"))]
 
     @property
     def governed(self) -> bool:
@@ -53,6 +59,7 @@ class Change:
             "governed": self.governed,
             "source": None if self.source is None else "{}:{}:{}".format(*self.source),
             "diff": self.diff,
+            "waiting_for": self.waiting_for or None,
             "change_request": None
             if cr is None
             else {"id": cr.pk, "status": cr.status, "url": change_url(cr), "applied_version": cr.applied_version},
@@ -92,12 +99,10 @@ def change_url(change: ChangeRequest) -> str:
     from django.urls import NoReverseMatch, reverse
 
     base = getattr(settings, "GOVERNOR_BASE_URL", "").rstrip("/")
-    for name in ("approvals:change-detail", "change-detail", "approvals:change_detail", "change_detail"):
-        try:
-            return base + reverse(name, args=[change.pk])
-        except NoReverseMatch:
-            continue
-    return f"{base}/changes/{change.pk}/"
+    try:
+        return base + reverse("change_detail", args=[change.pk])
+    except NoReverseMatch:
+        return f"{base}/changes/{change.pk}/"
 
 
 def _open_requests(tenant_ids: set[int]) -> list[ChangeRequest]:
@@ -199,9 +204,35 @@ def make_plan(mset: ManifestSet, *, actor, prune: bool = False, for_apply: bool 
                         forbidden=True,
                     )
                 )
-    order = {CREATE: 0, UPDATE: 0, DELETE: 1}
-    changes.sort(key=lambda c: (c.tenant, order.get(c.action, 0), c.environment.order, c.name))
-    return Plan(problems, changes)
+    return Plan(problems, _ordered(changes))
+
+
+def _ordered(changes: list[Change]) -> list[Change]:
+    """Creates and updates before deletes; within one tenant and environment, upstream jobs before the
+    jobs that depend on them (so an ungoverned apply creates a workflow in one go)."""
+    order = {DELETE: 1}
+    changes = sorted(changes, key=lambda c: (c.tenant, order.get(c.action, 0), c.environment.order, c.name))
+    result: list[Change] = []
+    placed: set[int] = set()
+
+    def place(change: Change, trail: frozenset) -> None:
+        if id(change) in placed or id(change) in trail:
+            return
+        for upstream in change.upstreams:
+            for other in changes:
+                if (
+                    other.name == upstream
+                    and other.tenant == change.tenant
+                    and other.environment.pk == change.environment.pk
+                    and other.action != DELETE
+                ):
+                    place(other, trail | {id(change)})
+        placed.add(id(change))
+        result.append(change)
+
+    for change in changes:
+        place(change, frozenset())
+    return result
 
 
 def justification_for(change: Change, *, commit: str, pipeline_url: str, message: str) -> str:
@@ -231,9 +262,25 @@ def apply_plan(
     if plan.problems:
         raise ApplyError(plan.problems)
     done = []
+    # Jobs that exist only as requests awaiting review: dependents must wait until they are live.
+    not_live = {
+        (c.team.tenant_id, c.environment.pk, c.name): c.change_request
+        for c in plan.changes
+        if c.action == PENDING and c.live is None
+    }
     with transaction.atomic():
         for change in plan.changes:
             if change.action not in CHANGING:
+                continue
+            blocking = [
+                (name, not_live[key])
+                for name in change.upstreams
+                if (key := (change.team.tenant_id, change.environment.pk, name)) in not_live
+            ]
+            if blocking:
+                name, cr = blocking[0]
+                change.waiting_for = f"{name} (CR-{cr.pk})"
+                done.append(change)
                 continue
             try:
                 cr = propose_change(
@@ -257,4 +304,6 @@ def apply_plan(
                 raise ApplyError([Problem(*(change.source or ("<server>", 1, 1)), cr.failure_reason)])
             change.change_request = cr
             done.append(change)
+            if change.action == CREATE and cr.status != ChangeStatus.APPLIED:
+                not_live[(change.team.tenant_id, change.environment.pk, change.name)] = cr
     return done

@@ -4,17 +4,23 @@ Each job, in each of its environments, goes through ``jobs.definitions.clean_def
 (the same validation as every other path), so new definition fields are checked
 here without manifest code; its field errors are mapped back to the YAML node
 they came from.
+
+Validation runs in a sandbox: one transaction, always rolled back, in which
+every job of the set exists as if the set were applied (with its dependencies),
+so references between jobs of different files, and cycles through them, are
+judged by the server's own rules. Offline, the tenant, its teams and its
+environments are sandbox rows built from the ``kind: Tenant`` documents.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from governance.access import Action, can_in, tenant_ids
 from governance.models import Environment, Team, Tenant
@@ -22,8 +28,6 @@ from jobs.definitions import clean_definition
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
 from .loader import JobEntry, ManifestSet, Problem, position, value_node
-
-_offline_ids = itertools.count(-1, -1)
 
 
 def definition_defaults() -> dict[str, Any]:
@@ -70,34 +74,34 @@ class Checked:
     contexts: dict[str, TenantContext]
 
 
-def _stand_in(model, **fields):
-    # Negative primary keys match no row, so the definition's database checks see an empty tenant.
-    return model(pk=next(_offline_ids), **fields)
-
-
 def _offline_contexts(mset: ManifestSet, problems: list[Problem]) -> dict[str, TenantContext]:
+    """Sandbox rows for each declared tenant (call inside the rolled-back transaction)."""
     contexts: dict[str, TenantContext] = {}
     declared_at: dict[str, Any] = {}
     for decl in mset.tenants:
         if decl.slug in contexts:
-            line, column = position(declared_at[decl.slug][1])
-            first = declared_at[decl.slug][0]
+            first_file, first_node = declared_at[decl.slug]
+            line, column = position(value_node(first_node, "tenant"))
             node = value_node(decl.node, "tenant")
             problems.append(
                 Problem(
-                    decl.file, *position(node), f"Tenant {decl.slug!r} is already declared at {first}:{line}:{column}."
+                    decl.file,
+                    *position(node),
+                    f"Tenant {decl.slug!r} is already declared at {first_file}:{line}:{column}.",
                 )
             )
             continue
         declared_at[decl.slug] = (decl.file, decl.node)
-        tenant = _stand_in(Tenant, slug=decl.slug, name=decl.slug)
+        # The row gets a unique slug (this database may hold the real tenant); checks read the declared one.
+        tenant = Tenant.objects.create(slug=f"offline-{uuid.uuid4().hex}", name=decl.slug)
+        tenant.slug = decl.slug
         if decl.naming_pattern:
             tenant.naming_pattern = decl.naming_pattern
         contexts[decl.slug] = TenantContext(
             tenant=tenant,
-            teams={slug: _stand_in(Team, tenant=tenant, slug=slug, name=slug) for slug in decl.teams},
+            teams={slug: Team.objects.create(tenant=tenant, slug=slug, name=slug) for slug in decl.teams},
             environments={
-                slug: _stand_in(Environment, tenant=tenant, slug=slug, name=slug, order=i)
+                slug: Environment.objects.create(tenant=tenant, slug=slug, name=slug, order=i)
                 for i, slug in enumerate(decl.environments)
             },
             offline=True,
@@ -180,16 +184,48 @@ class _Collector:
 
 
 def check(mset: ManifestSet, *, against_server: bool, actor=None) -> Checked:
-    """Validate every job of ``mset`` in each of its environments; never writes.
+    """Validate every job of ``mset`` in each of its environments; never writes (see the module doc).
 
     Offline, tenants, teams and environments come from the ``kind: Tenant``
     documents of the set; against the server they come from the database (as
     far as ``actor``, when given, may see) and live jobs are taken into account.
     """
     problems = list(mset.problems)
+    try:
+        with transaction.atomic():
+            result = _check(mset, against_server=against_server, actor=actor, problems=problems)
+            transaction.set_rollback(True)
+    except DatabaseError:
+        if against_server:
+            raise
+        problems.append(
+            Problem(
+                mset.files[0] if mset.files else "<manifests>",
+                1,
+                1,
+                "Validation needs Governor's database schema: run `manage.py migrate` once "
+                "(an empty local SQLite database is enough for offline checks).",
+            )
+        )
+        return Checked(_sorted(problems), [], {})
+    return result
+
+
+@dataclass
+class _Slot:
+    entry: JobEntry
+    env_slug: str
+    env_node: Any
+    context: TenantContext
+    team: Team
+    environment: Environment
+    live: Job | None
+    provisional: int | None = None
+
+
+def _check(mset: ManifestSet, *, against_server: bool, actor, problems: list[Problem]) -> Checked:
     contexts = _server_contexts(mset, actor, problems) if against_server else _offline_contexts(mset, problems)
-    resolved: list[Resolved] = []
-    defaults = definition_defaults()
+    slots: list[_Slot] = []
     seen: dict[tuple[str, str, str], JobEntry] = {}
     for doc in mset.documents:
         context = contexts.get(doc.tenant)
@@ -209,7 +245,6 @@ def check(mset: ManifestSet, *, against_server: bool, actor=None) -> Checked:
             )
             continue
         for entry in doc.entries:
-            collector = _Collector()
             for env_slug, env_node in entry.environments:
                 environment = context.environments.get(env_slug)
                 if environment is None:
@@ -246,32 +281,72 @@ def check(mset: ManifestSet, *, against_server: bool, actor=None) -> Checked:
                     )
                     continue
                 live = context.live.get((environment.pk, entry.name))
-                data = {**defaults, **entry.definition_for(env_slug)}
-                desired = None
-                try:
-                    desired = clean_definition(
-                        data, tenant=context.tenant, team=team, environment=environment, job=live
-                    )
-                except ValidationError as exc:
-                    for field_key, message in _messages(exc):
-                        node = entry.locate(env_slug, _field_path(field_key)) if field_key else entry.node
-                        collector.add(entry.file, node, field_key, message, env_slug)
-                except DatabaseError:
-                    problems.append(
-                        Problem(
-                            entry.file,
-                            *position(entry.node),
-                            "Validation needs Governor's database schema: run `manage.py migrate` once "
-                            "(an empty local SQLite database is enough for offline checks).",
-                        )
-                    )
-                    return Checked(problems, resolved, contexts)
-                resolved.append(Resolved(entry, context, team, environment, live, desired))
-            for problem in collector.problems():
-                all_envs = [env for env, _ in entry.environments]
-                problems.append(_drop_env_suffix(problem, all_envs))
-    problems += _dependency_cycles(resolved)
+                slots.append(_Slot(entry, env_slug, env_node, context, team, environment, live))
+    for slot in slots:
+        _stage(slot)
+    resolved: list[Resolved] = []
+    defaults = definition_defaults()
+    collectors: dict[int, _Collector] = {}
+    for slot in slots:
+        entry = slot.entry
+        collector = collectors.setdefault(id(entry), _Collector())
+        data = {**defaults, **entry.definition_for(slot.env_slug)}
+        desired = None
+        with transaction.atomic():
+            if slot.provisional is not None:
+                # Judge a new job as a create: its own sandbox row steps aside.
+                Job.objects.filter(pk=slot.provisional).update(status=JobStatus.DELETED)
+            try:
+                desired = clean_definition(
+                    data, tenant=slot.context.tenant, team=slot.team, environment=slot.environment, job=slot.live
+                )
+            except ValidationError as exc:
+                for field_key, message in _messages(exc):
+                    node = entry.locate(slot.env_slug, _field_path(field_key)) if field_key else entry.node
+                    collector.add(entry.file, node, field_key, message, slot.env_slug)
+            transaction.set_rollback(True)
+        resolved.append(Resolved(entry, slot.context, slot.team, slot.environment, slot.live, desired))
+    for slot in slots:
+        collector = collectors.pop(id(slot.entry), None)
+        if collector is not None:
+            all_envs = [env for env, _ in slot.entry.environments]
+            problems.extend(_drop_env_suffix(problem, all_envs) for problem in collector.problems())
     return Checked(_sorted(problems), resolved, contexts)
+
+
+def _stage(slot: _Slot) -> None:
+    """Put the job in the sandbox as the manifests want it, so other jobs' references find it."""
+    raw = slot.entry.definition_for(slot.env_slug).get("dependencies")
+    dependencies = raw if isinstance(raw, list) else []
+    has_dependencies = "dependencies" in DEFINITION_FIELDS and _is_column("dependencies")
+    if slot.live is not None:
+        if has_dependencies:
+            Job.objects.filter(pk=slot.live.pk).update(dependencies=dependencies)
+        return
+    name = slot.entry.name
+    if len(name) > Job._meta.get_field("name").max_length:
+        return
+    row = Job(tenant=slot.context.tenant, team=slot.team, environment=slot.environment, name=name, command=[], cron="")
+    if has_dependencies:
+        row.dependencies = dependencies
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create([row])
+    except DatabaseError:
+        return
+    slot.provisional = (
+        row.pk
+        if row.pk is not None
+        else Job.objects.get(tenant=slot.context.tenant, environment=slot.environment, name=name).pk
+    )
+
+
+def _is_column(name: str) -> bool:
+    try:
+        Job._meta.get_field(name)
+    except FieldDoesNotExist:
+        return False
+    return True
 
 
 def _drop_env_suffix(problem: Problem, all_envs: list[str]) -> Problem:
@@ -301,51 +376,3 @@ def _upstreams(value: Any) -> list[tuple[int, str]]:
                     found.append((index, item[key]))
                     break
     return found
-
-
-def _dependency_cycles(resolved: list[Resolved]) -> list[Problem]:
-    """A cycle across the whole set (any files) of one tenant and environment, reported once per cycle
-    at the dependency that closes it."""
-    if "dependencies" not in DEFINITION_FIELDS:
-        return []
-    graph: dict[tuple[str, str], dict[str, list[tuple[str, int]]]] = {}
-    where: dict[tuple[str, str, str], Resolved] = {}
-    for item in resolved:
-        definition = item.desired if item.desired is not None else item.entry.definition_for(item.environment.slug)
-        scope = (item.context.tenant.slug, item.environment.slug)
-        edges = graph.setdefault(scope, {})
-        edges[item.entry.name] = [(name, index) for index, name in _upstreams(definition.get("dependencies"))]
-        where[(*scope, item.entry.name)] = item
-    # Live jobs not in the manifests keep their dependencies: a cycle may close through them.
-    for item in resolved:
-        scope = (item.context.tenant.slug, item.environment.slug)
-        for (env_id, name), job in item.context.live.items():
-            if env_id == item.environment.pk and name not in graph[scope]:
-                graph[scope][name] = [(n, i) for i, n in _upstreams(getattr(job, "dependencies", None))]
-    problems: list[Problem] = []
-    reported: set[frozenset] = set()
-    for scope, edges in graph.items():
-        for start in sorted(edges):
-            stack = [(start, [start])]
-            while stack:
-                node, path = stack.pop()
-                for upstream, index in edges.get(node, []):
-                    if upstream == start:
-                        cycle = frozenset(path)
-                        if cycle in reported:
-                            continue
-                        reported.add(cycle)
-                        culprit = where.get((*scope, path[-1])) or where.get((*scope, start))
-                        if culprit is None:
-                            continue
-                        env = culprit.environment.slug
-                        node_at = culprit.entry.locate(
-                            env, ["dependencies", index] if path[-1] == culprit.entry.name else []
-                        )
-                        chain = " -> ".join([*path, start])
-                        problems.append(
-                            Problem(culprit.entry.file, *position(node_at), f"dependencies: cycle {chain} (in {env}).")
-                        )
-                    elif upstream not in path and len(path) < 1000:
-                        stack.append((upstream, [*path, upstream]))
-    return problems

@@ -50,13 +50,15 @@ class Command(BaseCommand):
                         self.stdout.write(line)
                 for change in done:
                     self.stdout.write(describe(change))
-            applied = sum(1 for c in done if c.change_request.status == "applied")
-            opened = len(done) - applied
+            applied = sum(1 for c in done if c.change_request and c.change_request.status == "applied")
+            opened = sum(1 for c in done if c.change_request and c.change_request.status != "applied")
+            waiting = sum(1 for c in done if c.waiting_for)
             if problems:
                 self.stdout.write(f"Nothing applied: {len(problems)} error(s).")
             else:
                 self.stdout.write(
-                    f"Apply: {applied} applied, {opened} change request(s) opened for review; " + plan.summary()
+                    f"Apply: {applied} applied, {opened} change request(s) opened for review, {waiting} waiting; "
+                    + plan.summary()
                 )
         if problems:
             raise SystemExit(1)
@@ -67,6 +69,11 @@ def describe(change) -> str:
 
     cr = change.change_request
     where = f"{change.tenant}/{change.environment.slug}"
+    if change.waiting_for:
+        return (
+            f"waiting: {change.action} {change.name} in {where} depends on {change.waiting_for}, "
+            "which awaits review; apply again once it is applied"
+        )
     if cr.status == "applied":
         return f"{change.action}d {change.name} in {where} (CR-{cr.pk}, now v{cr.applied_version})"
     return f"opened CR-{cr.pk} to {change.action} {change.name} in {where}: {change_url(cr)}"
