@@ -327,3 +327,33 @@ def test_api_export_returns_yaml_and_hides_other_tenants(cast):
     assert response.content.decode() == export_tenant(cast.acme, actor=cast.viewer)
     assert api(cast.globex_admin).get("/api/v1/manifests/export/?tenant=acme").status_code == 404
     assert api(cast.viewer).get("/api/v1/manifests/export/?tenant=nope").status_code == 404
+
+
+WORKFLOW = [
+    (str(p.relative_to(ROOT)), p.read_text())
+    for p in sorted((ROOT / "tests" / "manifests" / "valid" / "workflow").glob("*.yaml"))
+]
+
+
+def test_a_workflow_across_files_applies_upstream_first_and_dependents_wait_for_review(cast):
+    done = apply(read_texts(WORKFLOW), cast.author)
+    summary = [(c.environment.slug, c.name, c.change_request and c.change_request.status, c.waiting_for) for c in done]
+    prod_extract = ChangeRequest.objects.get(environment=cast.prod)
+    assert summary == [
+        ("dev", "data.etl.extract", ChangeStatus.APPLIED, ""),
+        ("dev", "data.etl.report", ChangeStatus.APPLIED, ""),
+        ("prod", "data.etl.extract", ChangeStatus.SUBMITTED, ""),
+        ("prod", "data.etl.report", None, f"data.etl.extract (CR-{prod_extract.pk})"),
+    ]
+    assert Job.objects.get(environment=cast.dev, name="data.etl.report").dependencies[0]["upstream"] == (
+        "data.etl.extract"
+    )
+    # Applying again while the upstream awaits review still waits, and opens nothing new.
+    again = apply(read_texts(WORKFLOW), cast.author)
+    assert [(c.name, c.waiting_for) for c in again] == [("data.etl.report", f"data.etl.extract (CR-{prod_extract.pk})")]
+    assert ChangeRequest.objects.count() == 3
+    approve_all(cast)
+    last = apply(read_texts(WORKFLOW), cast.author)
+    assert [(c.name, c.change_request.status) for c in last] == [("data.etl.report", ChangeStatus.SUBMITTED)]
+    approve_all(cast)
+    assert apply(read_texts(WORKFLOW), cast.author) == []

@@ -79,7 +79,7 @@ def test_validate_command_exits_1_with_file_line_column_messages(db, in_corpus, 
 
 def test_validate_command_exits_0_when_clean(db, in_corpus, capsys):
     call_command("validate_manifests", "tenant.yaml", "valid")
-    assert capsys.readouterr().out.strip() == "OK: 3 file(s), 4 job(s), 7 environment definition(s)."
+    assert capsys.readouterr().out.strip() == "OK: 5 file(s), 6 job(s), 11 environment definition(s)."
 
 
 def test_validate_command_json_for_machines(db, in_corpus, capsys):

@@ -124,15 +124,29 @@ class JobEntry:
     def definition_for(self, env: str) -> dict[str, Any]:
         return {**self.base, **self.overrides.get(env, {})}
 
-    def locate(self, env: str | None, path: list[str | int]) -> yaml.Node:
-        """The node a definition field (or a part of it) comes from in ``env``: the override when there
-        is one, else the base entry; the nearest existing ancestor when the path goes deeper than the YAML."""
+    def find(self, env: str | None, path: list[str | int]) -> yaml.Node | None:
+        """The node at exactly ``path`` (override first), or None."""
+        for start in self._starts(env, path):
+            node = start
+            for part in path:
+                node = value_node(node, part)
+                if node is None:
+                    break
+            if node is not None:
+                return node
+        return None
+
+    def _starts(self, env: str | None, path: list[str | int]) -> list[yaml.Node]:
         starts = []
         if env is not None and env in self.override_nodes and path and path[0] in self.overrides.get(env, {}):
             starts.append(self.override_nodes[env])
         starts.append(self.node)
-        start = starts[0]
-        node = start
+        return starts
+
+    def locate(self, env: str | None, path: list[str | int]) -> yaml.Node:
+        """The node a definition field (or a part of it) comes from in ``env``: the override when there
+        is one, else the base entry; the nearest existing ancestor when the path goes deeper than the YAML."""
+        node = self._starts(env, path)[0]
         for part in path:
             child = value_node(node, part)
             if child is None:

@@ -158,6 +158,33 @@ def _field_path(key: str) -> list[str | int]:
     return parts
 
 
+_MESSAGE_PATH = re.compile(r"^([A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+|\[\d+\])*)(?=[: ])")
+
+
+def _where(entry: JobEntry, env: str, field_key: str, message: str) -> tuple[Any, str]:
+    """The YAML node an error is about, and the field label to print before the message.
+
+    Messages that start with a path inside the field ("values.prod: ...", "dependencies[1]: ...")
+    point at that part of the field when the YAML has it.
+    """
+    if not field_key or field_key in ("__all__", "definition"):
+        return entry.node, ""
+    path = _field_path(field_key)
+    node = entry.locate(env, path)
+    label = field_key
+    match = _MESSAGE_PATH.match(message)
+    if match:
+        inner = _field_path(match.group(1))
+        if inner[0] == path[0]:
+            label = ""
+            deeper = entry.find(env, inner)
+        else:
+            deeper = entry.find(env, [*path, *inner])
+        if deeper is not None:
+            node = deeper
+    return node, label
+
+
 def _messages(exc: ValidationError) -> list[tuple[str, str]]:
     if hasattr(exc, "error_dict"):
         return [(key, message) for key, messages in exc.message_dict.items() for message in messages]
@@ -173,7 +200,7 @@ class _Collector:
 
     def add(self, file: str, node, key: str, message: str, env: str) -> None:
         line, column = position(node)
-        label = f"{key}: " if key and key != "__all__" else ""
+        label = f"{key}: " if key else ""
         self.found.setdefault((file, line, column, f"{label}{message}"), []).append(env)
 
     def problems(self) -> list[Problem]:
@@ -302,8 +329,8 @@ def _check(mset: ManifestSet, *, against_server: bool, actor, problems: list[Pro
                 )
             except ValidationError as exc:
                 for field_key, message in _messages(exc):
-                    node = entry.locate(slot.env_slug, _field_path(field_key)) if field_key else entry.node
-                    collector.add(entry.file, node, field_key, message, slot.env_slug)
+                    node, label = _where(entry, slot.env_slug, field_key, message)
+                    collector.add(entry.file, node, label, message, slot.env_slug)
             transaction.set_rollback(True)
         resolved.append(Resolved(entry, slot.context, slot.team, slot.environment, slot.live, desired))
     for slot in slots:
