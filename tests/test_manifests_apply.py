@@ -357,3 +357,21 @@ def test_a_workflow_across_files_applies_upstream_first_and_dependents_wait_for_
     assert [(c.name, c.change_request.status) for c in last] == [("data.etl.report", ChangeStatus.SUBMITTED)]
     approve_all(cast)
     assert apply(read_texts(WORKFLOW), cast.author) == []
+
+
+def test_plan_reports_governed_by_the_approval_policy_for_the_jobs_criticality(cast):
+    from approvals.models import ApprovalPolicy
+
+    ApprovalPolicy.objects.create(tenant=cast.acme, environment=cast.dev, criticality="critical", required_approvals=1)
+    critical = read_text(
+        RECONCILE.format(cron="0 * * * *").replace("timeout_seconds: 60", "criticality: critical"), "p.yaml"
+    )
+    plan = make_plan(critical, actor=cast.author)
+    assert [(c.environment.slug, c.required_approvals, c.governed) for c in plan.changes] == [
+        ("dev", 1, True),
+        ("prod", 2, True),
+    ]
+    assert [(c.environment.slug, c.governed) for c in make_plan(manifest(), actor=cast.author).changes] == [
+        ("dev", False),
+        ("prod", True),
+    ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from approvals import policies
 from approvals.models import OPEN_STATUSES, ChangeAction, ChangeRequest, ChangeStatus
 from approvals.services import ChangeError, propose_change
 from governance.access import Action, can_in
@@ -44,9 +45,12 @@ class Change:
     def upstreams(self) -> list[str]:
         return [name for _, name in _upstreams((self.desired or {}).get("dependencies"))]
 
+    # Approvals the change needs under the environment's approval policy (0: applies at once).
+    required_approvals: int = 0
+
     @property
     def governed(self) -> bool:
-        return self.environment.governed
+        return self.required_approvals > 0
 
     def as_dict(self) -> dict:
         cr = self.change_request
@@ -57,6 +61,7 @@ class Change:
             "environment": self.environment.slug,
             "name": self.name,
             "governed": self.governed,
+            "required_approvals": self.required_approvals,
             "source": None if self.source is None else "{}:{}:{}".format(*self.source),
             "diff": self.diff,
             "waiting_for": self.waiting_for or None,
@@ -191,6 +196,17 @@ def make_plan(mset: ManifestSet, *, actor, prune: bool = False, for_apply: bool 
             pending = _pending(open_requests, change)
             if pending is not None:
                 change.action, change.change_request = PENDING, pending
+    rules: dict[tuple[int, tuple[str, ...]], int] = {}
+    for change in changes:
+        if change.action in CHANGING:
+            criticalities = {
+                d.get("criticality") for d in (change.desired, change.live and change.live.definition()) if d
+            }
+            criticalities.discard(None)
+            key = (change.environment.pk, tuple(sorted(criticalities)))
+            if key not in rules:
+                rules[key] = policies.rule_for(change.environment, list(key[1])).required_approvals
+            change.required_approvals = rules[key]
     if for_apply:
         for change in changes:
             if change.action in CHANGING and not can_in(
