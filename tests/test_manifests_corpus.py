@@ -135,4 +135,4 @@ def test_against_server_checks_live_teams_and_environments(cast, in_corpus, tmp_
 def test_against_server_command_accepts_the_examples(cast, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     call_command("validate_manifests", "examples", "--against-server")
-    assert capsys.readouterr().out.startswith("OK: 3 file(s), 3 job(s), 7 environment definition(s).")
+    assert capsys.readouterr().out.startswith("OK: 3 file(s), 4 job(s), 9 environment definition(s).")

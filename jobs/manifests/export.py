@@ -29,6 +29,9 @@ class _Dumper(yaml.SafeDumper):
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    if "*" in value:
+        # Cron expressions read as one value when quoted, as people write them.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
     return dumper.represent_scalar("tag:yaml.org,2002:str", value)
 
 
@@ -81,19 +84,35 @@ def export_tenant(tenant: Tenant, *, actor, teams: list[str] | None = None) -> s
     return dump(documents)
 
 
+def _canonical(value: Any) -> Any:
+    """Nested mappings in key order: JSON columns come back in a backend's own order (PostgreSQL's
+    jsonb sorts by key length), and the export must not depend on the database."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
 def _entry(name: str, versions: list[tuple[str, dict]], defaults: dict) -> dict:
-    """Base fields from the first environment; the other environments carry only what differs."""
-    base = versions[0][1]
+    """Base fields hold each field's most common value across the job's environments (ties: the
+    earliest environment's); each environment's overrides hold only what differs from the base."""
     entry: dict[str, Any] = {"name": name, "environments": [env for env, _ in versions]}
+    base: dict[str, Any] = {}
     for key in DEFINITION_FIELDS:
-        if key != "name" and key in base and not (key in defaults and base[key] == defaults[key]):
-            entry[key] = base[key]
+        if key == "name":
+            continue
+        values = [definition.get(key) for _, definition in versions]
+        base[key] = max(values, key=lambda v: (values.count(v), -values.index(v)))
+        if not (key in defaults and base[key] == defaults[key]) and key in versions[0][1]:
+            entry[key] = _canonical(base[key])
     overrides = {}
-    for env, definition in versions[1:]:
-        changed = {}
-        for key in DEFINITION_FIELDS:
-            if key != "name" and definition.get(key) != base.get(key):
-                changed[key] = definition.get(key)
+    for env, definition in versions:
+        changed = {
+            key: _canonical(definition.get(key))
+            for key in DEFINITION_FIELDS
+            if key != "name" and definition.get(key) != base.get(key)
+        }
         if changed:
             overrides[env] = changed
     if overrides:

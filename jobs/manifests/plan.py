@@ -12,7 +12,7 @@ from approvals import policies
 from approvals.models import OPEN_STATUSES, ChangeAction, ChangeRequest, ChangeStatus
 from approvals.services import ChangeError, propose_change
 from governance.access import Action, can_in
-from governance.models import Environment, Team
+from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 from jobs.definitions import diff
 from jobs.models import Job
@@ -285,8 +285,16 @@ def apply_plan(
         if c.action == PENDING and c.live is None
     }
     with transaction.atomic():
+        # One apply per tenant at a time; a concurrent one may have opened the same requests meanwhile.
+        tenant_ids = sorted({c.team.tenant_id for c in plan.changes if c.action in CHANGING})
+        list(Tenant.objects.select_for_update().filter(pk__in=tenant_ids).order_by("pk"))
+        open_requests = _open_requests(set(tenant_ids))
         for change in plan.changes:
             if change.action not in CHANGING:
+                continue
+            pending = _pending(open_requests, change)
+            if pending is not None:
+                change.action, change.change_request = PENDING, pending
                 continue
             blocking = [
                 (name, not_live[key])
