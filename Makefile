@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 # Extra pytest arguments for both runs, e.g. `make test PYTEST_ARGS="-k end_to_end"`.
 PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
+# The slowest tests are listed after each pass, so the suite's time budget stays visible.
+PYTEST_BASE := -n $(PYTEST_WORKERS) --durations=10
 # The browser tests exercise templates and JavaScript, not the database: run them once, on SQLite.
 PG_PYTEST_ARGS ?= -m "not browser"
 
@@ -44,11 +46,11 @@ lint: install
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: install
-	bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	bash scripts/pytest.sh $(PYTEST_BASE) $(PYTEST_ARGS)
 
 # A narrowed selection (PYTEST_ARGS) may match only browser tests, leaving this pass empty.
 test-postgres: install
-	ALLOW_NO_TESTS=$(if $(strip $(PYTEST_ARGS)),1,0) bash scripts/with-postgres.sh bash scripts/pytest.sh -n $(PYTEST_WORKERS) $(PG_PYTEST_ARGS) $(PYTEST_ARGS)
+	ALLOW_NO_TESTS=$(if $(strip $(PYTEST_ARGS)),1,0) bash scripts/with-postgres.sh bash scripts/pytest.sh $(PYTEST_BASE) $(PG_PYTEST_ARGS) $(PYTEST_ARGS)
 
 test: system-deps install lint test-sqlite test-postgres
 
