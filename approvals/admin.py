@@ -2,9 +2,9 @@
 
 from django.contrib import admin
 
-from governance.admin import ReadOnlyHistoryAdmin
+from governance.admin import ReadOnlyAdmin, ReadOnlyHistoryAdmin
 
-from .models import ChangeRequest, Review
+from .models import ApprovalPolicy, ChangeRequest, Comment, FreezeWindow, PostReview, Review
 
 
 @admin.register(ChangeRequest)
@@ -21,4 +21,34 @@ class ReviewAdmin(ReadOnlyHistoryAdmin):
     read_only_what = "reviews are given in the Governor UI or API; they"
     list_display = ("__str__", "change_request", "reviewer", "decision", "revision", "created_at")
     list_filter = ("decision",)
+    list_select_related = ("change_request", "reviewer")
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(ReadOnlyHistoryAdmin):
+    read_only_what = "approval policies are governed themselves: they"
+    list_display = ("environment", "criticality", "required_approvals", "separation_of_duties", "updated_at")
+    list_filter = ("tenant",)
+    list_select_related = ("environment", "environment__tenant")
+
+
+@admin.register(FreezeWindow)
+class FreezeWindowAdmin(ReadOnlyHistoryAdmin):
+    read_only_what = "freeze windows are created by tenant admins through the service, so they are audited; they"
+    list_display = ("__str__", "tenant", "environment", "starts_at", "ends_at", "created_by")
+    list_filter = ("tenant",)
+    list_select_related = ("tenant", "environment", "created_by")
+
+
+@admin.register(Comment)
+class CommentAdmin(ReadOnlyAdmin):
+    read_only_what = "comments are written on the change request page; they"
+    list_display = ("__str__", "change_request", "author", "revision", "created_at")
+    list_select_related = ("change_request", "author")
+
+
+@admin.register(PostReview)
+class PostReviewAdmin(ReadOnlyHistoryAdmin):
+    read_only_what = "post-reviews of emergency changes"
+    list_display = ("__str__", "change_request", "reviewer", "reviewed_at")
     list_select_related = ("change_request", "reviewer")

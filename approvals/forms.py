@@ -33,6 +33,17 @@ class ProposalForm(forms.Form):
     ticket = forms.CharField(
         required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": "e.g. OPS-1234"})
     )
+    apply_after = forms.DateTimeField(
+        required=False,
+        label="Apply after (UTC)",
+        help_text="Optional: once approved, the change waits until this instant (release alignment).",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    emergency = forms.BooleanField(
+        required=False,
+        label="Emergency change",
+        help_text="May apply during a freeze window; then it needs a review after the fact.",
+    )
 
 
 class JobDefinitionForm(ProposalForm):
@@ -56,6 +67,8 @@ class JobDefinitionForm(ProposalForm):
         "starting_deadline_seconds",
         "justification",
         "ticket",
+        "apply_after",
+        "emergency",
     ]
 
     team = TeamChoice(queryset=Team.objects.none(), empty_label="Choose the owning team")
@@ -117,10 +130,10 @@ class JobDefinitionForm(ProposalForm):
         help_text="A slot later than this is skipped, not run. Empty: no deadline.",
     )
 
-    def __init__(self, *args, user, job=None, **kwargs):
+    def __init__(self, *args, user, job=None, fixed_place: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.job = job
-        if job is not None:
+        if job is not None or fixed_place:
             del self.fields["team"]
             del self.fields["environment"]
         else:
@@ -161,6 +174,12 @@ class JobDefinitionForm(ProposalForm):
             self.add_error(field if field in self.fields else None, messages)
 
     @staticmethod
+    def initial_from_definition(definition: dict) -> dict:
+        initial = {field: definition.get(field) for field in DEFINITION_FIELDS if field in definition}
+        initial["command"] = "\n".join(definition.get("command") or [])
+        return initial
+
+    @staticmethod
     def initial_from(job) -> dict:
         """Initial values from a live job or one of its historical records."""
         initial = {field: getattr(job, field) for field in DEFINITION_FIELDS}
@@ -173,4 +192,22 @@ class ReviewForm(forms.Form):
         required=False,
         max_length=5000,
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Comment (recorded with your decision)"}),
+    )
+
+
+class CommentForm(forms.Form):
+    body = forms.CharField(
+        label="Comment",
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Ask a question or note something; not a decision."}),
+        error_messages={"required": "Write a comment."},
+    )
+
+
+class PostReviewForm(forms.Form):
+    notes = forms.CharField(
+        label="What the review found",
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"required": "Record what the review found."},
     )

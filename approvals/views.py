@@ -11,19 +11,36 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, Value, When
+from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, can, get_object_or_404_for, restrict
+from governance.access import Action, get_object_or_404_for, restrict
 from governance.services import AccessDenied
 from governance.views import review_queue
-from jobs import schedule
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
+from jobs.preview import compare_definitions, preview_definition
 
-from .forms import JobDefinitionForm, ProposalForm, ReviewForm
-from .models import ChangeAction, ChangeRequest, ChangeStatus, Review, ReviewDecision
-from .services import ChangeError, approve_change, propose_change, reject_change, withdraw_change
+from .forms import CommentForm, JobDefinitionForm, PostReviewForm, ProposalForm, ReviewForm
+from .models import ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from .services import (
+    OPEN_FOR_WITHDRAW,
+    ChangeError,
+    active_freeze,
+    approval_progress,
+    approve_change,
+    comment_on_change,
+    complete_post_review,
+    edit_change,
+    hold_reason,
+    may_review,
+    propose_change,
+    rebase_change,
+    reject_change,
+    withdraw_change,
+)
 
 TABS = ("review", "mine", "all")
 MULTILINE_FIELDS = ("command", "description", "runbook")
@@ -97,6 +114,8 @@ def _propose(request, form, **kwargs):
             actor=request.user,
             justification=form.cleaned_data["justification"],
             ticket=form.cleaned_data["ticket"],
+            emergency=form.cleaned_data.get("emergency", False),
+            apply_after=form.cleaned_data.get("apply_after"),
             **kwargs,
         )
     except ValidationError as exc:
@@ -111,6 +130,8 @@ def _propose(request, form, **kwargs):
         return None
     if change.status == ChangeStatus.APPLIED:
         messages.success(request, f"CR-{change.pk} applied at once: {change.environment.name} needs no approvals.")
+    elif change.status == ChangeStatus.APPROVED:
+        messages.info(request, f"CR-{change.pk} needs no approvals but {hold_reason(change) or 'waits to apply'}.")
     elif change.status == ChangeStatus.FAILED:
         messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
     else:
@@ -194,7 +215,7 @@ def _display(field: str, value) -> str:
     if field == "command" and isinstance(value, list):
         return "\n".join(str(item) for item in value)
     if isinstance(value, list | dict):
-        return json.dumps(value)
+        return json.dumps(value, indent=2, sort_keys=True)
     return str(value)
 
 
@@ -212,21 +233,27 @@ def _line_diff(before: str, after: str) -> tuple[list[dict], list[dict]]:
 
 
 def definition_diff(change: ChangeRequest) -> list[dict]:
+    """Every field of the definition (or policy rule) with both sides and whether it changes."""
     before = change.base_definition if change.action != ChangeAction.CREATE else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
+    if change.action == ChangeAction.POLICY:
+        fields = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    else:
+        fields = list(DEFINITION_FIELDS)
     rows = []
-    for field in DEFINITION_FIELDS:
+    for field in fields:
         old = _display(field, (before or {}).get(field)) if before is not None else None
         new = _display(field, (after or {}).get(field)) if after is not None else None
         changed = old != new
-        left, right = _line_diff(old or "", new or "") if changed else ([], [])
+        multiline = field in MULTILINE_FIELDS or "\n" in (old or "") or "\n" in (new or "")
+        left, right = _line_diff(old or "", new or "") if changed and multiline else ([], [])
         rows.append(
             {
                 "field": field,
                 "before": old,
                 "after": new,
                 "changed": changed,
-                "multiline": field in MULTILINE_FIELDS,
+                "multiline": multiline,
                 "left": left,
                 "right": right,
             }
@@ -234,41 +261,33 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
     return rows
 
 
-def _next_runs(change: ChangeRequest, definition: dict | None) -> list:
-    if not definition:
-        return []
-    try:
-        return schedule.next_n(
-            definition["cron"],
-            definition["timezone"],
-            timezone.now(),
-            5,
-            gap=definition.get("gap") or "shift",
-            overlap=definition.get("overlap") or "once",
-            seed=schedule.job_seed(change.tenant_id, change.environment_id, definition.get("name", "")),
-        )
-    except (KeyError, schedule.ScheduleError, ValueError):
-        return []
-
-
 def _change(request, pk: int) -> ChangeRequest:
     return get_object_or_404_for(
         request.user,
         Action.VIEW,
         ChangeRequest.objects.select_related("tenant", "team", "environment", "author", "job").prefetch_related(
-            Prefetch("reviews", queryset=Review.objects.select_related("reviewer"))
+            Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
+            Prefetch("comments", queryset=Comment.objects.select_related("author")),
         ),
         pk=pk,
     )
 
 
-def _change_page(request, change: ChangeRequest, *, form=None, error: str = "", status: int = 200):
+def _post_review(change: ChangeRequest):
+    try:
+        return change.post_review
+    except ChangeRequest.post_review.RelatedObjectDoesNotExist:
+        return None
+
+
+def _change_page(
+    request, change: ChangeRequest, *, form=None, comment_form=None, post_form=None, error: str = "", status: int = 200
+):
     user = request.user
     reviews = list(change.reviews.all())
     current = [r for r in reviews if r.revision == change.revision]
-    approvals = [r for r in current if r.decision == ReviewDecision.APPROVE]
     reviewed = any(r.reviewer_id == user.pk for r in current)
-    may_review = can(user, Action.REVIEW, change)
+    reviewer_ok = may_review(user, change)
     is_author = change.author_id == user.pk
     submitted = change.status == ChangeStatus.SUBMITTED
     if not submitted:
@@ -277,41 +296,62 @@ def _change_page(request, change: ChangeRequest, *, form=None, error: str = "", 
         review_note = "You wrote this change: someone else must review it."
     elif reviewed:
         review_note = "You have reviewed this revision."
-    elif not may_review:
+    elif not reviewer_ok:
         review_note = "Reviewing needs the approver role for this team and environment."
     else:
         review_note = ""
-    before = change.base_definition if change.action != ChangeAction.CREATE else None
+    progress = approval_progress(change)
+    before = change.base_definition if change.action not in (ChangeAction.CREATE,) else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
+    is_job_change = change.action != ChangeAction.POLICY
     stale = (
         change.is_open
+        and is_job_change
         and change.job is not None
         and change.action != ChangeAction.CREATE
         and change.job.version != change.base_version
     )
-    schedule_keys = ("cron", "timezone", "gap", "overlap")
-    schedule_changed = bool(before and after and any(before.get(key) != after.get(key) for key in schedule_keys))
-    required = change.required_approvals or change.environment.required_approvals
     rows = definition_diff(change)
+    changed = [row for row in rows if row["changed"]]
+    unchanged = [row for row in rows if not row["changed"]]
+    schedule = None
+    upcoming = []
+    if is_job_change:
+        where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
+        if change.action == ChangeAction.UPDATE:
+            schedule = compare_definitions(before, after, **where)
+        else:
+            upcoming = preview_definition(after or before, **where)
+    post_review = _post_review(change)
     context = {
         "change": change,
+        "is_job_change": is_job_change,
         "diff": rows,
-        "changed_count": sum(1 for row in rows if row["changed"]),
+        "changed_rows": changed,
+        "unchanged_rows": unchanged,
+        "changed_count": len(changed),
         "reviews": reviews,
-        "approvals": len(approvals),
-        "required": required,
-        "approval_slots": [i < len(approvals) for i in range(required)],
-        "can_review": submitted and not is_author and may_review and not reviewed,
+        "comments": list(change.comments.all()),
+        "progress": progress,
+        "approval_slots": [i < progress["approvals"] for i in range(progress["required"])],
+        "can_review": submitted and not is_author and reviewer_ok and not reviewed,
         "review_note": review_note,
-        "can_withdraw": is_author and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
+        "can_comment": is_author or reviewer_ok,
+        "can_withdraw": is_author and change.status in OPEN_FOR_WITHDRAW,
+        "can_edit": is_author and is_job_change and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
+        "can_rebase": is_author and stale and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "form": form or ReviewForm(),
+        "comment_form": comment_form or CommentForm(),
+        "post_review": post_review,
+        "can_post_review": post_review is not None and post_review.is_open and not is_author and reviewer_ok,
+        "post_form": post_form or PostReviewForm(),
         "error": error,
         "stale": stale,
+        "held": hold_reason(change) if change.status == ChangeStatus.APPROVED else "",
+        "freeze": active_freeze(change.environment) if change.is_open else None,
         "criticality": (after or before or {}).get("criticality", ""),
-        "timezone": (after or before or {}).get("timezone", "UTC"),
-        "runs_before": _next_runs(change, before) if schedule_changed or after is None else [],
-        "runs_after": _next_runs(change, after),
-        "schedule_changed": schedule_changed,
+        "schedule": schedule,
+        "upcoming": upcoming,
     }
     return render(request, "approvals/change_detail.html", context, status=status)
 
@@ -358,10 +398,126 @@ def change_reject(request, pk: int):
 def change_withdraw(request, pk: int):
     change = _change(request, pk)
     try:
-        withdraw_change(change, actor=request.user, reason=request.POST.get("reason", "").strip())
+        withdraw_change(change, actor=request.user, reason=request.POST.get("reason", "").strip()[:1000])
     except AccessDenied as exc:
         return _change_page(request, _change(request, pk), error=str(exc), status=403)
     except ChangeError as exc:
         return _change_page(request, _change(request, pk), error=exc.message, status=409)
     messages.success(request, f"CR-{change.pk} withdrawn.")
     return redirect("change_detail", pk=change.pk)
+
+
+@login_required
+@require_POST
+def change_comment(request, pk: int):
+    change = _change(request, pk)
+    form = CommentForm(request.POST)
+    if not form.is_valid():
+        return _change_page(request, change, comment_form=form, status=400)
+    try:
+        comment_on_change(change, actor=request.user, body=form.cleaned_data["body"])
+    except ValidationError as exc:
+        form.add_error("body", exc.message_dict.get("body", exc.messages))
+        return _change_page(request, change, comment_form=form, status=400)
+    except AccessDenied as exc:
+        return _change_page(request, change, comment_form=form, error=str(exc), status=403)
+    messages.success(request, "Comment added.")
+    return redirect(reverse("change_detail", args=[change.pk]) + "#comments")
+
+
+@login_required
+@require_POST
+def change_rebase(request, pk: int):
+    change = _change(request, pk)
+    try:
+        change = rebase_change(change, actor=request.user)
+    except AccessDenied as exc:
+        return _change_page(request, _change(request, pk), error=str(exc), status=403)
+    except ChangeError as exc:
+        return _change_page(request, _change(request, pk), error=exc.message, status=409)
+    except ValidationError as exc:
+        return _change_page(request, _change(request, pk), error=" ".join(exc.messages), status=400)
+    messages.success(
+        request, f"CR-{change.pk} rebased onto v{change.base_version}; it is now revision {change.revision}."
+    )
+    return redirect("change_detail", pk=change.pk)
+
+
+@login_required
+@require_POST
+def change_post_review(request, pk: int):
+    change = _change(request, pk)
+    item = _post_review(change)
+    if item is None:
+        raise Http404("This change needs no review after the fact.")
+    form = PostReviewForm(request.POST)
+    if not form.is_valid():
+        return _change_page(request, change, post_form=form, status=400)
+    try:
+        complete_post_review(item, actor=request.user, notes=form.cleaned_data["notes"])
+    except AccessDenied as exc:
+        return _change_page(request, change, post_form=form, error=str(exc), status=403)
+    except ChangeError as exc:
+        return _change_page(request, change, post_form=form, error=exc.message, status=409)
+    messages.success(request, "Review after the fact recorded.")
+    return redirect("change_detail", pk=change.pk)
+
+
+@login_required
+def change_revise(request, pk: int):
+    """The author edits an open request; every edit is a new revision and resets approvals."""
+    change = _change(request, pk)
+    if change.author_id != request.user.pk:
+        raise PermissionDenied("Only the author can edit this change request.")
+    if change.action == ChangeAction.POLICY or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
+        raise PermissionDenied("Only an open job change request can be edited here.")
+    with_definition = change.action != ChangeAction.DELETE
+    form_class = JobDefinitionForm if with_definition else ProposalForm
+    kwargs = {"user": request.user, "job": change.job, "fixed_place": True} if with_definition else {}
+    if request.method == "POST":
+        form = form_class(request.POST, **kwargs)
+        if form.is_valid():
+            try:
+                based_on = int(request.POST.get("based_on_revision", ""))
+            except ValueError:
+                based_on = -1
+            definition = None
+            if with_definition:
+                # Fields the form does not show (HTTP, parameters, ...) keep their proposed values.
+                definition = {**change.proposed, **form.definition()}
+            try:
+                change = edit_change(
+                    change,
+                    actor=request.user,
+                    based_on_revision=based_on,
+                    definition=definition,
+                    justification=form.cleaned_data["justification"],
+                    ticket=form.cleaned_data["ticket"],
+                )
+            except ValidationError as exc:
+                for field, msgs in exc.message_dict.items():
+                    form.add_error(field if field in form.fields else None, msgs)
+            except (AccessDenied, ChangeError) as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request, f"CR-{change.pk} is now revision {change.revision}; earlier approvals no longer count."
+                )
+                return redirect("change_detail", pk=change.pk)
+        return _render_revise(request, change, form, status=400)
+    initial = {"justification": change.justification, "ticket": change.ticket}
+    if with_definition:
+        initial.update(JobDefinitionForm.initial_from_definition(change.proposed))
+    return _render_revise(request, change, form_class(initial=initial, **kwargs))
+
+
+def _render_revise(request, change, form, status=200):
+    context = {
+        "form": form,
+        "change": change,
+        "job": change.job,
+        "revising": True,
+        "timezones": sorted(available_timezones()),
+    }
+    template = "approvals/change_form.html" if isinstance(form, JobDefinitionForm) else "approvals/change_delete.html"
+    return render(request, template, context, status=status)

@@ -28,4 +28,8 @@ urlpatterns = [
     path("changes/<int:pk>/approve/", approval_views.change_approve, name="change_approve"),
     path("changes/<int:pk>/reject/", approval_views.change_reject, name="change_reject"),
     path("changes/<int:pk>/withdraw/", approval_views.change_withdraw, name="change_withdraw"),
+    path("changes/<int:pk>/edit/", approval_views.change_revise, name="change_revise"),
+    path("changes/<int:pk>/rebase/", approval_views.change_rebase, name="change_rebase"),
+    path("changes/<int:pk>/comment/", approval_views.change_comment, name="change_comment"),
+    path("changes/<int:pk>/post-review/", approval_views.change_post_review, name="change_post_review"),
 ]

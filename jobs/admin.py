@@ -2,9 +2,9 @@
 
 from django.contrib import admin
 
-from governance.admin import ReadOnlyAdmin, ReadOnlyHistoryAdmin
+from governance.admin import EditableHistoryAdmin, ReadOnlyAdmin, ReadOnlyHistoryAdmin
 
-from .models import Job, Run, SchedulerLease
+from .models import Alert, Attempt, EnvironmentExecutionPolicy, Job, Run, SchedulerLease, TenantExecutionPolicy
 
 
 @admin.register(Job)
@@ -34,3 +34,31 @@ class SchedulerLeaseAdmin(ReadOnlyAdmin):
     def has_view_permission(self, request, obj=None):
         # Platform state, no tenant: superusers only.
         return request.user.is_active and request.user.is_superuser
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyAdmin):
+    read_only_what = "attempts are written by the workers; they"
+    list_display = ("__str__", "run", "number", "status", "started_at", "finished_at", "exit_code")
+    list_filter = ("status",)
+    list_select_related = ("run",)
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    read_only_what = "alerts are raised by the scheduler and workers; they"
+    list_display = ("__str__", "job", "kind", "created_at", "resolved_at")
+    list_filter = ("kind", "tenant")
+    list_select_related = ("job",)
+
+
+@admin.register(TenantExecutionPolicy)
+class TenantExecutionPolicyAdmin(EditableHistoryAdmin):
+    list_display = ("tenant", "allowed_executables")
+    list_select_related = ("tenant",)
+
+
+@admin.register(EnvironmentExecutionPolicy)
+class EnvironmentExecutionPolicyAdmin(EditableHistoryAdmin):
+    list_display = ("environment", "http_allowed_hosts", "allow_private_addresses")
+    list_select_related = ("environment", "environment__tenant")

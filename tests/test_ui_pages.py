@@ -531,3 +531,144 @@ def test_an_earlier_version_can_be_proposed_again(client, cast):
     response = client.post(reverse("change_edit", args=[job.pk]), prefilled(form, justification="roll back"))
     job.refresh_from_db()
     assert response.status_code == 302 and job.cron == "*/5 * * * *" and job.version == 3
+
+
+def test_author_edits_a_submitted_request_and_approvals_reset(client, cast):
+    change = propose_prod(cast)
+    approve_change(change, actor=cast.approver)
+    login(client, cast.author)
+    html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert reverse("change_revise", args=[change.pk]) in html
+    form = client.get(reverse("change_revise", args=[change.pk])).context["form"]
+    data = prefilled(form, cron="15 4 * * *", based_on_revision="1")
+    response = client.post(reverse("change_revise", args=[change.pk]), data)
+    assert response.status_code == 302
+    change.refresh_from_db()
+    assert change.revision == 2 and change.proposed["cron"] == "15 4 * * *"
+    html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "0 of 2" in html and "reset by an edit" in html
+    # A stale form (edited from revision 1 again) is refused and changes nothing.
+    response = client.post(reverse("change_revise", args=[change.pk]), {**data, "cron": "0 5 * * *"})
+    assert response.status_code == 400 and "changed meanwhile" in response.content.decode()
+    change.refresh_from_db()
+    assert change.revision == 2 and change.proposed["cron"] == "15 4 * * *"
+
+
+def test_others_cannot_edit_a_request(client, cast):
+    change = propose_prod(cast)
+    login(client, cast.author2)
+    assert client.get(reverse("change_revise", args=[change.pk])).status_code == 403
+
+
+def test_stale_request_offers_rebase_to_its_author(client, cast):
+    job = cast.make_job(cast.prod)
+    stale = propose_change(
+        actor=cast.author, action="update", job=job, definition={"cron": "*/7 * * * *"}, justification="a"
+    )
+    other = propose_change(
+        actor=cast.author2, action="update", job=job, definition={"timeout_seconds": 99}, justification="b"
+    )
+    approve_change(other, actor=cast.approver)
+    approve_change(other, actor=cast.approver2)
+    login(client, cast.author)
+    html = client.get(reverse("change_detail", args=[stale.pk])).content.decode()
+    assert "The job changed after this request was made" in html and 'data-testid="rebase"' in html
+    response = client.post(reverse("change_rebase", args=[stale.pk]))
+    assert response.status_code == 302
+    stale.refresh_from_db()
+    assert (
+        stale.base_version == 2 and stale.proposed["timeout_seconds"] == 99 and stale.proposed["cron"] == "*/7 * * * *"
+    )
+
+
+def test_author_and_reviewers_comment_but_viewers_cannot(client, cast):
+    change = propose_prod(cast)
+    login(client, cast.approver)
+    response = client.post(reverse("change_comment", args=[change.pk]), {"body": "Why 02:30?"})
+    assert response.status_code == 302
+    html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "Why 02:30?" in html
+    login(client, cast.viewer)
+    assert "Add comment" not in client.get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert client.post(reverse("change_comment", args=[change.pk]), {"body": "me too"}).status_code == 403
+    assert change.comments.count() == 1
+
+
+def test_approved_change_held_by_a_freeze_says_why(client, cast):
+    from approvals.services import create_freeze_window
+
+    now = timezone.now()
+    create_freeze_window(
+        actor=cast.admin,
+        tenant=cast.acme,
+        environment=cast.prod,
+        starts_at=now - timezone.timedelta(hours=1),
+        ends_at=now + timezone.timedelta(hours=5),
+        reason="quarter close",
+    )
+    change = propose_prod(cast)
+    approve_change(change, actor=cast.approver)
+    approve_change(change, actor=cast.approver2)
+    change.refresh_from_db()
+    assert change.status == ChangeStatus.APPROVED
+    html = login(client, cast.author).get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "Approved, not applied yet" in html and "quarter close" in html
+
+
+def test_emergency_change_during_a_freeze_gets_a_review_after_the_fact(client, cast):
+    from approvals.services import create_freeze_window
+
+    now = timezone.now()
+    create_freeze_window(
+        actor=cast.admin,
+        tenant=cast.acme,
+        environment=cast.prod,
+        starts_at=now - timezone.timedelta(hours=1),
+        ends_at=now + timezone.timedelta(hours=5),
+        reason="quarter close",
+    )
+    login(client, cast.author)
+    response = client.post(
+        reverse("change_new"),
+        form_data(
+            team=cast.payments.pk,
+            environment=cast.prod.pk,
+            name="payments.ledger.hotfix",
+            criticality="high",
+            command="/bin/echo",
+            cron="0 3 * * *",
+            timezone="UTC",
+            timeout_seconds="60",
+            justification="fix the outage",
+            emergency="on",
+        ),
+    )
+    change = ChangeRequest.objects.get()
+    assert response.status_code == 302 and change.emergency
+    approve_change(change, actor=cast.approver)
+    approve_change(change, actor=cast.approver2)
+    change.refresh_from_db()
+    assert change.status == ChangeStatus.APPLIED
+    login(client, cast.approver)
+    html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
+    assert "Review after the fact" in html and "Record review" in html
+    response = client.post(reverse("change_post_review", args=[change.pk]), {"notes": "checked, fine"})
+    assert response.status_code == 302
+    change.post_review.refresh_from_db()
+    assert change.post_review.reviewer == cast.approver
+
+
+def test_policy_change_request_page_renders_its_rule_diff(client, cast):
+    from approvals.services import propose_policy_change
+
+    change = propose_policy_change(
+        actor=cast.admin,
+        environment=cast.prod,
+        rule={"criticality": "critical", "required_approvals": 3, "separation_of_duties": False},
+        justification="critical jobs need three",
+    )
+    response = login(client, cast.approver).get(reverse("change_detail", args=[change.pk]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Approval rule: live vs proposed" in html and "critical jobs need three" in html
+    assert client.get(reverse("change_list"), {"tab": "all"}).status_code == 200
