@@ -384,3 +384,25 @@ def test_plan_reports_governed_by_the_approval_policy_for_the_jobs_criticality(c
         ("dev", False),
         ("prod", True),
     ]
+
+
+def test_api_refuses_a_request_without_files_with_field_errors(cast):
+    response = api(cast.author).post("/api/v1/manifests/apply/", {"files": [], "prune": "maybe"}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "files": {"non_field_errors": ["This list may not be empty."]},
+        "prune": ["Must be a valid boolean."],
+    }
+    assert not ChangeRequest.objects.exists()
+
+
+def test_plan_command_json_lists_changes_with_diffs(cast, tmp_path):
+    cast.make_job(cast.dev, name="payments.ledger.reconcile", cron="*/5 * * * *")
+    path = tmp_path / "payments.yaml"
+    path.write_text(RECONCILE.format(cron="0 * * * *"))
+    out = io.StringIO()
+    call_command("plan", str(path), "--json", "--actor", "acme-viewer", stdout=out)
+    result = json.loads(out.getvalue())
+    assert result["ok"] and result["summary"]["update"] == 1 and result["summary"]["create"] == 1
+    update = next(c for c in result["changes"] if c["action"] == "update")
+    assert {"field": "cron", "before": "*/5 * * * *", "after": "0 * * * *"} in update["diff"]
