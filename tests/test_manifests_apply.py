@@ -406,3 +406,16 @@ def test_plan_command_json_lists_changes_with_diffs(cast, tmp_path):
     assert result["ok"] and result["summary"]["update"] == 1 and result["summary"]["create"] == 1
     update = next(c for c in result["changes"] if c["action"] == "update")
     assert {"field": "cron", "before": "*/5 * * * *", "after": "0 * * * *"} in update["diff"]
+
+
+def test_export_query_count_does_not_grow_with_jobs(cast, django_assert_max_num_queries):
+    cast.make_job(cast.dev)
+    with django_assert_max_num_queries(8) as few:
+        export_tenant(cast.acme, actor=cast.viewer)
+    for i in range(5):
+        cast.make_job(cast.dev, name=f"payments.batch.job-{i}")
+        cast.make_job(cast.prod, name=f"payments.batch.job-{i}")
+    viewer = type(cast.viewer).objects.get(pk=cast.viewer.pk)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        text = export_tenant(cast.acme, actor=viewer)
+    assert text.count("payments.batch.job-") == 5
