@@ -234,7 +234,8 @@ Q_CLUSTER = {
     "recycle": 500,
     # Governor's executor enforces each job's own timeout; this is only a backstop.
     "timeout": env_int("GOVERNOR_TASK_TIMEOUT", 24 * 3600),
-    "retry": env_int("GOVERNOR_TASK_TIMEOUT", 24 * 3600) + 60,
+    # The ORM broker redelivers an unacknowledged task after this; the run claim makes that harmless.
+    "retry": env_int("GOVERNOR_TASK_RETRY", env_int("GOVERNOR_TASK_TIMEOUT", 24 * 3600) + 60),
     # A run is claimed with a conditional update, so a redelivered task is harmless;
     # still, never let django-q2 retry by itself: retries are Governor's policy.
     "max_attempts": 1,

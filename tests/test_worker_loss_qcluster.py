@@ -1,0 +1,114 @@
+"""A worker killed with SIGKILL mid-run: the run becomes ``lost`` within a bounded time, is retried
+only when the job is idempotent, and django-q2's redelivery of the unacknowledged task (the ORM
+broker is at-least-once) never executes the job behind Governor's back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jobs.heartbeats import sweep
+from jobs.models import Alert, AlertKind, Run, RunStatus
+from jobs.services import trigger_run
+from tests import procs
+
+LEASE_SECONDS = 2
+REDELIVERY_SECONDS = 4
+
+
+@pytest.fixture
+def cluster(tcast, tmp_path):
+    env = procs.django_env(
+        GOVERNOR_WORKERS="1",
+        GOVERNOR_RUN_LEASE_SECONDS=str(LEASE_SECONDS),
+        GOVERNOR_TASK_TIMEOUT="60",
+        GOVERNOR_TASK_RETRY=str(REDELIVERY_SECONDS),
+    )
+    worker = procs.manage("worker", "qcluster", env=env, log_dir=tmp_path)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def executions(canary: Path) -> int:
+    return len(canary.read_text().splitlines()) if canary.exists() else 0
+
+
+def kill_worker_mid_run(tcast, cluster, canary: Path, **overrides) -> Run:
+    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && sleep 60; exit 0'
+    job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], **overrides)
+    run = trigger_run(job, actor=tcast.operator, reason="worker loss test")
+    wait_until(lambda: executions(canary) == 1, 30, f"the job to start:\n{cluster.output()}")
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING
+    worker_pid = int(run.worker.rsplit(":", 1)[1])
+    os.kill(worker_pid, signal.SIGKILL)
+    return run
+
+
+def sweep_until_not_running(run: Run) -> float:
+    killed_at = time.monotonic()
+
+    def settled():
+        sweep()
+        run.refresh_from_db()
+        return run.status != RunStatus.RUNNING
+
+    wait_until(settled, LEASE_SECONDS * 5, "the run to be declared lost")
+    return time.monotonic() - killed_at
+
+
+def test_a_killed_worker_loses_a_non_idempotent_run_which_waits_for_an_operator(tcast, cluster, tmp_path):
+    canary = Path("/tmp") / f"governor-loss-{uuid.uuid4().hex}"
+    canary.touch(mode=0o666)
+    canary.chmod(0o666)
+    run = kill_worker_mid_run(tcast, cluster, canary)
+    elapsed = sweep_until_not_running(run)
+    assert run.status == RunStatus.LOST
+    assert elapsed <= LEASE_SECONDS + 2
+    assert "waiting for an operator" in run.reason
+    assert Alert.objects.filter(run=run, kind=AlertKind.LOST_RUN).exists()
+    # django-q2 hands the unacknowledged task to the respawned worker; the claim refuses it.
+    wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 2, 30, "django-q2 to redeliver")
+    time.sleep(0.5)
+    assert executions(canary) == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST
+    assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost")]
+    canary.unlink()
+
+
+def test_a_killed_worker_retries_an_idempotent_run_exactly_once_more(tcast, cluster):
+    canary = Path("/tmp") / f"governor-loss-{uuid.uuid4().hex}"
+    canary.touch()
+    canary.chmod(0o666)
+    run = kill_worker_mid_run(tcast, cluster, canary, idempotent=True)
+    sweep_until_not_running(run)
+
+    def finished():
+        run.refresh_from_db()
+        return run.status == RunStatus.SUCCEEDED
+
+    wait_until(finished, 30, f"the retry to succeed:\n{cluster.output()}")
+    # Let the stale redelivery of the first task arrive too: it must not run the job a third time.
+    wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 3, 30, "django-q2 to redeliver")
+    time.sleep(0.5)
+    assert canary.read_text().split() == ["1", "2"]
+    assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost"), (2, "succeeded")]
+    canary.unlink()
