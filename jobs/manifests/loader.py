@@ -56,7 +56,19 @@ def _suggest(word: str, choices) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML without timestamps: dates stay strings, so every value is plain JSON."""
+    """Safe YAML without timestamps (dates stay strings, so every value is plain JSON) and without
+    aliases, which would let a few bytes expand into an enormous document."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases are not supported (per-environment values go in overrides)",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -238,6 +250,8 @@ class _Reader:
             self.problems.append(Problem(self.file, line, column, f"YAML syntax error: {problem}."))
         except yaml.YAMLError as exc:
             self.problems.append(Problem(self.file, 1, 1, f"YAML syntax error: {exc}."))
+        except RecursionError:
+            self.problems.append(Problem(self.file, 1, 1, "The YAML is nested too deeply."))
         finally:
             loader.dispose()
         result.problems = self.problems
