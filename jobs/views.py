@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Prefetch, Q, Subquery
 from django.shortcuts import redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from approvals.models import OPEN_STATUSES, ChangeRequest, Review
@@ -15,10 +16,10 @@ from governance.access import Action, can, get_object_or_404_for, restrict
 from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 
-from . import schedule
 from .definitions import diff
 from .forms import ReasonForm
 from .models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
+from .preview import preview_definition
 from .services import JobStateError, cancel_run, set_paused, trigger_run
 
 OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING)
@@ -103,16 +104,32 @@ def _versions(job: Job) -> list[dict]:
     return versions
 
 
+EXTRA_FIELDS = ("parameters", "limits", "retry", "http", "heartbeat", "dependencies")
+
+
+def _extra_settings(job: Job) -> list[dict]:
+    """Execution settings that are set, pretty-printed (the form shows the common ones)."""
+    rows = []
+    for field in EXTRA_FIELDS:
+        value = getattr(job, field, None)
+        if value in (None, {}, []):
+            continue
+        rows.append({"field": field, "value": json.dumps(value, indent=2, sort_keys=True)})
+    return rows
+
+
 def _job_page(request, job: Job, *, pause_form=None, trigger_form=None, status: int = 200):
     user = request.user
-    now = timezone.now()
-    try:
-        upcoming = job.next_runs(now, 5) if job.status != JobStatus.DELETED else []
-    except schedule.ScheduleError:
-        upcoming = []
+    upcoming = (
+        preview_definition(job.definition(), tenant_id=job.tenant_id, environment_id=job.environment_id)
+        if job.status != JobStatus.DELETED
+        else []
+    )
     context = {
         "job": job,
         "upcoming": upcoming,
+        "extra_settings": _extra_settings(job),
+        "alerts": list(job.alerts.filter(resolved_at__isnull=True).select_related("run").order_by("-created_at")[:5]),
         "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
         "versions": _versions(job),
         "open_changes": list(
@@ -194,6 +211,7 @@ def _run(request, pk: int, action: Action = Action.VIEW) -> Run:
 def _run_page(request, run: Run, *, cancel_form=None, status: int = 200):
     context = {
         "run": run,
+        "attempts": list(run.attempts.order_by("number")),
         "job": run.job,
         "can_cancel": run.status in OPEN_RUN_STATUSES and can(request.user, Action.CANCEL, run),
         "cancel_form": cancel_form or ReasonForm(),

@@ -59,6 +59,19 @@ def when(value: datetime | None, tz_name: str | None = None, short: bool = False
 
 
 @register.filter
+def isotext(value: str | None) -> str:
+    """``2026-11-29T13:15:00Z`` as ``Sun 2026-11-29 13:15 UTC`` (previews hand ISO strings)."""
+    if not value:
+        return "—"
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    fmt = "%a %Y-%m-%d %H:%M" if instant.second == 0 else "%a %Y-%m-%d %H:%M:%S"
+    return instant.astimezone(UTC).strftime(fmt) + " UTC"
+
+
+@register.filter
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -93,6 +106,7 @@ def field_label(name: str) -> str:
         "catchup": "Missed runs",
         "catchup_limit": "Catch-up limit",
         "starting_deadline_seconds": "Starting deadline (s)",
+        "http": "HTTP request",
     }.get(name, name.replace("_", " ").capitalize())
 
 
