@@ -13,7 +13,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from approvals.models import OPEN_STATUSES, ChangeRequest, ChangeStatus
-from jobs.models import Job, JobStatus, Run, RunStatus
+from approvals.services import open_post_reviews
+from jobs.models import Alert, Job, JobStatus, Run, RunStatus
 
 from .access import Action, restrict
 from .models import AuditAction, AuditEvent, Team
@@ -151,6 +152,12 @@ def dashboard(request):
         .order_by("-scheduled_for")[:8]
     )
     queue_list = list(queue[:8])
+    post_reviews = list(open_post_reviews(user).exclude(change_request__author=user)[:5])
+    alerts = list(
+        restrict(Alert.objects.filter(resolved_at__isnull=True), user)
+        .select_related("job", "job__environment")
+        .order_by("-created_at")[:5]
+    )
     context = {
         "environments": list(per_env.values()),
         "multi_tenant": len(tenants) > 1,
@@ -159,6 +166,8 @@ def dashboard(request):
         "queue": queue_list,
         "queue_count": queue.count(),
         "mine": list(mine[:8]),
+        "post_reviews": post_reviews,
+        "alerts": alerts,
         "now": now,
         "can_propose": restrict(Team.objects.all(), user, Action.PROPOSE).exists(),
     }

@@ -203,3 +203,15 @@ def query_with(context, **changes) -> str:
             params[key] = value
     encoded = params.urlencode()
     return "?" + encoded if encoded else "?"
+
+
+@register.simple_tag(takes_context=True)
+def review_count(context) -> int:
+    """How many requests wait for the signed-in user's review (the nav badge); one query."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return 0
+    from governance.views import review_queue
+
+    return review_queue(user).count()
