@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter, SearchFilter
+from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from governance.access import Action, restrict
@@ -26,12 +28,11 @@ from governance.api import (
     ref_filter,
 )
 from governance.models import Environment, Team
-from jobs.api import DefinitionSerializer, JobRefSerializer
-from jobs.definitions import diff
-from jobs.models import DEFINITION_FIELDS, Job
+from jobs.api import JobRefSerializer
+from jobs.models import Job
 
 from . import services
-from .models import ChangeAction, ChangeRequest, ChangeStatus, Review, ReviewDecision
+from .models import ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -47,8 +48,17 @@ class ReviewSerializer(serializers.ModelSerializer):
         return review.revision == self.context["revision"]
 
 
+class CommentSerializer(serializers.ModelSerializer):
+    author = UsernameField()
+
+    class Meta:
+        model = Comment
+        fields = ["id", "author", "body", "revision", "created_at"]
+        read_only_fields = fields
+
+
 class DiffRowSerializer(serializers.Serializer):
-    field = serializers.ChoiceField(choices=DEFINITION_FIELDS)
+    field = serializers.CharField()
     before = serializers.JSONField(allow_null=True)
     after = serializers.JSONField(allow_null=True)
 
@@ -57,14 +67,16 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-change-request-detail")
     title = serializers.CharField(source="__str__", read_only=True)
     tenant = TenantRefSerializer(read_only=True)
-    team = TeamRefSerializer(read_only=True)
+    team = TeamRefSerializer(read_only=True, allow_null=True, help_text="Owning team (null for a policy change).")
     environment = EnvironmentRefSerializer(read_only=True)
     job = JobRefSerializer(read_only=True, allow_null=True)
     author = UsernameField()
     approvals = serializers.IntegerField(
         source="approval_count", read_only=True, help_text="Approvals of the current revision."
     )
-    required_approvals = serializers.SerializerMethodField()
+    required_approvals = serializers.SerializerMethodField(
+        help_text="Approvals the policy requires, fixed when the request is submitted (null for a draft)."
+    )
 
     class Meta:
         model = ChangeRequest
@@ -84,6 +96,10 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
             "revision",
             "approvals",
             "required_approvals",
+            "requires_independent_approver",
+            "emergency",
+            "apply_after",
+            "expires_at",
             "created_at",
             "submitted_at",
             "decided_at",
@@ -92,18 +108,23 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_required_approvals(self, change: ChangeRequest) -> int:
-        # A draft has not taken its policy yet; show what submitting it would require.
+    def get_required_approvals(self, change: ChangeRequest) -> int | None:
+        # The policy is looked up at submit (it depends on criticality); a draft has none yet.
         if change.status == ChangeStatus.DRAFT:
-            return change.environment.required_approvals
+            return None
         return change.required_approvals
 
 
 class ChangeRequestDetailSerializer(ChangeRequestSerializer):
-    proposed = serializers.SerializerMethodField(help_text="The complete proposed definition (null for a delete).")
-    base_definition = serializers.SerializerMethodField(help_text="The live definition it was based on.")
+    proposed = serializers.SerializerMethodField(
+        help_text="The complete proposed job definition (null for a delete), or the rule of a policy change."
+    )
+    base_definition = serializers.SerializerMethodField(help_text="The live definition or rule it was based on.")
     diff = serializers.SerializerMethodField()
     reviews = serializers.SerializerMethodField()
+    comments = CommentSerializer(many=True, read_only=True)
+    approvers = serializers.SerializerMethodField(help_text="Who approved the current revision.")
+    hold_reason = serializers.SerializerMethodField(help_text="Why an approved request has not applied yet.")
     links = serializers.SerializerMethodField()
 
     class Meta(ChangeRequestSerializer.Meta):
@@ -113,28 +134,40 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
             "proposed",
             "base_definition",
             "diff",
+            "approvers",
             "reviews",
+            "comments",
+            "hold_reason",
             "failure_reason",
             "links",
         ]
         read_only_fields = fields
 
-    @extend_schema_field(DefinitionSerializer(allow_null=True))
+    @extend_schema_field(OpenApiTypes.OBJECT)
     def get_proposed(self, change: ChangeRequest) -> dict | None:
         return None if change.action == ChangeAction.DELETE else change.proposed
 
-    @extend_schema_field(DefinitionSerializer(allow_null=True))
+    @extend_schema_field(OpenApiTypes.OBJECT)
     def get_base_definition(self, change: ChangeRequest) -> dict | None:
         return change.base_definition
+
+    @extend_schema_field(DiffRowSerializer(many=True))
+    def get_diff(self, change: ChangeRequest) -> list:
+        return change.diff()
 
     @extend_schema_field(ReviewSerializer(many=True))
     def get_reviews(self, change: ChangeRequest) -> list:
         return ReviewSerializer(change.reviews.all(), many=True, context={"revision": change.revision}).data
 
-    @extend_schema_field(DiffRowSerializer(many=True))
-    def get_diff(self, change: ChangeRequest) -> list:
-        after = None if change.action == ChangeAction.DELETE else change.proposed
-        return diff(change.base_definition, after)
+    def get_approvers(self, change: ChangeRequest) -> list[str]:
+        return [
+            r.reviewer.get_username()
+            for r in change.reviews.all()
+            if r.revision == change.revision and r.decision == ReviewDecision.APPROVE
+        ]
+
+    def get_hold_reason(self, change: ChangeRequest) -> str:
+        return services.hold_reason(change) if change.status == ChangeStatus.APPROVED else ""
 
     @extend_schema_field(
         {"type": "object", "properties": {"self": {"type": "string"}, "job": {"type": "string", "nullable": True}}}
@@ -169,7 +202,14 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
     definition = serializers.JSONField(
         required=False,
         allow_null=True,
-        help_text="The job's fields; for an update, only the fields that change (merged over the live job).",
+        help_text="The job's fields; for an update, only the fields that change (merged over the live job). "
+        "For action=policy: the approval rule {criticality, required_approvals, separation_of_duties}.",
+    )
+    emergency = serializers.BooleanField(
+        default=False, help_text="May apply during a freeze window; then needs a review after the fact."
+    )
+    apply_after = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="Once approved, apply at this instant (UTC)."
     )
     justification = serializers.CharField(allow_blank=True, max_length=10000, help_text="Why this change is needed.")
     ticket = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
@@ -186,6 +226,8 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
             "definition",
             "justification",
             "ticket",
+            "emergency",
+            "apply_after",
             "submit",
             "status",
             "author",
@@ -223,10 +265,23 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
     def validate(self, attrs):
         attrs = super().validate(attrs)
         errors: dict[str, list[str]] = {}
-        if attrs["action"] != ChangeAction.CREATE:
+        action = attrs["action"]
+        if action in (ChangeAction.UPDATE, ChangeAction.DELETE):
             for field in ("team", "environment"):
                 if attrs.get(field) is not None:
-                    errors[field] = [f"An {attrs['action']} keeps the job's {field}; send only the job."]
+                    errors[field] = [f"An {action} keeps the job's {field}; send only the job."]
+        if action == ChangeAction.POLICY:
+            for field in ("team", "job"):
+                if attrs.get(field) is not None:
+                    errors[field] = ["A policy change names only the environment."]
+            if attrs.get("environment") is None:
+                errors["environment"] = ["Choose the environment whose approval policy changes."]
+            if not attrs.get("definition"):
+                errors["definition"] = ["Give the proposed rule."]
+            if attrs.get("emergency") or attrs.get("apply_after"):
+                errors["emergency" if attrs.get("emergency") else "apply_after"] = [
+                    "Policy changes apply when approved; they take no emergency flag or apply time."
+                ]
         if attrs["action"] == ChangeAction.DELETE and attrs.get("definition"):
             errors["definition"] = ["A delete takes no definition."]
         if errors:
@@ -234,8 +289,26 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         return attrs
 
 
-class CommentSerializer(serializers.Serializer):
+class ReviewCommentSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+
+
+class ChangeRequestEditSerializer(StrictInputMixin, serializers.Serializer):
+    """An edit by the author; every edit is a new revision, so earlier approvals stop counting."""
+
+    based_on_revision = serializers.IntegerField(
+        help_text="The revision you edited; an edit of an outdated revision is refused (409)."
+    )
+    definition = serializers.JSONField(
+        required=False, help_text="Changed fields of the proposal (merged over the live job for updates)."
+    )
+    justification = serializers.CharField(required=False, allow_blank=True, max_length=10000)
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    apply_after = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class NewCommentSerializer(serializers.Serializer):
+    body = serializers.CharField(allow_blank=True, max_length=10000, help_text="A remark; never an approval.")
 
 
 class RejectSerializer(serializers.Serializer):
@@ -319,7 +392,7 @@ class ChangeRequestViewSet(
             )
         )
         if self.action != "list":
-            queryset = queryset.prefetch_related("reviews__reviewer")
+            queryset = queryset.prefetch_related("reviews__reviewer", "comments__author")
         return queryset
 
     def get_serializer_class(self):
@@ -339,18 +412,63 @@ class ChangeRequestViewSet(
             self.denial_target = job
         elif team is not None:
             self.denial_target = (team.tenant_id, team.pk, environment.pk if environment else None)
-        change = services.propose_change(
-            actor=request.user,
-            action=data["action"],
-            justification=data["justification"],
-            definition=data.get("definition"),
-            job=job,
-            team=team,
-            environment=environment,
-            ticket=data["ticket"],
-            submit=data["submit"],
-        )
+        elif environment is not None:
+            self.denial_target = environment
+        if data["action"] == ChangeAction.POLICY:
+            change = services.propose_policy_change(
+                actor=request.user,
+                environment=environment,
+                rule=data["definition"],
+                justification=data["justification"],
+                ticket=data["ticket"],
+                submit=data["submit"],
+            )
+        else:
+            change = services.propose_change(
+                actor=request.user,
+                action=data["action"],
+                justification=data["justification"],
+                definition=data.get("definition"),
+                job=job,
+                team=team,
+                environment=environment,
+                ticket=data["ticket"],
+                submit=data["submit"],
+                emergency=data["emergency"],
+                apply_after=data["apply_after"],
+            )
         return self._respond(change, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ChangeRequestEditSerializer,
+        responses={200: ChangeRequestDetailSerializer},
+        summary="Edit a draft or submitted request (author only; resets approvals)",
+    )
+    def partial_update(self, request, pk=None):
+        change = self.get_object()
+        body = ChangeRequestEditSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        if isinstance(data.get("definition"), dict) and isinstance(change.proposed, dict):
+            # Like a create's fields, an edit sends only what changes; the rest of the proposal stays.
+            data["definition"] = {**change.proposed, **data["definition"]}
+        change = services.edit_change(change, actor=request.user, **data)
+        return self._respond(change)
+
+    @extend_schema(request=None, responses={200: ChangeRequestDetailSerializer}, summary="Rebase onto the live job")
+    @action(detail=True, methods=["post"])
+    def rebase(self, request, pk=None):
+        change = services.rebase_change(self.get_object(), actor=request.user)
+        return self._respond(change)
+
+    @extend_schema(request=NewCommentSerializer, responses={201: CommentSerializer}, summary="Comment")
+    @action(detail=True, methods=["post"])
+    def comments(self, request, pk=None):
+        change = self.get_object()
+        body = NewCommentSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        comment = services.comment_on_change(change, actor=request.user, body=body.validated_data["body"])
+        return Response(CommentSerializer(comment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: ChangeRequestDetailSerializer}, summary="Submit a draft for review")
     @action(detail=True, methods=["post"])
@@ -358,11 +476,11 @@ class ChangeRequestViewSet(
         change = services.submit_change(self.get_object(), actor=request.user)
         return self._respond(change)
 
-    @extend_schema(request=CommentSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Approve")
+    @extend_schema(request=ReviewCommentSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Approve")
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         change = self.get_object()
-        body = CommentSerializer(data=request.data)
+        body = ReviewCommentSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         change = services.approve_change(change, actor=request.user, comment=body.validated_data["comment"])
         return self._respond(change)
