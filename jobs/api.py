@@ -147,7 +147,7 @@ class JobHistorySerializer(serializers.Serializer):
 
     @extend_schema_field(DefinitionSerializer)
     def get_definition(self, record) -> dict:
-        return {field: getattr(record, field) for field in DEFINITION_FIELDS}
+        return {field: getattr(record, field, None) for field in DEFINITION_FIELDS}
 
 
 class JobFilter(filters.FilterSet):
