@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from governance.access import Action, get_object_or_404_for, restrict
+from governance.models import Team
 from governance.services import AccessDenied
 from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
@@ -97,6 +98,7 @@ def change_list(request):
         "queue_count": queue_count,
         "statuses": ChangeStatus.choices,
         "status": status,
+        "can_propose": restrict(Team.objects.all(), user, Action.PROPOSE).exists(),
         "now": timezone.now(),
     }
     return render(request, "approvals/change_list.html", context)

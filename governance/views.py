@@ -11,10 +11,12 @@ from django.db.models.functions import TruncHour
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.http import urlencode
 
 from approvals.models import OPEN_STATUSES, ChangeRequest, ChangeStatus
 from approvals.services import open_post_reviews
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
+from jobs.schedule import isoz
 
 from .access import Action, restrict
 from .models import AuditAction, AuditEvent, Team
@@ -200,8 +202,13 @@ def audit_list(request):
             events = events.filter(action=action)
         else:
             errors["action"] = "Unknown action."
+    export_params = {}
+    if action in AuditAction.values:
+        export_params["action"] = action
     if actor:
-        events = events.filter(actor_repr__icontains=actor)
+        # Exact, like the export: "alice" must not also match "alice-bot".
+        events = events.filter(actor_repr=actor)
+        export_params["actor"] = actor
     if obj:
         events = events.filter(object_repr__icontains=obj)
     for key, is_end in (("since", False), ("until", True)):
@@ -212,6 +219,8 @@ def audit_list(request):
             continue
         if bound is not None:
             events = events.filter(**{"created_at__lt" if is_end else "created_at__gte": bound})
+            # The export's "until" is inclusive.
+            export_params[key] = isoz(bound - timedelta(microseconds=1) if is_end else bound)
     page = Paginator(events, 50).get_page(request.GET.get("page"))
     context = {
         "page": page,
@@ -225,5 +234,6 @@ def audit_list(request):
             "until": request.GET.get("until", ""),
         },
         "errors": errors,
+        "export_query": urlencode(export_params),
     }
     return render(request, "governance/audit_list.html", context, status=400 if errors else 200)

@@ -509,6 +509,11 @@ def test_audit_page_filters_by_action_actor_and_time(client, cast):
     assert {e.actor_repr for e in response.context["events"]} == {"acme-author"}
     response = client.get(reverse("audit_list"), {"since": "2000-01-01", "until": "2000-01-02"})
     assert list(response.context["events"]) == []
+    response = client.get(reverse("audit_list"), {"action": "job.created", "since": "2000-01-01"})
+    link = reverse("api-audit-export") + "?action=job.created&amp;since=2000-01-01T00%3A00%3A00Z&amp;format=csv"
+    assert link in response.content.decode()
+    export = client.get(reverse("api-audit-export"), {"action": "job.created", "since": "2000-01-01T00:00:00Z"})
+    assert export.status_code == 200 and b"job.created" in b"".join(export.streaming_content)
     response = client.get(reverse("audit_list"), {"since": "yesterday"})
     assert response.status_code == 400 and "Use a date" in response.content.decode()
 
