@@ -115,11 +115,13 @@ def clean_parameters(parameters: Any, *, tenant: Tenant, environment: Environmen
     return {"schema": schema, "values": values}
 
 
-def executable_allowed(tenant_id: int, program: str) -> bool:
+def executable_allowed(tenant: Tenant, program: str) -> bool:
     from .models import TenantExecutionPolicy
 
-    policy = TenantExecutionPolicy.objects.filter(tenant_id=tenant_id).first()
-    patterns = policy.allowed_executables if policy else settings.GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES
+    try:
+        patterns = tenant.execution_policy.allowed_executables
+    except TenantExecutionPolicy.DoesNotExist:
+        patterns = settings.GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES
     return any(fnmatch.fnmatchcase(program, pattern) for pattern in patterns)
 
 
@@ -141,7 +143,7 @@ def _clean_command(command: Any, parameters: dict, tenant: Tenant, errors: dict,
     # Absolute and normalised, so an allow-list pattern like /usr/bin/* cannot be escaped with "..".
     if not program.startswith("/") or os.path.normpath(program) != program:
         problems.append(f"The program must be an absolute, normalised path (e.g. /usr/bin/rsync), not {program!r}.")
-    elif not executable_allowed(tenant.pk, program):
+    elif not executable_allowed(tenant, program):
         problems.append(f"{program!r} is not on the tenant's allow-list of executables.")
     declared = set(((parameters.get("schema") or {}).get("properties") or {}).keys())
     for position, item in enumerate(command):

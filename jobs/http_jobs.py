@@ -48,6 +48,10 @@ class Policy:
     hosts: list[str] = field(default_factory=list)
     allow_private: bool = False
 
+    def private_allowed(self, host: str) -> bool:
+        """Internal addresses only for hosts the allow-list names literally, never through a wildcard."""
+        return self.allow_private and host.lower().rstrip(".") in self.hosts
+
 
 def policy_for(environment: Environment | int) -> Policy:
     from .models import EnvironmentExecutionPolicy
@@ -89,7 +93,7 @@ def check_url_host(url: str, environment: Environment | int | Policy, *, resolve
         raise HostRefused("Credentials in the URL are not allowed; use a secret header.")
     if not any(fnmatch.fnmatchcase(host, pattern) for pattern in policy.hosts):
         raise HostRefused(f"Host {host!r} is not on this environment's allow-list of HTTP hosts.")
-    if policy.allow_private:
+    if policy.private_allowed(host):
         return policy
     if host in METADATA_HOSTS:
         raise HostRefused(f"Host {host!r} is a cloud metadata service.")
@@ -125,7 +129,7 @@ class GuardedBackend(httpcore.SyncBackend):
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         addresses = resolve_host(host, port)
-        if not self.policy.allow_private:
+        if not self.policy.private_allowed(host):
             for address in addresses:
                 reason = address_refused(address)
                 if reason:

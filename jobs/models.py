@@ -412,7 +412,10 @@ class TenantExecutionPolicy(models.Model):
 
 
 class EnvironmentExecutionPolicy(models.Model):
-    """Which hosts HTTP jobs in an environment may call."""
+    """Which hosts HTTP jobs in an environment may call.
+
+    ``allow_private_addresses`` opens internal addresses only to hosts the list
+    names literally; a wildcard entry never reaches them."""
 
     environment = models.OneToOneField(Environment, on_delete=models.CASCADE, related_name="execution_policy")
     http_allowed_hosts = models.JSONField(

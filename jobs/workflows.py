@@ -132,7 +132,7 @@ def edge_met(edge: dict, status: str, exit_code: int | None, output: str) -> tup
     return not errors, f"{upstream}'s output does not match the schema: " + "; ".join(errors[:3])
 
 
-def on_run_finished(run_id: int) -> list[int]:
+def on_run_finished(run_id: int, run=None) -> list[int]:
     """Start (or skip, with the reason) the downstream runs whose upstreams have all finished for
     this slot. The downstream run's key is the upstream slot, so a redelivery cannot start it twice."""
     from django.db import IntegrityError, transaction
@@ -141,17 +141,21 @@ def on_run_finished(run_id: int) -> list[int]:
     from .models import TERMINAL_STATUSES, Job, JobStatus, Run, RunStatus, TriggerKind
     from .services import enqueue_run
 
-    run = Run.objects.select_related("job").get(pk=run_id)
+    if run is None or run.pk != run_id:
+        run = Run.objects.select_related("job").get(pk=run_id)
     if run.status not in TERMINAL_STATUSES:
         return []
     upstream_name = run.job.name
-    candidates = [
-        job
-        for job in Job.objects.filter(
-            tenant_id=run.tenant_id, environment_id=run.job.environment_id, status=JobStatus.ENABLED
-        ).exclude(dependencies=[])
-        if any(edge.get("upstream") == upstream_name for edge in job.dependencies or [])
-    ]
+    # Most jobs have no downstream: look at names and edges only, load whole jobs only on a match.
+    edges = (
+        Job.objects.filter(tenant_id=run.tenant_id, environment_id=run.job.environment_id, status=JobStatus.ENABLED)
+        .exclude(dependencies=[])
+        .values_list("id", "dependencies")
+    )
+    matching = [pk for pk, deps in edges if any(edge.get("upstream") == upstream_name for edge in deps or [])]
+    if not matching:
+        return []
+    candidates = list(Job.objects.filter(pk__in=matching))
     created = []
     for job in candidates:
         names = [edge["upstream"] for edge in job.dependencies]

@@ -263,3 +263,18 @@ def test_an_executable_removed_from_the_allow_list_no_longer_starts(cast):
 def test_the_allow_list_is_per_tenant(cast):
     TenantExecutionPolicy.objects.create(tenant=cast.globex, allowed_executables=["/opt/globex/*"])
     assert cast.make_job(cast.dev, command=["/usr/bin/id"]).command == ["/usr/bin/id"]
+
+
+def test_without_util_linux_the_fallback_still_switches_user_and_limits(cast, monkeypatch):
+    from jobs import executor
+
+    monkeypatch.setattr(executor, "SETPRIV", "/nonexistent/setpriv")
+    job = cast.make_job(
+        cast.dev,
+        command=[PY, "-c", "import os; print(os.getuid()); bytearray(300 * 1024 * 1024)"],
+        limits={"memory_mb": 100},
+    )
+    run = run_now(cast, job)
+    assert run.status == RunStatus.FAILED and "MemoryError" in run.output
+    if os.geteuid() == 0:
+        assert "65534" in run.output.splitlines()

@@ -1,0 +1,256 @@
+"""Execution bench: how fast and how punctually no-op command jobs go through
+scheduler -> django-q2 -> executor -> recorded, beside the raw rates of the parts.
+
+All figures come from one run on one fresh SQLite database (ORM broker, two
+workers), so they are comparable:
+- ``raw_q2_runs_per_s``: django-q2 alone running tasks that spawn ``/bin/true``;
+- ``e2e_runs_per_s``: no-op jobs made due at once, claimed by the scheduler's tick,
+  executed by Governor's executor and recorded with their attempt;
+- ``spawn_per_s``: ``subprocess.run(["/bin/true"])`` in a loop, one process;
+- ``start_lateness_p50_ms``/``p99``: runs due at spread instants, below capacity,
+  with a real ``run_scheduler`` process: started_at - scheduled_for;
+- ``overhead_p50_ms``/``p99``: per run, queue wait + start-up + recording (everything
+  but the process's own execution), with the parts reported beside.
+
+``make bench`` runs it as a section of ``python -m bench``; ``python -m bench.execution``
+runs it alone. The driver runs in a child process with its own database and its own
+django-q2 cluster, so it never touches the development data or another section's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+DB_PATH = ROOT / "var" / "bench-execution.sqlite3"
+E2E_RUNS = int(os.environ.get("BENCH_E2E_RUNS", "2000"))
+LATENESS_RUNS = int(os.environ.get("BENCH_LATENESS_RUNS", "200"))
+LATENESS_SPACING_S = 0.025  # 40 runs/s: well below capacity
+WORKERS = "2"
+
+
+def raw_true() -> None:
+    """The raw django-q2 task: spawn /bin/true, nothing else."""
+    subprocess.run(["/bin/true"], check=False)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+TITLE = "Execution: scheduler -> django-q2 -> executor -> recorded"
+UNITS = {
+    "e2e_runs_per_s": ("runs/s", ">= 0.5 x raw_q2_runs_per_s"),
+    "raw_q2_runs_per_s": ("tasks/s", ""),
+    "spawn_per_s": ("spawns/s", ""),
+    "e2e_vs_raw_q2": ("ratio", ">= 0.5"),
+    "e2e_vs_spawn": ("ratio", ""),
+    "start_lateness_p50_ms": ("ms", ""),
+    "start_lateness_p99_ms": ("ms", "< 300"),
+    "overhead_p50_ms": ("ms", ""),
+    "overhead_p99_ms": ("ms", ""),
+}
+
+
+def measure() -> dict:
+    """Run the driver in a child process (own database, own workers) and return its figures."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{DB_PATH}", DJANGO_SETTINGS_MODULE="governance.settings")
+    env.pop("REDIS_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.execution", "--driver"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"execution bench failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(report) -> None:
+    """The ``python -m bench`` section."""
+    for key, value in measure().items():
+        if value is None:
+            continue
+        unit, target = UNITS.get(key, ("ms" if key.endswith("_ms") else "", ""))
+        report.figure(key, value, unit, target=target)
+
+
+def run_alone() -> dict:
+    """``python -m bench.execution``: measure and merge the figures into bench/results.json."""
+    figures = measure()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.update(figures)
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return figures
+
+
+# --- the driver (child process, own database) ---
+
+
+def _cluster(env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=dict(env, GOVERNOR_WORKERS=WORKERS, LOG_LEVEL="WARNING"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise RuntimeError("bench step did not finish in time")
+
+
+def _driver() -> dict:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db.models import Q
+    from django.utils import timezone
+    from django_q.models import OrmQ
+    from django_q.tasks import async_task
+
+    from governance.models import Environment, Team, Tenant
+    from jobs.models import TERMINAL_STATUSES, Job, Run
+    from jobs.scheduler import tick
+
+    call_command("migrate", verbosity=0)
+    tenant = Tenant.objects.create(slug="bench", name="Bench")
+    team = Team.objects.create(tenant=tenant, slug="bench", name="Bench")
+    env = Environment.objects.create(tenant=tenant, slug="dev", name="Dev", required_approvals=0)
+    # Bench fixtures go straight to the table: change control is not what is measured here.
+    total = E2E_RUNS + LATENESS_RUNS
+    Job.objects.bulk_create(
+        [
+            Job(
+                tenant=tenant,
+                team=team,
+                environment=env,
+                name=f"bench.noop.job-{i}",
+                command=["/bin/true"],
+                cron="0 0 1 1 *",
+                timezone="UTC",
+                timeout_seconds=60,
+            )
+            for i in range(total)
+        ],
+        batch_size=500,
+    )
+    job_ids = list(Job.objects.order_by("id").values_list("id", flat=True))
+    e2e_ids, late_ids = job_ids[:E2E_RUNS], job_ids[E2E_RUNS:]
+    child_env = dict(os.environ)
+    figures: dict = {}
+
+    # Raw spawn rate.
+    count, started = 0, time.monotonic()
+    while time.monotonic() - started < 2:
+        subprocess.run(["/bin/true"], check=False)
+        count += 1
+    figures["spawn_per_s"] = round(count / (time.monotonic() - started), 1)
+
+    cluster = _cluster(child_env)
+    try:
+        # Warm up: the cluster is up once it has drained a first task.
+        async_task("bench.execution.raw_true", save=False)
+        _wait(lambda: not OrmQ.objects.exists(), 60)
+
+        # Raw django-q2: enqueue and drain the same /bin/true work.
+        started = time.monotonic()
+        for _ in range(E2E_RUNS):
+            async_task("bench.execution.raw_true", save=False)
+        _wait(lambda: not OrmQ.objects.exists(), 600)
+        figures["raw_q2_runs_per_s"] = round(E2E_RUNS / (time.monotonic() - started), 1)
+
+        # End to end: every job due now; the scheduler's tick claims the slots and enqueues.
+        now = timezone.now()
+        Job.objects.filter(pk__in=e2e_ids).update(next_fire_at=now)
+        started = time.monotonic()
+        while tick(now=now).due:
+            pass
+        finished = Q(status__in=TERMINAL_STATUSES)
+        _wait(lambda: Run.objects.filter(finished, job_id__in=e2e_ids).count() >= E2E_RUNS, 900)
+        elapsed = time.monotonic() - started
+        figures["e2e_runs_per_s"] = round(E2E_RUNS / elapsed, 1)
+        figures["e2e_succeeded"] = Run.objects.filter(job_id__in=e2e_ids, status="succeeded").count()
+        figures["e2e_vs_raw_q2"] = round(figures["e2e_runs_per_s"] / figures["raw_q2_runs_per_s"], 3)
+        figures["e2e_vs_spawn"] = round(figures["e2e_runs_per_s"] / figures["spawn_per_s"], 3)
+        parts = list(
+            Run.objects.filter(job_id__in=e2e_ids).values_list(
+                "queue_wait_ms", "startup_ms", "execution_ms", "recording_ms"
+            )
+        )
+
+        # Start lateness below capacity, with a real scheduler process.
+        scheduler = subprocess.Popen(
+            [sys.executable, "manage.py", "run_scheduler"],
+            cwd=ROOT,
+            env=dict(child_env, LOG_LEVEL="WARNING"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            first = timezone.now() + timezone.timedelta(seconds=3)
+            for i, job_id in enumerate(late_ids):
+                Job.objects.filter(pk=job_id).update(
+                    next_fire_at=first + timezone.timedelta(seconds=i * LATENESS_SPACING_S)
+                )
+            _wait(lambda: Run.objects.filter(finished, job_id__in=late_ids).count() >= LATENESS_RUNS, 300)
+        finally:
+            _stop(scheduler)
+        late = [
+            (r.started_at - r.scheduled_for).total_seconds() * 1000
+            for r in Run.objects.filter(job_id__in=late_ids).only("started_at", "scheduled_for")
+        ]
+        figures["start_lateness_p50_ms"] = round(percentile(late, 50), 1)
+        figures["start_lateness_p99_ms"] = round(percentile(late, 99), 1)
+    finally:
+        _stop(cluster)
+
+    overhead = [q + s + r for q, s, _, r in parts if None not in (q, s, r)]
+    figures["overhead_p50_ms"] = round(percentile(overhead, 50), 2)
+    figures["overhead_p99_ms"] = round(percentile(overhead, 99), 2)
+    for index, name in enumerate(("queue_wait", "startup", "execution", "recording")):
+        values = [row[index] for row in parts if row[index] is not None]
+        figures[f"{name}_p50_ms"] = round(percentile(values, 50), 2)
+        figures[f"{name}_p99_ms"] = round(percentile(values, 99), 2)
+    figures["execution_bench_workers"] = int(WORKERS)
+    figures["execution_bench_mean_overhead_ms"] = round(statistics.fmean(overhead), 2) if overhead else None
+    return figures
+
+
+if __name__ == "__main__":
+    if "--driver" in sys.argv:
+        print(json.dumps(_driver()))
+    else:
+        print(json.dumps(run_alone(), indent=2, sort_keys=True))
