@@ -7,6 +7,8 @@ Plan and apply take either JSON ``{"files": [{"path", "content"}], "prune",
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -137,8 +139,9 @@ class ManifestApplyView(APIView):
             return Response(body, status=_status_for(problems))
         for item in body["applied"]:
             cr = item["change_request"]
-            if cr and cr["url"].startswith("/"):
-                cr["url"] = request.build_absolute_uri(cr["url"])
+            if cr:
+                # The caller reached this host: link the request's page on it.
+                cr["url"] = request.build_absolute_uri(urlsplit(cr["url"]).path)
         return Response(body)
 
 

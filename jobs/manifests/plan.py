@@ -103,7 +103,7 @@ def change_url(change: ChangeRequest) -> str:
     from django.conf import settings
     from django.urls import NoReverseMatch, reverse
 
-    base = getattr(settings, "GOVERNOR_BASE_URL", "").rstrip("/")
+    base = getattr(settings, "GOVERNOR_PUBLIC_URL", "").rstrip("/")
     try:
         return base + reverse("change_detail", args=[change.pk])
     except NoReverseMatch:
