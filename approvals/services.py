@@ -860,3 +860,118 @@ def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
         item.save()
         audit.record(AuditAction.CHANGE_POST_REVIEWED, actor=actor, obj=change, data={"notes": item.notes})
     return item
+
+
+# Rollback and promotion: both end in an ordinary change request, reviewed like any other.
+
+
+def _historical_definition(record) -> dict:
+    definition = {}
+    for field in DEFINITION_FIELDS:
+        value = getattr(record, field, None)
+        definition[field] = value.isoformat() if hasattr(value, "isoformat") else value
+    return definition
+
+
+def propose_rollback(
+    job: Job, *, actor, version: int, justification: str, ticket: str = "", submit: bool = True
+) -> ChangeRequest:
+    """Propose an earlier version of a job again: a change request whose diff is against live."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValidationError({"version": ["Give the version number to roll back to."]})
+    if job.status == JobStatus.DELETED:
+        raise ChangeError("This job is deleted; it cannot be rolled back.", conflict=True, code="deleted")
+    record = job.history.filter(version=version).order_by("-history_date", "-history_id").first()
+    if record is None or record.status == JobStatus.DELETED:
+        raise ValidationError({"version": [f"{job.name} has no version {version} to roll back to."]})
+    definition = _historical_definition(record)
+    if not diff(job.definition(), definition):
+        raise ValidationError({"version": [f"Version {version} is what is live now (v{job.version})."]})
+    return propose_change(
+        actor=actor,
+        action=ChangeAction.UPDATE,
+        job=job,
+        definition=definition,
+        justification=f"Roll back to v{version}: {(justification or '').strip()}" if justification else "",
+        ticket=ticket,
+        submit=submit,
+    )
+
+
+def next_environment(environment: Environment) -> Environment | None:
+    """The environment after this one in the tenant's promotion order (dev → staging → prod)."""
+    return (
+        Environment.objects.filter(tenant_id=environment.tenant_id, order__gt=environment.order)
+        .order_by("order", "slug")
+        .first()
+    )
+
+
+def propose_promotion(
+    job: Job,
+    *,
+    actor,
+    justification: str,
+    target: Environment | None = None,
+    parameter_values: dict | None = None,
+    ticket: str = "",
+    submit: bool = True,
+) -> ChangeRequest:
+    """Copy a job to the next environment, with that environment's parameter values, as a change
+    request there (create, or update of the job of the same name). The definition is validated
+    for the target before the request exists, so an invalid promotion never reaches review."""
+    if job.status == JobStatus.DELETED:
+        raise ChangeError("This job is deleted; it cannot be promoted.", conflict=True, code="deleted")
+    following = next_environment(job.environment)
+    if target is None:
+        target = following
+    if target is None:
+        raise ValidationError({"environment": [f"{job.environment.slug} is the last environment; nothing follows."]})
+    if following is None or target.pk != following.pk:
+        expected = following.slug if following else "none"
+        raise ValidationError(
+            {
+                "environment": [
+                    f"Promote step by step: after {job.environment.slug} comes {expected}, not {target.slug}."
+                ]
+            }
+        )
+    definition = job.definition()
+    existing = (
+        Job.objects.filter(tenant_id=job.tenant_id, environment=target, name=job.name)
+        .exclude(status=JobStatus.DELETED)
+        .first()
+    )
+    if parameter_values is None and existing is not None:
+        # The target keeps its own values unless new ones are given.
+        parameter_values = ((existing.parameters or {}).get("values") or {}).get(target.slug)
+    if parameter_values is not None:
+        if not isinstance(parameter_values, dict):
+            raise ValidationError({"parameters": [f"values for {target.slug} must be an object."]})
+        parameters = dict(definition.get("parameters") or {})
+        parameters["values"] = {**(parameters.get("values") or {}), target.slug: parameter_values}
+        definition["parameters"] = parameters
+    text = (justification or "").strip()
+    justification = f"Promote from {job.environment.slug} v{job.version}: {text}" if text else ""
+    if existing is not None:
+        if existing.team_id != job.team_id:
+            raise ValidationError({"name": [f"{job.name} in {target.slug} belongs to another team."]})
+        return propose_change(
+            actor=actor,
+            action=ChangeAction.UPDATE,
+            job=existing,
+            definition=definition,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+        )
+    return propose_change(
+        actor=actor,
+        action=ChangeAction.CREATE,
+        team=job.team,
+        environment=target,
+        definition=definition,
+        justification=justification,
+        ticket=ticket,
+        submit=submit,
+    )

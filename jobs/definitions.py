@@ -11,6 +11,7 @@ from governance.models import Environment, Team, Tenant
 
 from . import schedule
 from .execution_spec import clean_execution
+from .lifecycle import clean_lifecycle
 from .models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, Job, JobStatus, OverlapPolicy
 
 MAX_COMMAND_ITEMS = 256
@@ -114,6 +115,22 @@ def clean_definition(
 
     scheduling = _clean_scheduling(merged, errors)
 
+    # Lifecycle: rationale for non-standard jobs, sunset date (jobs/lifecycle.py).
+    lifecycle = clean_lifecycle(
+        merged,
+        {
+            "criticality": criticality,
+            "cron": cron,
+            "timezone": tz_name,
+            "timeout_seconds": timeout,
+            **scheduling,
+            **execution,
+        },
+        errors,
+        seed=schedule.job_seed(tenant.pk, environment.pk, name),
+        live=base,
+    )
+
     if errors:
         raise ValidationError(errors)
     return {
@@ -126,6 +143,7 @@ def clean_definition(
         "timeout_seconds": timeout,
         **scheduling,
         **execution,
+        **lifecycle,
     }
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from governance.models import Environment, Team, Tenant
@@ -77,6 +78,19 @@ EXECUTION_FIELDS = (
 )
 # --- end execution ---
 
+# --- lifecycle: definition fields (see jobs/lifecycle.py); review dates are operational state ---
+LIFECYCLE_FIELDS = (
+    "rationale",
+    "sunset_on",
+)
+
+
+def default_review_due():
+    return (timezone.now() + timedelta(days=settings.GOVERNOR_REVIEW_PERIOD_DAYS)).date()
+
+
+# --- end lifecycle ---
+
 # The fields a change request proposes; everything else is operational state.
 DEFINITION_FIELDS = (
     "name",
@@ -89,6 +103,7 @@ DEFINITION_FIELDS = (
     "timeout_seconds",
     *SCHEDULING_FIELDS,
     *EXECUTION_FIELDS,
+    *LIFECYCLE_FIELDS,
 )
 
 
@@ -138,6 +153,14 @@ class Job(models.Model):
     dependencies = models.JSONField(default=list, blank=True, help_text="Upstream jobs and edge conditions.")
     ping_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # --- end execution fields ---
+    # --- lifecycle fields ---
+    rationale = models.TextField(blank=True, help_text="Why a non-standard job is the way it is.")
+    sunset_on = models.DateField(null=True, blank=True, help_text="Deprecated: disabled from this day (UTC).")
+    sunset_warned_on = models.DateField(null=True, blank=True, editable=False)
+    review_due_on = models.DateField(
+        null=True, blank=True, default=default_review_due, help_text="Owners recertify the job by this day."
+    )
+    # --- end lifecycle fields ---
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.ENABLED)
     version = models.PositiveIntegerField(default=1)
     change_request_id = models.PositiveBigIntegerField(
@@ -168,13 +191,19 @@ class Job(models.Model):
         indexes = [
             # The scheduler tick: enabled jobs whose next fire time has come.
             models.Index(fields=["next_fire_at"], condition=Q(status="enabled"), name="job_due"),
+            # The overdue-recertification list: a tenant's jobs by review due date.
+            models.Index(fields=["tenant", "review_due_on"], name="job_review_due"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.environment.slug})" if self.environment_id else self.name
 
     def definition(self) -> dict:
-        return {field: getattr(self, field) for field in DEFINITION_FIELDS}
+        # Dates as ISO strings: definitions are stored as JSON in change requests and runs.
+        return {
+            field: value.isoformat() if isinstance(value, date) else value
+            for field, value in ((f, getattr(self, f)) for f in DEFINITION_FIELDS)
+        }
 
     @property
     def schedule_seed(self) -> str:

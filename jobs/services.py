@@ -131,6 +131,9 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
         target = JobStatus.PAUSED if paused else JobStatus.ENABLED
         if job.status == target:
             raise JobStateError(f"The job is already {target.label.lower()}.")
+        if not paused and job.sunset_on is not None and job.sunset_on <= timezone.now().date():
+            # Lifecycle: past its sunset a job stays disabled; a change request must move the date.
+            raise JobStateError(f"The job reached its sunset date {job.sunset_on}; propose a new sunset date first.")
         job.status = target
         if not paused:
             # The slot pending at pause time is kept: the scheduler then records

@@ -42,7 +42,7 @@ def test_critical_jobs_need_the_approvals_their_criticality_policy_says(cast):
         action="create",
         team=cast.payments,
         environment=cast.staging,
-        definition=cast.definition(criticality="critical"),
+        definition=cast.definition(criticality="critical", rationale="Ends in seconds; no heartbeat needed."),
         justification="new",
     )
     low = propose_change(
@@ -193,7 +193,7 @@ def test_separation_of_duties_waits_for_an_approver_from_another_team(cast):
 def test_lowering_criticality_is_reviewed_under_the_stricter_rule(cast):
     _set_policy(cast, cast.staging, criticality="critical", required_approvals=2)
     _set_policy(cast, cast.staging, criticality="low", required_approvals=1)
-    job = cast.make_job(cast.staging, criticality="critical")
+    job = cast.make_job(cast.staging, criticality="critical", rationale="Ends in seconds; no heartbeat needed.")
     change = propose_change(
         actor=cast.author, action="update", job=job, definition={"criticality": "low"}, justification="demote"
     )

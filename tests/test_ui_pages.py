@@ -127,7 +127,7 @@ def test_job_list_hides_other_tenants_jobs(client, cast):
 
 
 def test_job_detail_shows_next_runs_in_utc_and_local_time(client, cast):
-    job = cast.make_job(cast.prod, cron="30 2 * * *", timezone="Europe/Berlin")
+    job = cast.make_job(cast.prod, cron="30 2 * * *", timezone="Europe/Berlin", rationale="Runs in the DST hour.")
     html = login(client, cast.viewer).get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "Local (Europe/Berlin)" in html
     # 02:30 in Berlin is 01:30 UTC in winter and 00:30 UTC in summer: both columns are shown.
@@ -217,7 +217,7 @@ def test_globex_user_gets_404_on_every_acme_page_and_action(client, cast):
     job = cast.make_job(cast.prod)
     run = make_run(job)
     change = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "*/7 * * * *"}, justification="x"
+        actor=cast.author, action="update", job=job, definition={"cron": "*/10 * * * *"}, justification="x"
     )
     login(client, cast.globex_admin)
     gets = [
@@ -468,7 +468,7 @@ def test_viewer_cannot_open_the_proposal_forms(client, cast):
 
 def test_review_tab_lists_critical_and_old_requests_first(client, cast):
     low = propose_prod(cast, name="payments.ledger.low", criticality="low")
-    critical = propose_prod(cast, name="payments.ledger.crit", criticality="critical")
+    critical = propose_prod(cast, name="payments.ledger.crit", criticality="critical", rationale="Short runs.")
     mine = propose_change(
         actor=cast.author2,
         action="create",
