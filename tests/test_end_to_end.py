@@ -79,6 +79,7 @@ def test_an_approved_prod_job_is_run_by_the_scheduler_and_a_worker_on_time(tcast
         timezone="Europe/Berlin",
         timeout_seconds=30,
         criticality="low",
+        rationale="Every minute, so the test sees a run soon.",
     )
     response = author.post(
         "/api/v1/change-requests/",

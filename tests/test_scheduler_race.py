@@ -54,7 +54,10 @@ def canary_file() -> Path:
 
 
 def test_two_schedulers_ticking_at_once_create_exactly_one_run_per_slot(tcast):
-    jobs = [tcast.make_job(tcast.dev, name=f"payments.race.job-{i:03d}", cron="* * * * *") for i in range(JOBS)]
+    jobs = [
+        tcast.make_job(tcast.dev, name=f"payments.race.job-{i:03d}", cron="* * * * *", rationale="race")
+        for i in range(JOBS)
+    ]
     slot = min(job.next_fire_at for job in jobs)
     Job.objects.update(next_fire_at=slot)
 
@@ -75,7 +78,10 @@ def test_two_schedulers_ticking_at_once_create_exactly_one_run_per_slot(tcast):
 def test_a_task_delivered_twice_at_once_and_again_later_runs_the_job_once(tcast):
     canary = canary_file()
     job = tcast.make_job(
-        tcast.dev, command=["/bin/sh", "-c", f'echo "run $GOVERNOR_RUN_ID" >> {canary}'], cron="* * * * *"
+        tcast.dev,
+        command=["/bin/sh", "-c", f'echo "run $GOVERNOR_RUN_ID" >> {canary}'],
+        cron="* * * * *",
+        rationale="race",
     )
     scheduler.tick(now=job.next_fire_at)
     run = Run.objects.get()
