@@ -65,6 +65,8 @@ class JobDefinitionForm(ProposalForm):
         "catchup",
         "catchup_limit",
         "starting_deadline_seconds",
+        "rationale",
+        "sunset_on",
         "justification",
         "ticket",
         "apply_after",
@@ -130,6 +132,20 @@ class JobDefinitionForm(ProposalForm):
         help_text="A slot later than this is skipped, not run. Empty: no deadline.",
     )
 
+    rationale = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required when the job is non-standard: runs more often than every 5 minutes, fires in a "
+        "daylight-saving transition hour, allows overlapping runs, has no timeout, or is critical without a heartbeat.",
+    )
+    sunset_on = forms.DateField(
+        required=False,
+        label="Sunset date (deprecation)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="The job is disabled from this day (UTC); its owners are warned before. Empty: not deprecated.",
+    )
+
     def __init__(self, *args, user, job=None, fixed_place: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.job = job
@@ -166,6 +182,8 @@ class JobDefinitionForm(ProposalForm):
             "catchup": data["catchup"],
             "catchup_limit": data["catchup_limit"],
             "starting_deadline_seconds": data["starting_deadline_seconds"],
+            "rationale": data["rationale"],
+            "sunset_on": data["sunset_on"].isoformat() if data["sunset_on"] else None,
         }
 
     def add_service_errors(self, exc: ValidationError) -> None:

@@ -83,6 +83,7 @@ def test_prod_job_proposed_in_the_form_goes_live_after_two_approvals(browser, li
     author.fill("#id_runbook", "1. Check the ledger export.\n2. Page **#finance-oncall**.")
     author.fill("#id_justification", "Month-end close must run unattended.")
     author.fill("#id_ticket", "FIN-2048")
+    author.fill("#id_rationale", "Critical without a heartbeat: the close finishes in minutes.")
     author.click("[data-testid=submit-proposal]")
     author.wait_for_selector("[data-testid=change-status]")
     change = ChangeRequest.objects.get()

@@ -373,7 +373,10 @@ def test_plan_reports_governed_by_the_approval_policy_for_the_jobs_criticality(c
 
     ApprovalPolicy.objects.create(tenant=cast.acme, environment=cast.dev, criticality="critical", required_approvals=1)
     critical = read_text(
-        RECONCILE.format(cron="0 * * * *").replace("timeout_seconds: 60", "criticality: critical"), "p.yaml"
+        RECONCILE.format(cron="0 * * * *").replace(
+            "timeout_seconds: 60", "criticality: critical\n    rationale: short runs"
+        ),
+        "p.yaml",
     )
     plan = make_plan(critical, actor=cast.author)
     assert [(c.environment.slug, c.required_approvals, c.governed) for c in plan.changes] == [
