@@ -75,7 +75,7 @@ def test_the_same_name_is_free_in_another_environment_and_another_tenant(cast):
     ("overrides", "reason"),
     [
         ({"cron": "*/2 * * * *"}, "more often than every 5 minutes"),
-        ({"cron": "0,3 4 * * *", "timezone": "UTC"}, "more often than every 5 minutes"),
+        ({"cron": "* 4 * * *", "timezone": "UTC"}, "more often than every 5 minutes"),
         ({"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, "daylight-saving transition hour"),
         ({"cron": "15 1 * * *", "timezone": "America/New_York"}, "daylight-saving transition hour"),
         ({"criticality": "critical"}, "critical without a heartbeat"),
@@ -94,6 +94,8 @@ def test_non_standard_jobs_need_a_rationale(cast, overrides, reason):
         {},
         {"cron": "*/5 * * * *", "timezone": "Europe/Berlin"},  # elapsed time: DST does not apply
         {"cron": "30 2 * * *", "timezone": "UTC"},
+        {"cron": "*/7 * * * *"},  # a 4-minute gap at the hour, but 9 runs an hour
+        {"cron": "0,1 * * * *"},
         {"cron": "30 4 * * *", "timezone": "Europe/Berlin"},
         {"criticality": "critical", "heartbeat": {"grace_seconds": 600}},
     ],
