@@ -26,12 +26,12 @@ def test_editing_makes_a_new_revision_and_resets_approvals(cast):
     assert client_for(cast.approver).post(url + "approve/", {}, format="json").json()["approvals"] == 1
 
     response = client_for(cast.author).patch(
-        url, {"based_on_revision": 1, "definition": {"cron": "15 2 * * *"}}, format="json"
+        url, {"based_on_revision": 1, "definition": {"cron": "15 4 * * *"}}, format="json"
     )
     assert response.status_code == 200, response.content
     edited = response.json()
     assert (edited["revision"], edited["approvals"], edited["status"]) == (2, 0, "submitted")
-    assert edited["proposed"]["cron"] == "15 2 * * *"
+    assert edited["proposed"]["cron"] == "15 4 * * *"
     assert edited["proposed"]["command"] == cast.definition()["command"]  # untouched fields stay
     assert [(r["reviewer"], r["current"]) for r in edited["reviews"]] == [("acme-approver", False)]
     assert edited["approvers"] == []
