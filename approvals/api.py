@@ -16,7 +16,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from governance.access import Action, restrict
+from governance.access import ROLES_FOR_ACTION, Action, grants_for, restrict
 from governance.api import (
     EnvironmentRefSerializer,
     RestrictedViewSet,
@@ -348,12 +348,23 @@ class ChangeRequestFilter(filters.FilterSet):
             return queryset
         user = self.request.user
         reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
-        return (
+        queryset = (
             restrict(queryset, user, Action.REVIEW)
             .filter(status=ChangeStatus.SUBMITTED)
             .exclude(author=user)
             .exclude(Exists(reviewed))
         )
+        if not user.is_superuser:
+            # Policy changes are reviewed only by approvers of a whole environment (policies.may_review_policy).
+            reviewable_policies = Q(pk__in=[])
+            for grant in grants_for(user):
+                if grant.role in ROLES_FOR_ACTION[Action.REVIEW] and grant.team_id is None:
+                    clause = Q(tenant_id=grant.tenant_id)
+                    if grant.environment_id is not None:
+                        clause &= Q(environment_id=grant.environment_id)
+                    reviewable_policies |= clause
+            queryset = queryset.exclude(Q(action=ChangeAction.POLICY) & ~reviewable_policies)
+        return queryset
 
 
 @extend_schema_view(

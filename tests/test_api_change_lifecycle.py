@@ -182,3 +182,30 @@ def test_a_draft_is_submitted_later_and_takes_the_policy_then(cast):
     response = client_for(cast.author).post(f"/api/v1/change-requests/{change['id']}/submit/")
     assert response.status_code == 200 and response.json()["required_approvals"] == 2
     assert AuditEvent.objects.filter(action=AuditAction.CHANGE_SUBMITTED).count() == 1
+
+
+def test_a_team_narrowed_approver_is_not_asked_to_review_policy_changes(cast):
+    from django.contrib.auth import get_user_model
+
+    from approvals.services import propose_policy_change
+    from governance.models import Role
+    from governance.services import grant_role
+
+    narrowed = get_user_model().objects.create_user("payments-approver")
+    grant_role(narrowed, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    job_change = create(cast)
+    policy_change = propose_policy_change(
+        actor=cast.admin,
+        environment=cast.prod,
+        rule={"criticality": "low", "required_approvals": 1, "separation_of_duties": False},
+        justification="low-criticality jobs need one approval",
+    )
+
+    def queue(user):
+        response = client_for(user).get("/api/v1/change-requests/?awaiting_my_review=1")
+        return {row["id"] for row in response.json()["results"]}
+
+    assert queue(narrowed) == {job_change["id"]}
+    assert queue(cast.approver) == {job_change["id"], policy_change.pk}
+    response = client_for(narrowed).post(f"/api/v1/change-requests/{policy_change.pk}/approve/", {}, format="json")
+    assert response.status_code == 403
