@@ -317,6 +317,28 @@ class RejectSerializer(serializers.Serializer):
     )
 
 
+class RollbackSerializer(StrictInputMixin, serializers.Serializer):
+    job = VisibleRelatedField(queryset=Job.objects.select_related("team__tenant", "environment"))
+    version = serializers.IntegerField(min_value=1, help_text="The earlier version to propose again.")
+    justification = serializers.CharField(allow_blank=True, max_length=10000)
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class PromoteSerializer(StrictInputMixin, serializers.Serializer):
+    job = VisibleRelatedField(queryset=Job.objects.select_related("team__tenant", "environment"))
+    environment = VisibleRelatedField(
+        queryset=Environment.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="The next environment (default: the one after the job's; no skipping).",
+    )
+    parameter_values = serializers.JSONField(
+        required=False, allow_null=True, help_text="Parameter values for the target environment."
+    )
+    justification = serializers.CharField(allow_blank=True, max_length=10000)
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+
 class WithdrawSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
 
@@ -513,3 +535,44 @@ class ChangeRequestViewSet(
         body.is_valid(raise_exception=True)
         change = services.withdraw_change(change, actor=request.user, reason=body.validated_data["reason"])
         return self._respond(change)
+
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={201: ChangeRequestDetailSerializer},
+        summary="Propose an earlier version of a job again (diff against live)",
+    )
+    @action(detail=False, methods=["post"])
+    def rollback(self, request):
+        body = RollbackSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        self.denial_target = data["job"]
+        change = services.propose_rollback(
+            data["job"],
+            actor=request.user,
+            version=data["version"],
+            justification=data["justification"],
+            ticket=data["ticket"],
+        )
+        return self._respond(change, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=PromoteSerializer,
+        responses={201: ChangeRequestDetailSerializer},
+        summary="Promote a job to the next environment with that environment's parameter values",
+    )
+    @action(detail=False, methods=["post"])
+    def promote(self, request):
+        body = PromoteSerializer(data=request.data, context=self.get_serializer_context())
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        self.denial_target = data["job"]
+        change = services.propose_promotion(
+            data["job"],
+            actor=request.user,
+            target=data.get("environment"),
+            parameter_values=data.get("parameter_values"),
+            justification=data["justification"],
+            ticket=data["ticket"],
+        )
+        return self._respond(change, status.HTTP_201_CREATED)
