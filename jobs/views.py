@@ -18,7 +18,7 @@ from governance.services import AccessDenied
 
 from .definitions import diff
 from .forms import ReasonForm
-from .models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
+from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus
 from .preview import preview_definition
 from .services import JobStateError, cancel_run, set_paused, trigger_run
 
@@ -59,6 +59,7 @@ def job_list(request):
         "teams": list(restrict(Team.objects.select_related("tenant"), user)),
         "environment_slugs": sorted(set(environments)),
         "statuses": JobStatus.choices,
+        "criticalities": Criticality.choices,
         "filters": {k: params.get(k, "") for k in ("tenant", "team", "environment", "status", "criticality", "q")},
         "filtered": any(params.get(k) for k in ("tenant", "team", "environment", "status", "criticality", "q")),
         "can_propose": bool(restrict(Team.objects.all(), user, Action.PROPOSE).exists()),

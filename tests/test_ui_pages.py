@@ -115,6 +115,8 @@ def test_job_list_filters_by_environment_team_and_search(client, cast):
     assert "payments.ledger.staging-only" in html and "payments.ledger.reconcile" not in html
     html = client.get(reverse("job_list"), {"team": cast.data.pk}).content.decode()
     assert "data.warehouse.load" in html and "payments.ledger" not in html
+    html = client.get(reverse("job_list"), {"criticality": "low"}).content.decode()
+    assert "No job matches these filters" in html
     html = client.get(reverse("job_list"), {"q": "staging-only"}).content.decode()
     assert "payments.ledger.staging-only" in html and "data.warehouse.load" not in html
 
@@ -505,6 +507,8 @@ def test_audit_page_filters_by_action_actor_and_time(client, cast):
     response = client.get(reverse("audit_list"), {"action": "job.created"})
     assert response.status_code == 200
     assert {e.action for e in response.context["events"]} == {"job.created"}
+    job = Job.objects.get()
+    assert f'href="{reverse("job_detail", args=[job.pk])}"' in response.content.decode()
     response = client.get(reverse("audit_list"), {"actor": "acme-author"})
     assert {e.actor_repr for e in response.context["events"]} == {"acme-author"}
     response = client.get(reverse("audit_list"), {"since": "2000-01-01", "until": "2000-01-02"})

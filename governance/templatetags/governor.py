@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 
 from django import template
+from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
@@ -190,6 +191,18 @@ def runbook(text: str | None):
     flush_paragraph()
     close_list()
     return mark_safe("\n".join(html))  # noqa: S308 - built from escaped text only
+
+
+_OBJECT_PAGES = {"approvals.changerequest": "change_detail", "jobs.job": "job_detail", "jobs.run": "run_detail"}
+
+
+@register.filter
+def object_url(event) -> str:
+    """The page of the object an audit event is about, when it has one (no query: type and id are on the row)."""
+    name = _OBJECT_PAGES.get(event.object_type)
+    if not name or not str(event.object_id).isdigit():
+        return ""
+    return reverse(name, args=[int(event.object_id)])
 
 
 @register.simple_tag(takes_context=True)
