@@ -192,6 +192,8 @@ class AuditAction(models.TextChoices):
     JOB_RESUMED = "job.resumed", "Job resumed"
     RUN_TRIGGERED = "run.triggered", "Run triggered"
     RUN_CANCELLED = "run.cancelled", "Run cancelled"
+    RUN_RERUN = "run.rerun", "Run rerun by an operator"
+    RUN_MARKED_SUCCEEDED = "run.marked_succeeded", "Run marked succeeded by an operator"
     SECRET_READ = "secret.read", "Secret read"
     TOKEN_ISSUED = "token.issued", "API token issued"
     EXPORT = "audit.exported", "Audit exported"

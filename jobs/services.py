@@ -170,3 +170,114 @@ def cancel_run(run: Run, *, actor, reason: str) -> Run:
         )
     # A running process notices the cancel at its next status check (see executor).
     return run
+
+
+# --- operator actions on finished runs (execution) -------------------------------------
+
+RERUNNABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SUCCEEDED)
+FAILED_STEP = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST)
+
+
+def _require_reason(reason: str) -> str:
+    from django.core.exceptions import ValidationError
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": ["Say why: operator actions on runs are audited with their reason."]})
+    return reason
+
+
+def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
+    """Queue a finished run again as its next attempt (same run, same key)."""
+    now = timezone.now()
+    updated = Run.objects.filter(pk=run.pk, status__in=statuses).update(
+        status=RunStatus.QUEUED,
+        queued_at=now,
+        finished_at=None,
+        next_attempt_at=None,
+        reason=f"{operation} by {actor}: {reason}",
+    )
+    if updated:
+        audit.record(
+            AuditAction.RUN_RERUN,
+            actor=actor,
+            obj=run,
+            team_id=run.job.team_id,
+            environment_id=run.job.environment_id,
+            data={"reason": reason, "operation": operation, "previous_status": run.status},
+        )
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+    return bool(updated)
+
+
+def rerun_run(run: Run, *, actor, reason: str) -> Run:
+    """Run a finished (or lost) run again as a new attempt of the same run."""
+    reason = _require_reason(reason)
+    if not can(actor, Action.TRIGGER, run):
+        raise AccessDenied("You need the operator role for this job to rerun its runs.")
+    if run.job.status == JobStatus.DELETED:
+        raise JobStateError("This job is deleted and cannot run.")
+    with transaction.atomic():
+        if not _requeue(run, actor=actor, reason=reason, statuses=RERUNNABLE, operation="Rerun"):
+            raise JobStateError("Only a finished or lost run can be rerun.")
+    run.refresh_from_db()
+    return run
+
+
+def rerun_failed_steps(run: Run, *, actor, reason: str) -> list[Run]:
+    """Rerun the failed steps of the workflow instance ``run`` belongs to (same tenant, environment
+    and slot); steps that were skipped because of them are re-evaluated when they finish."""
+    reason = _require_reason(reason)
+    if not can(actor, Action.TRIGGER, run):
+        raise AccessDenied("You need the operator role for this job to rerun its runs.")
+    with transaction.atomic():
+        steps = list(
+            Run.objects.select_related("job")
+            .filter(
+                tenant_id=run.tenant_id,
+                job__environment_id=run.job.environment_id,
+                scheduled_for=run.scheduled_for,
+                status__in=FAILED_STEP,
+            )
+            .order_by("id")
+        )
+        steps = [s for s in steps if s.job.status != JobStatus.DELETED]
+        requeued = [
+            step
+            for step in steps
+            if _requeue(step, actor=actor, reason=reason, statuses=FAILED_STEP, operation="Rerun from the failed step")
+        ]
+        if not requeued:
+            raise JobStateError("No step of this workflow run failed.")
+    return requeued
+
+
+def mark_run_succeeded(run: Run, *, actor, reason: str) -> Run:
+    """Record that an operator settled a failed or lost run by hand; downstream steps may proceed."""
+    reason = _require_reason(reason)
+    if not can(actor, Action.TRIGGER, run):
+        raise AccessDenied("You need the operator role for this job to settle its runs.")
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, status__in=FAILED_STEP + (RunStatus.SKIPPED,)).update(
+            status=RunStatus.SUCCEEDED,
+            finished_at=timezone.now(),
+            reason=f"Marked succeeded by {actor}: {reason}",
+        )
+        if not updated:
+            raise JobStateError("Only a failed, timed-out, cancelled, lost or skipped run can be marked succeeded.")
+        audit.record(
+            AuditAction.RUN_MARKED_SUCCEEDED,
+            actor=actor,
+            obj=run,
+            team_id=run.job.team_id,
+            environment_id=run.job.environment_id,
+            data={"reason": reason, "previous_status": run.status},
+        )
+        from .workflows import on_run_finished
+
+        transaction.on_commit(lambda: on_run_finished(run.pk))
+    run.refresh_from_db()
+    return run
+
+
+# --- end operator actions ---------------------------------------------------------------

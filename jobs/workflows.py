@@ -195,7 +195,17 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
                 if not reasons:
                     transaction.on_commit(lambda run_id=downstream.pk: enqueue_run(run_id))
         except IntegrityError:
-            continue  # this slot's downstream run exists already
+            # This slot's downstream run exists already. If it was skipped and its upstreams now
+            # allow it (a rerun of a failed step, or one marked succeeded), it runs after all.
+            if not reasons:
+                requeued = Run.objects.filter(
+                    job=job, scheduled_for=run.scheduled_for, status=RunStatus.SKIPPED
+                ).update(status=RunStatus.QUEUED, queued_at=now, finished_at=None, reason=f"After {', '.join(names)}.")
+                if requeued:
+                    existing = Run.objects.get(job=job, scheduled_for=run.scheduled_for)
+                    transaction.on_commit(lambda run_id=existing.pk: enqueue_run(run_id))
+                    created.append(existing.pk)
+            continue
         created.append(downstream.pk)
         if reasons:
             # A skipped step counts as finished: its own downstream steps decide in turn.
