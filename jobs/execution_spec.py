@@ -125,7 +125,15 @@ def executable_allowed(tenant: Tenant, program: str) -> bool:
     return any(fnmatch.fnmatchcase(program, pattern) for pattern in patterns)
 
 
-def _clean_command(command: Any, parameters: dict, tenant: Tenant, errors: dict, max_items: int, max_len: int):
+def _clean_command(
+    command: Any,
+    parameters: dict,
+    tenant: Tenant,
+    errors: dict,
+    max_items: int,
+    max_len: int,
+    partitioned: bool = False,
+):
     if not isinstance(command, list) or not command:
         errors["command"] = ['Must be a non-empty list of strings (argv), e.g. ["/bin/echo", "hello"].']
         return []
@@ -146,6 +154,8 @@ def _clean_command(command: Any, parameters: dict, tenant: Tenant, errors: dict,
     elif not executable_allowed(tenant, program):
         problems.append(f"{program!r} is not on the tenant's allow-list of executables.")
     declared = set(((parameters.get("schema") or {}).get("properties") or {}).keys())
+    if partitioned:
+        declared.add("partition")
     for position, item in enumerate(command):
         whole = WHOLE_PLACEHOLDER.match(item)
         if whole:
@@ -162,6 +172,31 @@ def _clean_command(command: Any, parameters: dict, tenant: Tenant, errors: dict,
         errors["command"] = problems
         return []
     return list(command)
+
+
+PARTITION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_PARTITIONS = 100
+
+
+def _clean_partitions(partitions: Any, kind: str, errors: dict) -> list[str]:
+    if partitions in (None, []):
+        return []
+    if kind != JobKind.COMMAND and kind != JobKind.HTTP:
+        errors["partitions"] = ["Only command and HTTP jobs fan out over partitions."]
+        return []
+    if (
+        not isinstance(partitions, list)
+        or not 1 <= len(partitions) <= MAX_PARTITIONS
+        or not all(isinstance(p, str) and PARTITION_NAME.match(p) for p in partitions)
+    ):
+        errors["partitions"] = [
+            f"Must be a list of 1 to {MAX_PARTITIONS} names (letters, digits, '.', '_' or '-', up to 64 characters)."
+        ]
+        return []
+    if len(set(partitions)) != len(partitions):
+        errors["partitions"] = ["Each partition may be listed once."]
+        return []
+    return list(partitions)
 
 
 def _clean_limits(limits: Any, errors: dict) -> dict:
@@ -297,9 +332,12 @@ def clean_execution(
         errors["kind"] = [f"Must be one of: {', '.join(JobKind.values)}."]
         kind = JobKind.COMMAND
     parameters = clean_parameters(merged.get("parameters"), tenant=tenant, environment=environment, errors=errors)
+    partitions = _clean_partitions(merged.get("partitions"), kind, errors)
     command: list[str] = []
     if kind == JobKind.COMMAND:
-        command = _clean_command(merged.get("command"), parameters, tenant, errors, max_items, max_len)
+        command = _clean_command(
+            merged.get("command"), parameters, tenant, errors, max_items, max_len, partitioned=bool(partitions)
+        )
     elif merged.get("command") not in (None, []):
         errors["command"] = [f"{JobKind(kind).label} jobs have no command."]
     idempotent = merged.get("idempotent", False)
@@ -325,6 +363,7 @@ def clean_execution(
         "http": _clean_http(merged.get("http"), kind, environment, errors),
         "heartbeat": _clean_heartbeat(merged.get("heartbeat"), kind, errors),
         "dependencies": dependencies,
+        "partitions": partitions,
     }
 
 

@@ -338,6 +338,8 @@ def _environment(run: Run, workdir: str, values: dict) -> dict[str, str]:
     env = {name: os.environ[name] for name in ENV_ALLOW_LIST if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(parameter_environment(values))
+    if run.partition:
+        env["GOVERNOR_PARTITION"] = run.partition
     env.update(
         HOME=workdir,
         TMPDIR=workdir,
@@ -375,6 +377,8 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
     definition = run.definition
     try:
         values = resolve_parameters(definition, environment_slug)
+        if run.partition:
+            values = {**values, "partition": run.partition}
         argv = resolve_command(definition, values)
     except ParameterError as exc:
         return ProcessResult(None, "", 0, error=str(exc))
@@ -450,6 +454,8 @@ RUN_FIELDS_FOR_EXECUTION = (
     "queued_at",
     "started_at",
     "worker",
+    "partition",
+    "parent",
     "job__ping_token",
     "job__name",
     "job__environment_id",
@@ -492,6 +498,10 @@ def execute_run(run_id: int) -> str:
         from .heartbeats import await_external
 
         return await_external(run)
+    if run.definition.get("partitions") and not run.partition:
+        from .workflows import fan_out
+
+        return fan_out(run)
     try:
         if run.definition.get("kind") == JobKind.HTTP:
             result = _run_http(run, run.job.environment_id, run.job.environment.slug)

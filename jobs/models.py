@@ -75,6 +75,7 @@ EXECUTION_FIELDS = (
     "http",
     "heartbeat",
     "dependencies",
+    "partitions",
 )
 # --- end execution ---
 
@@ -151,6 +152,9 @@ class Job(models.Model):
     http = models.JSONField(default=dict, blank=True, help_text="HTTP jobs: method, url, headers, body, success.")
     heartbeat = models.JSONField(default=dict, blank=True, help_text="grace_seconds for pings to /hb/<token>.")
     dependencies = models.JSONField(default=list, blank=True, help_text="Upstream jobs and edge conditions.")
+    partitions = models.JSONField(
+        default=list, blank=True, help_text="Fan-out: one parallel run per partition, joined into the slot's run."
+    )
     ping_token = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # --- end execution fields ---
     # --- lifecycle fields ---
@@ -288,6 +292,15 @@ class Run(models.Model):
     heartbeat_deadline = models.DateTimeField(
         null=True, blank=True, help_text="A ping is expected before this instant, or the run is a silent failure."
     )
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="partition_runs",
+        help_text="Fan-out: the slot's run this partition run belongs to.",
+    )
+    partition = models.CharField(max_length=64, blank=True, default="")
     # --- end execution ---
 
     ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
@@ -295,8 +308,9 @@ class Run(models.Model):
     class Meta:
         ordering = ["-scheduled_for", "-id"]
         constraints = [
+            # Partition runs of a fan-out share their slot; every other run has partition "".
             models.UniqueConstraint(
-                fields=["job", "scheduled_for"],
+                fields=["job", "scheduled_for", "partition"],
                 name="run_unique_slot",
                 violation_error_message="This job already has a run for that instant.",
             ),

@@ -237,6 +237,8 @@ def rerun_failed_steps(run: Run, *, actor, reason: str) -> list[Run]:
                 tenant_id=run.tenant_id,
                 job__environment_id=run.job.environment_id,
                 scheduled_for=run.scheduled_for,
+                # Partition runs are rerun by their slot's run, which fans out again.
+                partition="",
                 status__in=FAILED_STEP,
             )
             .order_by("id")

@@ -143,6 +143,10 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
 
     if run is None or run.pk != run_id:
         run = Run.objects.select_related("job").get(pk=run_id)
+    if run.parent_id:
+        # A partition of a fan-out: the join decides for the slot's run.
+        join_partitions(run.parent_id)
+        return []
     if run.status not in TERMINAL_STATUSES:
         return []
     upstream_name = run.job.name
@@ -166,6 +170,7 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
                 job__environment_id=run.job.environment_id,
                 job__name__in=names,
                 scheduled_for=run.scheduled_for,
+                partition="",
                 status__in=TERMINAL_STATUSES,
             ).select_related("job")
         }
@@ -199,10 +204,10 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
             # allow it (a rerun of a failed step, or one marked succeeded), it runs after all.
             if not reasons:
                 requeued = Run.objects.filter(
-                    job=job, scheduled_for=run.scheduled_for, status=RunStatus.SKIPPED
+                    job=job, scheduled_for=run.scheduled_for, partition="", status=RunStatus.SKIPPED
                 ).update(status=RunStatus.QUEUED, queued_at=now, finished_at=None, reason=f"After {', '.join(names)}.")
                 if requeued:
-                    existing = Run.objects.get(job=job, scheduled_for=run.scheduled_for)
+                    existing = Run.objects.get(job=job, scheduled_for=run.scheduled_for, partition="")
                     transaction.on_commit(lambda run_id=existing.pk: enqueue_run(run_id))
                     created.append(existing.pk)
             continue
@@ -211,3 +216,76 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
             # A skipped step counts as finished: its own downstream steps decide in turn.
             on_run_finished(downstream.pk)
     return created
+
+
+# --- fan-out over partitions, with a join ---
+
+SETTLED = ("succeeded", "failed", "timed_out", "cancelled", "skipped", "lost")
+RETRYABLE_PARTITION = ("failed", "timed_out", "cancelled", "lost")
+
+
+def fan_out(run) -> str:
+    """The slot's run of a partitioned job: queue one run per partition (again for those that did not
+    succeed, on a rerun) and wait for them; the last one to finish joins."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from .models import Run, RunStatus
+    from .services import enqueue_run
+
+    now = timezone.now()
+    partitions = run.definition["partitions"]
+    with transaction.atomic():
+        existing = {child.partition: child for child in Run.objects.filter(parent=run)}
+        Run.objects.bulk_create(
+            [
+                Run(
+                    job_id=run.job_id,
+                    tenant_id=run.tenant_id,
+                    scheduled_for=run.scheduled_for,
+                    partition=name,
+                    parent=run,
+                    trigger=run.trigger,
+                    status=RunStatus.QUEUED,
+                    queued_at=now,
+                    job_version=run.job_version,
+                    definition=run.definition,
+                    reason=f"Partition {name} of run #{run.pk}.",
+                )
+                for name in partitions
+                if name not in existing
+            ]
+        )
+        Run.objects.filter(parent=run, status__in=RETRYABLE_PARTITION).update(
+            status=RunStatus.QUEUED, queued_at=now, finished_at=None, reason=f"Rerun with run #{run.pk}."
+        )
+        Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            lease_expires_at=None, worker="", reason=f"Fan-out over {len(partitions)} partitions; waiting for them."
+        )
+        pending = list(Run.objects.filter(parent=run, status=RunStatus.QUEUED).values_list("pk", flat=True))
+        for child_id in pending:
+            transaction.on_commit(lambda child_id=child_id: enqueue_run(child_id))
+    if not pending:
+        join_partitions(run.pk)
+    return RunStatus.RUNNING
+
+
+def join_partitions(parent_id: int) -> str | None:
+    """Settle the slot's run once every partition has settled: succeeded only if all did."""
+    from django.utils import timezone
+
+    from .models import Run, RunStatus
+
+    children = list(Run.objects.filter(parent_id=parent_id).values_list("partition", "status"))
+    if not children or any(status not in SETTLED for _, status in children):
+        return None
+    bad = sorted(f"{name} ({status})" for name, status in children if status != RunStatus.SUCCEEDED)
+    status = RunStatus.FAILED if bad else RunStatus.SUCCEEDED
+    reason = f"Partitions not succeeded: {', '.join(bad)}." if bad else f"All {len(children)} partitions succeeded."
+    joined = Run.objects.filter(pk=parent_id, status=RunStatus.RUNNING).update(
+        status=status, finished_at=timezone.now(), reason=reason, exit_code=0 if not bad else 1
+    )
+    if joined:
+        on_run_finished(parent_id)
+        return status
+    return None
