@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
 DB_PATH = ROOT / "var" / "bench-execution.sqlite3"
 E2E_RUNS = int(os.environ.get("BENCH_E2E_RUNS", "2000"))
-LATENESS_RUNS = int(os.environ.get("BENCH_LATENESS_RUNS", "200"))
-LATENESS_SPACING_S = 0.025  # 40 runs/s: well below capacity
+LATENESS_RUNS = int(os.environ.get("BENCH_LATENESS_RUNS", "100"))
+LATENESS_SPACING_S = 0.1  # 10 runs/s: well below capacity
 WORKERS = "2"
 
 
