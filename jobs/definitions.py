@@ -12,7 +12,18 @@ from governance.models import Environment, Team, Tenant
 from . import schedule
 from .execution_spec import clean_execution
 from .lifecycle import clean_lifecycle
-from .models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, Job, JobStatus, OverlapPolicy
+from .models import (
+    DEFINITION_FIELDS,
+    CatchupPolicy,
+    ConcurrencyPolicy,
+    Criticality,
+    GapPolicy,
+    HolidayCalendar,
+    Job,
+    JobStatus,
+    OverlapPolicy,
+    WindowPolicy,
+)
 
 MAX_COMMAND_ITEMS = 256
 MAX_ARG_LENGTH = 8192
@@ -113,7 +124,7 @@ def clean_definition(
     elif not 1 <= timeout <= MAX_TIMEOUT:
         errors["timeout_seconds"] = [f"Must be between 1 and {MAX_TIMEOUT} seconds."]
 
-    scheduling = _clean_scheduling(merged, errors)
+    scheduling = _clean_scheduling(merged, errors, tenant=tenant)
 
     # Lifecycle: rationale for non-standard jobs, sunset date (jobs/lifecycle.py).
     lifecycle = clean_lifecycle(
@@ -170,7 +181,52 @@ def _whole(data: dict, field: str, default: int | None, low: int, high: int, err
     return value
 
 
-def _clean_scheduling(data: dict, errors: dict) -> dict:
+MAX_WINDOWS = 20
+MAX_WINDOW_MINUTES = 7 * 24 * 60
+
+
+def _clean_windows(data: dict, errors: dict) -> list[dict]:
+    windows = data.get("windows") or []
+    if not isinstance(windows, list) or len(windows) > MAX_WINDOWS:
+        errors["windows"] = [f'Must be a list of at most {MAX_WINDOWS} {{"cron": ..., "duration_minutes": ...}}.']
+        return []
+    cleaned = []
+    for i, window in enumerate(windows, start=1):
+        if not isinstance(window, dict) or set(window) - {"cron", "duration_minutes", "timezone"}:
+            errors["windows"] = [f'Window {i}: must be {{"cron": ..., "duration_minutes": ..., "timezone"?: ...}}.']
+            return []
+        try:
+            cron = schedule.validate_cron(window.get("cron") or "", seed=None)
+            if window.get("timezone"):
+                schedule.zone(window["timezone"])
+        except schedule.ScheduleError as exc:
+            errors["windows"] = [f"Window {i}: {exc}"]
+            return []
+        minutes = window.get("duration_minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_WINDOW_MINUTES:
+            errors["windows"] = [f"Window {i}: duration_minutes must be between 1 and {MAX_WINDOW_MINUTES}."]
+            return []
+        cleaned.append(
+            {
+                "cron": cron,
+                "duration_minutes": minutes,
+                **({"timezone": window["timezone"]} if window.get("timezone") else {}),
+            }
+        )
+    return cleaned
+
+
+def _clean_calendar(data: dict, errors: dict, tenant: Tenant) -> str:
+    name = data.get("holiday_calendar") or ""
+    if not isinstance(name, str):
+        errors["holiday_calendar"] = ["Must be the name of one of the tenant's holiday calendars."]
+        return ""
+    if name and not HolidayCalendar.objects.filter(tenant=tenant, name=name).exists():
+        errors["holiday_calendar"] = [f"No holiday calendar named {name!r} in this tenant."]
+    return name
+
+
+def _clean_scheduling(data: dict, errors: dict, *, tenant: Tenant) -> dict:
     return {
         "gap": _choice(data, "gap", GapPolicy, GapPolicy.SHIFT.value, errors),
         "overlap": _choice(data, "overlap", OverlapPolicy, OverlapPolicy.ONCE.value, errors),
@@ -179,6 +235,11 @@ def _clean_scheduling(data: dict, errors: dict) -> dict:
         "starting_deadline_seconds": _whole(
             data, "starting_deadline_seconds", None, 1, MAX_STARTING_DEADLINE, errors, "seconds"
         ),
+        "windows": _clean_windows(data, errors),
+        "window_policy": _choice(data, "window_policy", WindowPolicy, WindowPolicy.DEFER.value, errors),
+        "holiday_calendar": _clean_calendar(data, errors, tenant),
+        "concurrency": _choice(data, "concurrency", ConcurrencyPolicy, ConcurrencyPolicy.ALLOW.value, errors),
+        "max_active_runs": _whole(data, "max_active_runs", 0, 0, 1000, errors, "runs"),
     }
 
 

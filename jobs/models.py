@@ -6,8 +6,9 @@ import uuid
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
@@ -48,12 +49,28 @@ class CatchupPolicy(models.TextChoices):
     ALL = "all", "Run each missed slot, up to the catch-up limit"
 
 
+class ConcurrencyPolicy(models.TextChoices):
+    ALLOW = "allow", "Allow runs to overlap"
+    FORBID = "forbid", "Skip a slot while a run is active"
+    REPLACE = "replace", "Cancel the active run and start the new one"
+
+
+class WindowPolicy(models.TextChoices):
+    DEFER = "defer", "Defer the run to the end of the window"
+    SKIP = "skip", "Skip the run"
+
+
 SCHEDULING_FIELDS = (
     "gap",
     "overlap",
     "catchup",
     "catchup_limit",
     "starting_deadline_seconds",
+    "windows",
+    "window_policy",
+    "holiday_calendar",
+    "concurrency",
+    "max_active_runs",
 )
 
 # --- end scheduling policies -----------------------------------------------------------
@@ -133,6 +150,15 @@ class Job(models.Model):
     starting_deadline_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="A slot later than this is skipped, not run (empty: no deadline)."
     )
+    windows = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Allowed run windows: [{"cron": "0 22 * * *", "duration_minutes": 360}] in the job\'s zone.',
+    )
+    window_policy = models.CharField(max_length=8, choices=WindowPolicy.choices, default=WindowPolicy.DEFER)
+    holiday_calendar = models.SlugField(max_length=100, blank=True, help_text="A tenant holiday calendar to skip.")
+    concurrency = models.CharField(max_length=8, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.ALLOW)
+    max_active_runs = models.PositiveSmallIntegerField(default=0, help_text="0: no limit.")
     # --- end scheduling policies ---
 
     # --- execution fields (see jobs/execution_spec.py for their shape) ---
@@ -302,6 +328,11 @@ class Run(models.Model):
     )
     partition = models.CharField(max_length=64, blank=True, default="")
     # --- end execution ---
+    # --- scheduling ---
+    deferred_until = models.DateTimeField(
+        null=True, blank=True, help_text="A deferred run is queued at this instant (end of a window)."
+    )
+    # --- end scheduling ---
 
     ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
 
@@ -324,6 +355,8 @@ class Run(models.Model):
             models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="run_lease"),
             # Recovery sweep: runs waiting for their next retry attempt.
             models.Index(fields=["next_attempt_at"], condition=Q(next_attempt_at__isnull=False), name="run_retry_due"),
+            # Scheduler tick: deferred runs whose window has ended.
+            models.Index(fields=["deferred_until"], condition=Q(status="deferred"), name="run_deferred_due"),
             # Heartbeat sweep: runs expecting a ping.
             models.Index(
                 fields=["heartbeat_deadline"], condition=Q(heartbeat_deadline__isnull=False), name="run_ping_due"
@@ -476,3 +509,119 @@ class EnvironmentExecutionPolicy(models.Model):
 
 
 # --- end execution ---
+
+
+# --- Windows and calendars (DESIGN.md "Schedules": windows, holidays) -------------------
+
+
+class MaintenanceWindow(models.Model):
+    """An interval in which no run of a tenant (or of one of its environments) may start.
+
+    One-off (``starts_at``..``ends_at``) or recurring (opens at each fire of
+    ``cron`` in ``timezone`` and lasts ``duration_minutes``). A run due inside
+    is deferred to the end of the window or skipped, by ``policy``, with the
+    reason on the run.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="maintenance_windows")
+    environment = models.ForeignKey(
+        Environment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="maintenance_windows",
+        help_text="Empty: the whole tenant.",
+    )
+    name = models.CharField(max_length=200)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    cron = models.CharField(max_length=120, blank=True, help_text="Recurring windows: when each one opens.")
+    timezone = models.CharField(max_length=64, default="UTC")
+    duration_minutes = models.PositiveIntegerField(null=True, blank=True)
+    policy = models.CharField(max_length=8, choices=WindowPolicy.choices, default=WindowPolicy.DEFER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    ACCESS_FIELDS = ("tenant_id", None, "environment_id")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(starts_at__isnull=True) | Q(ends_at__gt=F("starts_at")),
+                name="maintenance_window_ends_after_start",
+                violation_error_message="A maintenance window must end after it starts.",
+            ),
+            models.CheckConstraint(
+                condition=Q(duration_minutes__isnull=True) | Q(duration_minutes__gt=0),
+                name="maintenance_window_duration_positive",
+                violation_error_message="A recurring window lasts at least one minute.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        recurring = bool(self.cron)
+        if recurring:
+            try:
+                schedule.validate_cron(self.cron, seed=None)
+            except schedule.ScheduleError as exc:
+                errors["cron"] = [str(exc)]
+            try:
+                schedule.zone(self.timezone)
+            except schedule.ScheduleError as exc:
+                errors["timezone"] = [str(exc)]
+            if not self.duration_minutes:
+                errors["duration_minutes"] = ["A recurring window needs a duration of at least one minute."]
+        else:
+            if self.starts_at is None:
+                errors["starts_at"] = ["A one-off window needs a start (or give cron for a recurring one)."]
+            if self.ends_at is None:
+                errors["ends_at"] = ["A one-off window needs an end."]
+            elif self.starts_at is not None and self.ends_at <= self.starts_at:
+                errors["ends_at"] = [
+                    f"The window ends ({schedule.isoz(self.ends_at)}) before it starts ({schedule.isoz(self.starts_at)})."
+                ]
+        if errors:
+            raise ValidationError(errors)
+
+    def covering(self, instant: datetime) -> tuple[datetime, datetime] | None:
+        """The (start, end) of this window's interval containing ``instant``, if any."""
+        if not self.cron:
+            if self.starts_at <= instant < self.ends_at:
+                return self.starts_at, self.ends_at
+            return None
+        length = timedelta(minutes=self.duration_minutes)
+        opened = schedule.next_after(self.cron, self.timezone, instant - length)
+        if opened is not None and opened <= instant:
+            return opened, opened + length
+        return None
+
+
+class HolidayCalendar(models.Model):
+    """Dates (in a job's own time zone) on which a tenant's jobs that reference it do not run."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="holiday_calendars")
+    name = models.SlugField(max_length=100)
+    dates = models.JSONField(default=list, blank=True, help_text="ISO dates, e.g. 2026-12-25.")
+    country = models.CharField(max_length=8, blank=True, help_text="Built from the holidays package for this country.")
+
+    ACCESS_FIELDS = ("tenant_id", None, None)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                name="holiday_calendar_unique_name",
+                violation_error_message="This tenant already has a holiday calendar with this name.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- end windows and calendars ------------------------------------------------------------

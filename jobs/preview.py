@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from django.db import models
 from django.utils import timezone
 
 from . import schedule
@@ -122,3 +123,38 @@ def compare_definitions(
         right = new[i] if i < len(new) else None
         rows.append({"before": left, "after": right, "same": bool(left and right and left["utc"] == right["utc"])})
     return {"rows": rows, "before_count": len(old), "after_count": len(new)}
+
+
+def window_warnings(
+    definition: dict | None,
+    *,
+    tenant_id: Any,
+    environment_id: Any,
+    now: datetime | None = None,
+    count: int = 20,
+) -> list[str]:
+    """Warnings for reviewers: upcoming runs of a proposed schedule that fall in a maintenance window."""
+    from .models import MaintenanceWindow, WindowPolicy
+
+    entries = preview_definition(
+        definition or {}, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count
+    )
+    if not entries:
+        return []
+    windows = list(
+        MaintenanceWindow.objects.filter(tenant_id=tenant_id).filter(
+            models.Q(environment__isnull=True) | models.Q(environment_id=environment_id)
+        )
+    )
+    warnings = []
+    for entry in entries:
+        instant = parse_instant(entry["utc"])
+        for window in windows:
+            span = window.covering(instant)
+            if span:
+                outcome = "skipped" if window.policy == WindowPolicy.SKIP else f"deferred to {schedule.isoz(span[1])}"
+                warnings.append(
+                    f"The run at {entry['utc']} ({entry['local']} {entry['zone']}) falls in maintenance window "
+                    f"'{window.name}' and will be {outcome}."
+                )
+    return warnings

@@ -33,12 +33,16 @@ from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
     CatchupPolicy,
+    ConcurrencyPolicy,
+    HolidayCalendar,
     Job,
     JobStatus,
+    MaintenanceWindow,
     Run,
     RunStatus,
     SchedulerLease,
     TriggerKind,
+    WindowPolicy,
 )
 from .services import enqueue_run
 
@@ -55,6 +59,8 @@ class TickResult:
     created: int = 0
     skipped: int = 0
     lost_race: int = 0
+    deferred: int = 0
+    promoted: int = 0
     run_ids: list[int] = field(default_factory=list)
 
 
@@ -65,6 +71,7 @@ class SlotPlan:
     slot: datetime
     status: str
     reason: str = ""
+    deferred_until: datetime | None = None
 
 
 def _late(now: datetime, slot: datetime) -> int:
@@ -128,6 +135,7 @@ def _due_slots(job: Job, now: datetime) -> tuple[list[datetime], datetime | None
 
 def _run_row(job: Job, plan: SlotPlan, now: datetime, definition: dict) -> Run:
     queued = plan.status == RunStatus.QUEUED
+    finished = plan.status == RunStatus.SKIPPED
     return Run(
         job_id=job.pk,
         tenant_id=job.tenant_id,
@@ -136,7 +144,8 @@ def _run_row(job: Job, plan: SlotPlan, now: datetime, definition: dict) -> Run:
         status=plan.status,
         reason=plan.reason,
         queued_at=now if queued else None,
-        finished_at=None if queued else now,
+        finished_at=now if finished else None,
+        deferred_until=plan.deferred_until,
         job_version=job.version,
         definition=definition,
     )
@@ -153,22 +162,55 @@ def tick(now: datetime | None = None, limit: int = 1000) -> TickResult:
         .only("id", "tenant_id", "environment_id", "version", "next_fire_at", "status", *DEFINITION_FIELDS)[:limit]
     )
     result.due = len(due)
+    result.promoted = promote_deferred(now)
     if not due:
         return result
+    constraints = Constraints(due)
     plans = []
     for job in due:
         slots, following = _due_slots(job, now)
-        plans.append((job, following, plan_slots(job, slots, now, grace)))
+        slot_plans = plan_slots(job, slots, now, grace)
+        apply_constraints(job, slot_plans, constraints, now)
+        plans.append((job, following, slot_plans))
     try:
         with transaction.atomic():
             _claim_and_create(plans, now, result, bulk=True)
+            _cancel_replaced(constraints, now)
     except IntegrityError:
         # A run already exists for one of the slots (a manual trigger at that
         # very instant, or another scheduler): redo row by row, losing only that one.
-        result = TickResult(due=len(due))
+        result = TickResult(due=len(due), promoted=result.promoted)
         with transaction.atomic():
             _claim_and_create(plans, now, result, bulk=False)
+            _cancel_replaced(constraints, now)
     return result
+
+
+def _cancel_replaced(constraints: Constraints, now: datetime) -> None:
+    by_reason: dict[str, list[int]] = {}
+    for run_id, reason in constraints.to_cancel:
+        by_reason.setdefault(reason, []).append(run_id)
+    for reason, ids in by_reason.items():
+        # The executor notices the cancel at its next status check and kills the process group.
+        Run.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).update(
+            status=RunStatus.CANCELLED, reason=reason, finished_at=now
+        )
+
+
+def promote_deferred(now: datetime, limit: int = 1000) -> int:
+    """Queue deferred runs whose window has ended; the conditional update keeps it once per run."""
+    due = Run.objects.filter(status=RunStatus.DEFERRED, deferred_until__lte=now).order_by("deferred_until")
+    ids = list(due.values_list("pk", flat=True)[:limit])
+    if not ids:
+        return 0
+    promoted = []
+    with transaction.atomic():
+        for run_id in ids:
+            if Run.objects.filter(pk=run_id, status=RunStatus.DEFERRED).update(status=RunStatus.QUEUED, queued_at=now):
+                promoted.append(run_id)
+        if promoted:
+            transaction.on_commit(lambda: _enqueue_all(promoted))
+    return len(promoted)
 
 
 CLAIM_CHUNK = 500
@@ -239,15 +281,57 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
         Run.objects.bulk_create(rows, batch_size=500)
     queued = [row.pk for row in rows if row.status == RunStatus.QUEUED]
     result.created += len(queued)
-    result.skipped += len(rows) - len(queued)
+    result.deferred += sum(1 for row in rows if row.status == RunStatus.DEFERRED)
+    result.skipped += sum(1 for row in rows if row.status == RunStatus.SKIPPED)
     result.run_ids.extend(queued)
     if queued:
         transaction.on_commit(lambda: _enqueue_all(queued))
 
 
 def _enqueue_all(run_ids: list[int]) -> None:
+    """Hand many runs to django-q2 in one round trip (one INSERT, or one Redis pipeline).
+
+    A burst of 10,000 due runs otherwise costs 10,000 broker round trips. The
+    packages are built exactly as ``enqueue_run`` (``async_task``) builds
+    them; other brokers, sync mode and single runs take the ordinary path.
+    """
+    from django_q.brokers import get_broker
+    from django_q.brokers.orm import ORM
+    from django_q.conf import Conf
+    from django_q.humanhash import uuid
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    broker = get_broker()
+    bulk_orm = isinstance(broker, ORM)
+    pipeline = getattr(getattr(broker, "connection", None), "pipeline", None) if Conf.REDIS else None
+    if len(run_ids) < 2 or Conf.SYNC or not (bulk_orm or pipeline):
+        for run_id in run_ids:
+            enqueue_run(run_id)
+        return
+    now = timezone.now()
+    packages = []
     for run_id in run_ids:
-        enqueue_run(run_id)
+        task = {"id": uuid()[1], "name": f"run-{run_id}", "func": "jobs.tasks.execute_run", "args": (run_id,)}
+        task["save"] = False
+        if Conf.CACHED:
+            task["cached"] = Conf.CACHED
+        if Conf.ACK_FAILURES:
+            task["ack_failure"] = Conf.ACK_FAILURES
+        task["kwargs"] = {}
+        task["started"] = now
+        packages.append(SignedPackage.dumps(task))
+    if bulk_orm:
+        key = broker.list_key or Conf.CLUSTER_NAME
+        OrmQ.objects.using(Conf.ORM).bulk_create(
+            [OrmQ(key=key, payload=package, lock=now) for package in packages], batch_size=1000
+        )
+    else:
+        pipe = pipeline()
+        for package in packages:
+            pipe.rpush(broker.list_key, package)
+        pipe.execute()
+    log.info("enqueued %s runs", len(packages))
 
 
 def seconds_until_next_due(now: datetime, max_sleep: float) -> float:
@@ -255,6 +339,116 @@ def seconds_until_next_due(now: datetime, max_sleep: float) -> float:
     if upcoming is None:
         return max_sleep
     return max(0.0, min(max_sleep, (upcoming - now).total_seconds()))
+
+
+# --- windows, holidays, concurrency ----------------------------------------------------
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# Back-to-back windows chain; past this many the run is skipped rather than deferred forever.
+MAX_WINDOW_CHAIN = 20
+
+
+class Constraints:
+    """What a tick needs to know besides the jobs: windows, calendars and active runs, read once per tick."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        tenant_ids = {job.tenant_id for job in jobs}
+        self.windows: dict[int, list[MaintenanceWindow]] = {}
+        for window in MaintenanceWindow.objects.filter(tenant_id__in=tenant_ids):
+            self.windows.setdefault(window.tenant_id, []).append(window)
+        names = {job.holiday_calendar for job in jobs if job.holiday_calendar}
+        self.holidays: dict[tuple[int, str], set[str]] = {}
+        if names:
+            for cal in HolidayCalendar.objects.filter(tenant_id__in=tenant_ids, name__in=names):
+                self.holidays[(cal.tenant_id, cal.name)] = set(cal.dates)
+        limited = [job.pk for job in jobs if job.concurrency != ConcurrencyPolicy.ALLOW or job.max_active_runs]
+        self.active: dict[int, list[int]] = {}
+        if limited:
+            for run_id, job_id in Run.objects.filter(job_id__in=limited, status__in=ACTIVE_STATUSES).values_list(
+                "pk", "job_id"
+            ):
+                self.active.setdefault(job_id, []).append(run_id)
+        self.to_cancel: list[tuple[int, str]] = []
+
+    def maintenance(self, job: Job, instant: datetime) -> tuple[datetime, list[MaintenanceWindow]] | None:
+        """The end of the maintenance windows covering ``instant`` (back-to-back ones chained) and those windows."""
+        windows = [w for w in self.windows.get(job.tenant_id, []) if w.environment_id in (None, job.environment_id)]
+        hit: list[MaintenanceWindow] = []
+        end = instant
+        for _ in range(MAX_WINDOW_CHAIN):
+            spans = [(w, w.covering(end)) for w in windows]
+            spans = [(w, span) for w, span in spans if span]
+            if not spans:
+                break
+            hit.extend(w for w, _ in spans if w not in hit)
+            end = max(span[1] for _, span in spans)
+        return (end, hit) if hit else None
+
+
+def _allowed_window_start(job: Job, instant: datetime) -> tuple[bool, datetime | None]:
+    """(inside an allowed window?, the next opening after ``instant`` if not)."""
+    openings = []
+    for window in job.windows:
+        length = timedelta(minutes=window["duration_minutes"])
+        tz = window.get("timezone") or job.timezone
+        opened = schedule.next_after(window["cron"], tz, instant - length)
+        if opened is not None and opened <= instant:
+            return True, None
+        following = schedule.next_after(window["cron"], tz, instant)
+        if following is not None:
+            openings.append(following)
+    return False, min(openings) if openings else None
+
+
+def apply_constraints(job: Job, plans: list[SlotPlan], constraints: Constraints, now: datetime) -> None:
+    """Turn runnable slots into skipped or deferred ones by holidays, windows and concurrency."""
+    for plan in plans:
+        if plan.status != RunStatus.QUEUED:
+            continue
+        local_day = plan.slot.astimezone(schedule.zone(job.timezone)).date().isoformat()
+        if job.holiday_calendar and local_day in constraints.holidays.get((job.tenant_id, job.holiday_calendar), ()):
+            plan.status, plan.reason = (
+                RunStatus.SKIPPED,
+                (f"Skipped: {local_day} is a holiday in calendar '{job.holiday_calendar}'."),
+            )
+            continue
+        blocked = constraints.maintenance(job, max(plan.slot, now))
+        if blocked:
+            until, windows = blocked
+            names = ", ".join(f"'{w.name}'" for w in windows)
+            if any(w.policy == WindowPolicy.SKIP for w in windows):
+                plan.status = RunStatus.SKIPPED
+                plan.reason = f"Skipped: inside maintenance window {names} (until {schedule.isoz(until)})."
+            else:
+                plan.status, plan.deferred_until = RunStatus.DEFERRED, until
+                plan.reason = f"Deferred to {schedule.isoz(until)}: maintenance window {names}."
+            continue
+        if job.windows:
+            inside, opening = _allowed_window_start(job, max(plan.slot, now))
+            if not inside:
+                if job.window_policy == WindowPolicy.SKIP or opening is None:
+                    plan.status, plan.reason = RunStatus.SKIPPED, "Skipped: outside the job's allowed run windows."
+                else:
+                    plan.status, plan.deferred_until = RunStatus.DEFERRED, opening
+                    plan.reason = f"Deferred to {schedule.isoz(opening)}: outside the job's allowed run windows."
+                continue
+        active = constraints.active.get(job.pk, [])
+        if active and job.concurrency == ConcurrencyPolicy.FORBID:
+            plan.status = RunStatus.SKIPPED
+            plan.reason = f"Skipped: concurrency=forbid and run(s) {', '.join(f'#{i}' for i in active)} still active."
+            continue
+        if active and job.concurrency == ConcurrencyPolicy.REPLACE:
+            reason = f"Cancelled: replaced by the run of slot {schedule.isoz(plan.slot)} (concurrency=replace)."
+            constraints.to_cancel.extend((run_id, reason) for run_id in active)
+            constraints.active[job.pk] = active = []
+        if job.max_active_runs and len(active) >= job.max_active_runs:
+            plan.status = RunStatus.SKIPPED
+            plan.reason = f"Skipped: {len(active)} run(s) active, the job allows at most {job.max_active_runs}."
+            continue
+        constraints.active.setdefault(job.pk, []).append(-1)  # this slot's run counts for the next slot
+
+
+# --- end windows, holidays, concurrency ----------------------------------------------------
 
 
 # --- leader lease ----------------------------------------------------------------------
@@ -317,12 +511,14 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
                 result = tick()
                 # Lost workers, due retries and missed pings (jobs.heartbeats).
                 sweep()
-                if result.created or result.skipped or result.lost_race:
+                if result.created or result.skipped or result.deferred or result.promoted or result.lost_race:
                     log.info(
-                        "tick: %s due, %s runs created, %s skipped, %s taken by another scheduler",
+                        "tick: %s due, %s runs created, %s skipped, %s deferred, %s promoted, %s taken by another",
                         result.due,
                         result.created,
                         result.skipped,
+                        result.deferred,
+                        result.promoted,
                         result.lost_race,
                     )
                 if result.due:

@@ -37,3 +37,24 @@ def test_a_new_job_has_only_after_rows_and_a_deleted_job_only_before_rows():
 
 def test_an_invalid_proposal_previews_nothing_instead_of_failing_the_page():
     assert preview_definition({"cron": "99 * * * *", "timezone": "UTC"}, tenant_id=1, environment_id=1) == []
+
+
+def test_reviewers_are_warned_when_a_proposed_schedule_collides_with_a_maintenance_window(cast):
+    from jobs.calendars import create_maintenance_window
+    from jobs.preview import window_warnings
+
+    create_maintenance_window(
+        actor=cast.admin,
+        tenant=cast.acme,
+        environment=cast.prod,
+        name="san migration",
+        starts_at=datetime(2026, 3, 28, 0, 0, tzinfo=UTC),
+        ends_at=datetime(2026, 3, 28, 6, 0, tzinfo=UTC),
+    )
+    definition = {"name": "payments.ledger.x", "cron": "30 2 * * *", "timezone": "UTC"}
+    warnings = window_warnings(definition, tenant_id=cast.acme.pk, environment_id=cast.prod.pk, now=NOW, count=3)
+    assert warnings == [
+        "The run at 2026-03-28T02:30:00Z (2026-03-28 02:30 UTC) falls in maintenance window 'san migration' "
+        "and will be deferred to 2026-03-28T06:00:00Z."
+    ]
+    assert window_warnings(definition, tenant_id=cast.acme.pk, environment_id=cast.dev.pk, now=NOW) == []

@@ -119,3 +119,19 @@ def test_tick_query_count_does_not_grow_with_due_jobs(cast, django_assert_max_nu
     with django_assert_max_num_queries(8):
         result = scheduler.tick(now=now)
     assert result.created == 12
+
+
+def test_due_runs_reach_the_django_q2_queue_in_one_batch_each_for_its_own_run(cast, django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+    from django_q.signing import SignedPackage
+
+    for i in range(5):
+        cast.make_job(cast.dev, name=f"payments.ledger.q{i}", cron="*/5 * * * *", timezone="UTC")
+    OrmQ.objects.all().delete()
+    now = Job.objects.get(name="payments.ledger.q0").next_fire_at + timedelta(seconds=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = scheduler.tick(now=now)
+    tasks = [SignedPackage.loads(payload) for payload in OrmQ.objects.values_list("payload", flat=True)]
+    assert sorted(t["args"][0] for t in tasks) == sorted(result.run_ids) and len(tasks) == 5
+    assert {t["func"] for t in tasks} == {"jobs.tasks.execute_run"}
+    assert {t["name"] for t in tasks} == {f"run-{i}" for i in result.run_ids}
