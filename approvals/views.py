@@ -22,7 +22,7 @@ from governance.models import Team
 from governance.services import AccessDenied
 from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
-from jobs.preview import compare_definitions, preview_definition
+from jobs.preview import compare_definitions, preview_definition, window_warnings
 
 from .forms import CommentForm, JobDefinitionForm, PostReviewForm, ProposalForm, ReviewForm
 from .models import ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
@@ -318,16 +318,20 @@ def _change_page(
     unchanged = [row for row in rows if not row["changed"]]
     schedule = None
     upcoming = []
+    warnings_for_reviewers = []
     if is_job_change:
         where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
         if change.action == ChangeAction.UPDATE:
             schedule = compare_definitions(before, after, **where)
         else:
             upcoming = preview_definition(after or before, **where)
+        if after:
+            warnings_for_reviewers = window_warnings(after, **where)
     post_review = _post_review(change)
     context = {
         "change": change,
         "is_job_change": is_job_change,
+        "window_warnings": warnings_for_reviewers,
         "diff": rows,
         "changed_rows": changed,
         "unchanged_rows": unchanged,

@@ -2,9 +2,19 @@
 
 from django.contrib import admin
 
-from governance.admin import EditableHistoryAdmin, ReadOnlyAdmin, ReadOnlyHistoryAdmin
+from governance.admin import EditableHistoryAdmin, ReadOnlyAdmin, ReadOnlyHistoryAdmin, TenantScopedAdmin
 
-from .models import Alert, Attempt, EnvironmentExecutionPolicy, Job, Run, SchedulerLease, TenantExecutionPolicy
+from .models import (
+    Alert,
+    Attempt,
+    EnvironmentExecutionPolicy,
+    HolidayCalendar,
+    Job,
+    MaintenanceWindow,
+    Run,
+    SchedulerLease,
+    TenantExecutionPolicy,
+)
 
 
 @admin.register(Job)
@@ -62,3 +72,17 @@ class TenantExecutionPolicyAdmin(EditableHistoryAdmin):
 class EnvironmentExecutionPolicyAdmin(EditableHistoryAdmin):
     list_display = ("environment", "http_allowed_hosts", "allow_private_addresses")
     list_select_related = ("environment", "environment__tenant")
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(TenantScopedAdmin):
+    # The model's clean() gives field errors (a window ending before it starts, a bad cron).
+    list_display = ("name", "tenant", "environment", "starts_at", "ends_at", "cron", "duration_minutes", "policy")
+    list_filter = ("policy", "tenant")
+    list_select_related = ("tenant", "environment")
+
+
+@admin.register(HolidayCalendar)
+class HolidayCalendarAdmin(TenantScopedAdmin):
+    list_display = ("name", "tenant", "country")
+    list_select_related = ("tenant",)
