@@ -238,7 +238,7 @@ def _clean_scheduling(data: dict, errors: dict, *, tenant: Tenant) -> dict:
         "windows": _clean_windows(data, errors),
         "window_policy": _choice(data, "window_policy", WindowPolicy, WindowPolicy.DEFER.value, errors),
         "holiday_calendar": _clean_calendar(data, errors, tenant),
-        "concurrency": _choice(data, "concurrency", ConcurrencyPolicy, ConcurrencyPolicy.ALLOW.value, errors),
+        "concurrency": _choice(data, "concurrency", ConcurrencyPolicy, ConcurrencyPolicy.FORBID.value, errors),
         "max_active_runs": _whole(data, "max_active_runs", 0, 0, 1000, errors, "runs"),
     }
 

@@ -157,7 +157,8 @@ class Job(models.Model):
     )
     window_policy = models.CharField(max_length=8, choices=WindowPolicy.choices, default=WindowPolicy.DEFER)
     holiday_calendar = models.SlugField(max_length=100, blank=True, help_text="A tenant holiday calendar to skip.")
-    concurrency = models.CharField(max_length=8, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.ALLOW)
+    # forbid by default: overlapping runs are non-standard and need a rationale (DESIGN.md "Jobs").
+    concurrency = models.CharField(max_length=8, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.FORBID)
     max_active_runs = models.PositiveSmallIntegerField(default=0, help_text="0: no limit.")
     # --- end scheduling policies ---
 

@@ -17,7 +17,7 @@ def login(client, user):
 
 def test_the_job_page_marks_a_run_that_dst_shifts(client, cast):
     # 02:30 on 28 March 2027 does not exist in Berlin (clocks jump 02:00 -> 03:00).
-    job = cast.make_job(cast.dev, cron="30 2 28 3 *", timezone="Europe/Berlin")
+    job = cast.make_job(cast.dev, cron="30 2 28 3 *", timezone="Europe/Berlin", rationale="Yearly, DST on purpose.")
     html = login(client, cast.viewer).get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "02:30 local does not exist" in html
 

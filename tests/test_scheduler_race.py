@@ -55,7 +55,9 @@ def canary_file() -> Path:
 
 def test_two_schedulers_ticking_at_once_create_exactly_one_run_per_slot(tcast):
     jobs = [
-        tcast.make_job(tcast.dev, name=f"payments.race.job-{i:03d}", cron="* * * * *", rationale="race")
+        tcast.make_job(
+            tcast.dev, name=f"payments.race.job-{i:03d}", cron="* * * * *", concurrency="allow", rationale="race"
+        )
         for i in range(JOBS)
     ]
     slot = min(job.next_fire_at for job in jobs)

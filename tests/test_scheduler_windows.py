@@ -213,7 +213,7 @@ def test_concurrency_replace_cancels_the_active_run_and_queues_the_new_one(cast)
 
 
 def test_max_active_runs_skips_when_the_limit_is_reached(cast):
-    job, slot = hourly(cast, max_active_runs=1)
+    job, slot = hourly(cast, max_active_runs=1, concurrency="allow", rationale="Two runs may overlap.")
     active_run(job, status=RunStatus.QUEUED)
     scheduler.tick(now=slot + timedelta(seconds=1))
     assert "at most 1" in Run.objects.get(job=job, scheduled_for=slot).reason
