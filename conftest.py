@@ -8,6 +8,9 @@ from django.contrib.auth import get_user_model
 from governance.models import Environment, Role, Team, Tenant
 from governance.services import grant_role
 
+# A real OpenBao dev server for the secrets tests (fixtures bao_server, vault).
+pytest_plugins = ["tests.vault"]
+
 PASSWORD = "correct horse battery staple"
 
 

@@ -283,7 +283,16 @@ GOVERNOR_SUNSET_WARNING_DAYS = env_int("GOVERNOR_SUNSET_WARNING_DAYS", 14)
 
 # Vault (OpenBao in development and tests)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")
+# An admin token used only by ``manage.py vault_setup``; the app itself logs in with AppRole.
 VAULT_TOKEN = env_str("VAULT_TOKEN")
+VAULT_ROLE_ID = env_str("VAULT_ROLE_ID")
+VAULT_SECRET_ID = env_str("VAULT_SECRET_ID")
+# Written by vault_setup (mode 0600) and read when the two variables above are unset.
+VAULT_APPROLE_FILE = env_str("VAULT_APPROLE_FILE", str(BASE_DIR / "var" / "vault-approle.json"))
+VAULT_MOUNTS = env_list("VAULT_MOUNTS", ["secret"])
+VAULT_TENANT_PREFIX = env_str("VAULT_TENANT_PREFIX", "governor")
+VAULT_TIMEOUT_SECONDS = env_int("VAULT_TIMEOUT_SECONDS", 5)
+VAULT_TOKEN_TTL_SECONDS = env_int("VAULT_TOKEN_TTL_SECONDS", 900)
 
 # Security: strict in production, relaxed for local HTTP development.
 SESSION_COOKIE_HTTPONLY = True

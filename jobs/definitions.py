@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from governance.models import Environment, Team, Tenant
+from governance.secrets import clean_secret_map
 
 from . import schedule
 from .execution_spec import clean_execution
@@ -142,6 +143,12 @@ def clean_definition(
         live=base,
     )
 
+    try:
+        secret_refs = clean_secret_map(merged.get("secrets"), tenant.slug)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+        secret_refs = {}
+
     if errors:
         raise ValidationError(errors)
     return {
@@ -155,6 +162,7 @@ def clean_definition(
         **scheduling,
         **execution,
         **lifecycle,
+        "secrets": secret_refs,
     }
 
 

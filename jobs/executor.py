@@ -36,6 +36,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from governance.secrets import SecretError, mask, resolve_secrets
+
 from . import retries, schedule
 from .execution_spec import (
     ParameterError,
@@ -397,15 +399,24 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
         if grace:
             Run.objects.filter(pk=run.pk).update(heartbeat_deadline=timezone.now() + timedelta(seconds=grace))
         keeper = LeaseKeeper(run.pk)
-        return run_process(
+        try:
+            # Read at run start only, straight into the child's environment; never stored.
+            secret_values = resolve_secrets(definition.get("secrets") or {}, run.tenant, obj=run)
+        except SecretError as exc:
+            return ProcessResult(None, "", 0, error=str(exc), transient=exc.transient)
+        result = run_process(
             argv,
             timeout=definition.get("timeout_seconds") or 3600,
-            env=_environment(run, workdir, values),
+            env={**_environment(run, workdir, values), **secret_values},
             cwd=workdir,
             should_cancel=keeper.should_cancel,
             limits=effective_limits(definition),
             identity=identity,
         )
+        if secret_values:
+            result.output = mask(result.output, secret_values.values())
+            result.error = mask(result.error, secret_values.values())
+        return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

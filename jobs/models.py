@@ -109,6 +109,10 @@ def default_review_due():
 
 # --- end lifecycle ---
 
+# --- secrets: references only (governance.secrets); values are never stored ---
+SECRET_FIELDS = ("secrets",)
+# --- end secrets ---
+
 # The fields a change request proposes; everything else is operational state.
 DEFINITION_FIELDS = (
     "name",
@@ -122,6 +126,7 @@ DEFINITION_FIELDS = (
     *SCHEDULING_FIELDS,
     *EXECUTION_FIELDS,
     *LIFECYCLE_FIELDS,
+    *SECRET_FIELDS,
 )
 
 
@@ -140,6 +145,11 @@ class Job(models.Model):
     cron = models.CharField(max_length=120)
     timezone = models.CharField(max_length=64, default="UTC")
     timeout_seconds = models.PositiveIntegerField(default=3600)
+    secrets = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Environment variable name -> 'vault:<mount>/<path>#<key>'; values are read at run start only.",
+    )
     # --- scheduling policies ---
     gap = models.CharField(max_length=8, choices=GapPolicy.choices, default=GapPolicy.SHIFT)
     overlap = models.CharField(max_length=8, choices=OverlapPolicy.choices, default=OverlapPolicy.ONCE)
