@@ -12,14 +12,12 @@ from django.contrib.auth import authenticate
 from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, serializers, status, viewsets
-from rest_framework.authtoken.models import Token
 from rest_framework.filters import SearchFilter
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -30,6 +28,7 @@ from . import audit
 from .access import Action, get_object_or_404_for, record_denied, restrict
 from .models import AuditAction, AuditEvent, Environment, Team, Tenant
 from .services import AccessDenied
+from .tokens import issue_token
 
 # ---------------------------------------------------------------------------
 # Errors: one mapping from domain exceptions to HTTP answers.
@@ -238,6 +237,7 @@ class TokenRequestSerializer(serializers.Serializer):
 
 class TokenResponseSerializer(serializers.Serializer):
     token = serializers.CharField()
+    expires_at = serializers.DateTimeField()
 
 
 class ObtainTokenView(APIView):
@@ -267,15 +267,9 @@ class ObtainTokenView(APIView):
             raise exceptions.ValidationError(
                 {"non_field_errors": ["Unable to log in with this username and password."]}
             )
-        with transaction.atomic():
-            token, created = Token.objects.get_or_create(user=user)
-            audit.record(
-                AuditAction.TOKEN_ISSUED,
-                actor=user,
-                data={"kind": "user", "new": created},
-                ip=client_ip(request),
-            )
-        return Response({"token": token.key})
+        # A new hashed, expiring token each time (audited by issue_token); the raw value is shown once.
+        token, raw = issue_token(user, actor=user, name="api login", ip=client_ip(request))
+        return Response({"token": raw, "expires_at": token.expires_at})
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from governance.api import (
     TenantViewSet,
 )
 from governance.export_api import AuditExportView
+from governance.token_api import ApiTokenViewSet, ServiceAccountViewSet
 from jobs import manifest_api
 from jobs.api import JobViewSet, RunViewSet
 from jobs.preview_api import SchedulePreviewView
@@ -26,6 +27,8 @@ router.register("jobs", JobViewSet, basename="api-job")
 router.register("runs", RunViewSet, basename="api-run")
 router.register("change-requests", ChangeRequestViewSet, basename="api-change-request")
 router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
+router.register("auth/tokens", ApiTokenViewSet, basename="api-token-admin")
+router.register("service-accounts", ServiceAccountViewSet, basename="api-service-account")
 
 urlpatterns = [
     path("v1/auth/token/", ObtainTokenView.as_view(), name="api-token"),

@@ -196,6 +196,8 @@ class AuditAction(models.TextChoices):
     RUN_MARKED_SUCCEEDED = "run.marked_succeeded", "Run marked succeeded by an operator"
     SECRET_READ = "secret.read", "Secret read"
     TOKEN_ISSUED = "token.issued", "API token issued"
+    TOKEN_REVOKED = "token.revoked", "API token revoked"
+    SERVICE_ACCOUNT_CREATED = "service_account.created", "Service account created"
     EXPORT = "audit.exported", "Audit exported"
 
 
@@ -268,3 +270,86 @@ class AuditEvent(models.Model):
         }
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ServiceAccount(models.Model):
+    """A non-human API client (CI pipeline, GitOps) confined to one tenant and a limited role.
+
+    It is backed by a user row with no usable password (it can never log in to the UI);
+    its roles are ordinary scope grants inside its own tenant.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="service_accounts")
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="service_account")
+    name = models.SlugField(max_length=50, validators=[slug_validator])
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    history = HistoricalRecords()
+
+    ACCESS_FIELDS = ("tenant_id", None, None)
+
+    class Meta:
+        ordering = ["tenant__slug", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                name="service_account_unique_name_per_tenant",
+                violation_error_message="A service account with this name already exists in the tenant.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name}"
+
+
+class ApiToken(models.Model):
+    """An API token: only its SHA-256 is stored; it expires, can be revoked and records its last use."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    # Tokens are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    key_hash = models.CharField(max_length=64, unique=True)
+    # The first characters, shown so an owner can tell tokens apart; useless for authentication.
+    prefix = models.CharField(max_length=12)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def active(self) -> bool:
+        from django.utils import timezone
+
+        return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class SiemCursor(models.Model):
+    """How far one SIEM destination has received one hash chain (the outbox is the audit table itself)."""
+
+    destination = models.CharField(max_length=100)
+    # The chain's tenant id; 0 for the platform chain (tenant NULL).
+    chain = models.PositiveBigIntegerField()
+    last_seq = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["destination", "chain"], name="siem_cursor_unique_destination_chain")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.destination} chain {self.chain} @ {self.last_seq}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from approvals.models import ChangeRequest, Review
 from governance.models import AuditEvent
+from governance.tokens import issue_token
 from jobs.models import Job, Run
 
 
@@ -14,8 +14,8 @@ def client_for(user) -> APIClient:
     """An API client sending ``Authorization: Token ...`` for ``user`` (None: anonymous)."""
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, raw = issue_token(user, actor=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
     return client
 
 
