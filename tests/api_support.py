@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from approvals.models import ChangeRequest, Review
-from governance.models import AuditEvent
-from governance.tokens import issue_token
+from governance.models import ApiToken, AuditEvent
+from governance.tokens import TOKEN_PREFIX, hash_token
 from jobs.models import Job, Run
 
 
@@ -14,9 +18,17 @@ def client_for(user) -> APIClient:
     """An API client sending ``Authorization: Token ...`` for ``user`` (None: anonymous)."""
     client = APIClient()
     if user is not None:
-        _, raw = issue_token(user, actor=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token_for(user)}")
     return client
+
+
+def token_for(user) -> str:
+    """A real hashed token for ``user``, made without the audit event issue_token writes (counts stay exact)."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    ApiToken.objects.create(
+        user=user, key_hash=hash_token(raw), prefix=raw[:10], expires_at=timezone.now() + timedelta(days=1)
+    )
+    return raw
 
 
 def counts() -> dict[str, int]:
