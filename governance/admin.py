@@ -13,7 +13,19 @@ from django.core.exceptions import PermissionDenied
 from simple_history.admin import SimpleHistoryAdmin
 
 from .access import Action, can, restrict, tenant_ids
-from .models import AuditChain, AuditEvent, Environment, Scope, ScopeGroupRole, ScopeUserRole, Team, Tenant
+from .models import (
+    ApiToken,
+    AuditChain,
+    AuditEvent,
+    Environment,
+    Scope,
+    ScopeGroupRole,
+    ScopeUserRole,
+    ServiceAccount,
+    SiemCursor,
+    Team,
+    Tenant,
+)
 
 READ_ONLY_NOTE = "Read-only: {what} change only through change requests in the Governor UI or API, never here."
 
@@ -188,3 +200,26 @@ class AuditChainAdmin(ReadOnlyAdmin):
     read_only_what = "audit chains are written by the audit trail itself and"
     tenant_path = "tenant_id"
     list_display = ("__str__", "tenant", "last_seq", "last_hash")
+
+
+@admin.register(ServiceAccount)
+class ServiceAccountAdmin(ReadOnlyAdmin):
+    read_only_what = "service accounts are created by tenant admins through the API and"
+    list_display = ("__str__", "tenant", "user", "created_at", "created_by")
+    list_select_related = ("tenant", "user", "created_by")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    read_only_what = "API tokens are issued and revoked through the API and"
+    tenant_path = "user__service_account__tenant_id"
+    # The hash is useless without the token, but there is no reason to show it either.
+    exclude = ("key_hash",)
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_select_related = ("user",)
+
+
+@admin.register(SiemCursor)
+class SiemCursorAdmin(ReadOnlyAdmin):
+    read_only_what = "SIEM cursors are moved by manage.py forward_audit and"
+    list_display = ("destination", "chain", "last_seq", "updated_at", "last_error")
