@@ -38,8 +38,13 @@ class Report:
         return "\n".join(lines)
 
     def write(self, path: Path) -> None:
-        data = {f.key: f.value for f in self.figures}
-        data["_units"] = {f.key: f.unit for f in self.figures}
+        """Update the figures measured now; figures of sections not run this time stay."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data.update({f.key: f.value for f in self.figures})
+        data["_units"] = {**data.get("_units", {}), **{f.key: f.unit for f in self.figures}}
         data["_machine"] = {"python": platform.python_version(), "platform": platform.platform()}
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
