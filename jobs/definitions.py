@@ -21,6 +21,7 @@ from .models import (
     GapPolicy,
     HolidayCalendar,
     Job,
+    JobKind,
     JobStatus,
     OverlapPolicy,
     WindowPolicy,
@@ -148,6 +149,12 @@ def clean_definition(
     except ValidationError as exc:
         errors.update(exc.message_dict)
         secret_refs = {}
+    if secret_refs and execution.get("kind", JobKind.COMMAND) != JobKind.COMMAND:
+        # Only command jobs receive secrets (as environment variables); accepting them elsewhere
+        # would let an author believe a request carries credentials that never arrive.
+        errors.setdefault("secrets", []).append(
+            f"Secrets are injected into command jobs only; remove them from this {execution.get('kind')} job."
+        )
 
     if errors:
         raise ValidationError(errors)

@@ -274,3 +274,18 @@ def test_a_command_job_cannot_carry_a_request(cast):
     with pytest.raises(ValidationError) as info:
         cast.make_job(cast.dev, http={"url": "http://api.example.com/"})
     assert "http" in info.value.message_dict
+
+
+def test_an_http_job_cannot_carry_secrets_it_would_never_receive(cast):
+    allow(cast, ["api.example.com"], private=False)
+    with pytest.raises(ValidationError) as info:
+        cast.make_job(
+            cast.dev,
+            kind="http",
+            command=[],
+            http={"url": "http://api.example.com/", "method": "GET"},
+            secrets={"API_TOKEN": "vault:secret/governor/acme/api#token"},
+        )
+    assert info.value.message_dict["secrets"] == [
+        "Secrets are injected into command jobs only; remove them from this http job."
+    ]
