@@ -36,7 +36,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from governance.secrets import SecretError, mask, resolve_secrets
+from governance.secrets import MASK, SecretError, mask, resolve_secrets
 
 from . import retries, schedule
 from .execution_spec import (
@@ -46,7 +46,7 @@ from .execution_spec import (
     resolve_command,
     resolve_parameters,
 )
-from .models import Attempt, JobKind, Run, RunStatus
+from .models import AlertKind, Attempt, JobKind, Run, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,49 @@ KILL_GRACE_SECONDS = 2.0
 
 
 class OutputBuffer:
-    """Keeps the first ``head`` and last ``tail`` bytes of a stream and counts the rest."""
+    """Keeps the first ``head`` and last ``tail`` bytes of a stream and counts the rest.
 
-    def __init__(self, head: int, tail: int) -> None:
+    Secret values are masked in the stream itself, before anything is cut, so a value
+    straddling the head/tail cut can never leave a fragment behind. The last
+    (longest secret - 1) bytes are held back until the next chunk shows whether they
+    start a secret.
+    """
+
+    def __init__(self, head: int, tail: int, secrets=()) -> None:
         self.head_limit = head
         self.tail_limit = tail
         self.head = bytearray()
         self.tail: deque[bytes] = deque()
         self.tail_size = 0
         self.total = 0
+        self.kept_total = 0
+        self.secrets = sorted({v.encode() for v in secrets if v}, key=len, reverse=True)
+        self.carry_limit = max((len(v) for v in self.secrets), default=1) - 1
+        self.pending = b""
+        self.mask = MASK.encode()
 
     def feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
+        if not self.secrets:
+            self._keep(chunk)
+            return
+        data = self.pending + chunk
+        for value in self.secrets:
+            if value in data:
+                data = data.replace(value, self.mask)
+        # Any match starting before the held-back window lay wholly in ``data`` and is masked already.
+        cut = max(0, len(data) - self.carry_limit)
+        self.pending = data[cut:]
+        self._keep(data[:cut])
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, b""
+        self._keep(pending)
+
+    def _keep(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.kept_total += len(chunk)
         room = self.head_limit - len(self.head)
         if room > 0:
             self.head += chunk[:room]
@@ -81,10 +112,11 @@ class OutputBuffer:
             self.tail_size -= len(self.tail.popleft())
 
     def text(self) -> str:
+        self.flush()
         tail = b"".join(self.tail)
         if len(tail) > self.tail_limit:
             tail = tail[-self.tail_limit :]
-        omitted = self.total - len(self.head) - len(tail)
+        omitted = self.kept_total - len(self.head) - len(tail)
         head_text = self.head.decode("utf-8", errors="replace")
         tail_text = tail.decode("utf-8", errors="replace")
         if omitted > 0:
@@ -115,6 +147,7 @@ class ProcessResult:
     http_status: int | None = None
     transient: bool = False
     retry_after: float | None = None
+    secrets_unavailable: bool = False  # the run failed closed because Vault could not give its secrets
 
 
 @dataclass(frozen=True)
@@ -214,9 +247,11 @@ def run_process(
     should_cancel=lambda: False,
     limits: dict | None = None,
     identity: Identity | None = None,
+    secrets=(),
 ) -> ProcessResult:
-    """Run argv to completion or until timeout/cancel, killing its whole process group."""
-    buffer = OutputBuffer(settings.GOVERNOR_OUTPUT_HEAD_BYTES, settings.GOVERNOR_OUTPUT_TAIL_BYTES)
+    """Run argv to completion or until timeout/cancel, killing its whole process group.
+    ``secrets`` are values masked in the output stream before it is truncated."""
+    buffer = OutputBuffer(settings.GOVERNOR_OUTPUT_HEAD_BYTES, settings.GOVERNOR_OUTPUT_TAIL_BYTES, secrets)
     identity = identity or Identity()
     limits = limits or settings.GOVERNOR_DEFAULT_LIMITS
     prefix = sandbox_prefix(limits, identity)
@@ -403,7 +438,7 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
             # Read at run start only, straight into the child's environment; never stored.
             secret_values = resolve_secrets(definition.get("secrets") or {}, run.tenant, obj=run)
         except SecretError as exc:
-            return ProcessResult(None, "", 0, error=str(exc), transient=exc.transient)
+            return ProcessResult(None, "", 0, error=str(exc), transient=exc.transient, secrets_unavailable=True)
         result = run_process(
             argv,
             timeout=definition.get("timeout_seconds") or 3600,
@@ -412,6 +447,7 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
             should_cancel=keeper.should_cancel,
             limits=effective_limits(definition),
             identity=identity,
+            secrets=secret_values.values(),
         )
         if secret_values:
             result.output = mask(result.output, secret_values.values())
@@ -608,6 +644,11 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
             )
         if updated:
             attempt.save(force_insert=True)
+            if result.secrets_unavailable and final_status == RunStatus.FAILED:
+                from .heartbeats import create_alert
+
+                # The reason names the reference and Vault's state, never a value.
+                create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
     if not updated:
         log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
         return "superseded"

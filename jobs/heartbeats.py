@@ -145,7 +145,8 @@ def sweep(now: datetime | None = None) -> SweepResult:
     return result
 
 
-def _alert(run: Run, kind: str, message: str) -> None:
+def create_alert(run: Run, kind: str, message: str) -> None:
+    """One alert per run and kind; a second call for the same run is a no-op."""
     try:
         with transaction.atomic():
             Alert.objects.create(tenant_id=run.tenant_id, job_id=run.job_id, run=run, kind=kind, message=message)
@@ -191,7 +192,7 @@ def _sweep_lost(now: datetime, result: SweepResult) -> None:
                 transaction.on_commit(lambda run_id=run.pk: enqueue_run(run_id))
                 result.retried_lost += 1
             else:
-                _alert(run, AlertKind.LOST_RUN, f"{run}: {reason} Rerun it or mark it succeeded.")
+                create_alert(run, AlertKind.LOST_RUN, f"{run}: {reason} Rerun it or mark it succeeded.")
         result.lost += 1
         log.warning("run %s lost (worker %s); %s", run.pk, run.worker, "retrying" if retry else "operator needed")
 
@@ -241,7 +242,7 @@ def _sweep_silent(now: datetime, result: SweepResult) -> None:
                 reason = "The running job stopped pinging its heartbeat URL: it may hang."
                 won = Run.objects.filter(pk=run.pk, heartbeat_deadline__lt=now).update(heartbeat_deadline=None)
             if won:
-                _alert(run, AlertKind.SILENT_FAILURE, f"{run}: {reason}")
+                create_alert(run, AlertKind.SILENT_FAILURE, f"{run}: {reason}")
                 result.silent += 1
 
 

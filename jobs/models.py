@@ -457,6 +457,7 @@ class Attempt(models.Model):
 class AlertKind(models.TextChoices):
     SILENT_FAILURE = "silent_failure", "Silent failure (missing ping)"
     LOST_RUN = "lost_run", "Run lost with its worker"
+    SECRETS_UNAVAILABLE = "secrets_unavailable", "Secrets could not be read from Vault"
 
 
 class Alert(models.Model):
