@@ -230,6 +230,8 @@ SPECTACULAR_SETTINGS = {
         "ChangeStatusEnum": "approvals.models.ChangeStatus",
         "ChangeActionEnum": "approvals.models.ChangeAction",
         "AuditActionEnum": "governance.models.AuditAction",
+        "AlertKindEnum": "jobs.models.AlertKind",
+        "JobKindEnum": "jobs.models.JobKind",
     },
 }
 

@@ -6,6 +6,7 @@ Jobs are read-only here: their definitions change through change requests
 
 from __future__ import annotations
 
+from django.db.models import Prefetch
 from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -26,7 +27,7 @@ from governance.api import (
 )
 
 from . import schedule, services
-from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
+from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
 
 NEXT_RUNS = 5
 
@@ -200,8 +201,35 @@ class RunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Attempt
+        fields = [
+            "number",
+            "status",
+            "reason",
+            "started_at",
+            "finished_at",
+            "exit_code",
+            "http_status",
+            "worker",
+            "pid",
+            "retry_delay_s",
+        ]
+        read_only_fields = fields
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Alert
+        fields = ["id", "kind", "message", "created_at"]
+        read_only_fields = fields
+
+
 class RunDetailSerializer(RunSerializer):
     definition = serializers.SerializerMethodField(help_text="The exact definition this run executes.")
+    attempts = AttemptSerializer(many=True, read_only=True)
+    open_alerts = serializers.SerializerMethodField(help_text="Alerts about this run not yet resolved.")
 
     class Meta(RunSerializer.Meta):
         fields = [
@@ -217,12 +245,19 @@ class RunDetailSerializer(RunSerializer):
             "cpu_user_s",
             "cpu_sys_s",
             "max_rss_kb",
+            "attempts",
+            "open_alerts",
         ]
         read_only_fields = fields
 
     @extend_schema_field(DefinitionSerializer)
     def get_definition(self, run: Run) -> dict:
         return run.definition
+
+    @extend_schema_field(AlertSerializer(many=True))
+    def get_open_alerts(self, run: Run) -> list:
+        alerts = [a for a in run.alerts.all() if a.resolved_at is None]
+        return AlertSerializer(alerts, many=True).data
 
 
 @extend_schema_view(
@@ -310,6 +345,10 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
         if self.action == "list":
             # Output can be large; lists don't show it.
             queryset = queryset.defer("output", "definition")
+        else:
+            queryset = queryset.prefetch_related(
+                Prefetch("attempts", queryset=Attempt.objects.defer("output").order_by("number")), "alerts"
+            )
         return queryset
 
     def get_serializer_class(self):
@@ -323,3 +362,37 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
         body.is_valid(raise_exception=True)
         services.cancel_run(run, actor=request.user, reason=body.validated_data["reason"])
         return self.detail_response(self.get_queryset().get(pk=run.pk), RunDetailSerializer)
+
+    def _operator_action(self, request, operation):
+        run = self.get_object()
+        body = RequiredReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        operation(run, actor=request.user, reason=body.validated_data["reason"])
+        return self.detail_response(self.get_queryset().get(pk=run.pk), RunDetailSerializer)
+
+    @extend_schema(
+        request=RequiredReasonSerializer,
+        responses={200: RunDetailSerializer},
+        summary="Rerun a finished or lost run as a new attempt",
+    )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        return self._operator_action(request, services.rerun_run)
+
+    @extend_schema(
+        request=RequiredReasonSerializer,
+        responses={200: RunDetailSerializer},
+        summary="Rerun the failed steps of this run's workflow instance",
+    )
+    @action(detail=True, methods=["post"], url_path="rerun-failed")
+    def rerun_failed(self, request, pk=None):
+        return self._operator_action(request, services.rerun_failed_steps)
+
+    @extend_schema(
+        request=RequiredReasonSerializer,
+        responses={200: RunDetailSerializer},
+        summary="Settle a failed, lost or skipped run by hand as succeeded",
+    )
+    @action(detail=True, methods=["post"], url_path="mark-succeeded")
+    def mark_succeeded(self, request, pk=None):
+        return self._operator_action(request, services.mark_run_succeeded)
