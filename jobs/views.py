@@ -18,6 +18,7 @@ from governance.services import AccessDenied
 
 from .definitions import diff
 from .forms import ReasonForm
+from .graph import dependency_graph
 from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus
 from .preview import preview_definition
 from .services import JobStateError, cancel_run, set_paused, trigger_run
@@ -130,6 +131,7 @@ def _job_page(request, job: Job, *, pause_form=None, trigger_form=None, status: 
         "job": job,
         "upcoming": upcoming,
         "extra_settings": _extra_settings(job),
+        "graph": dependency_graph(job, user),
         "alerts": list(job.alerts.filter(resolved_at__isnull=True).select_related("run").order_by("-created_at")[:5]),
         "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
         "versions": _versions(job),
