@@ -22,6 +22,10 @@ urlpatterns = [
     path("jobs/<int:pk>/propose-deletion/", approval_views.change_delete, name="change_delete"),
     path("runs/<int:pk>/", job_views.run_detail, name="run_detail"),
     path("runs/<int:pk>/cancel/", job_views.run_cancel, name="run_cancel"),
+    *(
+        path(f"runs/<int:pk>/{operation}/", job_views.run_operate, {"operation": operation}, name=f"run_{operation}")
+        for operation in job_views.RUN_OPERATIONS
+    ),
     path("changes/", approval_views.change_list, name="change_list"),
     path("changes/new/", approval_views.change_new, name="change_new"),
     path("changes/<int:pk>/", approval_views.change_detail, name="change_detail"),

@@ -21,7 +21,17 @@ from .forms import ReasonForm
 from .graph import dependency_graph
 from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus
 from .preview import preview_definition
-from .services import JobStateError, cancel_run, set_paused, trigger_run
+from .services import (
+    FAILED_STEP,
+    RERUNNABLE,
+    JobStateError,
+    cancel_run,
+    mark_run_succeeded,
+    rerun_failed_steps,
+    rerun_run,
+    set_paused,
+    trigger_run,
+)
 
 OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING)
 
@@ -211,8 +221,13 @@ def _run(request, pk: int, action: Action = Action.VIEW) -> Run:
     )
 
 
-def _run_page(request, run: Run, *, cancel_form=None, status: int = 200):
+def _run_page(request, run: Run, *, cancel_form=None, settle_form=None, status: int = 200):
+    may_trigger = run.job.status != JobStatus.DELETED and can(request.user, Action.TRIGGER, run)
     context = {
+        "can_rerun": may_trigger and run.status in RERUNNABLE,
+        "can_rerun_failed": may_trigger and run.status in FAILED_STEP,
+        "can_mark_succeeded": may_trigger and run.status in (*FAILED_STEP, RunStatus.SKIPPED),
+        "settle_form": settle_form or ReasonForm(),
         "run": run,
         "attempts": list(run.attempts.order_by("number")),
         "job": run.job,
@@ -244,4 +259,32 @@ def run_cancel(request, pk: int):
         messages.error(request, str(exc))
         return _run_page(request, run, status=403)
     messages.success(request, "Run cancelled.")
+    return redirect("run_detail", pk=run.pk)
+
+
+RUN_OPERATIONS = {
+    "rerun": (rerun_run, "Run queued again as a new attempt."),
+    "rerun-failed": (rerun_failed_steps, "The failed steps of this workflow are queued again."),
+    "mark-succeeded": (mark_run_succeeded, "Run marked succeeded; downstream steps may proceed."),
+}
+
+
+@login_required
+@require_POST
+def run_operate(request, pk: int, operation: str):
+    """Rerun, rerun the failed steps, or mark succeeded: each needs a reason for the audit trail."""
+    run = _run(request, pk, Action.TRIGGER)
+    service, done = RUN_OPERATIONS[operation]
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        return _run_page(request, run, settle_form=form, status=400)
+    try:
+        service(run, actor=request.user, reason=form.cleaned_data["reason"])
+    except JobStateError as exc:
+        messages.error(request, str(exc))
+        return _run_page(request, run, status=409)
+    except AccessDenied as exc:
+        messages.error(request, str(exc))
+        return _run_page(request, run, status=403)
+    messages.success(request, done)
     return redirect("run_detail", pk=run.pk)

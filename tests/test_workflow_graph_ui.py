@@ -1,13 +1,15 @@
-"""The job page draws the job's dependency graph as inline SVG: upstreams, downstreams, conditions."""
+"""The job page draws the job's dependency graph as inline SVG; the run page offers rerun/settle forms."""
 
 import re
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from approvals.services import propose_change
 from conftest import PASSWORD
 from governance.models import Role
 from governance.services import grant_role
+from jobs.models import Run, RunStatus
 
 A, B, C, D = "payments.wf.extract", "payments.wf.transform", "payments.wf.load", "payments.wf.report"
 
@@ -91,3 +93,53 @@ def test_the_job_page_query_count_does_not_grow_with_edges(client, cast, django_
     with django_assert_max_num_queries(baseline):
         html = client.get(f"/jobs/{centre.pk}/").content.decode()
     assert html.count('class="node node-') == 9
+
+
+def failed_run_of(cast):
+    failing = job(cast, "payments.wf.flaky")
+    return Run.objects.create(
+        job=failing,
+        tenant_id=failing.tenant_id,
+        scheduled_for=timezone.now(),
+        status=RunStatus.FAILED,
+        job_version=failing.version,
+        definition=failing.definition(),
+        exit_code=1,
+        finished_at=timezone.now(),
+    )
+
+
+def test_an_operator_reruns_and_settles_a_run_from_its_page_with_a_reason(client, cast):
+    run = failed_run_of(cast)
+    html = page_of_run(client, cast.operator, run)
+    assert 'data-testid="run-actions"' in html and "Mark succeeded" in html
+    refused = client.post(f"/runs/{run.pk}/mark-succeeded/", {"reason": " "})
+    assert refused.status_code == 400 and "Give a reason" in refused.content.decode()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    done = client.post(f"/runs/{run.pk}/mark-succeeded/", {"reason": "fixed by hand INC-9"})
+    assert done.status_code == 302
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED and "INC-9" in run.reason
+    assert client.post(f"/runs/{run.pk}/rerun/", {"reason": "once more"}).status_code == 302
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+
+
+def test_a_viewer_gets_no_run_actions_and_is_refused(client, cast):
+    run = failed_run_of(cast)
+    html = page_of_run(client, cast.viewer, run)
+    assert 'data-testid="run-actions"' not in html
+    assert client.post(f"/runs/{run.pk}/rerun/", {"reason": "x"}).status_code == 403
+    client.logout()
+    client.login(username=cast.globex_admin.username, password=PASSWORD)
+    assert client.post(f"/runs/{run.pk}/rerun/", {"reason": "x"}).status_code == 404
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+
+
+def page_of_run(client, user, run):
+    client.login(username=user.username, password=PASSWORD)
+    response = client.get(f"/runs/{run.pk}/")
+    assert response.status_code == 200
+    return response.content.decode()
