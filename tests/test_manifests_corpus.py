@@ -9,7 +9,7 @@ import yaml
 from django.core.management import call_command
 
 from governance.models import Tenant
-from jobs.manifests import check, read_paths
+from jobs.manifests import check, read_paths, read_texts
 from jobs.models import Job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,3 +136,10 @@ def test_against_server_command_accepts_the_examples(cast, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     call_command("validate_manifests", "examples", "--against-server")
     assert capsys.readouterr().out.startswith("OK: 3 file(s), 4 job(s), 9 environment definition(s).")
+
+
+def test_a_control_character_is_a_positioned_syntax_error_not_a_crash():
+    manifests = read_texts([("ci/bad.yaml", "kind: Jobs\nteam: pay\x92ments\n")])
+    assert [(p.file, p.line, p.column, p.message) for p in manifests.problems] == [
+        ("ci/bad.yaml", 2, 10, "YAML syntax error: character #x0092 is not allowed.")
+    ]

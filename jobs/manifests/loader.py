@@ -231,7 +231,17 @@ class _Reader:
 
     def read(self, text: str) -> ManifestSet:
         result = ManifestSet(files=[self.file])
-        loader = _Loader(text)
+        try:
+            # The reader refuses control characters while it is being built, so build it here.
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1
+            column = exc.position - text.rfind("\n", 0, exc.position)
+            self.problems.append(
+                Problem(self.file, line, column, f"YAML syntax error: character #x{exc.character:04x} is not allowed.")
+            )
+            result.problems = self.problems
+            return result
         try:
             while loader.check_node():
                 node = loader.get_node()
