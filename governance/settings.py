@@ -265,6 +265,10 @@ GOVERNOR_SCHEDULER_MAX_SLEEP = float(env_int("GOVERNOR_SCHEDULER_MAX_SLEEP_MS", 
 GOVERNOR_SCHEDULER_LEASE_SECONDS = float(env_int("GOVERNOR_SCHEDULER_LEASE_MS", 15000)) / 1000
 # catchup=skip still runs a slot reached this late (a slow tick, a leader handover).
 GOVERNOR_MISFIRE_GRACE_SECONDS = float(env_int("GOVERNOR_MISFIRE_GRACE_SECONDS", 60))
+# Backpressure: past this many queued runs of a tenant (0: no bound; a tenant's execution policy
+# may override it), runs of jobs below GOVERNOR_BACKPRESSURE_PRIORITY are deferred.
+GOVERNOR_QUEUE_DEPTH_LIMIT = env_int("GOVERNOR_QUEUE_DEPTH_LIMIT", 10000)
+GOVERNOR_BACKPRESSURE_PRIORITY = env_int("GOVERNOR_BACKPRESSURE_PRIORITY", 5)
 GOVERNOR_OUTPUT_HEAD_BYTES = env_int("GOVERNOR_OUTPUT_HEAD_BYTES", 32 * 1024)
 GOVERNOR_OUTPUT_TAIL_BYTES = env_int("GOVERNOR_OUTPUT_TAIL_BYTES", 32 * 1024)
 GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))

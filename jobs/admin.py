@@ -11,6 +11,7 @@ from .models import (
     HolidayCalendar,
     Job,
     MaintenanceWindow,
+    Pool,
     Run,
     SchedulerLease,
     TenantExecutionPolicy,
@@ -86,3 +87,12 @@ class MaintenanceWindowAdmin(TenantScopedAdmin):
 class HolidayCalendarAdmin(TenantScopedAdmin):
     list_display = ("name", "tenant", "country")
     list_select_related = ("tenant",)
+
+
+@admin.register(Pool)
+class PoolAdmin(ReadOnlyHistoryAdmin):
+    # Pool slots are part of what change control governs (DESIGN.md "Change control").
+    read_only_what = "pools"
+    list_display = ("name", "tenant", "environment", "slots", "reserved_critical_slots")
+    list_filter = ("tenant",)
+    list_select_related = ("tenant", "environment")

@@ -14,7 +14,10 @@ from . import schedule
 from .execution_spec import clean_execution
 from .lifecycle import clean_lifecycle
 from .models import (
+    DEFAULT_PRIORITY,
     DEFINITION_FIELDS,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     CatchupPolicy,
     ConcurrencyPolicy,
     Criticality,
@@ -24,6 +27,7 @@ from .models import (
     JobKind,
     JobStatus,
     OverlapPolicy,
+    Pool,
     WindowPolicy,
 )
 
@@ -126,7 +130,7 @@ def clean_definition(
     elif not 1 <= timeout <= MAX_TIMEOUT:
         errors["timeout_seconds"] = [f"Must be between 1 and {MAX_TIMEOUT} seconds."]
 
-    scheduling = _clean_scheduling(merged, errors, tenant=tenant)
+    scheduling = _clean_scheduling(merged, errors, tenant=tenant, environment=environment)
 
     # Lifecycle: rationale for non-standard jobs, sunset date (jobs/lifecycle.py).
     lifecycle = clean_lifecycle(
@@ -241,7 +245,29 @@ def _clean_calendar(data: dict, errors: dict, tenant: Tenant) -> str:
     return name
 
 
-def _clean_scheduling(data: dict, errors: dict, *, tenant: Tenant) -> dict:
+def _clean_pool_name(data: dict, errors: dict, environment: Environment) -> str:
+    name = data.get("pool") or ""
+    if not isinstance(name, str):
+        errors["pool"] = [f"Must be the name of a pool of {environment.slug} (or empty for none)."]
+        return ""
+    if name and not Pool.objects.filter(environment=environment, name=name).exists():
+        errors["pool"] = [f"No pool named {name!r} in {environment.slug}."]
+    return name
+
+
+def _clean_priority(data: dict, errors: dict) -> int:
+    value = data.get("priority", DEFAULT_PRIORITY)
+    if value is None:
+        return DEFAULT_PRIORITY
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        errors["priority"] = [
+            f"Must be a whole number from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest), got {value!r}."
+        ]
+        return DEFAULT_PRIORITY
+    return value
+
+
+def _clean_scheduling(data: dict, errors: dict, *, tenant: Tenant, environment: Environment) -> dict:
     return {
         "gap": _choice(data, "gap", GapPolicy, GapPolicy.SHIFT.value, errors),
         "overlap": _choice(data, "overlap", OverlapPolicy, OverlapPolicy.ONCE.value, errors),
@@ -255,6 +281,8 @@ def _clean_scheduling(data: dict, errors: dict, *, tenant: Tenant) -> dict:
         "holiday_calendar": _clean_calendar(data, errors, tenant),
         "concurrency": _choice(data, "concurrency", ConcurrencyPolicy, ConcurrencyPolicy.FORBID.value, errors),
         "max_active_runs": _whole(data, "max_active_runs", 0, 0, 1000, errors, "runs"),
+        "pool": _clean_pool_name(data, errors, environment),
+        "priority": _clean_priority(data, errors),
     }
 
 

@@ -71,7 +71,15 @@ SCHEDULING_FIELDS = (
     "holiday_calendar",
     "concurrency",
     "max_active_runs",
+    "pool",
+    "priority",
 )
+
+# Job priorities: higher first when deferred runs are released; below the backpressure
+# threshold (GOVERNOR_BACKPRESSURE_PRIORITY) runs wait while the queue is too deep.
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+DEFAULT_PRIORITY = 5
 
 # --- end scheduling policies -----------------------------------------------------------
 
@@ -170,6 +178,14 @@ class Job(models.Model):
     # forbid by default: overlapping runs are non-standard and need a rationale (DESIGN.md "Jobs").
     concurrency = models.CharField(max_length=8, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.FORBID)
     max_active_runs = models.PositiveSmallIntegerField(default=0, help_text="0: no limit.")
+    pool = models.SlugField(
+        max_length=100,
+        blank=True,
+        help_text="A pool of the job's environment whose slots its runs share (empty: none).",
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=DEFAULT_PRIORITY, help_text=f"{MIN_PRIORITY}-{MAX_PRIORITY}; higher runs first when slots free."
+    )
     # --- end scheduling policies ---
 
     # --- execution fields (see jobs/execution_spec.py for their shape) ---
@@ -227,6 +243,11 @@ class Job(models.Model):
                 condition=Q(timeout_seconds__gt=0),
                 name="job_timeout_positive",
                 violation_error_message="The timeout must be at least one second.",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=MIN_PRIORITY) & Q(priority__lte=MAX_PRIORITY),
+                name="job_priority_in_range",
+                violation_error_message=f"The priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}.",
             ),
         ]
         indexes = [
@@ -368,6 +389,8 @@ class Run(models.Model):
             models.Index(fields=["next_attempt_at"], condition=Q(next_attempt_at__isnull=False), name="run_retry_due"),
             # Scheduler tick: deferred runs whose window has ended.
             models.Index(fields=["deferred_until"], condition=Q(status="deferred"), name="run_deferred_due"),
+            # Pool admission and backpressure: a tenant's queued and running runs, counted each tick.
+            models.Index(fields=["tenant", "status"], condition=Q(status__in=["queued", "running"]), name="run_active"),
             # Heartbeat sweep: runs expecting a ping.
             models.Index(
                 fields=["heartbeat_deadline"], condition=Q(heartbeat_deadline__isnull=False), name="run_ping_due"
@@ -490,6 +513,11 @@ class TenantExecutionPolicy(models.Model):
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="execution_policy")
     allowed_executables = models.JSONField(
         default=list, blank=True, help_text='Absolute paths or patterns, e.g. ["/usr/bin/rsync", "/opt/acme/bin/*"].'
+    )
+    queue_depth_limit = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Queued runs past which low-priority runs are deferred (empty: GOVERNOR_QUEUE_DEPTH_LIMIT; 0: none).",
     )
     history = HistoricalRecords()
 
@@ -637,3 +665,60 @@ class HolidayCalendar(models.Model):
 
 
 # --- end windows and calendars ------------------------------------------------------------
+
+
+# --- Pools (DESIGN.md "Schedules": concurrency, pools, priorities) -----------------------
+
+
+class Pool(models.Model):
+    """A bounded number of slots that the active runs of an environment's jobs share.
+
+    A job names its pool (``Job.pool``); at most ``slots`` of the pool's runs
+    are queued or running at once, and the last ``reserved_critical_slots`` of
+    them only admit critical jobs. A run that finds the pool full is deferred
+    and released by priority when a slot frees (jobs/pools.py).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="pools")
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="pools")
+    name = models.SlugField(max_length=100)
+    slots = models.PositiveIntegerField(help_text="Active runs at most (0: the pool admits nothing, e.g. to drain).")
+    reserved_critical_slots = models.PositiveIntegerField(
+        default=0, help_text="Slots only critical jobs may use; at most the pool's slots."
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+
+    ACCESS_FIELDS = ("tenant_id", None, "environment_id")
+
+    class Meta:
+        ordering = ["environment", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "name"],
+                name="pool_unique_name_per_environment",
+                violation_error_message="A pool with this name already exists in this environment.",
+            ),
+            models.CheckConstraint(
+                condition=Q(slots__gte=0),
+                name="pool_slots_not_negative",
+                violation_error_message="A pool cannot have a negative number of slots.",
+            ),
+            models.CheckConstraint(
+                condition=Q(reserved_critical_slots__gte=0) & Q(reserved_critical_slots__lte=F("slots")),
+                name="pool_reserved_within_slots",
+                violation_error_message="A pool cannot reserve more slots for critical jobs than it has.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.environment.slug}/{self.name}" if self.environment_id else self.name
+
+    def admits(self, busy: int, *, critical: bool) -> bool:
+        """Whether one more run fits when ``busy`` runs of the pool are active."""
+        return busy < (self.slots if critical else self.slots - self.reserved_critical_slots)
+
+
+# --- end pools ------------------------------------------------------------------------------

@@ -73,6 +73,8 @@ JOBS = [
             "cron": "5 * * * *",
             "timezone": "America/New_York",
             "timeout_seconds": 3000,
+            "pool": "batch",
+            "priority": 3,
         },
     ),
     (
@@ -92,6 +94,12 @@ JOBS = [
     ),
 ]
 
+# (tenant, name, slots, reserved for critical jobs, description); created in every environment,
+# before the jobs that name them. Later changes go through change requests like the jobs'.
+POOLS = [
+    ("acme", "batch", 4, 1, "Batch loads share four slots; one stays free for critical jobs."),
+]
+
 APPROVERS = {"acme": ["acme-approver", "acme-approver2"], "globex": ["globex-approver", "globex-admin"]}
 
 
@@ -101,7 +109,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from approvals.models import ChangeAction, ChangeRequest, ChangeStatus
         from approvals.services import approve_change, propose_change
-        from jobs.models import Job
+        from jobs.models import Job, Pool
 
         User = get_user_model()
         password = settings.GOVERNOR_DEMO_PASSWORD
@@ -118,6 +126,14 @@ class Command(BaseCommand):
                         tenant=tenant,
                         slug=env_slug,
                         defaults={"name": env_name, "order": order, "required_approvals": approvals},
+                    )
+            for tenant_slug, name, slots, reserved, description in POOLS:
+                for env in Environment.objects.filter(tenant=tenants[tenant_slug]):
+                    Pool.objects.get_or_create(
+                        tenant=env.tenant,
+                        environment=env,
+                        name=name,
+                        defaults={"slots": slots, "reserved_critical_slots": reserved, "description": description},
                     )
             users = {}
             admin, made = User.objects.get_or_create(
