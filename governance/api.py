@@ -209,8 +209,15 @@ class ReasonSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
+REASON_MISSING = "Give a reason: operator actions are recorded with it in the audit trail."
+
+
 class RequiredReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000, error_messages={"blank": "Say why."})
+    """Why an operator acts (trigger, pause, resume, cancel, rerun, mark succeeded): recorded with the action."""
+
+    reason = serializers.CharField(
+        max_length=2000, error_messages={"blank": REASON_MISSING, "required": REASON_MISSING, "null": REASON_MISSING}
+    )
 
 
 def ref_filter(field: str, label: str):

@@ -15,9 +15,9 @@ from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.reverse import reverse
 
+from governance.access import Action, can
 from governance.api import (
     EnvironmentRefSerializer,
-    ReasonSerializer,
     RequiredReasonSerializer,
     RestrictedViewSet,
     TeamRefSerializer,
@@ -25,11 +25,27 @@ from governance.api import (
     UsernameField,
     ref_filter,
 )
+from governance.services import AccessDenied
 
 from . import schedule, services
 from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
 
 NEXT_RUNS = 5
+
+
+def acted_on(viewset, action: Action):
+    """The object of an operator action, once the user may take it: a viewer learns 403 before
+    any complaint about the body (and another tenant's object stays a 404)."""
+    obj = viewset.get_object()
+    if not can(viewset.request.user, action, obj):
+        raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
+    return obj
+
+
+def reason_from(request) -> str:
+    body = RequiredReasonSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body.validated_data["reason"]
 
 
 class DefinitionSerializer(serializers.ModelSerializer):
@@ -278,31 +294,39 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     def get_serializer_class(self):
         return JobSerializer if self.action == "list" else JobDetailSerializer
 
-    @extend_schema(request=ReasonSerializer, responses={201: RunDetailSerializer}, summary="Run now")
+    @extend_schema(request=RequiredReasonSerializer, responses={201: RunDetailSerializer}, summary="Run now")
     @action(detail=True, methods=["post"])
     def trigger(self, request, pk=None):
-        job = self.get_object()
-        body = ReasonSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        run = services.trigger_run(job, actor=request.user, reason=body.validated_data["reason"])
+        job = acted_on(self, Action.TRIGGER)
+        run = services.trigger_run(job, actor=request.user, reason=reason_from(request))
         run = Run.objects.select_related("job__team", "job__environment", "triggered_by").get(pk=run.pk)
         return self.detail_response(run, RunDetailSerializer, status.HTTP_201_CREATED)
 
-    @extend_schema(request=ReasonSerializer, responses={200: JobDetailSerializer}, summary="Pause the schedule")
+    @extend_schema(
+        request=RequiredReasonSerializer,
+        responses={200: JobDetailSerializer},
+        summary="Pause the schedule",
+        description="409 when the environment's approval policy puts pausing this job under change control: "
+        "propose a change request with action `pause` instead.",
+    )
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
         return self._set_paused(request, paused=True)
 
-    @extend_schema(request=ReasonSerializer, responses={200: JobDetailSerializer}, summary="Resume the schedule")
+    @extend_schema(
+        request=RequiredReasonSerializer,
+        responses={200: JobDetailSerializer},
+        summary="Resume the schedule",
+        description="409 when the environment's approval policy puts resuming this job under change control: "
+        "propose a change request with action `resume` instead.",
+    )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         return self._set_paused(request, paused=False)
 
     def _set_paused(self, request, *, paused: bool):
-        job = self.get_object()
-        body = ReasonSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        job = services.set_paused(job, actor=request.user, paused=paused, reason=body.validated_data["reason"])
+        job = acted_on(self, Action.PAUSE if paused else Action.RESUME)
+        job = services.set_paused(job, actor=request.user, paused=paused, reason=reason_from(request))
         return self.detail_response(self.get_queryset().get(pk=job.pk), JobDetailSerializer)
 
     @extend_schema(responses={200: JobHistorySerializer(many=True)}, summary="Every recorded version of the job")
@@ -357,17 +381,13 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     @extend_schema(request=RequiredReasonSerializer, responses={200: RunDetailSerializer}, summary="Cancel a run")
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        run = self.get_object()
-        body = RequiredReasonSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        services.cancel_run(run, actor=request.user, reason=body.validated_data["reason"])
+        run = acted_on(self, Action.CANCEL)
+        services.cancel_run(run, actor=request.user, reason=reason_from(request))
         return self.detail_response(self.get_queryset().get(pk=run.pk), RunDetailSerializer)
 
     def _operator_action(self, request, operation):
-        run = self.get_object()
-        body = RequiredReasonSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        operation(run, actor=request.user, reason=body.validated_data["reason"])
+        run = acted_on(self, Action.TRIGGER)
+        operation(run, actor=request.user, reason=reason_from(request))
         return self.detail_response(self.get_queryset().get(pk=run.pk), RunDetailSerializer)
 
     @extend_schema(

@@ -4,15 +4,14 @@ from django import forms
 
 
 class ReasonForm(forms.Form):
-    """A free-text reason; required for pausing and cancelling, optional for a manual trigger."""
+    """Why an operator triggers, pauses, resumes, cancels, reruns or settles: always required,
+    recorded with the action in the run or job history and the audit trail."""
 
-    reason = forms.CharField(max_length=1000, widget=forms.TextInput(attrs={"placeholder": "Why?"}))
-
-    def __init__(self, *args, required: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["reason"].required = required
-        if required:
-            self.fields["reason"].error_messages["required"] = "Give a reason: it is recorded in the audit trail."
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.TextInput(attrs={"placeholder": "Why?"}),
+        error_messages={"required": "Give a reason: it is recorded in the audit trail."},
+    )
 
     def clean_reason(self) -> str:
         return self.cleaned_data["reason"].strip()

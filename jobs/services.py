@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +23,24 @@ class JobStateError(Exception):
 
     # Read by the API's error mapping (governance.api): a state conflict answers 409.
     conflict = True
+
+
+class ChangeRequired(JobStateError):
+    """The environment's approval policy puts this operator action under change control: it goes
+    through a change request (``approvals.services.propose_pause_change``), not directly."""
+
+
+def _require_reason(reason: str) -> str:
+    """Every operator action (trigger, pause, resume, cancel, rerun, mark succeeded) says why."""
+    reason = (reason or "").strip() if isinstance(reason, str) else ""
+    if not reason:
+        raise ValidationError({"reason": ["Give a reason: operator actions are recorded with it in the audit trail."]})
+    return reason
+
+
+def _history_reason(text: str) -> str:
+    # simple-history keeps 100 characters; the audit event keeps the whole reason.
+    return text if len(text) <= 100 else text[:99] + "…"
 
 
 def compute_next_fire(job: Job, after=None):
@@ -88,10 +107,11 @@ def enqueue_run(run_id: int) -> None:
     async_task("jobs.tasks.execute_run", run_id, task_name=f"run-{run_id}", save=False)
 
 
-def trigger_run(job: Job, *, actor, reason: str = "") -> Run:
-    """Start a run now, outside the schedule (operators and above)."""
+def trigger_run(job: Job, *, actor, reason: str) -> Run:
+    """Start a run now, outside the schedule (operators and above), for the reason given."""
     if not can(actor, Action.TRIGGER, job):
         raise AccessDenied("You need the operator role for this job to trigger it.")
+    reason = _require_reason(reason)
     if job.status == JobStatus.DELETED:
         raise JobStateError("This job is deleted and cannot run.")
     now = timezone.now()
@@ -120,12 +140,19 @@ def trigger_run(job: Job, *, actor, reason: str = "") -> Run:
     return run
 
 
-def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
+def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id: int | None = None) -> Job:
+    """Pause or resume a job's schedule for the reason given.
+
+    Operators do it directly unless the policy puts it under change control (then ChangeRequired,
+    409). Change control calls it with ``change_request_id`` when it applies an approved pause or
+    resume request: the approved request is then the authorisation, and history and audit name it.
+    """
     action = Action.PAUSE if paused else Action.RESUME
-    if not can(actor, action, job):
+    if change_request_id is None and not can(actor, action, job):
         raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
+    reason = _require_reason(reason)
     with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job.pk)
+        job = Job.objects.select_for_update().select_related("environment").get(pk=job.pk)
         if job.status == JobStatus.DELETED:
             raise JobStateError("This job is deleted.")
         target = JobStatus.PAUSED if paused else JobStatus.ENABLED
@@ -139,13 +166,17 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
             # The slot pending at pause time is kept: the scheduler then records
             # the slots missed while paused by the job's catch-up policy.
             job.next_fire_at = job.next_fire_at or compute_next_fire(job)
-        job._change_reason = reason or action.value
+        verb = "paused" if paused else "resumed"
+        via = f" through change request #{change_request_id}" if change_request_id else ""
+        job._change_reason = _history_reason(f"{verb}{via}: {reason}")
+        if getattr(actor, "is_authenticated", False):
+            job._history_user = actor
         job.save()
         audit.record(
             AuditAction.JOB_PAUSED if paused else AuditAction.JOB_RESUMED,
             actor=actor,
             obj=job,
-            data={"reason": reason},
+            data={"reason": reason, "change_request": change_request_id},
         )
     return job
 
@@ -153,6 +184,7 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str = "") -> Job:
 def cancel_run(run: Run, *, actor, reason: str) -> Run:
     if not can(actor, Action.CANCEL, run):
         raise AccessDenied("You need the operator role for this job to cancel its runs.")
+    reason = _require_reason(reason)
     with transaction.atomic():
         updated = Run.objects.filter(
             pk=run.pk, status__in=[RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING]
@@ -176,15 +208,6 @@ def cancel_run(run: Run, *, actor, reason: str) -> Run:
 
 RERUNNABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.SUCCEEDED)
 FAILED_STEP = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST)
-
-
-def _require_reason(reason: str) -> str:
-    from django.core.exceptions import ValidationError
-
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": ["Say why: operator actions on runs are audited with their reason."]})
-    return reason
 
 
 def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:

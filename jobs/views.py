@@ -130,8 +130,10 @@ def _extra_settings(job: Job) -> list[dict]:
     return rows
 
 
-def _job_page(request, job: Job, *, pause_form=None, trigger_form=None, status: int = 200):
+def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200):
+    """The job page; ``forms`` carries a refused action's form (trigger, pause, resume) to show its errors."""
     user = request.user
+    forms = forms or {}
     upcoming = (
         preview_definition(job.definition(), tenant_id=job.tenant_id, environment_id=job.environment_id)
         if job.status != JobStatus.DELETED
@@ -152,8 +154,9 @@ def _job_page(request, job: Job, *, pause_form=None, trigger_form=None, status: 
         "can_pause": job.status == JobStatus.ENABLED and can(user, Action.PAUSE, job),
         "can_resume": job.status == JobStatus.PAUSED and can(user, Action.RESUME, job),
         "can_propose": job.status != JobStatus.DELETED and can(user, Action.PROPOSE, job),
-        "pause_form": pause_form or ReasonForm(),
-        "trigger_form": trigger_form or ReasonForm(required=False),
+        "trigger_form": forms.get("trigger") or ReasonForm(),
+        "pause_form": forms.get("pause") or ReasonForm(),
+        "resume_form": forms.get("resume") or ReasonForm(),
     }
     return render(request, "jobs/job_detail.html", context, status=status)
 
@@ -173,9 +176,10 @@ def job_detail(request, pk: int):
 @require_POST
 def job_trigger(request, pk: int):
     job = _job(request, pk, Action.TRIGGER)
-    form = ReasonForm(request.POST, required=False)
+    form = ReasonForm(request.POST)
     if not form.is_valid():
-        return _job_page(request, job, trigger_form=form, status=400)
+        messages.error(request, "Triggering needs a reason: nothing was started.")
+        return _job_page(request, job, forms={"trigger": form}, status=400)
     try:
         run = trigger_run(job, actor=request.user, reason=form.cleaned_data["reason"])
     except JobStateError as exc:
@@ -186,11 +190,12 @@ def job_trigger(request, pk: int):
 
 
 def _set_paused(request, pk: int, *, paused: bool):
+    name = "pause" if paused else "resume"
     job = _job(request, pk, Action.PAUSE if paused else Action.RESUME)
-    form = ReasonForm(request.POST, required=paused)
+    form = ReasonForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Pausing needs a reason.")
-        return _job_page(request, job, pause_form=form, status=400)
+        messages.error(request, f"{'Pausing' if paused else 'Resuming'} needs a reason: nothing was changed.")
+        return _job_page(request, job, forms={name: form}, status=400)
     try:
         set_paused(job, actor=request.user, paused=paused, reason=form.cleaned_data["reason"])
     except JobStateError as exc:

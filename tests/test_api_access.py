@@ -115,19 +115,19 @@ def test_operator_can_trigger_pause_and_resume_but_cannot_propose(cast):
     assert operator.post("/api/v1/change-requests/", update, format="json").status_code == 403
     assert not ChangeRequest.objects.exclude(pk=job.change_request_id).exists()
 
-    response = operator.post(f"/api/v1/jobs/{job.pk}/trigger/", format="json")
-    assert response.status_code == 201 and response.json()["reason"] == ""
+    response = operator.post(f"/api/v1/jobs/{job.pk}/trigger/", {"reason": "smoke test"}, format="json")
+    assert response.status_code == 201 and response.json()["reason"] == "smoke test"
     response = operator.post(f"/api/v1/jobs/{job.pk}/pause/", {"reason": "incident 42"}, format="json")
     assert response.status_code == 200
     assert response.json()["status"] == "paused" and response.json()["next_runs"] == []
-    assert operator.post(f"/api/v1/jobs/{job.pk}/pause/", format="json").status_code == 409
-    response = operator.post(f"/api/v1/jobs/{job.pk}/resume/", format="json")
+    assert operator.post(f"/api/v1/jobs/{job.pk}/pause/", {"reason": "again"}, format="json").status_code == 409
+    response = operator.post(f"/api/v1/jobs/{job.pk}/resume/", {"reason": "incident 42 closed"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "enabled"
 
 
 def test_viewer_cannot_trigger_pause_or_cancel(cast):
     job = cast.make_job(cast.prod)
-    run = trigger_run(job, actor=cast.operator)
+    run = trigger_run(job, actor=cast.operator, reason="test")
     viewer = client_for(cast.viewer)
     before = counts()
     assert viewer.post(f"/api/v1/jobs/{job.pk}/trigger/", format="json").status_code == 403
@@ -141,7 +141,7 @@ def test_viewer_cannot_trigger_pause_or_cancel(cast):
 
 def test_operator_cancels_a_run_with_a_reason_and_only_once(cast):
     job = cast.make_job(cast.prod)
-    run = trigger_run(job, actor=cast.operator)
+    run = trigger_run(job, actor=cast.operator, reason="test")
     operator = client_for(cast.operator)
     url = f"/api/v1/runs/{run.pk}/cancel/"
     response = operator.post(url, {}, format="json")
@@ -157,7 +157,7 @@ def test_operator_cancels_a_run_with_a_reason_and_only_once(cast):
 def test_deleted_job_cannot_be_triggered(cast):
     job = cast.make_job(cast.dev)
     propose_change(actor=cast.author, action="delete", job=job, justification="retired")
-    response = client_for(cast.operator).post(f"/api/v1/jobs/{job.pk}/trigger/", format="json")
+    response = client_for(cast.operator).post(f"/api/v1/jobs/{job.pk}/trigger/", {"reason": "x"}, format="json")
     assert response.status_code == 409
     assert not Run.objects.exists()
 
@@ -181,7 +181,7 @@ def test_acme_approver_cannot_review_globex_changes(cast):
 def acme_objects(cast):
     """One of each acme object, plus a globex job so globex lists are not trivially empty."""
     job = cast.make_job(cast.prod)
-    run = trigger_run(job, actor=cast.operator)
+    run = trigger_run(job, actor=cast.operator, reason="test")
     change = proposed(cast, name="payments.ledger.archive")
     event = AuditEvent.objects.filter(tenant=cast.acme).first()
     cast.make_job(cast.globex_prod)

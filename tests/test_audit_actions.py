@@ -56,8 +56,8 @@ def test_changes_reviews_triggers_and_operator_actions_are_audited(cast):
     )
     approve_change(change, actor=cast.approver)
     job = Job.objects.get()
-    trigger_run(job, actor=cast.operator)
-    set_paused(job, paused=True, actor=cast.operator)
+    trigger_run(job, actor=cast.operator, reason="smoke test")
+    set_paused(job, paused=True, actor=cast.operator, reason="upstream outage")
     actions = set(AuditEvent.objects.filter(tenant=cast.acme).values_list("action", flat=True))
     assert {
         AuditAction.CHANGE_CREATED,

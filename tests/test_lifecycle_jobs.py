@@ -154,7 +154,7 @@ def test_deprecated_jobs_are_warned_once_then_disabled_as_a_system_change(cast):
     assert event.actor is None and event.actor_repr == "system"
     Job.objects.filter(pk=job.pk).update(sunset_on=today)  # the sunset day has really come
     with pytest.raises(JobStateError) as info:
-        set_paused(job, actor=cast.operator, paused=False)
+        set_paused(job, actor=cast.operator, paused=False, reason="still needed")
     assert "sunset" in str(info.value)
 
 

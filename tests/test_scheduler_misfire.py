@@ -80,7 +80,7 @@ def test_slots_missed_while_paused_are_recorded_at_resume(cast):
     set_paused(job, actor=cast.operator, paused=True, reason="maintenance")
     assert scheduler.tick(now=slot + timedelta(minutes=20)).due == 0
     job.refresh_from_db()
-    set_paused(job, actor=cast.operator, paused=False)
+    set_paused(job, actor=cast.operator, paused=False, reason="maintenance over")
     job.refresh_from_db()
     assert job.next_fire_at == slot
     result = scheduler.tick(now=slot + timedelta(minutes=20, seconds=5))

@@ -210,7 +210,8 @@ def test_pausing_needs_a_reason_and_changes_nothing_without_one(client, cast):
     assert response.status_code == 302
     job.refresh_from_db()
     assert job.status == JobStatus.PAUSED
-    response = client.post(reverse("job_resume", args=[job.pk]))
+    response = client.post(reverse("job_resume", args=[job.pk]), {"reason": "outage over"})
+    assert response.status_code == 302
     job.refresh_from_db()
     assert job.status == JobStatus.ENABLED
 
