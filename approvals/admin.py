@@ -27,7 +27,14 @@ class ReviewAdmin(ReadOnlyHistoryAdmin):
 @admin.register(ApprovalPolicy)
 class ApprovalPolicyAdmin(ReadOnlyHistoryAdmin):
     read_only_what = "approval policies are governed themselves: they"
-    list_display = ("environment", "criticality", "required_approvals", "separation_of_duties", "updated_at")
+    list_display = (
+        "environment",
+        "criticality",
+        "required_approvals",
+        "separation_of_duties",
+        "pause_requires_change",
+        "updated_at",
+    )
     list_filter = ("tenant",)
     list_select_related = ("environment", "environment__tenant")
 

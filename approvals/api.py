@@ -32,7 +32,7 @@ from jobs.api import JobRefSerializer
 from jobs.models import Job
 
 from . import services
-from .models import ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -203,10 +203,13 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         required=False,
         allow_null=True,
         help_text="The job's fields; for an update, only the fields that change (merged over the live job). "
-        "For action=policy: the approval rule {criticality, required_approvals, separation_of_duties}.",
+        "For action=policy: the approval rule {criticality, required_approvals, separation_of_duties, "
+        "pause_requires_change}. None for pause and resume.",
     )
     emergency = serializers.BooleanField(
-        default=False, help_text="May apply during a freeze window; then needs a review after the fact."
+        default=False,
+        help_text="May apply during a freeze window; then needs a review after the fact. "
+        "For action=pause: pauses at once, before approval, and needs a review after the fact.",
     )
     apply_after = serializers.DateTimeField(
         required=False, allow_null=True, default=None, help_text="Once approved, apply at this instant (UTC)."
@@ -284,6 +287,14 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
                 ]
         if attrs["action"] == ChangeAction.DELETE and attrs.get("definition"):
             errors["definition"] = ["A delete takes no definition."]
+        if action in STATE_ACTIONS:
+            for field in ("team", "environment"):
+                if attrs.get(field) is not None:
+                    errors[field] = [f"A {action} names only the job."]
+            if attrs.get("job") is None:
+                errors["job"] = [f"Name the job to {action}."]
+            if attrs.get("definition"):
+                errors["definition"] = [f"A {action} takes no definition."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -447,7 +458,18 @@ class ChangeRequestViewSet(
             self.denial_target = (team.tenant_id, team.pk, environment.pk if environment else None)
         elif environment is not None:
             self.denial_target = environment
-        if data["action"] == ChangeAction.POLICY:
+        if data["action"] in STATE_ACTIONS:
+            change = services.propose_pause_change(
+                job,
+                actor=request.user,
+                paused=data["action"] == ChangeAction.PAUSE,
+                justification=data["justification"],
+                ticket=data["ticket"],
+                emergency=data["emergency"],
+                apply_after=data["apply_after"],
+                submit=data["submit"],
+            )
+        elif data["action"] == ChangeAction.POLICY:
             change = services.propose_policy_change(
                 actor=request.user,
                 environment=environment,

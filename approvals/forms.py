@@ -46,6 +46,26 @@ class ProposalForm(forms.Form):
     )
 
 
+class PauseProposalForm(ProposalForm):
+    """Propose pausing (or resuming) a job whose policy puts that under change control."""
+
+    def __init__(self, *args, paused: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["justification"].widget.attrs["placeholder"] = (
+            f"Why should this job be {'paused' if paused else 'resumed'}? Approvers read this."
+        )
+        if paused:
+            self.fields["emergency"].label = "Emergency pause"
+            self.fields[
+                "emergency"
+            ].help_text = (
+                "Pause at once, before approval (e.g. the job is doing damage); approvers review it after the fact."
+            )
+        else:
+            # Resuming is never urgent enough to skip review.
+            del self.fields["emergency"]
+
+
 class JobDefinitionForm(ProposalForm):
     """A job's definition. With ``job`` given it proposes an update (team and environment stay)."""
 

@@ -16,6 +16,14 @@ class ChangeAction(models.TextChoices):
     UPDATE = "update", "Update job"
     DELETE = "delete", "Delete job"
     POLICY = "policy", "Change approval policy"
+    # Operational state under change control when the environment's policy says so
+    # (ApprovalPolicy.pause_requires_change); the proposal is {name, status}, not a definition.
+    PAUSE = "pause", "Pause job"
+    RESUME = "resume", "Resume job"
+
+
+# Change requests about a job's schedule state rather than its definition.
+STATE_ACTIONS = frozenset({ChangeAction.PAUSE, ChangeAction.RESUME})
 
 
 class ChangeStatus(models.TextChoices):
@@ -34,8 +42,8 @@ OPEN_STATUSES = frozenset({ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeSta
 
 
 class ChangeRequest(models.Model):
-    """A proposed create, update or delete of a job (or a change of an approval policy),
-    reviewed before it applies. Policy changes have no team: they govern the whole environment."""
+    """A proposed create, update, delete, pause or resume of a job (or a change of an approval
+    policy), reviewed before it applies. Policy changes have no team: they govern the whole environment."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
@@ -109,7 +117,7 @@ class ChangeRequest(models.Model):
 
     def diff(self) -> list[dict]:
         """[{field, before, after}] between the base it was made against and the proposal."""
-        if self.action == ChangeAction.POLICY:
+        if self.action == ChangeAction.POLICY or self.action in STATE_ACTIONS:
             before, after = self.base_definition or {}, self.proposed or {}
             fields = list(dict.fromkeys([*before, *after]))
             return [
@@ -138,6 +146,11 @@ class ApprovalPolicy(models.Model):
     required_approvals = models.PositiveSmallIntegerField()
     separation_of_duties = models.BooleanField(
         default=False, help_text="At least one approver from a team other than the owning team."
+    )
+    pause_requires_change = models.BooleanField(
+        default=False,
+        help_text="Pausing and resuming these jobs goes through a change request (operators propose, "
+        "approvers approve) instead of acting at once.",
     )
     change_request_id = models.PositiveBigIntegerField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -168,6 +181,7 @@ class ApprovalPolicy(models.Model):
             "criticality": self.criticality,
             "required_approvals": self.required_approvals,
             "separation_of_duties": self.separation_of_duties,
+            "pause_requires_change": self.pause_requires_change,
         }
 
 

@@ -4,6 +4,10 @@ Rules come from ``ApprovalPolicy`` rows per environment and job criticality;
 an environment without a matching row falls back to its default rule
 (criticality blank), then to ``Environment.required_approvals``.
 
+A rule may also put pausing and resuming its jobs under change control
+(``pause_requires_change``): then an operator proposes the pause and approvers
+approve it under the same rule as an update.
+
 Team membership (for separation of duties): a user belongs to a team when
 they hold any role grant narrowed to that team (``Scope.team``), directly or
 through a group. Tenant-wide grants make nobody a member of any team. An
@@ -46,6 +50,17 @@ def rule_for(environment: Environment, criticalities: list[str]) -> Rule:
             required = max(required, policy.required_approvals)
             separation = separation or policy.separation_of_duties
     return Rule(required, separation)
+
+
+def pause_requires_change(environment: Environment, criticality: str) -> bool:
+    """Must pausing or resuming a job of this criticality go through a change request? The rule of
+    the job's criticality decides, else the environment's default rule; without one, no."""
+    rows = {
+        p.criticality: p
+        for p in ApprovalPolicy.objects.filter(environment=environment, criticality__in=[criticality, ""])
+    }
+    policy = rows.get(criticality) or rows.get("")
+    return bool(policy and policy.pause_requires_change)
 
 
 def rule_for_policy_change(environment: Environment) -> Rule:
@@ -92,18 +107,46 @@ def current_rule(environment: Environment, criticality: str) -> dict:
     if policy is not None:
         return policy.rule()
     if criticality == "":
-        return {"criticality": "", "required_approvals": environment.required_approvals, "separation_of_duties": False}
-    return {"criticality": criticality, "required_approvals": None, "separation_of_duties": False}
+        return {
+            "criticality": "",
+            "required_approvals": environment.required_approvals,
+            "separation_of_duties": False,
+            "pause_requires_change": False,
+        }
+    return {
+        "criticality": criticality,
+        "required_approvals": None,
+        "separation_of_duties": False,
+        # No rule of its own: the default rule's flag applies today.
+        "pause_requires_change": pause_requires_change(environment, criticality),
+    }
+
+
+RULE_FIELDS = ("criticality", "required_approvals", "separation_of_duties", "pause_requires_change")
+
+
+def clean_rule(environment: Environment, data) -> dict:
+    """``clean_policy`` for a proposal: a rule that does not mention ``pause_requires_change``
+    keeps the live value, so changing approval counts never silently drops it."""
+    cleaned = clean_policy(data)
+    if "pause_requires_change" not in data:
+        cleaned["pause_requires_change"] = current_rule(environment, cleaned["criticality"])["pause_requires_change"]
+    return cleaned
 
 
 def clean_policy(data) -> dict:
     """Validate a proposed rule or raise ValidationError({field: [messages]})."""
     if not isinstance(data, dict):
         raise ValidationError(
-            {"definition": ["Must be an object with criticality, required_approvals and separation_of_duties."]}
+            {
+                "definition": [
+                    "Must be an object with criticality, required_approvals, separation_of_duties "
+                    "and optionally pause_requires_change."
+                ]
+            }
         )
     errors: dict[str, list[str]] = {}
-    unknown = sorted(set(data) - {"criticality", "required_approvals", "separation_of_duties"})
+    unknown = sorted(set(data) - set(RULE_FIELDS))
     if unknown:
         errors["definition"] = [f"Unknown field(s): {', '.join(unknown)}."]
     criticality = data.get("criticality", "") or ""
@@ -119,6 +162,14 @@ def clean_policy(data) -> dict:
         errors["separation_of_duties"] = ["Must be true or false."]
     elif separation and isinstance(required, int) and required < 1 and "required_approvals" not in errors:
         errors["separation_of_duties"] = ["Separation of duties needs at least one approval."]
+    pause = data.get("pause_requires_change", False)
+    if not isinstance(pause, bool):
+        errors["pause_requires_change"] = ["Must be true or false."]
     if errors:
         raise ValidationError(errors)
-    return {"criticality": criticality, "required_approvals": required, "separation_of_duties": separation}
+    return {
+        "criticality": criticality,
+        "required_approvals": required,
+        "separation_of_duties": separation,
+        "pause_requires_change": pause,
+    }

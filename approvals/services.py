@@ -27,6 +27,8 @@ from jobs.models import Job, JobStatus
 
 from . import policies
 from .models import (
+    OPEN_STATUSES,
+    STATE_ACTIONS,
     ApprovalPolicy,
     ChangeAction,
     ChangeRequest,
@@ -85,6 +87,8 @@ def propose_change(
     action = ChangeAction(action)
     if action == ChangeAction.POLICY:
         raise ValidationError({"action": ["Use propose_policy_change for approval policies."]})
+    if action in STATE_ACTIONS:
+        raise ValidationError({"action": ["Use propose_pause_change to pause or resume a job."]})
     errors: dict[str, list[str]] = {}
     if not (justification or "").strip():
         errors["justification"] = ["A justification is required: say why this change is needed."]
@@ -168,7 +172,7 @@ def propose_policy_change(
     if not (justification or "").strip():
         errors["justification"] = ["A justification is required: say why this change is needed."]
     try:
-        cleaned = policies.clean_policy(rule)
+        cleaned = policies.clean_rule(environment, rule)
     except ValidationError as exc:
         errors.update(exc.message_dict)
         cleaned = {}
@@ -200,6 +204,96 @@ def propose_policy_change(
     return change
 
 
+def propose_pause_change(
+    job: Job,
+    *,
+    actor,
+    paused: bool,
+    justification: str,
+    ticket: str = "",
+    emergency: bool = False,
+    apply_after: datetime | None = None,
+    submit: bool = True,
+) -> ChangeRequest:
+    """Propose pausing (or resuming) a job whose policy puts that under change control.
+
+    Operators propose (it is their action); approvers of the job's team and environment approve
+    under the same rule as an update, never the author. An *emergency* pause applies at once,
+    before any approval, and opens a post-review that an approver must complete; resuming is
+    never an emergency.
+    """
+    action = ChangeAction.PAUSE if paused else ChangeAction.RESUME
+    errors: dict[str, list[str]] = {}
+    if not (justification or "").strip():
+        errors["justification"] = [f"A justification is required: say why the job should be {action.label.lower()}d."]
+    if emergency and not paused:
+        errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
+    if emergency and apply_after is not None:
+        errors["apply_after"] = ["An emergency pause applies at once; it takes no apply time."]
+    try:
+        _check_apply_after(apply_after)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    verb = "pause" if paused else "resume"
+    if not can(actor, Action.PAUSE if paused else Action.RESUME, job):
+        raise AccessDenied(f"You need the operator role for this job to propose to {verb} it.")
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("team", "environment").get(pk=job.pk)
+        expected = JobStatus.ENABLED if paused else JobStatus.PAUSED
+        if job.status != expected:
+            raise ChangeError(
+                f"The job is {job.get_status_display().lower()}; "
+                + ("only an enabled job can be paused." if paused else "only a paused job can be resumed."),
+                conflict=True,
+                code=f"not_{expected}",
+            )
+        pending = (
+            ChangeRequest.objects.filter(job=job, action__in=STATE_ACTIONS, status__in=OPEN_STATUSES)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if pending is not None:
+            raise ChangeError(
+                f"CR-{pending} already proposes to pause or resume this job; review or withdraw it first.",
+                conflict=True,
+                code="pending",
+            )
+        now = timezone.now()
+        change = ChangeRequest.objects.create(
+            tenant_id=job.tenant_id,
+            team=job.team,
+            environment=job.environment,
+            job=job,
+            action=action,
+            proposed={"name": job.name, "status": JobStatus.PAUSED if paused else JobStatus.ENABLED},
+            base_version=job.version,
+            base_definition={"name": job.name, "status": job.status},
+            author=actor,
+            justification=justification.strip(),
+            ticket=(ticket or "").strip(),
+            status=ChangeStatus.DRAFT,
+            emergency=bool(emergency),
+            apply_after=apply_after,
+            expires_at=_expiry(now),
+        )
+        audit.record(
+            AuditAction.CHANGE_CREATED,
+            actor=actor,
+            obj=change,
+            data={"action": action.value, "emergency": change.emergency},
+        )
+        if submit:
+            change = submit_change(change, actor=actor)
+    return change
+
+
+def _applies_before_review(change: ChangeRequest) -> bool:
+    """An emergency pause stops the job at once; its approvals come after the fact (post-review)."""
+    return change.action == ChangeAction.PAUSE and change.emergency
+
+
 def _locked(change: ChangeRequest) -> ChangeRequest:
     return (
         ChangeRequest.objects.select_for_update(of=("self",))
@@ -211,6 +305,9 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
 def _rule(change: ChangeRequest) -> policies.Rule:
     if change.action == ChangeAction.POLICY:
         return policies.rule_for_policy_change(change.environment)
+    if change.action in STATE_ACTIONS:
+        # Reviewed like an update of the job as it is now.
+        return policies.rule_for(change.environment, [change.job.criticality])
     criticalities = set()
     if change.action != ChangeAction.DELETE and change.proposed.get("criticality"):
         criticalities.add(change.proposed["criticality"])
@@ -247,8 +344,9 @@ def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
                 "separation_of_duties": change.requires_independent_approver,
             },
         )
-        if change.required_approvals == 0:
-            # Ungoverned environment: applies at once, still recorded as a change request.
+        if change.required_approvals == 0 or _applies_before_review(change):
+            # Ungoverned environment (or an emergency pause): applies at once, still recorded as a
+            # change request; the emergency pause then waits for its post-review.
             change.status = ChangeStatus.APPROVED
             change.decided_at = now
             change.save()
@@ -278,6 +376,16 @@ def _check_not_stale(change: ChangeRequest) -> None:
         raise ChangeError(
             "The job was deleted after this request was made; it can no longer apply.", conflict=True, code="deleted"
         )
+    if change.action in STATE_ACTIONS:
+        # Only the job's state matters: an update of its definition meanwhile does not stale a pause.
+        if live.status != (change.base_definition or {}).get("status"):
+            raise ChangeError(
+                f"The job is {live.get_status_display().lower()} now; this request to "
+                f"{change.action} it can no longer apply. Withdraw it.",
+                conflict=True,
+                code="state_changed",
+            )
+        return
     if live.version != change.base_version:
         raise ChangeError(
             f"The job changed after this request was made (based on v{change.base_version}, live is v{live.version}); "
@@ -451,6 +559,8 @@ def edit_change(
         if definition is not None:
             if change.action == ChangeAction.DELETE:
                 errors["definition"] = ["A delete request has no definition to edit."]
+            elif change.action in STATE_ACTIONS:
+                errors["definition"] = [f"A {change.action} request has no definition to edit."]
             else:
                 try:
                     proposed = _clean_proposal(change, definition)
@@ -486,7 +596,7 @@ def edit_change(
 
 def _clean_proposal(change: ChangeRequest, definition: dict) -> dict:
     if change.action == ChangeAction.POLICY:
-        cleaned = policies.clean_policy(definition)
+        cleaned = policies.clean_rule(change.environment, definition)
         if policies.current_rule(change.environment, cleaned["criticality"]) == cleaned:
             raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
         return cleaned
@@ -507,6 +617,12 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
         _require_author_and_open(change, actor, "rebas")
         if change.action == ChangeAction.CREATE:
             raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
+        if change.action in STATE_ACTIONS:
+            raise ChangeError(
+                f"A {change.action} request does not depend on the job's version; there is nothing to rebase.",
+                conflict=True,
+                code="no_base",
+            )
         conflicts: list[str] = []
         if change.action == ChangeAction.POLICY:
             live_rule = _live_state(change)
@@ -724,8 +840,13 @@ def _apply_reason(change: ChangeRequest) -> str:
         )
     )
     reason = f"change request #{change.pk} ({change.get_action_display().lower()}) by {change.author.get_username()}"
-    reason += f", approved by {', '.join(approvers)}" if approvers else ", no approval required"
-    if change.emergency:
+    if approvers:
+        reason += f", approved by {', '.join(approvers)}"
+    elif _applies_before_review(change):
+        reason += ", emergency: review after the fact"
+    else:
+        reason += ", no approval required"
+    if change.emergency and not _applies_before_review(change):
         reason += ", emergency"
     return reason[:100]
 
@@ -742,6 +863,16 @@ def _apply(change: ChangeRequest, *, actor) -> None:
             if change.action == ChangeAction.POLICY:
                 _apply_policy(change, actor=actor, reason=reason)
                 version = None
+            elif change.action in STATE_ACTIONS:
+                # The approved request is the authorisation; history and audit name it.
+                job_services.set_paused(
+                    change.job,
+                    actor=actor,
+                    paused=change.action == ChangeAction.PAUSE,
+                    reason=change.justification,
+                    change_request_id=change.pk,
+                )
+                version = None
             else:
                 job = _apply_job(change, actor=actor, reason=reason)
                 change.job = job
@@ -752,7 +883,7 @@ def _apply(change: ChangeRequest, *, actor) -> None:
             change._change_reason = reason
             change._history_user = history_user
             change.save()
-            if change.emergency and freeze is not None:
+            if change.emergency and (freeze is not None or _applies_before_review(change)):
                 PostReview.objects.create(change_request=change)
             audit.record(
                 AuditAction.CHANGE_APPLIED,
@@ -762,10 +893,16 @@ def _apply(change: ChangeRequest, *, actor) -> None:
                     "job": change.job_id,
                     "version": version,
                     "emergency_during_freeze": bool(change.emergency and freeze is not None),
+                    "emergency_before_review": _applies_before_review(change),
                 },
             )
-    except (ChangeError, ValidationError, IntegrityError) as exc:
-        reason = exc.message if isinstance(exc, ChangeError) else _describe(exc)
+    except (ChangeError, job_services.JobStateError, ValidationError, IntegrityError) as exc:
+        if isinstance(exc, ChangeError):
+            reason = exc.message
+        elif isinstance(exc, job_services.JobStateError):
+            reason = str(exc)
+        else:
+            reason = _describe(exc)
         change.status = ChangeStatus.FAILED
         change.failure_reason = reason
         change.save()

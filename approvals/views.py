@@ -24,8 +24,8 @@ from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
-from .forms import CommentForm, JobDefinitionForm, PostReviewForm, ProposalForm, ReviewForm
-from .models import ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from .forms import CommentForm, JobDefinitionForm, PauseProposalForm, PostReviewForm, ProposalForm, ReviewForm
+from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 from .services import (
     OPEN_FOR_WITHDRAW,
     ChangeError,
@@ -38,6 +38,7 @@ from .services import (
     hold_reason,
     may_review,
     propose_change,
+    propose_pause_change,
     rebase_change,
     reject_change,
     withdraw_change,
@@ -211,6 +212,52 @@ def change_delete(request, pk: int):
     return render(request, "approvals/change_delete.html", {"form": form, "job": job})
 
 
+@login_required
+def change_pause(request, pk: int, paused: bool):
+    """Propose pausing or resuming a job whose policy puts that under change control (operators)."""
+    action = Action.PAUSE if paused else Action.RESUME
+    job = get_object_or_404_for(
+        request.user, action, Job.objects.select_related("tenant", "team", "environment"), pk=pk
+    )
+    form = PauseProposalForm(request.POST or None, paused=paused)
+    context = {"form": form, "job": job, "paused": paused}
+    if request.method != "POST":
+        return render(request, "approvals/change_pause.html", context)
+    status = 400
+    if form.is_valid():
+        try:
+            change = propose_pause_change(
+                job,
+                actor=request.user,
+                paused=paused,
+                justification=form.cleaned_data["justification"],
+                ticket=form.cleaned_data["ticket"],
+                emergency=form.cleaned_data.get("emergency", False),
+                apply_after=form.cleaned_data.get("apply_after"),
+            )
+        except ValidationError as exc:
+            for field, msgs in exc.message_dict.items():
+                form.add_error(field if field in form.fields else None, msgs)
+        except ChangeError as exc:
+            form.add_error(None, str(exc))
+            status = 409 if exc.conflict else 400
+        else:
+            verb = "paused" if paused else "resumed"
+            if change.status == ChangeStatus.APPLIED:
+                note = "an approver reviews it after the fact" if change.emergency else "no approval was needed"
+                messages.success(request, f"CR-{change.pk} applied: the job is {verb} ({note}).")
+            elif change.status == ChangeStatus.FAILED:
+                messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
+            else:
+                n = change.required_approvals
+                messages.success(
+                    request,
+                    f"CR-{change.pk} submitted: the job is {verb} once {n} approver{'s' if n != 1 else ''} approve.",
+                )
+            return redirect("change_detail", pk=change.pk)
+    return render(request, "approvals/change_pause.html", context, status=status)
+
+
 def _display(field: str, value) -> str:
     if value is None:
         return ""
@@ -238,7 +285,7 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
     """Every field of the definition (or policy rule) with both sides and whether it changes."""
     before = change.base_definition if change.action != ChangeAction.CREATE else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
-    if change.action == ChangeAction.POLICY:
+    if change.action == ChangeAction.POLICY or change.action in STATE_ACTIONS:
         fields = list(dict.fromkeys([*(before or {}), *(after or {})]))
     else:
         fields = list(DEFINITION_FIELDS)
@@ -306,9 +353,10 @@ def _change_page(
     before = change.base_definition if change.action not in (ChangeAction.CREATE,) else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
     is_job_change = change.action != ChangeAction.POLICY
+    is_definition_change = is_job_change and change.action not in STATE_ACTIONS
     stale = (
         change.is_open
-        and is_job_change
+        and is_definition_change
         and change.job is not None
         and change.action != ChangeAction.CREATE
         and change.job.version != change.base_version
@@ -319,7 +367,7 @@ def _change_page(
     schedule = None
     upcoming = []
     warnings_for_reviewers = []
-    if is_job_change:
+    if is_definition_change:
         where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
         if change.action == ChangeAction.UPDATE:
             schedule = compare_definitions(before, after, **where)
@@ -344,7 +392,9 @@ def _change_page(
         "review_note": review_note,
         "can_comment": is_author or reviewer_ok,
         "can_withdraw": is_author and change.status in OPEN_FOR_WITHDRAW,
-        "can_edit": is_author and is_job_change and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
+        "can_edit": is_author
+        and is_definition_change
+        and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "can_rebase": is_author and stale and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "form": form or ReviewForm(),
         "comment_form": comment_form or CommentForm(),
@@ -475,7 +525,11 @@ def change_revise(request, pk: int):
     change = _change(request, pk)
     if change.author_id != request.user.pk:
         raise PermissionDenied("Only the author can edit this change request.")
-    if change.action == ChangeAction.POLICY or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
+    if (
+        change.action == ChangeAction.POLICY
+        or change.action in STATE_ACTIONS
+        or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED)
+    ):
         raise PermissionDenied("Only an open job change request can be edited here.")
     with_definition = change.action != ChangeAction.DELETE
     form_class = JobDefinitionForm if with_definition else ProposalForm

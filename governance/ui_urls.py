@@ -20,6 +20,8 @@ urlpatterns = [
     path("jobs/<int:pk>/resume/", job_views.job_resume, name="job_resume"),
     path("jobs/<int:pk>/propose/", approval_views.change_edit, name="change_edit"),
     path("jobs/<int:pk>/propose-deletion/", approval_views.change_delete, name="change_delete"),
+    path("jobs/<int:pk>/propose-pause/", approval_views.change_pause, {"paused": True}, name="change_pause"),
+    path("jobs/<int:pk>/propose-resume/", approval_views.change_pause, {"paused": False}, name="change_resume"),
     path("runs/<int:pk>/", job_views.run_detail, name="run_detail"),
     path("runs/<int:pk>/cancel/", job_views.run_cancel, name="run_cancel"),
     *(

@@ -140,6 +140,14 @@ def trigger_run(job: Job, *, actor, reason: str) -> Run:
     return run
 
 
+def pause_requires_change(job: Job) -> bool:
+    """Does the approval policy of the job's environment and criticality put pausing and resuming
+    under change control? (Policies live in ``approvals``, which builds on this app: imported late.)"""
+    from approvals.policies import pause_requires_change as policy_says
+
+    return policy_says(job.environment, job.criticality)
+
+
 def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id: int | None = None) -> Job:
     """Pause or resume a job's schedule for the reason given.
 
@@ -151,6 +159,12 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id:
     if change_request_id is None and not can(actor, action, job):
         raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
     reason = _require_reason(reason)
+    if change_request_id is None and pause_requires_change(job):
+        raise ChangeRequired(
+            f"{'Pausing' if paused else 'Resuming'} {job.criticality} jobs in {job.environment.slug} needs an approved "
+            f"change request under the environment's approval policy: propose a {action.value} "
+            f'(change request with action "{action.value}") with your justification.'
+        )
     with transaction.atomic():
         job = Job.objects.select_for_update().select_related("environment").get(pk=job.pk)
         if job.status == JobStatus.DELETED:

@@ -27,6 +27,7 @@ from .services import (
     JobStateError,
     cancel_run,
     mark_run_succeeded,
+    pause_requires_change,
     rerun_failed_steps,
     rerun_run,
     set_paused,
@@ -153,6 +154,8 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
         "can_trigger": job.status != JobStatus.DELETED and can(user, Action.TRIGGER, job),
         "can_pause": job.status == JobStatus.ENABLED and can(user, Action.PAUSE, job),
         "can_resume": job.status == JobStatus.PAUSED and can(user, Action.RESUME, job),
+        # The policy may put pause/resume under change control: the page then offers the proposal instead.
+        "pause_needs_change": job.status in (JobStatus.ENABLED, JobStatus.PAUSED) and pause_requires_change(job),
         "can_propose": job.status != JobStatus.DELETED and can(user, Action.PROPOSE, job),
         "trigger_form": forms.get("trigger") or ReasonForm(),
         "pause_form": forms.get("pause") or ReasonForm(),
