@@ -267,9 +267,14 @@ def propose_pause_change(
             environment=job.environment,
             job=job,
             action=action,
-            proposed={"name": job.name, "status": JobStatus.PAUSED if paused else JobStatus.ENABLED},
+            # Name and criticality ride along so queues and pages rank and label it like other job changes.
+            proposed={
+                "name": job.name,
+                "criticality": job.criticality,
+                "status": JobStatus.PAUSED if paused else JobStatus.ENABLED,
+            },
             base_version=job.version,
-            base_definition={"name": job.name, "status": job.status},
+            base_definition={"name": job.name, "criticality": job.criticality, "status": job.status},
             author=actor,
             justification=justification.strip(),
             ticket=(ticket or "").strip(),
