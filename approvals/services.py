@@ -225,7 +225,9 @@ def propose_pause_change(
     action = ChangeAction.PAUSE if paused else ChangeAction.RESUME
     errors: dict[str, list[str]] = {}
     if not (justification or "").strip():
-        errors["justification"] = [f"A justification is required: say why the job should be {action.label.lower()}d."]
+        errors["justification"] = [
+            f"A justification is required: say why the job should be {'paused' if paused else 'resumed'}."
+        ]
     if emergency and not paused:
         errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
     if emergency and apply_after is not None:
@@ -240,7 +242,7 @@ def propose_pause_change(
     if not can(actor, Action.PAUSE if paused else Action.RESUME, job):
         raise AccessDenied(f"You need the operator role for this job to propose to {verb} it.")
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("team", "environment").get(pk=job.pk)
+        job = Job.objects.select_for_update(of=("self",)).select_related("team", "environment").get(pk=job.pk)
         expected = JobStatus.ENABLED if paused else JobStatus.PAUSED
         if job.status != expected:
             raise ChangeError(

@@ -166,7 +166,7 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id:
             f'(change request with action "{action.value}") with your justification.'
         )
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("environment").get(pk=job.pk)
+        job = Job.objects.select_for_update().get(pk=job.pk)
         if job.status == JobStatus.DELETED:
             raise JobStateError("This job is deleted.")
         target = JobStatus.PAUSED if paused else JobStatus.ENABLED
