@@ -235,7 +235,8 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# django-q2: the ORM broker on the default database by default, Redis when REDIS_URL is set.
+# django-q2: the ORM broker on the default database by default, Redis by GOVERNOR_Q_BROKER=redis
+# (or REDIS_URL alone, as before).
 Q_CLUSTER = {
     "name": "governor",
     "workers": env_int("GOVERNOR_WORKERS", 2),
@@ -250,14 +251,24 @@ Q_CLUSTER = {
     "ack_failures": True,
     "catch_up": False,
     "save_limit": 1000,
-    "poll": 0.1,
+    # How long the ORM broker's pusher sleeps on an empty queue: the queue wait of a run due
+    # below capacity is about half of it (a blocking pop on Redis does not poll).
+    "poll": env_int("GOVERNOR_Q_POLL_MS", 50) / 1000,
     "label": "Task queue",
 }
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
+# "orm" (at-least-once: an unacknowledged task is redelivered after "retry") or "redis"
+# (at-most-once: a task popped by a worker that dies is gone). Either way the run claim
+# decides, and the lease sweep finds the run a dead worker held.
+GOVERNOR_Q_BROKER = env_str("GOVERNOR_Q_BROKER", "redis" if REDIS_URL else "orm").strip().lower()
+if GOVERNOR_Q_BROKER == "redis":
+    if not REDIS_URL:
+        raise ImproperlyConfigured("GOVERNOR_Q_BROKER=redis needs REDIS_URL (e.g. redis://127.0.0.1:6379/0)")
     Q_CLUSTER["redis"] = REDIS_URL
-else:
+elif GOVERNOR_Q_BROKER == "orm":
     Q_CLUSTER["orm"] = "default"
+else:
+    raise ImproperlyConfigured(f"GOVERNOR_Q_BROKER must be 'orm' or 'redis', got {GOVERNOR_Q_BROKER!r}")
 
 # Scheduler
 GOVERNOR_SCHEDULER_MAX_SLEEP = float(env_int("GOVERNOR_SCHEDULER_MAX_SLEEP_MS", 1000)) / 1000

@@ -11,6 +11,8 @@ whole argv items (an item that is exactly ``{name}``) or environment variables
 from __future__ import annotations
 
 import fnmatch
+import functools
+import json
 import os
 import re
 from typing import Any
@@ -56,9 +58,12 @@ def _schema_errors(schema: Any, field: str) -> list[str]:
 
 
 def _instance_errors(schema: dict, instance: Any) -> list[str]:
-    validator = Draft202012Validator(schema)
+    return _messages(Draft202012Validator(schema).iter_errors(instance))
+
+
+def _messages(errors) -> list[str]:
     messages = []
-    for error in sorted(validator.iter_errors(instance), key=lambda e: list(e.path)):
+    for error in sorted(errors, key=lambda e: list(e.path)):
         where = "/".join(str(p) for p in error.path) or "(root)"
         messages.append(f"{where}: {error.message}")
     return messages
@@ -370,12 +375,25 @@ def clean_execution(
 # --- run start: validate again and render ---
 
 
+@functools.lru_cache(maxsize=512)
+def _run_schema(schema_json: str) -> tuple[tuple[str, ...], Draft202012Validator | None]:
+    """The schema's own problems, or its validator. Checking a schema against the meta-schema
+    costs more than running ``/bin/true``; the answer never changes for the same schema text."""
+    schema = json.loads(schema_json)
+    problems = tuple(_schema_errors(schema, "The parameter schema"))
+    return problems, None if problems else Draft202012Validator(schema)
+
+
 def resolve_parameters(definition: dict, environment_slug: str) -> dict:
     """The parameter values for this environment, validated against the schema (raises ParameterError)."""
     parameters = definition.get("parameters") or {}
     schema = parameters.get("schema") or {"type": "object", "properties": {}}
     values = _with_defaults(schema, (parameters.get("values") or {}).get(environment_slug) or {})
-    problems = _schema_errors(schema, "The parameter schema") or _instance_errors(schema, values)
+    if isinstance(schema, dict):
+        schema_problems, validator = _run_schema(json.dumps(schema, sort_keys=True))
+        problems = list(schema_problems) if validator is None else _messages(validator.iter_errors(values))
+    else:
+        problems = _schema_errors(schema, "The parameter schema")
     if problems:
         raise ParameterError("Parameters invalid for this environment: " + "; ".join(problems))
     return values

@@ -151,9 +151,15 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
         return []
     upstream_name = run.job.name
     # Most jobs have no downstream: look at names and edges only, load whole jobs only on a match.
+    # The text match narrows the rows in SQL (the name sits quoted in the JSON); the loop decides.
     edges = (
-        Job.objects.filter(tenant_id=run.tenant_id, environment_id=run.job.environment_id, status=JobStatus.ENABLED)
-        .exclude(dependencies=[])
+        Job.objects.filter(
+            tenant_id=run.tenant_id,
+            environment_id=run.job.environment_id,
+            status=JobStatus.ENABLED,
+            dependencies__icontains=f'"{upstream_name}"',
+        )
+        .order_by()
         .values_list("id", "dependencies")
     )
     matching = [pk for pk, deps in edges if any(edge.get("upstream") == upstream_name for edge in deps or [])]
