@@ -24,7 +24,15 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+# Governor's one-exec job sandbox (jobs/native/); without a C compiler, jobs start through setpriv + prlimit.
+SANDBOX := var/bin/governor-sandbox
+$(SANDBOX): jobs/native/governor-sandbox.c
+	@mkdir -p $(dir $@)
+	@if command -v cc >/dev/null 2>&1; then \
+	  cc -O2 -Wall -Wextra -Werror -static -o $@ $< || cc -O2 -Wall -Wextra -Werror -o $@ $<; \
+	else echo "no C compiler: jobs start through setpriv + prlimit (one exec more per run)"; fi
+
+install: $(STAMP) $(SANDBOX)
 
 # Debian packages (installed only when run as root; otherwise the missing ones are named).
 system-deps-run:

@@ -296,6 +296,9 @@ GOVERNOR_DEFAULT_LIMITS = {
     "processes": env_int("GOVERNOR_LIMIT_PROCESSES", 256),
 }
 GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
+# Starts each command job in its sandbox with one exec (jobs/native/; `make install` builds it).
+# Empty or missing: setpriv + prlimit from util-linux, which cost one more exec per run.
+GOVERNOR_SANDBOX_HELPER = env_str("GOVERNOR_SANDBOX_HELPER", str(BASE_DIR / "var" / "bin" / "governor-sandbox"))
 GOVERNOR_PUBLIC_URL = env_str("GOVERNOR_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 

@@ -191,17 +191,32 @@ PRLIMIT = "/usr/bin/prlimit"
 
 
 def sandbox_prefix(limits: dict, identity: Identity) -> list[str] | None:
-    """argv that applies the user switch, the parent-death signal and the limits, then execs the job.
+    """argv that applies the limits, the user switch and the parent-death signal, then execs the job.
 
-    Two tiny util-linux programs do in the child what a ``preexec_fn`` would, but
-    let Python start the child with vfork: forking a worker that holds a Django
-    process's memory costs several times more than the job itself (see bench/).
-    None when they are missing; the caller then falls back to ``preexec_fn``.
+    A program does in the child what a ``preexec_fn`` would, so Python can start the
+    child with vfork: forking a worker that holds a Django process's memory costs
+    several times more than the job itself (see bench/). Governor's own
+    ``governor-sandbox`` (``make install`` builds it) does it all in one exec; the
+    util-linux pair setpriv + prlimit in two. None when neither is there; the
+    caller then falls back to ``preexec_fn``.
     """
-    if not (os.access(SETPRIV, os.X_OK) and os.access(PRLIMIT, os.X_OK)):
-        return None
     mb = 1024 * 1024
     cpu = int(limits["cpu_seconds"])
+    helper = settings.GOVERNOR_SANDBOX_HELPER
+    if helper and os.access(helper, os.X_OK):
+        return [
+            helper,
+            str(os.getpid()),  # the worker, whose death kills the job
+            "-" if identity.uid is None else str(identity.uid),
+            "-" if identity.gid is None else str(identity.gid),
+            str(cpu),
+            str(int(limits["memory_mb"]) * mb),
+            str(int(limits["file_size_mb"]) * mb),
+            str(int(limits["processes"])),
+            "--",
+        ]
+    if not (os.access(SETPRIV, os.X_OK) and os.access(PRLIMIT, os.X_OK)):
+        return None
     prefix = [SETPRIV]
     if identity.uid is not None:
         prefix += [f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups"]

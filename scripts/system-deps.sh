@@ -7,6 +7,8 @@ set -euo pipefail
 profile=${1:-test}
 need=()
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+# Builds the one-exec job sandbox (jobs/native/); without it jobs start through setpriv + prlimit.
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ "$profile" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

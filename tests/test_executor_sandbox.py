@@ -265,9 +265,10 @@ def test_the_allow_list_is_per_tenant(cast):
     assert cast.make_job(cast.dev, command=["/usr/bin/id"]).command == ["/usr/bin/id"]
 
 
-def test_without_util_linux_the_fallback_still_switches_user_and_limits(cast, monkeypatch):
+def test_without_util_linux_the_fallback_still_switches_user_and_limits(cast, monkeypatch, settings):
     from jobs import executor
 
+    settings.GOVERNOR_SANDBOX_HELPER = ""
     monkeypatch.setattr(executor, "SETPRIV", "/nonexistent/setpriv")
     job = cast.make_job(
         cast.dev,
