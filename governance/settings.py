@@ -296,6 +296,11 @@ GOVERNOR_DEFAULT_LIMITS = {
     "processes": env_int("GOVERNOR_LIMIT_PROCESSES", 256),
 }
 GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
+# A run whose secrets Vault cannot give (sealed, unreachable) never started: it is retried up to
+# this many attempts in all (or the job's own max_attempts, if higher), the first wait drawn up
+# to this many seconds and doubling, before it fails and alerts.
+GOVERNOR_SECRETS_MAX_ATTEMPTS = env_int("GOVERNOR_SECRETS_MAX_ATTEMPTS", 3)
+GOVERNOR_SECRETS_BACKOFF_SECONDS = float(env_int("GOVERNOR_SECRETS_BACKOFF_SECONDS", 10))
 # Starts each command job in its sandbox with one exec (jobs/native/; `make install` builds it).
 # Empty or missing: setpriv + prlimit from util-linux, which cost one more exec per run.
 GOVERNOR_SANDBOX_HELPER = env_str("GOVERNOR_SANDBOX_HELPER", str(BASE_DIR / "var" / "bin" / "governor-sandbox"))

@@ -730,12 +730,17 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     now = timezone.now()
     retry_delay = None
     final_status = status
-    if (
-        status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
-        and transient
-        and retries.attempts_left(run.definition, run.attempt)
-    ):
-        retry_delay = retries.backoff_delay(retries.policy(run.definition), run.attempt, retry_after=result.retry_after)
+    retry_policy = retries.policy(run.definition)
+    if result.secrets_unavailable and transient:
+        # The process never started, so another attempt cannot run the job twice: Vault being
+        # sealed or unreachable is retried within bounds whatever the job's own retry policy.
+        retry_policy = {
+            **retry_policy,
+            "max_attempts": max(retry_policy["max_attempts"], settings.GOVERNOR_SECRETS_MAX_ATTEMPTS),
+            "backoff_seconds": max(float(retry_policy["backoff_seconds"]), settings.GOVERNOR_SECRETS_BACKOFF_SECONDS),
+        }
+    if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and transient and run.attempt < retry_policy["max_attempts"]:
+        retry_delay = retries.backoff_delay(retry_policy, run.attempt, retry_after=result.retry_after)
         final_status = RunStatus.SCHEDULED
         reason = f"{reason} Transient failure: attempt {run.attempt + 1} in {retry_delay:.1f} s."
     queued_at = run.queued_at or run.created_at
@@ -794,7 +799,8 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
             if result.secrets_unavailable and final_status == RunStatus.FAILED:
                 from .heartbeats import create_alert
 
-                # The reason names the reference and Vault's state, never a value.
+                # Once per run, when no retry is left; the reason names the reference and
+                # Vault's state, never a value.
                 create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
     if not updated:
         log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
