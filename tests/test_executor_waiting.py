@@ -5,19 +5,31 @@ nothing a job leaves behind can hold the worker."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from jobs.executor import KILL_GRACE_SECONDS, run_process
+from jobs.executor import KILL_GRACE_SECONDS, run_as_identity, run_process
 
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def tmp_path():
+    """A working directory the run-as user (nobody, under a root worker) may use, like a run's own."""
+    path = Path(tempfile.mkdtemp(prefix="governor-wait-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def run(argv, tmp_path, **kwargs):
     kwargs.setdefault("timeout", 30)
-    return run_process(argv, env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path), **kwargs)
+    # As the executor starts every job: never as root.
+    return run_process(argv, env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path), identity=run_as_identity(), **kwargs)
 
 
 def alive(pid: int) -> bool:
