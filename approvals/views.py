@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, get_object_or_404_for, restrict
-from governance.models import Team
+from governance import audit
+from governance.access import Action, get_object_or_404_for, record_denied, restrict
+from governance.models import AuditAction, Team
 from governance.services import AccessDenied
 from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
@@ -143,10 +144,22 @@ def _propose(request, form, **kwargs):
     return change
 
 
+def _refuse_without_author_role(request, form) -> None:
+    """Nobody without the author role somewhere gets the form, or gets to post it (403, on the record)."""
+    if not form.fields["team"].queryset.exists():
+        audit.record(
+            AuditAction.ACCESS_DENIED,
+            actor=request.user,
+            data={"action": str(Action.PROPOSE), "reason": "no author role in any team"},
+        )
+        raise PermissionDenied("You need the author role in a team to propose jobs.")
+
+
 @login_required
 def change_new(request):
     if request.method == "POST":
         form = JobDefinitionForm(request.POST, user=request.user)
+        _refuse_without_author_role(request, form)
         if form.is_valid():
             change = _propose(
                 request,
@@ -161,8 +174,7 @@ def change_new(request):
         return _render_form(request, form, status=400)
     initial = {k: request.GET[k] for k in ("team", "environment") if request.GET.get(k)}
     form = JobDefinitionForm(user=request.user, initial=initial)
-    if not form.fields["team"].queryset.exists():
-        raise PermissionDenied("You need the author role in a team to propose jobs.")
+    _refuse_without_author_role(request, form)
     return _render_form(request, form)
 
 
@@ -425,6 +437,7 @@ def _decide(request, pk: int, service, verb: str):
     try:
         change = service(change, actor=request.user, comment=form.cleaned_data["comment"])
     except AccessDenied as exc:
+        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
         return _change_page(request, _change(request, pk), form=form, error=str(exc), status=403)
     except ChangeError as exc:
         return _change_page(request, _change(request, pk), form=form, error=exc.message, status=409)
@@ -456,6 +469,7 @@ def change_withdraw(request, pk: int):
     try:
         withdraw_change(change, actor=request.user, reason=request.POST.get("reason", "").strip()[:1000])
     except AccessDenied as exc:
+        record_denied(request.user, "withdraw", change, reason=str(exc))
         return _change_page(request, _change(request, pk), error=str(exc), status=403)
     except ChangeError as exc:
         return _change_page(request, _change(request, pk), error=exc.message, status=409)
@@ -476,6 +490,7 @@ def change_comment(request, pk: int):
         form.add_error("body", exc.message_dict.get("body", exc.messages))
         return _change_page(request, change, comment_form=form, status=400)
     except AccessDenied as exc:
+        record_denied(request.user, "comment", change, reason=str(exc))
         return _change_page(request, change, comment_form=form, error=str(exc), status=403)
     messages.success(request, "Comment added.")
     return redirect(reverse("change_detail", args=[change.pk]) + "#comments")
@@ -488,6 +503,7 @@ def change_rebase(request, pk: int):
     try:
         change = rebase_change(change, actor=request.user)
     except AccessDenied as exc:
+        record_denied(request.user, "rebase", change, reason=str(exc))
         return _change_page(request, _change(request, pk), error=str(exc), status=403)
     except ChangeError as exc:
         return _change_page(request, _change(request, pk), error=exc.message, status=409)
@@ -512,6 +528,7 @@ def change_post_review(request, pk: int):
     try:
         complete_post_review(item, actor=request.user, notes=form.cleaned_data["notes"])
     except AccessDenied as exc:
+        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
         return _change_page(request, change, post_form=form, error=str(exc), status=403)
     except ChangeError as exc:
         return _change_page(request, change, post_form=form, error=exc.message, status=409)
@@ -524,6 +541,7 @@ def change_revise(request, pk: int):
     """The author edits an open request; every edit is a new revision and resets approvals."""
     change = _change(request, pk)
     if change.author_id != request.user.pk:
+        record_denied(request.user, "edit", change, reason="only the author edits a change request")
         raise PermissionDenied("Only the author can edit this change request.")
     if (
         change.action == ChangeAction.POLICY

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from approvals.models import OPEN_STATUSES, ChangeRequest, Review
-from governance.access import Action, can, get_object_or_404_for, restrict
+from governance.access import Action, can, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 
@@ -264,6 +264,7 @@ def run_cancel(request, pk: int):
         messages.error(request, str(exc))
         return _run_page(request, run, status=409)
     except AccessDenied as exc:
+        record_denied(request.user, Action.CANCEL, run, reason=str(exc))
         messages.error(request, str(exc))
         return _run_page(request, run, status=403)
     messages.success(request, "Run cancelled.")
@@ -292,6 +293,7 @@ def run_operate(request, pk: int, operation: str):
         messages.error(request, str(exc))
         return _run_page(request, run, status=409)
     except AccessDenied as exc:
+        record_denied(request.user, Action.TRIGGER, run, reason=str(exc))
         messages.error(request, str(exc))
         return _run_page(request, run, status=403)
     messages.success(request, done)
