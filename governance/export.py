@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, time
 
+from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -69,8 +71,60 @@ def _instant(value: str, field: str, *, end: bool) -> datetime:
     return parsed
 
 
+OBJECT_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def object_types() -> dict[str, str]:
+    """Every name an export accepts for an object type -> the stored type (``app_label.model``).
+
+    The full label always works; the bare model name (``job``) too when only one app has it.
+    """
+    names: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for model in apps.get_models():
+        label = model._meta.label_lower
+        names[label] = label
+        short = model._meta.model_name
+        if short in ambiguous:
+            continue
+        if short in names and names[short] != label:
+            ambiguous.add(short)
+            del names[short]
+        else:
+            names[short] = label
+    return names
+
+
+def parse_object(spec: str | None = "", object_type: str | None = "", object_id: str | None = "") -> dict[str, str]:
+    """The object filter, as ``spec`` (``job:42``, ``jobs.job:42``, or a type alone) or as ``object_type``
+    with an optional ``object_id``: returns {"object_type": label, "object_id": id?}; raises field errors."""
+    spec, object_type, object_id = ((v or "").strip() for v in (spec, object_type, object_id))
+    if spec and (object_type or object_id):
+        raise ValidationError(
+            {"object": ["Give either 'object' (type:id) or 'object_type' and 'object_id', not both."]}
+        )
+    type_field, id_field = ("object", "object") if spec else ("object_type", "object_id")
+    if spec:
+        object_type, colon, object_id = (part.strip() for part in spec.partition(":"))
+        if colon and not object_id:
+            raise ValidationError({"object": ["Give the id after the colon, e.g. job:42."]})
+    if not object_type:
+        if object_id:
+            raise ValidationError({type_field: ["Say which type of object the id is, e.g. job:42."]})
+        return {}
+    label = object_types().get(object_type.lower())
+    if label is None:
+        raise ValidationError(
+            {type_field: [f"Unknown object type {object_type[:100]!r}; use e.g. job, run, changerequest or jobs.job."]}
+        )
+    if object_id and not OBJECT_ID_RE.fullmatch(object_id):
+        raise ValidationError({id_field: ["An object id is letters, digits, '.', '_' or '-' (at most 64), e.g. 42."]})
+    return {"object_type": label, "object_id": object_id} if object_id else {"object_type": label}
+
+
 def parse_filters(params) -> dict:
-    """Validate export filters (``since``, ``until``, ``actor``, ``action``, ``format``); raise field errors."""
+    """Validate export filters (``since``, ``until``, ``actor``, ``action``, ``object`` or ``object_type``
+    and ``object_id``, ``format``); raise field errors."""
     errors: dict[str, list[str]] = {}
     filters: dict = {"format": params.get("format") or "csv"}
     if filters["format"] not in FORMATS:
@@ -94,6 +148,10 @@ def parse_filters(params) -> dict:
         if unknown:
             errors["action"] = [f"Unknown action(s): {', '.join(unknown)}."]
         filters["action"] = actions
+    try:
+        filters.update(parse_object(params.get("object"), params.get("object_type"), params.get("object_id")))
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     return filters
@@ -108,6 +166,10 @@ def filter_events(queryset: QuerySet, filters: dict) -> QuerySet:
         queryset = queryset.filter(actor_repr=filters["actor"])
     if "action" in filters:
         queryset = queryset.filter(action__in=filters["action"])
+    if "object_type" in filters:
+        queryset = queryset.filter(object_type=filters["object_type"])
+    if "object_id" in filters:
+        queryset = queryset.filter(object_id=filters["object_id"])
     return queryset
 
 

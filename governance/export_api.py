@@ -34,6 +34,9 @@ class AuditExportView(APIView):
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="ISO 8601, inclusive"),
             OpenApiParameter("actor", str, description="username of the actor"),
             OpenApiParameter("action", str, description="action, or several separated by commas"),
+            OpenApiParameter("object", str, description="the object as <type>:<id> (job:42, jobs.job:42) or a type"),
+            OpenApiParameter("object_type", str, description="instead of object: the type (job or jobs.job)"),
+            OpenApiParameter("object_id", str, description="with object_type: the object's id"),
         ],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="CSV"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, F, Q
 from django.db.models.functions import TruncHour
@@ -19,6 +20,7 @@ from jobs.models import Alert, Job, JobStatus, Run, RunStatus
 from jobs.schedule import isoz
 
 from .access import Action, restrict
+from .export import parse_object
 from .models import AuditAction, AuditEvent, Team
 
 CHART_STATUSES = [
@@ -210,7 +212,14 @@ def audit_list(request):
         events = events.filter(actor_repr=actor)
         export_params["actor"] = actor
     if obj:
-        events = events.filter(object_repr__icontains=obj)
+        # The same syntax as the export (job:42, jobs.job:42, or a type), so the export button carries it.
+        try:
+            match = parse_object(obj)
+        except ValidationError as exc:
+            errors["object"] = " ".join(exc.message_dict["object"])
+        else:
+            events = events.filter(**match)
+            export_params["object"] = obj
     for key, is_end in (("since", False), ("until", True)):
         try:
             bound = _parse_bound(request.GET.get(key, ""), end=is_end)

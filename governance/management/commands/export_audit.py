@@ -8,7 +8,7 @@ from governance.models import AuditEvent, Tenant
 
 
 class Command(BaseCommand):
-    help = "Export audit events (all tenants, or one with --tenant) filtered by time, actor and action."
+    help = "Export audit events (all tenants, or one with --tenant) filtered by time, actor, action and object."
 
     def add_arguments(self, parser):
         parser.add_argument("--format", choices=list(export.FORMATS), default="csv")
@@ -16,11 +16,15 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="ISO 8601 date or date-time (inclusive)")
         parser.add_argument("--actor", help="username of the actor")
         parser.add_argument("--action", help="action, or several separated by commas")
+        parser.add_argument("--object", help="the object as TYPE:ID (job:42, jobs.job:42), or a type alone")
+        parser.add_argument("--object-type", help="instead of --object: the type (job or jobs.job)")
+        parser.add_argument("--object-id", help="with --object-type: the object's id")
         parser.add_argument("--tenant", help="tenant slug (default: every tenant and platform events)")
         parser.add_argument("--output", "-o", help="file to write (default: standard output)")
 
     def handle(self, *args, **options):
-        params = {key: options[key] for key in ("format", "since", "until", "actor", "action") if options[key]}
+        keys = ("format", "since", "until", "actor", "action", "object", "object_type", "object_id")
+        params = {key: options[key] for key in keys if options[key]}
         try:
             filters = export.parse_filters(params)
         except ValidationError as exc:
