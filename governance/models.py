@@ -199,6 +199,8 @@ class AuditAction(models.TextChoices):
     TOKEN_REVOKED = "token.revoked", "API token revoked"
     SERVICE_ACCOUNT_CREATED = "service_account.created", "Service account created"
     EXPORT = "audit.exported", "Audit exported"
+    VAULT_POLICY_APPLIED = "vault.policy_applied", "Vault policy updated for the tenants"
+    VAULT_POLICY_FAILED = "vault.policy_failed", "Vault policy could not be updated"
 
 
 class AuditChain(models.Model):

@@ -10,6 +10,7 @@ text before it is kept.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -262,6 +263,18 @@ def policy_for(tenant_slugs, mounts=None) -> str:
     return "\n".join(blocks) or '# no tenants yet\npath "sys/nothing" {\n  capabilities = ["deny"]\n}\n'
 
 
+POLICY_ADMIN_NAME = "governor-policy-admin"
+# What VAULT_POLICY_TOKEN needs, and nothing more: read and write the one 'governor' policy.
+POLICY_ADMIN_POLICY = f"""path "sys/policies/acl/{POLICY_NAME}" {{
+  capabilities = ["read", "create", "update"]
+}}
+
+path "sys/policy/{POLICY_NAME}" {{
+  capabilities = ["read", "create", "update"]
+}}
+"""
+
+
 def setup_approle(root: hvac.Client, tenant_slugs) -> dict[str, str]:
     """Create or update the AppRole and its policy with a root/admin token; return role and secret ids."""
     if "approle/" not in root.sys.list_auth_methods()["data"]:
@@ -270,6 +283,7 @@ def setup_approle(root: hvac.Client, tenant_slugs) -> dict[str, str]:
         if f"{mount}/" not in root.sys.list_mounted_secrets_engines()["data"]:
             root.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
     root.sys.create_or_update_policy(name=POLICY_NAME, policy=policy_for(tenant_slugs))
+    root.sys.create_or_update_policy(name=POLICY_ADMIN_NAME, policy=POLICY_ADMIN_POLICY)
     root.auth.approle.create_or_update_approle(
         role_name=ROLE_NAME,
         token_policies=[POLICY_NAME],
@@ -281,3 +295,72 @@ def setup_approle(root: hvac.Client, tenant_slugs) -> dict[str, str]:
     role_id = root.auth.approle.read_role_id(role_name=ROLE_NAME)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id(role_name=ROLE_NAME)["data"]["secret_id"]
     return {"role_id": role_id, "secret_id": secret_id}
+
+
+# --- keeping the policy in step with the tenants (a policy-admin token, never the AppRole) ----------
+
+_last_failure = ""
+
+
+def policy_token() -> str:
+    return settings.VAULT_POLICY_TOKEN or settings.VAULT_TOKEN
+
+
+def _current_policy(client: hvac.Client) -> str | None:
+    try:
+        return client.sys.read_acl_policy(name=POLICY_NAME)["data"]["policy"]
+    except vault_errors.InvalidPath:
+        return None
+    except vault_errors.Forbidden:
+        # A token allowed to write but not to read the policy: write it every time.
+        return None
+
+
+def reconcile_policy(*, reason: str, tenant_id: int | None = None) -> str:
+    """Make Vault's ``governor`` policy cover exactly the tenants in the database.
+
+    Answers "written", "unchanged", "unconfigured" (no policy token in this process) or "failed".
+    Never raises and is never called inside a transaction (tenant creation runs it on commit, the
+    scheduler periodically): a failure is logged as an error and audited, in the new tenant's chain
+    when a tenant creation asked for it, and the scheduler's next reconcile tries again.
+    """
+    from . import audit
+    from .models import AuditAction, Tenant
+
+    global _last_failure
+    token = policy_token()
+    if not token:
+        log.warning(
+            "Vault policy not updated (%s): no VAULT_POLICY_TOKEN in this process; the scheduler reconciles it "
+            "if it holds one, otherwise run 'manage.py vault_setup --policy-only'",
+            reason,
+        )
+        return "unconfigured"
+    slugs = sorted(Tenant.objects.values_list("slug", flat=True))
+    wanted = policy_for(slugs)
+    client = hvac.Client(url=settings.VAULT_ADDR, token=token, timeout=settings.VAULT_TIMEOUT_SECONDS)
+    try:
+        with contextlib.suppress(Exception):
+            # A periodic policy token stays valid as long as it is renewed; the reconcile is its heartbeat.
+            client.auth.token.renew_self()
+        if _current_policy(client) == wanted:
+            _last_failure = ""
+            return "unchanged"
+        client.sys.create_or_update_policy(name=POLICY_NAME, policy=wanted)
+    except Exception as exc:
+        error = str(_translate(exc, f"writing the '{POLICY_NAME}' policy")).replace("; the run was not started", "")
+        log.error("Vault policy NOT updated (%s): %s; new tenants cannot read their secrets until it is", reason, error)
+        # One event per tenant creation, and one per new kind of failure of the periodic reconcile.
+        if tenant_id is not None or error != _last_failure:
+            audit.record(
+                AuditAction.VAULT_POLICY_FAILED,
+                tenant=tenant_id,
+                data={"reason": reason, "error": error, "tenants": len(slugs)},
+            )
+        _last_failure = error
+        return "failed"
+    _last_failure = ""
+    log.info("Vault policy '%s' now covers %d tenant(s) (%s)", POLICY_NAME, len(slugs), reason)
+    # A count, not the slugs: a tenant's chain must not name the other tenants.
+    audit.record(AuditAction.VAULT_POLICY_APPLIED, tenant=tenant_id, data={"reason": reason, "tenants": len(slugs)})
+    return "written"

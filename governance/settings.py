@@ -316,6 +316,11 @@ GOVERNOR_SUNSET_WARNING_DAYS = env_int("GOVERNOR_SUNSET_WARNING_DAYS", 14)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")
 # An admin token used only by ``manage.py vault_setup``; the app itself logs in with AppRole.
 VAULT_TOKEN = env_str("VAULT_TOKEN")
+# A token allowed only to read and write the 'governor' policy (docs/operations.md): with it, creating
+# a tenant updates the policy on commit, and the scheduler reconciles it. Defaults to VAULT_TOKEN.
+VAULT_POLICY_TOKEN = env_str("VAULT_POLICY_TOKEN")
+# How often the scheduler checks that the policy covers every tenant (0: never).
+VAULT_POLICY_RECONCILE_SECONDS = env_int("VAULT_POLICY_RECONCILE_SECONDS", 300)
 VAULT_ROLE_ID = env_str("VAULT_ROLE_ID")
 VAULT_SECRET_ID = env_str("VAULT_SECRET_ID")
 # Written by vault_setup (mode 0600) and read when the two variables above are unset.

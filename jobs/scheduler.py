@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +28,8 @@ from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import F, Min
 from django.utils import timezone
+
+from governance import secrets
 
 from . import schedule
 from .heartbeats import sweep
@@ -489,6 +492,16 @@ def release_lease(holder: str) -> None:
     SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(expires_at=timezone.now())
 
 
+def reconcile_vault_policy(next_check: float) -> float:
+    """Every VAULT_POLICY_RECONCILE_SECONDS, make the Vault policy cover every tenant (when this
+    process holds a policy token); a failure is retried within a minute. Returns the next check time."""
+    period = settings.VAULT_POLICY_RECONCILE_SECONDS
+    if not period or not secrets.policy_token() or time.monotonic() < next_check:
+        return next_check
+    outcome = secrets.reconcile_policy(reason="scheduler reconcile")
+    return time.monotonic() + (min(period, 60) if outcome == "failed" else period)
+
+
 def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_seconds: float | None = None) -> None:
     """While leader: tick, then sleep until the next due instant (at most ``max_sleep``, so changes are seen)."""
     max_sleep = settings.GOVERNOR_SCHEDULER_MAX_SLEEP if max_sleep is None else max_sleep
@@ -497,6 +510,7 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
     beat = min(max_sleep, ttl / 3)
     holder = holder_id()
     leading = False
+    next_policy_check = 0.0
     try:
         while not stop.is_set():
             try:
@@ -511,6 +525,7 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
                 result = tick()
                 # Lost workers, due retries and missed pings (jobs.heartbeats).
                 sweep()
+                next_policy_check = reconcile_vault_policy(next_policy_check)
                 if result.created or result.skipped or result.deferred or result.promoted or result.lost_race:
                     log.info(
                         "tick: %s due, %s runs created, %s skipped, %s deferred, %s promoted, %s taken by another",

@@ -43,6 +43,8 @@ JOBS = [
             "cron": "30 2 * * *",
             "timezone": "Europe/Berlin",
             "timeout_seconds": 1800,
+            "rationale": "The bank drop lands at 02:00 local; on the spring-forward night it runs at 03:00. "
+            "No heartbeat yet: the legacy script cannot ping.",
         },
     ),
     (
@@ -90,6 +92,7 @@ JOBS = [
             "cron": "0 3 * * *",
             "timezone": "Australia/Sydney",
             "timeout_seconds": 3600,
+            "rationale": "Snapshots run after the 02:00 batch; no heartbeat yet: the snapshot tool cannot ping.",
         },
     ),
 ]

@@ -15,13 +15,19 @@ from governance.models import Tenant
 class Command(BaseCommand):
     help = (
         "Enable AppRole, write the 'governor' policy (read-only, each tenant's own prefix) and write the "
-        "AppRole credentials to a private file. Re-run after adding a tenant."
+        "AppRole credentials to a private file. New tenants are added to the policy automatically when a "
+        "policy token is configured (docs/operations.md); --policy-only re-applies it by hand."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--root-token", help="admin token (default: $VAULT_TOKEN); used only here")
         parser.add_argument("--tenant", action="append", default=[], help="extra tenant slug (repeatable)")
         parser.add_argument("--output", default=str(settings.VAULT_APPROLE_FILE), help="credentials file (mode 0600)")
+        parser.add_argument(
+            "--policy-only",
+            action="store_true",
+            help="only rewrite the 'governor' policy for the current tenants (no new secret id)",
+        )
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
@@ -30,6 +36,15 @@ class Command(BaseCommand):
             raise CommandError("Give an admin token with --root-token or VAULT_TOKEN.")
         slugs = sorted(set(Tenant.objects.values_list("slug", flat=True)) | set(options["tenant"]))
         root = hvac.Client(url=settings.VAULT_ADDR, token=token, timeout=settings.VAULT_TIMEOUT_SECONDS)
+        if options["policy_only"]:
+            try:
+                root.sys.create_or_update_policy(name=secrets.POLICY_NAME, policy=secrets.policy_for(slugs))
+            except Exception as exc:
+                raise CommandError(
+                    f"Vault policy update failed at {settings.VAULT_ADDR}: {secrets._translate(exc, 'policy update')}"
+                ) from None
+            self.stdout.write(f"vault_setup: policy '{secrets.POLICY_NAME}' covers {len(slugs)} tenant(s)")
+            return
         try:
             credentials = secrets.setup_approle(root, slugs)
         except Exception as exc:

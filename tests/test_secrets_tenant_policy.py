@@ -1,0 +1,151 @@
+"""A tenant created after vault_setup gets its Vault prefix on commit (real OpenBao), through a
+token that may only read and write the 'governor' policy; an unreachable Vault never blocks the
+tenant, fails loudly in the log and the audit trail, and the scheduler's reconcile heals it."""
+
+import logging
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from approvals.services import propose_change
+from conftest import Cast
+from governance import secrets
+from governance.models import AuditAction, AuditEvent, Environment, Role, Team, Tenant
+from governance.services import grant_role
+from jobs import scheduler
+from jobs.executor import execute_run
+from jobs.models import RunStatus
+from jobs.services import trigger_run
+from tests.vault import free_port, put_secret
+
+PY = "/usr/bin/python3"
+PRINT_LENGTH = "import os; print('length', len(os.environ['DB_PASSWORD']))"
+
+
+def _policy_admin_token(vault) -> str:
+    """What an operator hands the scheduler: a token limited to the governor policy."""
+    created = vault.root_client().auth.token.create(
+        policies=[secrets.POLICY_ADMIN_NAME], no_default_policy=True, ttl="1h"
+    )
+    return created["auth"]["client_token"]
+
+
+def _tenant_with_job(cast: Cast, slug: str, secret_ref: str):
+    tenant = Tenant.objects.get(slug=slug)
+    team = Team.objects.create(tenant=tenant, slug="payroll", name="Payroll")
+    env = Environment.objects.create(tenant=tenant, slug="dev", name="Dev", order=0, required_approvals=0)
+    author = get_user_model().objects.create_user(f"{slug}-author")
+    grant_role(author, Role.AUTHOR, tenant=tenant)
+    change = propose_change(
+        actor=author,
+        action="create",
+        team=team,
+        environment=env,
+        definition=cast.definition(
+            name="payroll.pay.run",
+            command=[PY, "-c", PRINT_LENGTH],
+            secrets={"DB_PASSWORD": secret_ref},
+            timezone="UTC",
+            criticality="medium",
+        ),
+        justification="payroll",
+    )
+    assert change.status == "applied", change.failure_reason
+    return change.job, author
+
+
+def _run(job, actor):
+    run = trigger_run(job, actor=actor, reason="policy test")
+    execute_run(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def test_a_new_tenants_job_reads_its_own_secret_and_still_not_another_tenants(
+    vault, cast, settings, django_capture_on_commit_callbacks
+):
+    settings.VAULT_POLICY_TOKEN = _policy_admin_token(vault)
+    put_secret(vault, "governor/initech/payroll/db", {"password": "initech-pw"})
+    put_secret(vault, "governor/acme/payments/db", {"password": "acme-password"})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        initech = Tenant.objects.create(slug="initech", name="Initech")
+    applied = AuditEvent.objects.get(action=AuditAction.VAULT_POLICY_APPLIED)
+    assert applied.tenant == initech and applied.data == {"reason": "tenant initech created", "tenants": 3}
+    policy = vault.root_client().sys.read_acl_policy(name=secrets.POLICY_NAME)["data"]["policy"]
+    assert "secret/data/governor/initech/*" in policy and "governor/acme/" in policy
+
+    job, author = _tenant_with_job(cast, "initech", "vault:secret/governor/initech/payroll/db#password")
+    run = _run(job, author)
+    assert run.status == RunStatus.SUCCEEDED, run.reason
+    assert "length 10" in run.output
+
+    # Another tenant's path: refused by the definition, and by Vault for a prefix no tenant owns.
+    with pytest.raises(Exception, match="must live under"):
+        propose_change(
+            actor=author,
+            action="update",
+            job=job,
+            definition={"secrets": {"DB_PASSWORD": "vault:secret/governor/acme/payments/db#password"}},
+            justification="steal",
+        )
+    put_secret(vault, "governor/hooli/db", {"password": "hooli-pw"})
+    with pytest.raises(secrets.SecretError, match="denied"):
+        secrets.resolve_secrets({"X": "vault:secret/governor/hooli/db#password"}, Tenant(slug="hooli"))
+
+
+def test_the_policy_token_cannot_do_more_than_rewrite_the_policy(vault, cast, settings):
+    import hvac
+
+    client = hvac.Client(url=vault.addr, token=_policy_admin_token(vault))
+    put_secret(vault, "governor/acme/payments/db", {"password": "acme-password"})
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.secrets.kv.v2.read_secret_version(
+            path="governor/acme/payments/db", mount_point="secret", raise_on_deleted_version=True
+        )
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.sys.create_or_update_policy(name="escalate", policy='path "*" { capabilities = ["sudo"] }')
+
+
+def test_an_unreachable_vault_never_blocks_the_tenant_and_fails_loudly_then_the_scheduler_heals_it(
+    vault, cast, settings, django_capture_on_commit_callbacks, caplog
+):
+    settings.VAULT_POLICY_TOKEN = _policy_admin_token(vault)
+    settings.VAULT_ADDR = f"http://127.0.0.1:{free_port()}"
+    caplog.set_level(logging.INFO, logger="governance.secrets")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        initech = Tenant.objects.create(slug="initech", name="Initech")
+    assert Tenant.objects.filter(pk=initech.pk).exists()
+    failed = AuditEvent.objects.get(action=AuditAction.VAULT_POLICY_FAILED)
+    assert failed.tenant == initech and "unreachable" in failed.data["error"]
+    assert any(r.levelno == logging.ERROR and "Vault policy NOT updated" in r.getMessage() for r in caplog.records)
+
+    # Vault is back: the scheduler's periodic reconcile writes the policy once, then leaves it alone.
+    settings.VAULT_ADDR = vault.addr
+    scheduler.reconcile_vault_policy(0.0)
+    assert AuditEvent.objects.filter(action=AuditAction.VAULT_POLICY_APPLIED, tenant=None).count() == 1
+    assert "governor/initech/" in vault.root_client().sys.read_acl_policy(name=secrets.POLICY_NAME)["data"]["policy"]
+    scheduler.reconcile_vault_policy(0.0)
+    assert AuditEvent.objects.filter(action=AuditAction.VAULT_POLICY_APPLIED).count() == 1
+    put_secret(vault, "governor/initech/payroll/db", {"password": "initech-pw"})
+    values = secrets.resolve_secrets({"DB_PASSWORD": "vault:secret/governor/initech/payroll/db#password"}, initech)
+    assert values == {"DB_PASSWORD": "initech-pw"}
+
+
+def test_seed_demo_tenants_are_covered_as_they_are_created(vault, db, settings, django_capture_on_commit_callbacks):
+    settings.VAULT_POLICY_TOKEN = _policy_admin_token(vault)
+    vault.root_client().sys.create_or_update_policy(name=secrets.POLICY_NAME, policy=secrets.policy_for([]))
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("seed_demo", verbosity=0)
+    policy = vault.root_client().sys.read_acl_policy(name=secrets.POLICY_NAME)["data"]["policy"]
+    for slug in Tenant.objects.values_list("slug", flat=True):
+        assert f"governor/{slug}/" in policy
+
+
+def test_vault_setup_policy_only_rewrites_the_policy_without_a_new_secret_id(vault, cast, capsys):
+    Tenant.objects.create(slug="initech", name="Initech")
+    call_command("vault_setup", "--policy-only", "--root-token", vault.root_token)
+    assert "covers 3 tenant(s)" in capsys.readouterr().out
+    assert "governor/initech/" in vault.root_client().sys.read_acl_policy(name=secrets.POLICY_NAME)["data"]["policy"]
