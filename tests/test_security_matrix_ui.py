@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -23,7 +24,8 @@ from django.utils import timezone
 from approvals.models import ChangeRequest, PostReview
 from approvals.services import approve_change, propose_change
 from conftest import Cast
-from governance.models import AuditAction, AuditEvent
+from governance.models import AuditAction, AuditEvent, Role
+from governance.services import grant_role
 from jobs.models import Job, Run, RunStatus
 from jobs.services import set_paused, trigger_run
 from tests.api_support import counts
@@ -129,8 +131,11 @@ def world(django_db_setup, django_db_blocker):
             approver=cast.globex_approver,
             operator=cast.globex_admin,
         )
+        # Staff who are not superusers browse the admin read-only, limited to their roles' rows.
+        cast.staff = get_user_model().objects.create_user("acme-staff", is_staff=True)
+        grant_role(cast.staff, Role.VIEWER, tenant=cast.acme)
         sessions = {}
-        for role, attribute in CAST_USER.items():
+        for role, attribute in {**CAST_USER, "staff": "staff"}.items():
             client = Client()
             client.force_login(getattr(cast, attribute))
             sessions[role] = client.cookies[settings.SESSION_COOKIE_NAME].value
@@ -417,3 +422,33 @@ def test_ui_lists_show_exactly_the_rows_of_the_roles_tenant(world, db, role):
     audit = client.get(reverse("audit_list"))
     assert audit.context["page"].paginator.count == expected_events
     assert len(audit.context["events"]) == min(expected_events, 50)
+
+
+# The admin's changelists of the governed models, as separate cases: members without staff status
+# are sent to the admin login, staff see their tenant's rows (read-only), the superuser every row.
+ADMIN_CHANGELISTS = {
+    "jobs.job": lambda tenant: Job.objects.filter(tenant=tenant).count(),
+    "jobs.run": lambda tenant: Run.objects.filter(tenant=tenant).count(),
+    "approvals.changerequest": lambda tenant: ChangeRequest.objects.filter(tenant=tenant).count(),
+    "governance.auditevent": lambda tenant: AuditEvent.objects.filter(tenant=tenant).count(),
+}
+
+
+@pytest.mark.parametrize("role", [*ROLES, "staff"])
+@pytest.mark.parametrize("model", list(ADMIN_CHANGELISTS))
+def test_admin_changelists_of_governed_models(world, db, model, role):
+    app_label, model_name = model.split(".")
+    url = reverse(f"admin:{app_label}_{model_name}_changelist")
+    response = client_as(world, role).get(url)
+    if role not in ("staff", "superuser"):
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+        return
+    assert response.status_code == 200
+    rows = response.context["cl"].result_count
+    count = ADMIN_CHANGELISTS[model]
+    if role == "staff":
+        assert rows == count(world.cast.acme) > 0
+    else:
+        everything = count(world.cast.acme) + count(world.cast.globex)
+        assert rows == (AuditEvent.objects.count() if model == "governance.auditevent" else everything)
