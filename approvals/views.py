@@ -17,9 +17,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance import audit
 from governance.access import Action, get_object_or_404_for, record_denied, restrict
-from governance.models import AuditAction, Team
+from governance.models import Team
 from governance.services import AccessDenied
 from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
@@ -144,14 +143,9 @@ def _propose(request, form, **kwargs):
     return change
 
 
-def _refuse_without_author_role(request, form) -> None:
-    """Nobody without the author role somewhere gets the form, or gets to post it (403, on the record)."""
+def _refuse_without_author_role(form) -> None:
+    """Nobody without the author role somewhere gets the form, or gets to post it."""
     if not form.fields["team"].queryset.exists():
-        audit.record(
-            AuditAction.ACCESS_DENIED,
-            actor=request.user,
-            data={"action": str(Action.PROPOSE), "reason": "no author role in any team"},
-        )
         raise PermissionDenied("You need the author role in a team to propose jobs.")
 
 
@@ -159,7 +153,7 @@ def _refuse_without_author_role(request, form) -> None:
 def change_new(request):
     if request.method == "POST":
         form = JobDefinitionForm(request.POST, user=request.user)
-        _refuse_without_author_role(request, form)
+        _refuse_without_author_role(form)
         if form.is_valid():
             change = _propose(
                 request,
@@ -174,7 +168,7 @@ def change_new(request):
         return _render_form(request, form, status=400)
     initial = {k: request.GET[k] for k in ("team", "environment") if request.GET.get(k)}
     form = JobDefinitionForm(user=request.user, initial=initial)
-    _refuse_without_author_role(request, form)
+    _refuse_without_author_role(form)
     return _render_form(request, form)
 
 

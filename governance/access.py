@@ -12,6 +12,7 @@ Each model names the fields that place it in a tenant, team and environment via
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -167,11 +168,17 @@ def get_object_or_404_for(user, action: Action | str, queryset: QuerySet, **look
     return obj
 
 
+# Refusals recorded while serving the current request: the UI's safety net
+# (security.DeniedAccessAuditMiddleware) records any 403 that no view recorded itself.
+denials_recorded: ContextVar[int] = ContextVar("governor_denials_recorded", default=0)
+
+
 def record_denied(user, action: Action | str, obj: Model, *, reason: str) -> None:
     """Audit a refused attempt in the object's tenant chain (the caller answers 403 or 404)."""
     from . import audit
     from .models import AuditAction
 
+    denials_recorded.set(denials_recorded.get() + 1)
     tenant_id, team_id, env_id = access_key(obj)
     audit.record(
         AuditAction.ACCESS_DENIED,

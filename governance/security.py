@@ -43,3 +43,40 @@ class ContentSecurityPolicyMiddleware:
         response.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         response.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
         return response
+
+
+class DeniedAccessAuditMiddleware:
+    """Every refusal of a signed-in user in the browser UI or the admin lands in the audit trail.
+
+    Views record refusals with ``access.record_denied`` in the object's tenant chain; a 403 that
+    no view recorded (a page rule, a CSRF failure, a view that forgot) is recorded here, in the
+    platform chain, with the path. The API records its own refusals (governance.api).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from . import audit
+        from .access import denials_recorded
+        from .models import AuditAction
+
+        token = denials_recorded.set(0)
+        try:
+            response = self.get_response(request)
+            user = getattr(request, "user", None)
+            if (
+                response.status_code == 403
+                and getattr(user, "is_authenticated", False)
+                and not denials_recorded.get()
+                and not request.path.startswith("/api/")
+            ):
+                audit.record(
+                    AuditAction.ACCESS_DENIED,
+                    actor=user,
+                    ip=request.META.get("REMOTE_ADDR") or None,
+                    data={"action": request.method.lower(), "path": request.path[:300], "reason": "page refused"},
+                )
+            return response
+        finally:
+            denials_recorded.reset(token)

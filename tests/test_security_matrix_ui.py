@@ -337,10 +337,13 @@ def test_ui_permission_matrix(world, db, name, method, side_name, role):
     assert response.status_code == expected, (name, method, side_name, role, response.status_code)
     new_events = AuditEvent.objects.filter(id__gt=last_event)
     target = getattr(side, view.obj) if view.obj else None
-    if response.status_code in (403, 404) and target is not None:
-        # A refusal on an object that exists is a probe or an overreach: always on the record.
+    if response.status_code == 403 or (response.status_code == 404 and target is not None):
+        # A refusal, or a probe of an object that exists: always on the record.
         denied = new_events.filter(action=AuditAction.ACCESS_DENIED, actor=user)
         assert denied.exists(), (name, method, side_name, role, "no access.denied event")
+        if target is not None:
+            # In the object's own chain, where its tenant's admins can see it.
+            assert denied.filter(tenant_id=target.tenant_id).exists(), (name, role, "denial outside the tenant")
     if method == "post" and name not in ("login", "logout"):
         if response.status_code < 400:
             assert new_events.filter(actor=user).exclude(action=AuditAction.ACCESS_DENIED).exists(), (
@@ -452,3 +455,18 @@ def test_admin_changelists_of_governed_models(world, db, model, role):
     else:
         everything = count(world.cast.acme) + count(world.cast.globex)
         assert rows == (AuditEvent.objects.count() if model == "governance.auditevent" else everything)
+
+
+def test_a_refusal_no_view_recorded_is_audited_with_its_path(world, db):
+    """The safety net: a 403 from outside any view (here CSRF) is still on the record, once."""
+    client = Client(enforce_csrf_checks=True)
+    client.cookies[settings.SESSION_COOKIE_NAME] = world.sessions["approver"]
+    url = reverse("change_approve", kwargs={"pk": world.own.change.pk})
+    last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    response = client.post(url, {"comment": "forged"})
+    assert response.status_code == 403
+    denied = AuditEvent.objects.filter(id__gt=last_event)
+    assert [(e.action, e.actor, e.data["path"]) for e in denied] == [
+        (AuditAction.ACCESS_DENIED, world.cast.approver, url)
+    ]
+    assert not world.own.change.reviews.exists()
