@@ -10,6 +10,7 @@ reuses a session made once per role.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -223,6 +224,8 @@ class View:
     body: object = None
     other_get: dict[str, int] = field(default_factory=dict)
     other_post: dict[str, int] = field(default_factory=dict)
+    # URL arguments other than the object's pk (e.g. a version), from the side's objects.
+    url_kwargs: Callable[[SimpleNamespace], dict] | None = None
 
 
 def _everyone(status: int) -> dict[str, int]:
@@ -299,9 +302,10 @@ def _cases():
 
 
 def _url(world, name: str, view: View, side) -> str:
-    if view.obj is None:
-        return reverse(name)
-    return reverse(name, kwargs={"pk": getattr(side, view.obj).pk})
+    kwargs = {"pk": getattr(side, view.obj).pk} if view.obj else {}
+    if view.url_kwargs is not None:
+        kwargs.update(view.url_kwargs(side))
+    return reverse(name, kwargs=kwargs)
 
 
 def _body(view: View, side) -> dict:
