@@ -258,6 +258,9 @@ VIEWS: dict[str, View] = {
         post=allowed(302, *PROPOSERS),
         body=lambda side: _definition_fields(side),
     ),
+    # Pausing under change control is an operator's proposal (approvals follow like an update).
+    "change_pause": View("job", get=allowed(200, *OPERATORS), post=allowed(302, *OPERATORS), body=JUSTIFY),
+    "change_resume": View("paused_job", get=allowed(200, *OPERATORS), post=allowed(302, *OPERATORS), body=JUSTIFY),
     "change_delete": View("job", get=allowed(200, *PROPOSERS), post=allowed(302, *PROPOSERS), body=JUSTIFY),
     "run_detail": View("queued_run", get=allowed(200, *EVERYONE)),
     "run_cancel": View("queued_run", post=allowed(302, *OPERATORS), body=REASON),
