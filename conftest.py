@@ -119,6 +119,50 @@ class Cast:
         change.job.refresh_from_db()
         return change.job
 
+    def make_config(self, kind: str, *, tenant=None, environment=None, target=None, action=None, **definition):
+        """Create, update (``target``) or delete (``action="delete"``) a maintenance window, holiday
+        calendar or pool through change control: proposed by the tenant admin, approved as the policy needs."""
+        from approvals.config_changes import kind_of, propose_config_change
+        from approvals.services import approve_change
+
+        if target is not None and action is None:
+            definition = {**kind_of(kind).definition(target), **definition}
+
+        tenant = tenant or (environment.tenant if environment is not None else None) or (target and target.tenant)
+        tenant = tenant or self.acme
+        globex = tenant.pk == self.globex.pk
+        change = propose_config_change(
+            actor=self.globex_admin if globex else self.admin,
+            kind=kind,
+            action=action or ("update" if target is not None else "create"),
+            tenant=tenant if target is None else None,
+            environment=environment,
+            target=target,
+            definition=definition if action != "delete" else None,
+            justification="test configuration",
+        )
+        for approver in ([self.globex_approver] if globex else [self.approver, self.approver2])[
+            : change.required_approvals
+        ]:
+            change = approve_change(change, actor=approver)
+        assert change.status == "applied", change.failure_reason
+        if action == "delete":
+            return None
+        return change.changed_object()
+
+    def make_window(self, *, tenant=None, environment=None, **definition):
+        """A live maintenance window (tenant-wide unless ``environment``), through change control."""
+        return self.make_config("maintenance_window", tenant=tenant, environment=environment, **definition)
+
+    def make_pool(self, environment, name: str = "batch", **definition):
+        """A live pool of the environment, through change control."""
+        definition.setdefault("slots", 2)
+        return self.make_config("pool", environment=environment, name=name, **definition)
+
+    def make_calendar(self, name: str, *, tenant=None, **definition):
+        """A live holiday calendar of the tenant, through change control."""
+        return self.make_config("holiday_calendar", tenant=tenant, name=name, **definition)
+
 
 @pytest.fixture
 def cast(db) -> Cast:

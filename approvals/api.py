@@ -27,12 +27,22 @@ from governance.api import (
     VisibleRelatedField,
     ref_filter,
 )
-from governance.models import Environment, Team
+from governance.models import Environment, Team, Tenant
 from jobs.api import JobRefSerializer
 from jobs.models import Job
 
-from . import services
-from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from . import config_changes, services
+from .models import (
+    CONFIG_KINDS,
+    STATE_ACTIONS,
+    ChangeAction,
+    ChangeRequest,
+    ChangeStatus,
+    Comment,
+    Review,
+    ReviewDecision,
+    TargetKind,
+)
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -67,8 +77,12 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-change-request-detail")
     title = serializers.CharField(source="__str__", read_only=True)
     tenant = TenantRefSerializer(read_only=True)
-    team = TeamRefSerializer(read_only=True, allow_null=True, help_text="Owning team (null for a policy change).")
-    environment = EnvironmentRefSerializer(read_only=True)
+    team = TeamRefSerializer(
+        read_only=True, allow_null=True, help_text="Owning team (null for policy, window, calendar and pool changes)."
+    )
+    environment = EnvironmentRefSerializer(
+        read_only=True, allow_null=True, help_text="Null for a tenant-wide maintenance window or holiday calendar."
+    )
     job = JobRefSerializer(read_only=True, allow_null=True)
     author = UsernameField()
     approvals = serializers.IntegerField(
@@ -85,6 +99,8 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
             "url",
             "title",
             "action",
+            "target_kind",
+            "target_id",
             "status",
             "tenant",
             "team",
@@ -170,20 +186,57 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
         return services.hold_reason(change) if change.status == ChangeStatus.APPROVED else ""
 
     @extend_schema_field(
-        {"type": "object", "properties": {"self": {"type": "string"}, "job": {"type": "string", "nullable": True}}}
+        {
+            "type": "object",
+            "properties": {
+                "self": {"type": "string"},
+                "job": {"type": "string", "nullable": True},
+                "target": {"type": "string", "nullable": True},
+            },
+        }
     )
     def get_links(self, change: ChangeRequest) -> dict:
         request = self.context.get("request")
+        target = None
+        if change.target_id and change.target_kind in TARGET_ROUTES:
+            target = reverse(TARGET_ROUTES[change.target_kind], kwargs={"pk": change.target_id}, request=request)
         return {
             "self": reverse("api-change-request-detail", kwargs={"pk": change.pk}, request=request),
             "job": reverse("api-job-detail", kwargs={"pk": change.job_id}, request=request) if change.job_id else None,
+            "target": target,
         }
+
+
+# API routes of the configuration objects a change request may target (links.target).
+TARGET_ROUTES = {
+    TargetKind.MAINTENANCE_WINDOW: "api-maintenance-window-detail",
+    TargetKind.HOLIDAY_CALENDAR: "api-holiday-calendar-detail",
+    TargetKind.POOL: "api-pool-detail",
+}
 
 
 class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerializer):
     """What a client may send. Author, status, tenant and approvals come from the server."""
 
     action = serializers.ChoiceField(choices=ChangeAction.choices)
+    target_kind = serializers.ChoiceField(
+        choices=TargetKind.choices,
+        default=TargetKind.JOB,
+        help_text="What changes: a job (default), an approval policy (action=policy), or a maintenance window, "
+        "holiday calendar or pool (actions create, update, delete).",
+    )
+    target = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text="The id of the maintenance window, holiday calendar or pool to update or delete.",
+    )
+    target_tenant = VisibleRelatedField(
+        queryset=Tenant.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Tenant of a new tenant-wide maintenance window or holiday calendar.",
+    )
     job = VisibleRelatedField(
         queryset=Job.objects.select_related("team__tenant", "environment"),
         required=False,
@@ -197,14 +250,21 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         help_text="Owning team (create only).",
     )
     environment = VisibleRelatedField(
-        queryset=Environment.objects.all(), required=False, allow_null=True, help_text="Environment (create only)."
+        queryset=Environment.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Environment (create only; omit for a tenant-wide window).",
     )
     definition = serializers.JSONField(
         required=False,
         allow_null=True,
         help_text="The job's fields; for an update, only the fields that change (merged over the live job). "
         "For action=policy: the approval rule {criticality, required_approvals, separation_of_duties, "
-        "pause_requires_change}. None for pause and resume.",
+        "pause_requires_change}. None for pause and resume. "
+        "For a maintenance window: {name, starts_at, ends_at} (one-off) or {name, cron, timezone, "
+        "duration_minutes} (recurring), and policy defer|skip. For a holiday calendar: {name, dates, country} "
+        "and optionally years (add the country's public holidays). For a pool: {name, slots, "
+        "reserved_critical_slots, description}. Updates merge over the live object.",
     )
     emergency = serializers.BooleanField(
         default=False,
@@ -223,6 +283,9 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         fields = [
             "id",
             "action",
+            "target_kind",
+            "target",
+            "target_tenant",
             "job",
             "team",
             "environment",
@@ -267,8 +330,15 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
+        if attrs.get("target_kind") in CONFIG_KINDS:
+            return self._validate_config(attrs)
         errors: dict[str, list[str]] = {}
         action = attrs["action"]
+        if attrs.get("target_kind") == TargetKind.POLICY and action != ChangeAction.POLICY:
+            errors["action"] = ["A policy change has action=policy."]
+        for field in ("target", "target_tenant"):
+            if attrs.get(field) is not None:
+                errors[field] = ["Only window, calendar and pool changes name a target or a target tenant."]
         if action in (ChangeAction.UPDATE, ChangeAction.DELETE):
             for field in ("team", "environment"):
                 if attrs.get(field) is not None:
@@ -295,6 +365,40 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
                 errors["job"] = [f"Name the job to {action}."]
             if attrs.get("definition"):
                 errors["definition"] = [f"A {action} takes no definition."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def _validate_config(self, attrs):
+        errors: dict[str, list[str]] = {}
+        kind = config_changes.kind_of(attrs["target_kind"])
+        action = attrs["action"]
+        if action not in (ChangeAction.CREATE, ChangeAction.UPDATE, ChangeAction.DELETE):
+            errors["action"] = [f"A {kind.label} change is a create, update or delete."]
+        for field in ("team", "job"):
+            if attrs.get(field) is not None:
+                errors[field] = [f"A {kind.label} change names no {field}."]
+        if action == ChangeAction.CREATE:
+            if attrs.get("target") is not None:
+                errors["target"] = ["A create names no existing object."]
+            if attrs.get("target_tenant") is None and attrs.get("environment") is None:
+                errors["target_tenant" if kind.environment == "never" else "environment"] = [
+                    "Choose the tenant." if kind.environment == "never" else "Choose the environment (or the tenant)."
+                ]
+        elif action in (ChangeAction.UPDATE, ChangeAction.DELETE):
+            if attrs.get("target") is None:
+                errors["target"] = [f"Give the id of the {kind.label} to {action}."]
+            for field in ("target_tenant", "environment"):
+                if attrs.get(field) is not None:
+                    errors[field] = [f"An {action} keeps the {kind.label}'s place; send only the target."]
+        if action == ChangeAction.DELETE and attrs.get("definition"):
+            errors["definition"] = ["A delete takes no definition."]
+        if attrs.get("target") is not None and "target" not in errors:
+            user = self.context["request"].user
+            obj = restrict(kind.model.objects.all(), user, Action.VIEW).filter(pk=attrs["target"]).first()
+            if obj is None:
+                errors["target"] = [f"No {kind.label} with id {attrs['target']}."]
+            attrs["target"] = obj
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
@@ -361,6 +465,7 @@ class ChangeRequestFilter(filters.FilterSet):
     )
     status = filters.MultipleChoiceFilter(choices=ChangeStatus.choices)
     action = filters.ChoiceFilter(choices=ChangeAction.choices)
+    target_kind = filters.ChoiceFilter(choices=TargetKind.choices)
     job = filters.NumberFilter(field_name="job_id")
     tenant = ref_filter("tenant", "Tenant")
     team = ref_filter("team", "Team")
@@ -396,7 +501,10 @@ class ChangeRequestFilter(filters.FilterSet):
                     if grant.environment_id is not None:
                         clause &= Q(environment_id=grant.environment_id)
                     reviewable_policies |= clause
-            queryset = queryset.exclude(Q(action=ChangeAction.POLICY) & ~reviewable_policies)
+            # Window, calendar and pool changes follow the same rule (policies.may_review_config).
+            queryset = queryset.exclude(
+                (Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~reviewable_policies
+            )
         return queryset
 
 
@@ -452,6 +560,8 @@ class ChangeRequestViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         job, team, environment = data.get("job"), data.get("team"), data.get("environment")
+        if data["target_kind"] in CONFIG_KINDS:
+            return self._propose_config(request, data)
         if job is not None:
             self.denial_target = job
         elif team is not None:
@@ -492,6 +602,34 @@ class ChangeRequestViewSet(
                 emergency=data["emergency"],
                 apply_after=data["apply_after"],
             )
+        return self._respond(change, status.HTTP_201_CREATED)
+
+    def _propose_config(self, request, data):
+        target, tenant, environment = data.get("target"), data.get("target_tenant"), data.get("environment")
+        if target is not None:
+            self.denial_target = target
+        elif environment is not None:
+            self.denial_target = environment
+        elif tenant is not None:
+            self.denial_target = (tenant.pk, None, None)
+        definition = data.get("definition")
+        if target is not None and data["action"] == ChangeAction.UPDATE and isinstance(definition, dict):
+            # Like a job update, only the fields that change are sent; the rest stay as live.
+            definition = {**config_changes.kind_of(data["target_kind"]).definition(target), **definition}
+        change = config_changes.propose_config_change(
+            actor=request.user,
+            kind=data["target_kind"],
+            action=data["action"],
+            tenant=tenant,
+            environment=environment,
+            target=target,
+            definition=definition,
+            justification=data["justification"],
+            ticket=data["ticket"],
+            submit=data["submit"],
+            emergency=data["emergency"],
+            apply_after=data["apply_after"],
+        )
         return self._respond(change, status.HTTP_201_CREATED)
 
     @extend_schema(

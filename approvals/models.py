@@ -26,6 +26,22 @@ class ChangeAction(models.TextChoices):
 STATE_ACTIONS = frozenset({ChangeAction.PAUSE, ChangeAction.RESUME})
 
 
+class TargetKind(models.TextChoices):
+    """What a change request changes. Jobs and policies have their own flows; the others are the
+    scheduling configuration objects (approvals.config_changes)."""
+
+    JOB = "job", "Job"
+    POLICY = "policy", "Approval policy"
+    MAINTENANCE_WINDOW = "maintenance_window", "Maintenance window"
+    HOLIDAY_CALENDAR = "holiday_calendar", "Holiday calendar"
+    POOL = "pool", "Pool"
+
+
+CONFIG_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL})
+# Kinds that may be tenant-wide: their requests have no environment.
+TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR})
+
+
 class ChangeStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     SUBMITTED = "submitted", "Submitted"
@@ -42,13 +58,29 @@ OPEN_STATUSES = frozenset({ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeSta
 
 
 class ChangeRequest(models.Model):
-    """A proposed create, update, delete, pause or resume of a job (or a change of an approval
-    policy), reviewed before it applies. Policy changes have no team: they govern the whole environment."""
+    """A proposed create, update, delete, pause or resume of a job, or a create, update or delete of a
+    maintenance window, a holiday calendar or a pool (or a change of an approval policy), reviewed
+    before it applies.
+
+    Policy, window, calendar and pool changes have no team: they govern a whole environment, or
+    (windows and calendars without an environment) the whole tenant.
+    """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="+")
+    environment = models.ForeignKey(
+        Environment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: a tenant-wide window or calendar.",
+    )
     job = models.ForeignKey(Job, on_delete=models.PROTECT, null=True, blank=True, related_name="change_requests")
+    target_kind = models.CharField(max_length=20, choices=TargetKind.choices, default=TargetKind.JOB)
+    target_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The window, calendar or pool changed (set on apply for a create)."
+    )
     action = models.CharField(max_length=10, choices=ChangeAction.choices)
     proposed = models.JSONField(default=dict, blank=True, help_text="The complete proposed definition.")
     base_version = models.PositiveIntegerField(null=True, blank=True, help_text="Live job version it was based on.")
@@ -86,14 +118,29 @@ class ChangeRequest(models.Model):
                 violation_error_message="A justification is required.",
             ),
             models.CheckConstraint(
-                condition=Q(action__in=["create", "policy"]) | Q(job__isnull=False),
+                condition=~Q(target_kind="job") | Q(action__in=["create", "policy"]) | Q(job__isnull=False),
                 name="change_update_delete_need_job",
                 violation_error_message="Updates and deletes must name the job they change.",
             ),
             models.CheckConstraint(
-                condition=Q(action="policy") | Q(team__isnull=False),
+                condition=~Q(target_kind="job") | Q(action="policy") | Q(team__isnull=False),
                 name="change_job_changes_need_team",
                 violation_error_message="Job changes must name the owning team.",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_kind__in=["job", "policy"]) | Q(action="create") | Q(target_id__isnull=False),
+                name="change_config_update_delete_need_target",
+                violation_error_message="Updates and deletes of a window, calendar or pool must name it.",
+            ),
+            models.CheckConstraint(
+                condition=Q(environment__isnull=False) | Q(target_kind__in=sorted(TENANT_WIDE_KINDS)),
+                name="change_environment_required",
+                violation_error_message="Only window and calendar changes may be tenant-wide.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(target_kind="policy") | Q(action="policy"),
+                name="change_policy_kind_matches_action",
+                violation_error_message="A policy change has the policy action.",
             ),
         ]
         indexes = [
@@ -104,8 +151,30 @@ class ChangeRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        name = (self.proposed or {}).get("name") or (self.job.name if self.job_id else "?")
+        name = (self.proposed or {}).get("name") or (self.job.name if self.job_id else "") or self.target_name or "?"
         return f"CR-{self.pk}: {self.get_action_display().lower()} {name}"
+
+    def get_action_display(self) -> str:
+        # "Create job" reads wrong for a window: name the kind of object for configuration changes.
+        if self.target_kind in CONFIG_KINDS:
+            return f"{self.action.capitalize()} {TargetKind(self.target_kind).label.lower()}"
+        return ChangeAction(self.action).label if self.action in ChangeAction.values else self.action
+
+    @property
+    def is_job_change(self) -> bool:
+        return self.target_kind == TargetKind.JOB
+
+    @property
+    def is_config_change(self) -> bool:
+        return self.target_kind in CONFIG_KINDS
+
+    def changed_object(self):
+        """The live window, calendar or pool this request changes (None for other kinds, or once deleted)."""
+        if not self.is_config_change:
+            return None
+        from .config_changes import live_target
+
+        return live_target(self)
 
     @property
     def target_name(self) -> str:
@@ -117,8 +186,9 @@ class ChangeRequest(models.Model):
 
     def diff(self) -> list[dict]:
         """[{field, before, after}] between the base it was made against and the proposal."""
-        if self.action == ChangeAction.POLICY or self.action in STATE_ACTIONS:
-            before, after = self.base_definition or {}, self.proposed or {}
+        if self.action == ChangeAction.POLICY or self.action in STATE_ACTIONS or self.is_config_change:
+            before = {} if self.action == ChangeAction.CREATE else (self.base_definition or {})
+            after = {} if self.action == ChangeAction.DELETE else (self.proposed or {})
             fields = list(dict.fromkeys([*before, *after]))
             return [
                 {"field": f, "before": before.get(f), "after": after.get(f)}

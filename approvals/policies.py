@@ -173,3 +173,54 @@ def clean_policy(data) -> dict:
         "separation_of_duties": separation,
         "pause_requires_change": pause,
     }
+
+
+def rule_for_config(tenant_id: int, environment: Environment | None) -> Rule:
+    """The rule for a window, calendar or pool change.
+
+    In an environment: the strictest of its rules over every criticality, since the object affects
+    every job there. Tenant-wide: the strictest over all the tenant's environments. No separation
+    of duties: these objects have no owning team to be independent of.
+    """
+    environments = [environment] if environment is not None else list(Environment.objects.filter(tenant_id=tenant_id))
+    required = 0
+    for env in environments:
+        required = max(required, rule_for(env, ["", *Criticality.values]).required_approvals)
+    return Rule(required, False)
+
+
+def may_review_config(user, *, tenant_id: int, environment_id: int | None) -> bool:
+    """Window, calendar and pool changes are reviewed by approvers not narrowed to a team, covering
+    the object's environment; a tenant-wide object needs a tenant-wide approver."""
+    if getattr(user, "is_superuser", False):
+        return True
+    from governance.access import ROLES_FOR_ACTION
+
+    roles = ROLES_FOR_ACTION[Action.REVIEW]
+    return any(
+        g.role in roles
+        and g.tenant_id == tenant_id
+        and g.team_id is None
+        and (g.environment_id is None or g.environment_id == environment_id)
+        for g in grants_for(user)
+    )
+
+
+def may_propose_config(user, *, tenant_id: int, environment_id: int | None) -> bool:
+    """Tenant admins propose every window, calendar and pool change; authors not narrowed to a team
+    propose windows and pools of an environment they author in. Tenant-wide objects are admins' only."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    from governance.models import Role
+
+    for g in grants_for(user):
+        if g.tenant_id != tenant_id or g.team_id is not None:
+            continue
+        covers_env = g.environment_id is None or g.environment_id == environment_id
+        if g.role == Role.TENANT_ADMIN and covers_env:
+            return True
+        if g.role == Role.AUTHOR and environment_id is not None and covers_env:
+            return True
+    return False

@@ -25,7 +25,7 @@ from jobs import services as job_services
 from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
 from jobs.models import Job, JobStatus
 
-from . import policies
+from . import config_changes, policies
 from .models import (
     OPEN_STATUSES,
     STATE_ACTIONS,
@@ -38,6 +38,7 @@ from .models import (
     PostReview,
     Review,
     ReviewDecision,
+    TargetKind,
 )
 
 _UNSET = object()
@@ -189,6 +190,7 @@ def propose_policy_change(
             tenant_id=environment.tenant_id,
             team=None,
             environment=environment,
+            target_kind=TargetKind.POLICY,
             action=ChangeAction.POLICY,
             proposed=cleaned,
             base_definition=base,
@@ -310,6 +312,8 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
 
 
 def _rule(change: ChangeRequest) -> policies.Rule:
+    if change.is_config_change:
+        return config_changes.rule(change)
     if change.action == ChangeAction.POLICY:
         return policies.rule_for_policy_change(change.environment)
     if change.action in STATE_ACTIONS:
@@ -368,6 +372,9 @@ def _live_state(change: ChangeRequest):
 
 
 def _check_not_stale(change: ChangeRequest) -> None:
+    if change.is_config_change:
+        config_changes.check_not_stale(change)
+        return
     if change.action == ChangeAction.CREATE:
         return
     if change.action == ChangeAction.POLICY:
@@ -416,6 +423,8 @@ def may_review(user, change: ChangeRequest) -> bool:
         return False
     if change.action == ChangeAction.POLICY:
         return policies.may_review_policy(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
+    if change.is_config_change:
+        return config_changes.may_review(user, change)
     return True
 
 
@@ -430,6 +439,11 @@ def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: 
             actor, tenant_id=change.tenant_id, environment_id=change.environment_id
         ):
             raise AccessDenied("Policy changes are reviewed by approvers of the whole environment, not of one team.")
+        if change.is_config_change and not config_changes.may_review(actor, change):
+            raise AccessDenied(
+                "Window, calendar and pool changes are reviewed by approvers of the whole environment "
+                "(of the whole tenant for tenant-wide ones), not of one team."
+            )
         if change.status != ChangeStatus.SUBMITTED:
             raise ChangeError(
                 f"Only a submitted request can be reviewed; this one is {change.get_status_display().lower()}.",
@@ -602,6 +616,8 @@ def edit_change(
 
 
 def _clean_proposal(change: ChangeRequest, definition: dict) -> dict:
+    if change.is_config_change:
+        return config_changes.clean_proposal(change, definition)
     if change.action == ChangeAction.POLICY:
         cleaned = policies.clean_rule(change.environment, definition)
         if policies.current_rule(change.environment, cleaned["criticality"]) == cleaned:
@@ -631,7 +647,9 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
                 code="no_base",
             )
         conflicts: list[str] = []
-        if change.action == ChangeAction.POLICY:
+        if change.is_config_change:
+            conflicts = config_changes.rebase(change)
+        elif change.action == ChangeAction.POLICY:
             live_rule = _live_state(change)
             if live_rule == change.base_definition:
                 raise ChangeError("This request is already based on the live policy.", conflict=True, code="current")
@@ -798,12 +816,24 @@ def create_freeze_window(
     return freeze
 
 
+def freeze_for(change: ChangeRequest, at: datetime | None = None) -> FreezeWindow | None:
+    if change.environment_id is not None:
+        return active_freeze(change.environment, at)
+    # A tenant-wide object touches every environment: a freeze of any of them holds it.
+    at = at or timezone.now()
+    return (
+        FreezeWindow.objects.filter(tenant_id=change.tenant_id, starts_at__lte=at, ends_at__gt=at)
+        .order_by("ends_at")
+        .last()
+    )
+
+
 def hold_reason(change: ChangeRequest, now: datetime | None = None) -> str:
     """Why an approved request has not applied yet ('' when it may apply now)."""
     now = now or timezone.now()
     if change.apply_after and change.apply_after > now:
         return f"waits for its apply time {change.apply_after.isoformat()}"
-    freeze = active_freeze(change.environment, now)
+    freeze = freeze_for(change, now)
     if freeze is not None and not change.emergency:
         return f"held by the freeze until {freeze.ends_at.isoformat()} ({freeze.reason})"
     return ""
@@ -866,8 +896,11 @@ def _apply(change: ChangeRequest, *, actor) -> None:
     try:
         with transaction.atomic():
             _check_not_stale(change)
-            freeze = active_freeze(change.environment)
-            if change.action == ChangeAction.POLICY:
+            freeze = freeze_for(change)
+            if change.is_config_change:
+                config_changes.apply(change, actor=actor, reason=reason)
+                version = None
+            elif change.action == ChangeAction.POLICY:
                 _apply_policy(change, actor=actor, reason=reason)
                 version = None
             elif change.action in STATE_ACTIONS:
@@ -898,6 +931,8 @@ def _apply(change: ChangeRequest, *, actor) -> None:
                 obj=change,
                 data={
                     "job": change.job_id,
+                    "kind": change.target_kind,
+                    "target": change.target_id,
                     "version": version,
                     "emergency_during_freeze": bool(change.emergency and freeze is not None),
                     "emergency_before_review": _applies_before_review(change),

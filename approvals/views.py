@@ -24,17 +24,18 @@ from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
+from .config_changes import is_stale as config_stale
 from .forms import CommentForm, JobDefinitionForm, PauseProposalForm, PostReviewForm, ProposalForm, ReviewForm
 from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 from .services import (
     OPEN_FOR_WITHDRAW,
     ChangeError,
-    active_freeze,
     approval_progress,
     approve_change,
     comment_on_change,
     complete_post_review,
     edit_change,
+    freeze_for,
     hold_reason,
     may_review,
     propose_change,
@@ -132,7 +133,8 @@ def _propose(request, form, **kwargs):
         form.add_error(None, str(exc))
         return None
     if change.status == ChangeStatus.APPLIED:
-        messages.success(request, f"CR-{change.pk} applied at once: {change.environment.name} needs no approvals.")
+        where = change.environment.name if change.environment_id else change.tenant.name
+        messages.success(request, f"CR-{change.pk} applied at once: {where} needs no approvals.")
     elif change.status == ChangeStatus.APPROVED:
         messages.info(request, f"CR-{change.pk} needs no approvals but {hold_reason(change) or 'waits to apply'}.")
     elif change.status == ChangeStatus.FAILED:
@@ -291,7 +293,7 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
     """Every field of the definition (or policy rule) with both sides and whether it changes."""
     before = change.base_definition if change.action != ChangeAction.CREATE else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
-    if change.action == ChangeAction.POLICY or change.action in STATE_ACTIONS:
+    if change.action == ChangeAction.POLICY or change.action in STATE_ACTIONS or change.is_config_change:
         fields = list(dict.fromkeys([*(before or {}), *(after or {})]))
     else:
         fields = list(DEFINITION_FIELDS)
@@ -358,9 +360,9 @@ def _change_page(
     progress = approval_progress(change)
     before = change.base_definition if change.action not in (ChangeAction.CREATE,) else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
-    is_job_change = change.action != ChangeAction.POLICY
+    is_job_change = change.is_job_change
     is_definition_change = is_job_change and change.action not in STATE_ACTIONS
-    stale = (
+    stale = (change.is_config_change and config_stale(change)) or (
         change.is_open
         and is_definition_change
         and change.job is not None
@@ -410,7 +412,7 @@ def _change_page(
         "error": error,
         "stale": stale,
         "held": hold_reason(change) if change.status == ChangeStatus.APPROVED else "",
-        "freeze": active_freeze(change.environment) if change.is_open else None,
+        "freeze": freeze_for(change) if change.is_open else None,
         "criticality": (after or before or {}).get("criticality", ""),
         "schedule": schedule,
         "upcoming": upcoming,
@@ -538,7 +540,7 @@ def change_revise(request, pk: int):
         record_denied(request.user, "edit", change, reason="only the author edits a change request")
         raise PermissionDenied("Only the author can edit this change request.")
     if (
-        change.action == ChangeAction.POLICY
+        not change.is_job_change
         or change.action in STATE_ACTIONS
         or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED)
     ):

@@ -16,6 +16,7 @@ from governance.export_api import AuditExportView
 from governance.token_api import ApiTokenViewSet, ServiceAccountViewSet
 from jobs import manifest_api
 from jobs.api import JobViewSet, RunViewSet
+from jobs.config_api import HolidayCalendarViewSet, MaintenanceWindowViewSet, PoolViewSet
 from jobs.preview_api import SchedulePreviewView
 
 router = DefaultRouter()
@@ -26,6 +27,9 @@ router.register("environments", EnvironmentViewSet, basename="api-environment")
 router.register("jobs", JobViewSet, basename="api-job")
 router.register("runs", RunViewSet, basename="api-run")
 router.register("change-requests", ChangeRequestViewSet, basename="api-change-request")
+router.register("maintenance-windows", MaintenanceWindowViewSet, basename="api-maintenance-window")
+router.register("holiday-calendars", HolidayCalendarViewSet, basename="api-holiday-calendar")
+router.register("pools", PoolViewSet, basename="api-pool")
 router.register("audit-events", AuditEventViewSet, basename="api-audit-event")
 router.register("auth/tokens", ApiTokenViewSet, basename="api-token-admin")
 router.register("service-accounts", ServiceAccountViewSet, basename="api-service-account")

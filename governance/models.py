@@ -181,6 +181,7 @@ class AuditAction(models.TextChoices):
     CHANGE_HELD = "change.held", "Change held (apply time or freeze)"
     CHANGE_POST_REVIEWED = "change.post_reviewed", "Emergency change reviewed after the fact"
     POLICY_CHANGED = "policy.changed", "Approval policy changed"
+    CONFIG_CHANGED = "config.changed", "Maintenance window, holiday calendar or pool changed"
     FREEZE_CREATED = "freeze.created", "Freeze window created"
     JOB_RECERTIFIED = "job.recertified", "Job recertified"
     JOB_SUNSET_WARNING = "job.sunset_warning", "Job nears its sunset date"

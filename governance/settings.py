@@ -230,6 +230,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "jobs.models.RunStatus",
         "ChangeStatusEnum": "approvals.models.ChangeStatus",
         "ChangeActionEnum": "approvals.models.ChangeAction",
+        "ChangeTargetKindEnum": "approvals.models.TargetKind",
+        "WindowPolicyEnum": "jobs.models.WindowPolicy",
         "AuditActionEnum": "governance.models.AuditAction",
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",

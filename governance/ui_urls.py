@@ -3,6 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from approvals import config_views
 from approvals import views as approval_views
 from jobs import views as job_views
 
@@ -38,4 +39,13 @@ urlpatterns = [
     path("changes/<int:pk>/rebase/", approval_views.change_rebase, name="change_rebase"),
     path("changes/<int:pk>/comment/", approval_views.change_comment, name="change_comment"),
     path("changes/<int:pk>/post-review/", approval_views.change_post_review, name="change_post_review"),
+    path("config/", config_views.config_list, name="config_list"),
+    path("config/<str:kind>/new/", config_views.config_propose, name="config_new"),
+    path("config/<str:kind>/<int:pk>/propose/", config_views.config_propose, name="config_edit"),
+    path(
+        "config/<str:kind>/<int:pk>/propose-deletion/",
+        config_views.config_propose,
+        {"delete": True},
+        name="config_delete",
+    ),
 ]

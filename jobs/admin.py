@@ -1,8 +1,9 @@
-"""Jobs and runs in the admin: read-only, because jobs change only through change requests."""
+"""Jobs, runs, maintenance windows and holiday calendars in the admin: read-only, because they change
+only through change requests."""
 
 from django.contrib import admin
 
-from governance.admin import EditableHistoryAdmin, ReadOnlyAdmin, ReadOnlyHistoryAdmin, TenantScopedAdmin
+from governance.admin import EditableHistoryAdmin, ReadOnlyAdmin, ReadOnlyHistoryAdmin
 
 from .models import (
     Alert,
@@ -76,15 +77,16 @@ class EnvironmentExecutionPolicyAdmin(EditableHistoryAdmin):
 
 
 @admin.register(MaintenanceWindow)
-class MaintenanceWindowAdmin(TenantScopedAdmin):
-    # The model's clean() gives field errors (a window ending before it starts, a bad cron).
+class MaintenanceWindowAdmin(ReadOnlyHistoryAdmin):
+    read_only_what = "maintenance windows"
     list_display = ("name", "tenant", "environment", "starts_at", "ends_at", "cron", "duration_minutes", "policy")
     list_filter = ("policy", "tenant")
     list_select_related = ("tenant", "environment")
 
 
 @admin.register(HolidayCalendar)
-class HolidayCalendarAdmin(TenantScopedAdmin):
+class HolidayCalendarAdmin(ReadOnlyHistoryAdmin):
+    read_only_what = "holiday calendars"
     list_display = ("name", "tenant", "country")
     list_select_related = ("tenant",)
 

@@ -560,7 +560,7 @@ class MaintenanceWindow(models.Model):
     One-off (``starts_at``..``ends_at``) or recurring (opens at each fire of
     ``cron`` in ``timezone`` and lasts ``duration_minutes``). A run due inside
     is deferred to the end of the window or skipped, by ``policy``, with the
-    reason on the run.
+    reason on the run. Changed only through change requests (approvals.config_changes).
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="maintenance_windows")
@@ -580,6 +580,10 @@ class MaintenanceWindow(models.Model):
     duration_minutes = models.PositiveIntegerField(null=True, blank=True)
     policy = models.CharField(max_length=8, choices=WindowPolicy.choices, default=WindowPolicy.DEFER)
     created_at = models.DateTimeField(auto_now_add=True)
+    change_request_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The change request that made this version live."
+    )
+    history = HistoricalRecords()
 
     ACCESS_FIELDS = ("tenant_id", None, "environment_id")
 
@@ -641,12 +645,17 @@ class MaintenanceWindow(models.Model):
 
 
 class HolidayCalendar(models.Model):
-    """Dates (in a job's own time zone) on which a tenant's jobs that reference it do not run."""
+    """Dates (in a job's own time zone) on which a tenant's jobs that reference it do not run.
+    Changed only through change requests (approvals.config_changes)."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="holiday_calendars")
     name = models.SlugField(max_length=100)
     dates = models.JSONField(default=list, blank=True, help_text="ISO dates, e.g. 2026-12-25.")
     country = models.CharField(max_length=8, blank=True, help_text="Built from the holidays package for this country.")
+    change_request_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The change request that made this version live."
+    )
+    history = HistoricalRecords()
 
     ACCESS_FIELDS = ("tenant_id", None, None)
 
@@ -689,6 +698,9 @@ class Pool(models.Model):
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    change_request_id = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The change request that made this version live."
+    )
     history = HistoricalRecords(excluded_fields=["updated_at"])
 
     ACCESS_FIELDS = ("tenant_id", None, "environment_id")

@@ -120,3 +120,94 @@ def busy_counts(pools: Iterable[Pool]) -> dict[int, int]:
         if pool_id is not None:
             counts[pool_id] += n
     return {p.pk: counts[p.pk] for p in pools}
+
+
+# Change control: what an approved request for a pool calls (approvals.config_changes); nothing else writes pools.
+
+
+def pool_definition(pool: Pool) -> dict:
+    return {f: getattr(pool, f) for f in POOL_FIELDS}
+
+
+def pool_references(environment_id: int, name: str) -> list[str]:
+    """Names of live jobs of the environment whose runs take slots of pool ``name``."""
+    from .models import Job, JobStatus
+
+    return list(
+        Job.objects.filter(environment_id=environment_id, pool=name)
+        .exclude(status=JobStatus.DELETED)
+        .order_by("name")
+        .values_list("name", flat=True)[:20]
+    )
+
+
+def clean_pool_change(data: Any, *, tenant: Tenant, environment: Environment, pool: Pool | None = None) -> dict:
+    """``clean_pool`` plus what only a change of a live pool can break: jobs refer to a pool by name."""
+    cleaned = clean_pool(data, tenant=tenant, environment=environment, pool=pool)
+    if pool is not None and cleaned["name"] != pool.name:
+        users = pool_references(pool.environment_id, pool.name)
+        if users:
+            raise ValidationError({"name": [f"Jobs run in pool {pool.name}: {', '.join(users)}. It keeps its name."]})
+    return cleaned
+
+
+def apply_pool(
+    *,
+    actor,
+    tenant: Tenant,
+    environment: Environment,
+    definition: dict,
+    pool: Pool | None = None,
+    change_request_id: int | None = None,
+    change_reason: str | None = None,
+) -> Pool:
+    """Make a validated pool definition live (create when ``pool`` is None). Change control only."""
+    from django.db import transaction
+
+    from governance import audit
+    from governance.models import AuditAction
+
+    with transaction.atomic():
+        if pool is None:
+            pool = Pool(tenant=tenant, environment=environment)
+            operation = "create"
+        else:
+            pool = Pool.objects.select_for_update().get(pk=pool.pk)
+            operation = "update"
+        for field in POOL_FIELDS:
+            setattr(pool, field, definition[field])
+        pool.full_clean()
+        pool.change_request_id = change_request_id
+        pool._change_reason = change_reason or f"change request #{change_request_id}"
+        pool._history_user = actor if getattr(actor, "is_authenticated", False) else None
+        pool.save()
+        audit.record(
+            AuditAction.CONFIG_CHANGED,
+            actor=actor,
+            obj=pool,
+            data={"kind": "pool", "operation": operation, "name": pool.name, "change_request": change_request_id},
+        )
+    return pool
+
+
+def delete_pool(*, actor, pool: Pool, change_request_id: int | None = None, change_reason: str | None = None) -> None:
+    from django.db import transaction
+
+    from governance import audit
+    from governance.models import AuditAction
+
+    with transaction.atomic():
+        pool = Pool.objects.select_for_update().get(pk=pool.pk)
+        users = pool_references(pool.environment_id, pool.name)
+        if users:
+            raise ValidationError({"target": [f"Jobs still run in pool {pool.name}: {', '.join(users)}."]})
+        pool.change_request_id = change_request_id
+        pool._change_reason = change_reason or f"change request #{change_request_id}"
+        pool._history_user = actor if getattr(actor, "is_authenticated", False) else None
+        audit.record(
+            AuditAction.CONFIG_CHANGED,
+            actor=actor,
+            obj=pool,
+            data={"kind": "pool", "operation": "delete", "name": pool.name, "change_request": change_request_id},
+        )
+        pool.delete()

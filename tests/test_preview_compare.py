@@ -40,12 +40,9 @@ def test_an_invalid_proposal_previews_nothing_instead_of_failing_the_page():
 
 
 def test_reviewers_are_warned_when_a_proposed_schedule_collides_with_a_maintenance_window(cast):
-    from jobs.calendars import create_maintenance_window
     from jobs.preview import window_warnings
 
-    create_maintenance_window(
-        actor=cast.admin,
-        tenant=cast.acme,
+    cast.make_window(
         environment=cast.prod,
         name="san migration",
         starts_at=datetime(2026, 3, 28, 0, 0, tzinfo=UTC),

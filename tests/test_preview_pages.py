@@ -7,7 +7,6 @@ from django.utils import timezone
 
 from approvals.services import propose_change
 from conftest import PASSWORD
-from jobs.calendars import create_maintenance_window
 
 
 def login(client, user):
@@ -24,9 +23,7 @@ def test_the_job_page_marks_a_run_that_dst_shifts(client, cast):
 
 def test_reviewers_see_when_a_proposed_schedule_runs_into_a_maintenance_window(client, cast):
     now = timezone.now()
-    create_maintenance_window(
-        actor=cast.admin,
-        tenant=cast.acme,
+    cast.make_window(
         environment=cast.prod,
         name="storage migration",
         starts_at=now - timedelta(hours=1),

@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
+from approvals.config_changes import propose_config_change
 from governance.services import AccessDenied
 from jobs import scheduler
-from jobs.calendars import build_holiday_calendar, create_maintenance_window, set_holiday_calendar
 from jobs.definitions import clean_definition
 from jobs.models import Job, MaintenanceWindow, Run, RunStatus
 
@@ -24,9 +24,7 @@ def hourly(cast, **overrides):
 def test_a_run_due_in_a_maintenance_window_is_deferred_to_its_end_and_then_queued(cast):
     job, slot = hourly(cast)
     end = slot + timedelta(minutes=45)
-    create_maintenance_window(
-        actor=cast.admin,
-        tenant=cast.acme,
+    cast.make_window(
         environment=cast.dev,
         name="db upgrade",
         starts_at=slot - timedelta(minutes=15),
@@ -45,9 +43,7 @@ def test_a_run_due_in_a_maintenance_window_is_deferred_to_its_end_and_then_queue
 
 def test_a_recurring_tenant_window_with_skip_policy_skips_the_run_with_the_reason(cast):
     job, slot = hourly(cast)
-    create_maintenance_window(
-        actor=cast.admin,
-        tenant=cast.acme,
+    cast.make_window(
         name="nightly backup",
         cron="30 13 * * *",
         timezone="Europe/Berlin",
@@ -63,9 +59,7 @@ def test_a_recurring_tenant_window_with_skip_policy_skips_the_run_with_the_reaso
 def test_back_to_back_windows_defer_to_the_end_of_the_last(cast):
     job, slot = hourly(cast)
     for i, (a, b) in enumerate([(-10, 20), (20, 50)]):
-        create_maintenance_window(
-            actor=cast.admin,
-            tenant=cast.acme,
+        cast.make_window(
             name=f"w{i}",
             starts_at=slot + timedelta(minutes=a),
             ends_at=slot + timedelta(minutes=b),
@@ -76,16 +70,13 @@ def test_back_to_back_windows_defer_to_the_end_of_the_last(cast):
 
 def test_a_window_of_another_environment_or_tenant_changes_nothing(cast):
     job, slot = hourly(cast)
-    create_maintenance_window(
-        actor=cast.admin,
-        tenant=cast.acme,
+    cast.make_window(
         environment=cast.prod,
         name="prod only",
         starts_at=slot - timedelta(hours=1),
         ends_at=slot + timedelta(hours=1),
     )
-    create_maintenance_window(
-        actor=cast.globex_admin,
+    cast.make_window(
         tenant=cast.globex,
         name="globex",
         starts_at=slot - timedelta(hours=1),
@@ -97,18 +88,16 @@ def test_a_window_of_another_environment_or_tenant_changes_nothing(cast):
 def test_a_window_ending_before_it_starts_is_refused_naming_the_field_and_nothing_is_saved(cast):
     start = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     with pytest.raises(ValidationError) as info:
-        create_maintenance_window(
-            actor=cast.admin, tenant=cast.acme, name="bad", starts_at=start, ends_at=start - timedelta(hours=1)
-        )
+        cast.make_window(name="bad", starts_at=start, ends_at=start - timedelta(hours=1))
     assert list(info.value.message_dict) == ["ends_at"]
     assert (
         "ends (2026-06-01T11:00:00Z) before it starts (2026-06-01T12:00:00Z)" in info.value.message_dict["ends_at"][0]
     )
     with pytest.raises(ValidationError) as info:
-        create_maintenance_window(actor=cast.admin, tenant=cast.acme, name="bad", cron="0 25 * * *", duration_minutes=5)
+        cast.make_window(name="bad", cron="0 25 * * *", duration_minutes=5)
     assert list(info.value.message_dict) == ["cron"]
     with pytest.raises(ValidationError) as info:
-        create_maintenance_window(actor=cast.admin, tenant=cast.acme, name="bad", cron="0 2 * * *", timezone="Nowhere")
+        cast.make_window(name="bad", cron="0 2 * * *", timezone="Nowhere")
     assert set(info.value.message_dict) == {"timezone", "duration_minutes"}
     assert not MaintenanceWindow.objects.exists()
     # The database refuses it too, whoever writes.
@@ -118,18 +107,22 @@ def test_a_window_ending_before_it_starts_is_refused_naming_the_field_and_nothin
 
 def test_only_tenant_admins_change_windows(cast):
     start = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-    with pytest.raises(AccessDenied):
-        create_maintenance_window(
-            actor=cast.author, tenant=cast.acme, name="x", starts_at=start, ends_at=start + timedelta(hours=1)
-        )
-    with pytest.raises(AccessDenied):
-        create_maintenance_window(
-            actor=cast.admin, tenant=cast.globex, name="x", starts_at=start, ends_at=start + timedelta(hours=1)
-        )
+    window = {"name": "x", "starts_at": start, "ends_at": start + timedelta(hours=1)}
+    for actor, tenant in [(cast.author, cast.acme), (cast.admin, cast.globex)]:
+        with pytest.raises(AccessDenied):
+            propose_config_change(
+                actor=actor,
+                kind="maintenance_window",
+                action="create",
+                tenant=tenant,
+                definition=window,
+                justification="x",
+            )
+    assert not MaintenanceWindow.objects.exists()
 
 
 def test_a_slot_on_a_holiday_of_the_jobs_calendar_is_skipped(cast):
-    set_holiday_calendar(actor=cast.admin, tenant=cast.acme, name="de-bank", dates=["2026-06-01"])
+    cast.make_calendar("de-bank", dates=["2026-06-01"])
     job, slot = hourly(cast, holiday_calendar="de-bank")
     scheduler.tick(now=slot + timedelta(seconds=1))
     run = Run.objects.get(job=job)
@@ -138,15 +131,15 @@ def test_a_slot_on_a_holiday_of_the_jobs_calendar_is_skipped(cast):
 
 
 def test_a_calendar_is_built_from_the_holidays_package(cast):
-    calendar = build_holiday_calendar(actor=cast.admin, tenant=cast.acme, name="de", country="DE", years=[2026])
+    calendar = cast.make_calendar("de", country="DE", years=[2026])
     assert "2026-12-25" in calendar.dates and "2026-10-03" in calendar.dates
     with pytest.raises(ValidationError) as info:
-        build_holiday_calendar(actor=cast.admin, tenant=cast.acme, name="xx", country="XX", years=[2026])
+        cast.make_calendar("xx", country="XX", years=[2026])
     assert list(info.value.message_dict) == ["country"]
 
 
 def test_a_job_may_reference_only_its_own_tenants_calendar(cast):
-    set_holiday_calendar(actor=cast.globex_admin, tenant=cast.globex, name="ops", dates=[])
+    cast.make_calendar("ops", tenant=cast.globex, dates=[])
     with pytest.raises(ValidationError) as info:
         clean_definition(
             cast.definition(holiday_calendar="ops"), tenant=cast.acme, team=cast.payments, environment=cast.dev

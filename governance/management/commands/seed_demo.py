@@ -97,8 +97,8 @@ JOBS = [
     ),
 ]
 
-# (tenant, name, slots, reserved for critical jobs, description); created in every environment,
-# before the jobs that name them. Later changes go through change requests like the jobs'.
+# (tenant, name, slots, reserved for critical jobs, description); created in every environment
+# through change requests, before the jobs that name them.
 POOLS = [
     ("acme", "batch", 4, 1, "Batch loads share four slots; one stays free for critical jobs."),
 ]
@@ -130,14 +130,6 @@ class Command(BaseCommand):
                         slug=env_slug,
                         defaults={"name": env_name, "order": order, "required_approvals": approvals},
                     )
-            for tenant_slug, name, slots, reserved, description in POOLS:
-                for env in Environment.objects.filter(tenant=tenants[tenant_slug]):
-                    Pool.objects.get_or_create(
-                        tenant=env.tenant,
-                        environment=env,
-                        name=name,
-                        defaults={"slots": slots, "reserved_critical_slots": reserved, "description": description},
-                    )
             users = {}
             admin, made = User.objects.get_or_create(
                 username="admin", defaults={"is_staff": True, "is_superuser": True}
@@ -155,6 +147,60 @@ class Command(BaseCommand):
                 users[username] = user
                 for tenant_slug, role in roles:
                     grant_role(user, role, tenant=tenants[tenant_slug])
+
+            # Pools, windows and calendars are governed too: created through change requests like the
+            # jobs (pools first: jobs name them).
+            from approvals.config_changes import propose_config_change
+            from jobs.models import HolidayCalendar, MaintenanceWindow
+
+            acme = tenants["acme"]
+            acme_prod = Environment.objects.get(tenant=acme, slug="prod")
+            demo_config = [
+                (
+                    "pool",
+                    env,
+                    Pool.objects.filter(environment=env, name=name),
+                    {"name": name, "slots": slots, "reserved_critical_slots": reserved, "description": description},
+                )
+                for tenant_slug, name, slots, reserved, description in POOLS
+                for env in Environment.objects.filter(tenant=tenants[tenant_slug]).order_by("order")
+            ]
+            demo_config += [
+                (
+                    "holiday_calendar",
+                    None,
+                    HolidayCalendar.objects.filter(tenant=acme, name="de-bank"),
+                    {"name": "de-bank", "country": "DE", "years": [2026, 2027]},
+                ),
+                (
+                    "maintenance_window",
+                    acme_prod,
+                    MaintenanceWindow.objects.filter(tenant=acme, name="weekly patching"),
+                    {
+                        "name": "weekly patching",
+                        "cron": "0 3 * * SUN",
+                        "timezone": "Europe/Berlin",
+                        "duration_minutes": 60,
+                    },
+                ),
+            ]
+            for kind, env, existing, definition in demo_config:
+                if existing.exists():
+                    continue
+                tenant = env.tenant if env is not None else acme
+                admin_name = f"{tenant.slug}-admin"
+                change = propose_config_change(
+                    actor=users[admin_name],
+                    kind=kind,
+                    action="create",
+                    tenant=tenant,
+                    environment=env,
+                    definition=definition,
+                    justification="Demo configuration imported from the legacy scheduler.",
+                    ticket="DEMO-2",
+                )
+                for approver in APPROVERS[tenant.slug][: change.required_approvals]:
+                    change = approve_change(change, actor=users[approver], comment="Looks good.")
 
             for tenant_slug, team_slug, author, definition in JOBS:
                 tenant = tenants[tenant_slug]

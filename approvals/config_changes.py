@@ -1,0 +1,395 @@
+"""Change control for the scheduling configuration: maintenance windows, holiday calendars, pools.
+
+These objects are governed like jobs (DESIGN.md, Change control): every create, update and delete
+is a change request, reviewed under the approval policy of the object's environment (tenant-wide
+windows and calendars: the strictest policy of the tenant's environments), never by its author,
+and applied atomically by ``approvals.services`` with the request recorded in the object's history.
+
+``approvals.services`` owns the workflow (submit, review, edit, rebase, withdraw, apply); this
+module supplies what differs per kind: who may propose, how a proposal is validated, what the live
+state is, and how an approved request becomes live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.utils import timezone
+
+from governance import audit
+from governance.models import AuditAction, Environment, Tenant
+from governance.services import AccessDenied
+from jobs import calendars, pools
+from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
+
+from . import policies
+from .models import ChangeAction, ChangeRequest, ChangeStatus, TargetKind
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What change control needs to know about one kind of configuration object."""
+
+    kind: TargetKind
+    model: type[models.Model]
+    # Windows may be tenant-wide or per environment; calendars are tenant-wide; pools per environment.
+    environment: str  # "optional" | "never" | "required"
+    clean: Callable[..., dict]  # (data, tenant=, environment=, target=) -> definition
+    definition: Callable[[Any], dict]  # live object -> definition
+    apply: Callable[..., models.Model]  # (actor=, tenant=, environment=, definition=, target=, cr id, reason)
+    delete: Callable[..., None]  # (actor=, target=, change_request_id=, change_reason=)
+
+    @property
+    def label(self) -> str:
+        return str(TargetKind(self.kind).label).lower()
+
+
+def _clean_window(data, *, tenant, environment, target):
+    return calendars.clean_window(data, tenant=tenant, environment=environment)
+
+
+def _apply_window(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return calendars.apply_maintenance_window(
+        actor=actor,
+        tenant=tenant,
+        environment=environment,
+        definition=definition,
+        window=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
+def _delete_window(*, actor, target, change_request_id, change_reason):
+    calendars.delete_maintenance_window(
+        actor=actor, window=target, change_request_id=change_request_id, change_reason=change_reason
+    )
+
+
+def _clean_calendar(data, *, tenant, environment, target):
+    return calendars.clean_calendar(data, tenant=tenant, calendar=target)
+
+
+def _apply_calendar(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return calendars.apply_holiday_calendar(
+        actor=actor,
+        tenant=tenant,
+        definition=definition,
+        calendar=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
+def _delete_calendar(*, actor, target, change_request_id, change_reason):
+    calendars.delete_holiday_calendar(
+        actor=actor, calendar=target, change_request_id=change_request_id, change_reason=change_reason
+    )
+
+
+def _clean_pool(data, *, tenant, environment, target):
+    return pools.clean_pool_change(data, tenant=tenant, environment=environment, pool=target)
+
+
+def _apply_pool(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return pools.apply_pool(
+        actor=actor,
+        tenant=tenant,
+        environment=environment,
+        definition=definition,
+        pool=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
+def _delete_pool(*, actor, target, change_request_id, change_reason):
+    pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
+
+
+KINDS: dict[str, Kind] = {
+    TargetKind.MAINTENANCE_WINDOW: Kind(
+        TargetKind.MAINTENANCE_WINDOW,
+        MaintenanceWindow,
+        "optional",
+        _clean_window,
+        calendars.window_definition,
+        _apply_window,
+        _delete_window,
+    ),
+    TargetKind.HOLIDAY_CALENDAR: Kind(
+        TargetKind.HOLIDAY_CALENDAR,
+        HolidayCalendar,
+        "never",
+        _clean_calendar,
+        calendars.calendar_definition,
+        _apply_calendar,
+        _delete_calendar,
+    ),
+    TargetKind.POOL: Kind(
+        TargetKind.POOL, Pool, "required", _clean_pool, pools.pool_definition, _apply_pool, _delete_pool
+    ),
+}
+
+
+def kind_of(change_or_kind) -> Kind:
+    key = change_or_kind.target_kind if isinstance(change_or_kind, ChangeRequest) else change_or_kind
+    try:
+        return KINDS[key]
+    except KeyError:
+        raise ValidationError({"target_kind": [f"Unknown kind of object: {key!r}."]}) from None
+
+
+def live_target(change: ChangeRequest, *, lock: bool = False):
+    """The live object a request updates or deletes, or None when it no longer exists."""
+    if change.target_id is None:
+        return None
+    queryset = kind_of(change).model.objects.filter(tenant_id=change.tenant_id, pk=change.target_id)
+    if lock:
+        queryset = queryset.select_for_update()
+    return queryset.first()
+
+
+def live_definition(change: ChangeRequest) -> dict | None:
+    target = live_target(change)
+    return None if target is None else kind_of(change).definition(target)
+
+
+def _environment_of(target) -> Environment | None:
+    return getattr(target, "environment", None) if getattr(target, "environment_id", None) else None
+
+
+def propose_config_change(
+    *,
+    actor,
+    kind: TargetKind | str,
+    action: ChangeAction | str,
+    justification: str,
+    tenant: Tenant | None = None,
+    environment: Environment | None = None,
+    target: models.Model | None = None,
+    definition: dict | None = None,
+    ticket: str = "",
+    submit: bool = True,
+    emergency: bool = False,
+    apply_after: datetime | None = None,
+) -> ChangeRequest:
+    """Propose creating, updating or deleting a maintenance window, holiday calendar or pool.
+
+    A create names the tenant (and the environment, where the kind has one); an update or a
+    delete names the live ``target``, whose tenant and environment it keeps. Raises
+    ValidationError with field errors, AccessDenied when the actor may not propose here,
+    ChangeError for workflow rules. Nothing is saved unless the proposal is valid.
+    """
+    from . import services
+
+    spec = kind_of(kind)
+    try:
+        action = ChangeAction(action)
+    except ValueError:
+        raise ValidationError({"action": ["Must be create, update or delete."]}) from None
+    errors: dict[str, list[str]] = {}
+    if action == ChangeAction.POLICY:
+        errors["action"] = ["Must be create, update or delete."]
+    if not (justification or "").strip():
+        errors["justification"] = ["A justification is required: say why this change is needed."]
+    if action == ChangeAction.CREATE:
+        if target is not None:
+            errors["target"] = [f"A create request must not name an existing {spec.label}."]
+        if tenant is None and environment is not None:
+            tenant = environment.tenant
+        if tenant is None:
+            errors["tenant"] = ["Choose the tenant."]
+        if environment is not None and tenant is not None and environment.tenant_id != tenant.pk:
+            errors["environment"] = ["The environment belongs to another tenant."]
+        if spec.environment == "never" and environment is not None:
+            errors["environment"] = [f"A {spec.label} is tenant-wide: give no environment."]
+        if spec.environment == "required" and environment is None:
+            errors["environment"] = [f"A {spec.label} belongs to one environment: choose it."]
+    elif target is None:
+        errors["target"] = [f"Name the {spec.label} to {action.value}."]
+    else:
+        if not isinstance(target, spec.model):
+            raise ValidationError({"target": [f"Not a {spec.label}."]})
+        tenant, environment = target.tenant, _environment_of(target)
+    try:
+        services._check_apply_after(apply_after)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    assert tenant is not None
+    environment_id = environment.pk if environment is not None else None
+    if not policies.may_propose_config(actor, tenant_id=tenant.pk, environment_id=environment_id):
+        if environment is None:
+            raise AccessDenied(f"Only a tenant admin may propose changes to a tenant-wide {spec.label}.")
+        raise AccessDenied(
+            f"You need the tenant admin role, or the author role for the whole {environment.slug} environment, "
+            f"to propose {spec.label} changes."
+        )
+
+    base = spec.definition(target) if target is not None else None
+    proposed: dict = {}
+    if action == ChangeAction.DELETE:
+        _check_deletable(spec, target)
+    else:
+        proposed = spec.clean(definition or {}, tenant=tenant, environment=environment, target=target)
+        if base is not None and base == proposed:
+            raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
+
+    with transaction.atomic():
+        now = timezone.now()
+        change = ChangeRequest.objects.create(
+            tenant=tenant,
+            team=None,
+            environment=environment,
+            target_kind=spec.kind,
+            target_id=target.pk if target is not None else None,
+            action=action,
+            proposed=proposed,
+            base_definition=base,
+            author=actor,
+            justification=justification.strip(),
+            ticket=(ticket or "").strip(),
+            status=ChangeStatus.DRAFT,
+            emergency=bool(emergency),
+            apply_after=apply_after,
+            expires_at=services._expiry(now),
+        )
+        audit.record(
+            AuditAction.CHANGE_CREATED,
+            actor=actor,
+            obj=change,
+            data={"action": action.value, "kind": spec.kind.value, "target": change.target_id},
+        )
+        if submit:
+            change = services.submit_change(change, actor=actor)
+    return change
+
+
+def _check_deletable(spec: Kind, target) -> None:
+    """Jobs name calendars and pools: one still in use is not deleted (a 400 naming the jobs)."""
+    if spec.kind == TargetKind.HOLIDAY_CALENDAR:
+        users = calendars.calendar_references(target.tenant_id, target.name)
+        if users:
+            raise ValidationError(
+                {"target": [f"Jobs still skip the holidays of {target.name}: {', '.join(users)}. Change them first."]}
+            )
+    if spec.kind == TargetKind.POOL:
+        users = pools.pool_references(target.environment_id, target.name)
+        if users:
+            raise ValidationError(
+                {"target": [f"Jobs still run in pool {target.name}: {', '.join(users)}. Change them first."]}
+            )
+
+
+def rule(change: ChangeRequest) -> policies.Rule:
+    return policies.rule_for_config(change.tenant_id, change.environment)
+
+
+def may_review(user, change: ChangeRequest) -> bool:
+    return policies.may_review_config(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
+
+
+def check_not_stale(change: ChangeRequest) -> None:
+    """Refuse (409) a request whose object was changed or deleted after it was made."""
+    from .services import ChangeError
+
+    if change.action == ChangeAction.CREATE:
+        return
+    label = kind_of(change).label
+    live = live_definition(change)
+    if live is None:
+        raise ChangeError(
+            f"The {label} was deleted after this request was made; it can no longer apply.",
+            conflict=True,
+            code="deleted",
+        )
+    if live != change.base_definition:
+        raise ChangeError(
+            f"The {label} changed after this request was made; rebase the request before it can be reviewed.",
+            conflict=True,
+            code="stale",
+        )
+
+
+def is_stale(change: ChangeRequest) -> bool:
+    if change.action == ChangeAction.CREATE or not change.is_open:
+        return False
+    return live_definition(change) != change.base_definition
+
+
+def clean_proposal(change: ChangeRequest, definition: dict) -> dict:
+    spec = kind_of(change)
+    target = live_target(change)
+    cleaned = spec.clean(definition, tenant=change.tenant, environment=change.environment, target=target)
+    if target is not None and spec.definition(target) == cleaned:
+        raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
+    return cleaned
+
+
+def rebase(change: ChangeRequest) -> list[str]:
+    """Move the request onto the live object (fields the author did not touch take the live values);
+    returns the fields both the author and the live object changed (the author's value wins)."""
+    from .services import ChangeError
+
+    spec = kind_of(change)
+    if change.action == ChangeAction.CREATE:
+        raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
+    target = live_target(change, lock=True)
+    if target is None:
+        raise ChangeError(
+            f"The {spec.label} was deleted; a request for it cannot be rebased. Withdraw it.",
+            conflict=True,
+            code="deleted",
+        )
+    live = spec.definition(target)
+    old_base = change.base_definition or {}
+    if live == old_base:
+        raise ChangeError(f"This request is already based on the live {spec.label}.", conflict=True, code="current")
+    conflicts: list[str] = []
+    if change.action != ChangeAction.DELETE:
+        merged = dict(live)
+        for field, value in change.proposed.items():
+            if value != old_base.get(field):
+                if live.get(field) != old_base.get(field) and live.get(field) != value:
+                    conflicts.append(field)
+                merged[field] = value
+        proposed = spec.clean(merged, tenant=change.tenant, environment=change.environment, target=target)
+        if proposed == live:
+            raise ChangeError(
+                f"After rebasing nothing is left to change: the live {spec.label} already looks like this. "
+                "Withdraw the request.",
+                conflict=True,
+                code="empty",
+            )
+        change.proposed = proposed
+    change.base_definition = live
+    return conflicts
+
+
+def apply(change: ChangeRequest, *, actor, reason: str) -> None:
+    """Make an approved request live (inside the caller's savepoint); sets ``change.target_id``."""
+    spec = kind_of(change)
+    target = live_target(change, lock=True)
+    if change.action == ChangeAction.DELETE:
+        _check_deletable(spec, target)
+        spec.delete(actor=actor, target=target, change_request_id=change.pk, change_reason=reason)
+        return
+    # Validated again against the live state: a calendar name may have been taken meanwhile.
+    definition = spec.clean(change.proposed, tenant=change.tenant, environment=change.environment, target=target)
+    obj = spec.apply(
+        actor=actor,
+        tenant=change.tenant,
+        environment=change.environment,
+        definition=definition,
+        target=target,
+        change_request_id=change.pk,
+        change_reason=reason,
+    )
+    change.target_id = obj.pk

@@ -1,0 +1,174 @@
+"""Proposal forms for maintenance windows, holiday calendars and pools (approvals.config_changes validates)."""
+
+from __future__ import annotations
+
+from django import forms
+
+from jobs.models import WindowPolicy
+from jobs.schedule import isoz
+
+from .forms import ProposalForm
+
+
+class ConfigProposalForm(ProposalForm):
+    """Justification and ticket, plus ``place`` for a create (``t<tenant id>`` for tenant-wide,
+    ``e<environment id>`` for one environment). Subclasses add the object's fields and
+    build its definition; the service's field errors land on the matching form fields."""
+
+    def __init__(self, *args, places: list[tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if places is None:
+            del self.fields["place"]
+        else:
+            self.fields["place"].choices = [("", "Choose where it applies"), *places]
+
+    def add_service_errors(self, exc) -> None:
+        for field, messages in exc.message_dict.items():
+            name = {"environment": "place", "tenant": "place", "target": None}.get(field, field)
+            self.add_error(name if name in self.fields else None, messages)
+
+
+class WindowForm(ConfigProposalForm):
+    field_order = [
+        "place",
+        "name",
+        "starts_at",
+        "ends_at",
+        "cron",
+        "timezone",
+        "duration_minutes",
+        "policy",
+        "justification",
+        "ticket",
+        "apply_after",
+        "emergency",
+    ]
+
+    place = forms.ChoiceField(label="Applies to")
+    name = forms.CharField(max_length=200, help_text="What the window is for, e.g. 'db upgrade'.")
+    starts_at = forms.DateTimeField(
+        required=False,
+        label="Starts (UTC)",
+        help_text="One-off window: start and end. Leave empty for a recurring one.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    ends_at = forms.DateTimeField(
+        required=False,
+        label="Ends (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    cron = forms.CharField(
+        required=False,
+        max_length=120,
+        label="Opens at (cron)",
+        help_text="Recurring window: when each one opens, e.g. '0 2 * * SUN'.",
+        widget=forms.TextInput(attrs={"class": "mono", "placeholder": "0 2 * * SUN"}),
+    )
+    timezone = forms.CharField(
+        required=False,
+        max_length=64,
+        initial="UTC",
+        help_text="Zone of the cron (recurring windows).",
+        widget=forms.TextInput(attrs={"list": "timezones", "autocomplete": "off"}),
+    )
+    duration_minutes = forms.IntegerField(required=False, label="Lasts (minutes)", help_text="Recurring windows.")
+    policy = forms.ChoiceField(choices=WindowPolicy.choices, initial=WindowPolicy.DEFER)
+
+    def definition(self) -> dict:
+        data = self.cleaned_data
+        starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
+        definition = {
+            "name": data["name"],
+            "starts_at": isoz(starts_at) if starts_at else None,
+            "ends_at": isoz(ends_at) if ends_at else None,
+            "cron": data.get("cron") or "",
+            "timezone": data.get("timezone") or "UTC",
+            "duration_minutes": data.get("duration_minutes"),
+            "policy": data["policy"],
+        }
+        return definition
+
+    @staticmethod
+    def initial_from(definition: dict) -> dict:
+        from django.utils.dateparse import parse_datetime
+
+        initial = dict(definition)
+        for field in ("starts_at", "ends_at"):
+            if initial.get(field):
+                initial[field] = parse_datetime(initial[field])
+        return initial
+
+
+class CalendarForm(ConfigProposalForm):
+    field_order = ["place", "name", "dates", "country", "years", "justification", "ticket", "apply_after", "emergency"]
+
+    place = forms.ChoiceField(label="Tenant")
+    name = forms.SlugField(max_length=100, help_text="Jobs refer to the calendar by this name, e.g. de-bank.")
+    dates = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5, "class": "mono", "placeholder": "2026-12-24\n2026-12-31"}),
+        help_text="ISO dates to skip, one per line (or separated by commas).",
+    )
+    country = forms.CharField(required=False, max_length=8, help_text="ISO country code, e.g. DE.")
+    years = forms.CharField(
+        required=False,
+        help_text="Add the country's public holidays for these years (holidays package), e.g. 2026, 2027.",
+    )
+
+    def clean_years(self) -> list[int]:
+        raw = self.cleaned_data.get("years") or ""
+        try:
+            return [int(part) for part in raw.replace(",", " ").split()]
+        except ValueError:
+            raise forms.ValidationError("Give years as numbers, e.g. 2026, 2027.") from None
+
+    def definition(self) -> dict:
+        data = self.cleaned_data
+        dates = [part for part in (data.get("dates") or "").replace(",", "\n").split() if part]
+        definition = {"name": data["name"], "dates": dates, "country": data.get("country") or ""}
+        if data.get("years"):
+            definition["years"] = data["years"]
+        return definition
+
+    @staticmethod
+    def initial_from(definition: dict) -> dict:
+        return {**definition, "dates": "\n".join(definition.get("dates") or [])}
+
+
+class PoolForm(ConfigProposalForm):
+    field_order = [
+        "place",
+        "name",
+        "slots",
+        "reserved_critical_slots",
+        "description",
+        "justification",
+        "ticket",
+        "apply_after",
+        "emergency",
+    ]
+
+    place = forms.ChoiceField(label="Environment")
+    name = forms.SlugField(max_length=100, help_text="Jobs name their pool, e.g. batch.")
+    slots = forms.IntegerField(help_text="Runs of the pool's jobs queued or running at once (0 drains it).")
+    reserved_critical_slots = forms.IntegerField(
+        initial=0, label="Reserved for critical jobs", help_text="Of those slots, how many only critical jobs use."
+    )
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def definition(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "slots": data["slots"],
+            "reserved_critical_slots": data["reserved_critical_slots"],
+            "description": data.get("description") or "",
+        }
+
+    @staticmethod
+    def initial_from(definition: dict) -> dict:
+        return dict(definition)
+
+
+class DeleteConfigForm(ConfigProposalForm):
+    place = forms.ChoiceField(required=False)

@@ -1,0 +1,193 @@
+"""Pages for the scheduling configuration: the tenant's maintenance windows, holiday calendars and
+pools, and the forms that propose changes to them (reviewed on the ordinary change-request page)."""
+
+from __future__ import annotations
+
+from zoneinfo import available_timezones
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+
+from governance.access import Action, get_object_or_404_for, restrict
+from governance.models import Environment, Tenant
+from governance.services import AccessDenied
+from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
+from jobs.pools import busy_counts
+
+from . import config_changes, policies
+from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
+from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, ChangeStatus, TargetKind
+from .services import ChangeError, hold_reason
+
+FORMS = {
+    TargetKind.MAINTENANCE_WINDOW: WindowForm,
+    TargetKind.HOLIDAY_CALENDAR: CalendarForm,
+    TargetKind.POOL: PoolForm,
+}
+
+
+def _places(user, kind: config_changes.Kind) -> list[tuple[str, str]]:
+    """Where the user may create an object of this kind: tenant-wide and/or per environment."""
+    places = []
+    tenants = list(restrict(Tenant.objects.order_by("slug"), user))
+    environments = list(restrict(Environment.objects.select_related("tenant"), user).order_by("tenant__slug", "order"))
+    for tenant in tenants:
+        if kind.environment != "required" and policies.may_propose_config(
+            user, tenant_id=tenant.pk, environment_id=None
+        ):
+            places.append((f"t{tenant.pk}", f"{tenant.name}: all environments"))
+        if kind.environment == "never":
+            continue
+        for env in environments:
+            if env.tenant_id == tenant.pk and policies.may_propose_config(
+                user, tenant_id=tenant.pk, environment_id=env.pk
+            ):
+                needed = env.required_approvals
+                policy = f"{needed} approval{'s' if needed != 1 else ''}" if needed else "applies at once"
+                places.append((f"e{env.pk}", f"{tenant.name}: {env.name} ({policy})"))
+    return places
+
+
+def _place(value: str) -> tuple[Tenant | None, Environment | None]:
+    """The tenant or environment a place value names (the choice field already limited it)."""
+    if value.startswith("t") and value[1:].isdigit():
+        return Tenant.objects.get(pk=int(value[1:])), None
+    if value.startswith("e") and value[1:].isdigit():
+        environment = Environment.objects.select_related("tenant").get(pk=int(value[1:]))
+        return environment.tenant, environment
+    return None, None
+
+
+@login_required
+def config_list(request):
+    user = request.user
+    windows = list(
+        restrict(MaintenanceWindow.objects.select_related("tenant", "environment"), user).order_by(
+            "tenant__slug", "environment__order", "name", "id"
+        )
+    )
+    calendars = list(restrict(HolidayCalendar.objects.select_related("tenant"), user).order_by("tenant__slug", "name"))
+    pools = list(
+        restrict(Pool.objects.select_related("tenant", "environment"), user).order_by(
+            "tenant__slug", "environment__order", "name"
+        )
+    )
+    busy = busy_counts(pools)
+    pending = list(
+        restrict(
+            ChangeRequest.objects.filter(target_kind__in=CONFIG_KINDS, status__in=OPEN_STATUSES).select_related(
+                "environment", "author"
+            ),
+            user,
+        ).order_by("-created_at", "-id")
+    )
+    by_target: dict[tuple[str, int], list[ChangeRequest]] = {}
+    for change in pending:
+        if change.target_id:
+            by_target.setdefault((change.target_kind, change.target_id), []).append(change)
+    for window in windows:
+        window.pending = by_target.get((TargetKind.MAINTENANCE_WINDOW, window.pk), [])
+    for calendar in calendars:
+        calendar.pending = by_target.get((TargetKind.HOLIDAY_CALENDAR, calendar.pk), [])
+    for pool in pools:
+        pool.pending = by_target.get((TargetKind.POOL, pool.pk), [])
+        pool.busy = busy.get(pool.pk, 0)
+    for obj in (*windows, *calendars, *pools):
+        obj.can_propose = policies.may_propose_config(
+            user, tenant_id=obj.tenant_id, environment_id=getattr(obj, "environment_id", None)
+        )
+    tenant_count = len({w.tenant_id for w in windows} | {c.tenant_id for c in calendars} | {p.tenant_id for p in pools})
+    context = {
+        "windows": windows,
+        "calendars": calendars,
+        "pools": pools,
+        "pending": pending,
+        "multi_tenant": tenant_count > 1,
+        "can_propose_window": bool(_places(user, config_changes.kind_of(TargetKind.MAINTENANCE_WINDOW))),
+        "can_propose_calendar": bool(_places(user, config_changes.kind_of(TargetKind.HOLIDAY_CALENDAR))),
+        "can_propose_pool": bool(_places(user, config_changes.kind_of(TargetKind.POOL))),
+    }
+    return render(request, "approvals/config_list.html", context)
+
+
+def _kind(kind: str) -> config_changes.Kind:
+    if kind not in FORMS:
+        raise Http404("No such kind of configuration object.")
+    return config_changes.kind_of(kind)
+
+
+def _target(request, spec: config_changes.Kind, pk: int):
+    target = get_object_or_404_for(request.user, Action.VIEW, spec.model.objects.all(), pk=pk)
+    environment_id = getattr(target, "environment_id", None)
+    if not policies.may_propose_config(request.user, tenant_id=target.tenant_id, environment_id=environment_id):
+        raise PermissionDenied(f"You may not propose changes to this {spec.label}.")
+    return target
+
+
+def _announce(request, change: ChangeRequest) -> None:
+    if change.status == ChangeStatus.APPLIED:
+        messages.success(request, f"CR-{change.pk} applied at once: no approvals needed here.")
+    elif change.status == ChangeStatus.APPROVED:
+        messages.info(request, f"CR-{change.pk} needs no approvals but {hold_reason(change) or 'waits to apply'}.")
+    elif change.status == ChangeStatus.FAILED:
+        messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
+    else:
+        n = change.required_approvals
+        messages.success(request, f"CR-{change.pk} submitted; it needs {n} approval{'s' if n != 1 else ''}.")
+
+
+@login_required
+def config_propose(request, kind: str, pk: int | None = None, delete: bool = False):
+    """Propose a new window or calendar, or a change (``pk``) or deletion (``delete``) of a live one."""
+    spec = _kind(kind)
+    target = _target(request, spec, pk) if pk is not None else None
+    action = "delete" if delete else ("update" if target is not None else "create")
+    places = _places(request.user, spec) if target is None else None
+    if places is not None and not places:
+        raise PermissionDenied(f"You need the tenant admin role to propose a {spec.label}.")
+    form_class = DeleteConfigForm if delete else FORMS[kind]
+    initial = {}
+    if target is not None and not delete:
+        initial = form_class.initial_from(spec.definition(target))
+    form = form_class(request.POST or None, initial=initial, places=places)
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            tenant = environment = None
+            if places is not None:
+                tenant, environment = _place(form.cleaned_data["place"])
+            try:
+                change = config_changes.propose_config_change(
+                    actor=request.user,
+                    kind=spec.kind,
+                    action=action,
+                    tenant=tenant,
+                    environment=environment,
+                    target=target,
+                    definition=None if delete else form.definition(),
+                    justification=form.cleaned_data["justification"],
+                    ticket=form.cleaned_data["ticket"],
+                    emergency=form.cleaned_data.get("emergency", False),
+                    apply_after=form.cleaned_data.get("apply_after"),
+                )
+            except ValidationError as exc:
+                form.add_service_errors(exc)
+            except (AccessDenied, ChangeError) as exc:
+                form.add_error(None, str(exc))
+                status = 403 if isinstance(exc, AccessDenied) else 409
+            else:
+                _announce(request, change)
+                return redirect("change_detail", pk=change.pk)
+    context = {
+        "form": form,
+        "spec": spec,
+        "kind": kind,
+        "target": target,
+        "action": action,
+        "timezones": sorted(available_timezones()),
+    }
+    return render(request, "approvals/config_form.html", context, status=status)
