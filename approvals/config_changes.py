@@ -137,6 +137,14 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# The order fields are shown in diffs.
+FIELD_ORDER = {
+    TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
+    TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
+    TargetKind.POOL: pools.POOL_FIELDS,
+}
+
+
 def kind_of(change_or_kind) -> Kind:
     key = change_or_kind.target_kind if isinstance(change_or_kind, ChangeRequest) else change_or_kind
     try:

@@ -168,6 +168,17 @@ class ChangeRequest(models.Model):
     def is_config_change(self) -> bool:
         return self.target_kind in CONFIG_KINDS
 
+    def field_order(self, before: dict | None, after: dict | None) -> list[str]:
+        """The fields of a policy, state or configuration diff in a stable, readable order (PostgreSQL's
+        jsonb does not keep the order keys were written in)."""
+        keys = [*(before or {}), *(after or {})]
+        if self.is_config_change:
+            from .config_changes import FIELD_ORDER
+
+            known = FIELD_ORDER.get(self.target_kind, ())
+            return [*(f for f in known if f in keys), *sorted(set(keys) - set(known))]
+        return list(dict.fromkeys(keys))
+
     def changed_object(self):
         """The live window, calendar or pool this request changes (None for other kinds, or once deleted)."""
         if not self.is_config_change:
@@ -189,7 +200,7 @@ class ChangeRequest(models.Model):
         if self.action == ChangeAction.POLICY or self.action in STATE_ACTIONS or self.is_config_change:
             before = {} if self.action == ChangeAction.CREATE else (self.base_definition or {})
             after = {} if self.action == ChangeAction.DELETE else (self.proposed or {})
-            fields = list(dict.fromkeys([*before, *after]))
+            fields = self.field_order(before, after)
             return [
                 {"field": f, "before": before.get(f), "after": after.get(f)}
                 for f in fields

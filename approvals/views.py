@@ -294,7 +294,7 @@ def definition_diff(change: ChangeRequest) -> list[dict]:
     before = change.base_definition if change.action != ChangeAction.CREATE else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
     if change.action == ChangeAction.POLICY or change.action in STATE_ACTIONS or change.is_config_change:
-        fields = list(dict.fromkeys([*(before or {}), *(after or {})]))
+        fields = change.field_order(before, after)
     else:
         fields = list(DEFINITION_FIELDS)
     rows = []
