@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -27,7 +28,7 @@ from approvals.services import approve_change, propose_change
 from conftest import Cast
 from governance.models import AuditAction, AuditEvent, Role
 from governance.services import grant_role
-from jobs.models import Job, Run, RunStatus
+from jobs.models import Job, MaintenanceWindow, Run, RunStatus
 from jobs.services import set_paused, trigger_run
 from tests.api_support import counts
 
@@ -92,6 +93,14 @@ def _side(cast: Cast, *, env, team, prefix: str, author, author2, approver, oper
     assert moved.status == "applied"
     created = ChangeRequest.objects.get(job=job, action="create")
     post_review = PostReview.objects.create(change_request=created)
+    # Written directly (no change request), so the change counts below stay those of the jobs.
+    window = MaintenanceWindow.objects.create(
+        tenant=env.tenant,
+        environment=env,
+        name=f"{prefix} window",
+        starts_at=datetime(2026, 6, 1, 22, 0, tzinfo=UTC),
+        ends_at=datetime(2026, 6, 2, 2, 0, tzinfo=UTC),
+    )
     return SimpleNamespace(
         env=env,
         team=team,
@@ -105,6 +114,7 @@ def _side(cast: Cast, *, env, team, prefix: str, author, author2, approver, oper
         stale_change=stale_change,
         post_review=post_review,
         emergency_change=created,
+        window=window,
     )
 
 
@@ -193,6 +203,24 @@ def _revise_body(side) -> dict:
 
 REASON = {"reason": "matrix"}
 JUSTIFY = {"justification": "matrix"}
+WINDOW_KIND = {"kind": "maintenance_window"}
+
+
+def _window_body(side) -> dict:
+    return {
+        "name": f"{side.prefix} window",
+        "starts_at": "2026-06-01T22:00",
+        "ends_at": "2026-06-02T02:00",
+        "cron": "",
+        "timezone": "UTC",
+        "duration_minutes": "",
+        "policy": "skip",
+        "justification": "matrix",
+    }
+
+
+def _new_window_body(side) -> dict:
+    return {**_window_body(side), "place": f"e{side.env.pk}", "name": f"{side.prefix} new window"}
 
 
 # --- the matrix ----------------------------------------------------------------------------------
@@ -278,6 +306,32 @@ VIEWS: dict[str, View] = {
     ),
     "change_rebase": View("stale_change", post=allowed(302, "author")),
     "change_post_review": View("emergency_change", post=allowed(302, *REVIEWERS), body={"notes": "fine"}),
+    # Maintenance windows (like calendars and pools) change through change requests proposed by tenant
+    # admins and whole-environment authors.
+    "config_list": View(None, get=_everyone(200)),
+    "config_new": View(
+        None,
+        get=allowed(200, *PROPOSERS) | {"outsider": 403},
+        post=allowed(302, *PROPOSERS) | {"outsider": 403},
+        body=_new_window_body,
+        # The other tenant's environment is not a choice: a form error, not a leak.
+        other_post=allowed(302, "superuser") | {"outsider": 403, "author": 400, "tenant_admin": 400},
+        url_kwargs=lambda side: WINDOW_KIND,
+    ),
+    "config_edit": View(
+        "window",
+        get=allowed(200, *PROPOSERS),
+        post=allowed(302, *PROPOSERS),
+        body=_window_body,
+        url_kwargs=lambda side: WINDOW_KIND,
+    ),
+    "config_delete": View(
+        "window",
+        get=allowed(200, *PROPOSERS),
+        post=allowed(302, *PROPOSERS),
+        body=JUSTIFY,
+        url_kwargs=lambda side: WINDOW_KIND,
+    ),
 }
 
 

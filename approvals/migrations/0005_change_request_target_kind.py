@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('approvals', '0004_pause_change_requests'),
-        ('governance', '0005_config_changed_audit_action'),
+        ('governance', '0005_audit_vault_policy_actions'),
         ('jobs', '0010_windows_calendars_pools_history'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0005_config_changed_audit_action'),
+        ('governance', '0005_audit_vault_policy_actions'),
         ('jobs', '0009_pools_priorities_backpressure'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
