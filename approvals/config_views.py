@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 
-from governance.access import Action, get_object_or_404_for, restrict
+from governance.access import Action, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment, Tenant
 from governance.services import AccessDenied
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
@@ -123,6 +123,8 @@ def _target(request, spec: config_changes.Kind, pk: int):
     target = get_object_or_404_for(request.user, Action.VIEW, spec.model.objects.all(), pk=pk)
     environment_id = getattr(target, "environment_id", None)
     if not policies.may_propose_config(request.user, tenant_id=target.tenant_id, environment_id=environment_id):
+        # Recorded in the object's own tenant chain, where its admins see it.
+        record_denied(request.user, Action.PROPOSE, target, reason="role does not allow proposing this change")
         raise PermissionDenied(f"You may not propose changes to this {spec.label}.")
     return target
 
