@@ -87,6 +87,23 @@ def overdue_jobs(user, *, today: date | None = None) -> QuerySet[Job]:
     return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("review_due_on", "name")
 
 
+def due_for_review(user, *, today: date | None = None, within_days: int | None = None) -> QuerySet[Job]:
+    """Live jobs the user can see whose review falls due within the warning period (overdue ones
+    included), soonest first."""
+    today = today or _today()
+    days = settings.GOVERNOR_SUNSET_WARNING_DAYS if within_days is None else within_days
+    jobs = Job.objects.filter(review_due_on__lte=today + timedelta(days=days)).exclude(status=JobStatus.DELETED)
+    return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("review_due_on", "name")
+
+
+def sunset_jobs(user, *, today: date | None = None) -> QuerySet[Job]:
+    """Deprecated jobs the user can see whose sunset is near or already past, soonest first."""
+    today = today or _today()
+    horizon = today + timedelta(days=settings.GOVERNOR_SUNSET_WARNING_DAYS)
+    jobs = Job.objects.filter(sunset_on__isnull=False, sunset_on__lte=horizon).exclude(status=JobStatus.DELETED)
+    return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("sunset_on", "name")
+
+
 def recertify_job(job: Job, *, actor, note: str) -> Job:
     """An owner (author of the owning team in that environment) confirms the job is still needed
     and correct; the next review falls due one review period later."""

@@ -39,7 +39,11 @@ class Rule:
 def rule_for(environment: Environment, criticalities: list[str]) -> Rule:
     """The strictest rule over the given criticalities (a change that lowers a job's
     criticality is still reviewed under the rule of the old one)."""
-    rows = {p.criticality: p for p in ApprovalPolicy.objects.filter(environment=environment)}
+    return _rule_from_rows(environment, list(ApprovalPolicy.objects.filter(environment=environment)), criticalities)
+
+
+def _rule_from_rows(environment: Environment, policies: list[ApprovalPolicy], criticalities: list[str]) -> Rule:
+    rows = {p.criticality: p for p in policies}
     default = rows.get("")
     required, separation = 0, False
     for criticality in criticalities or [""]:
@@ -63,16 +67,44 @@ def pause_requires_change(environment: Environment, criticality: str) -> bool:
     return bool(policy and policy.pause_requires_change)
 
 
-def rule_for_policy_change(environment: Environment) -> Rule:
+def rule_for_policy_change(environment: Environment, policies: list[ApprovalPolicy] | None = None) -> Rule:
     """Changing a policy needs at least as many approvals as the strictest rule it could weaken,
     and always at least one: nobody loosens review alone."""
-    strictest = max(
-        [
-            environment.required_approvals,
-            *ApprovalPolicy.objects.filter(environment=environment).values_list("required_approvals", flat=True),
-        ]
-    )
+    if policies is None:
+        policies = list(ApprovalPolicy.objects.filter(environment=environment))
+    strictest = max([environment.required_approvals, *(p.required_approvals for p in policies)])
     return Rule(max(1, strictest), False)
+
+
+def effective_rules(environments: list[Environment]) -> dict[int, dict]:
+    """Per environment: the rule each criticality gets (explicit row or inherited default) and
+    the rule for changing the policy itself, from one query for all environments."""
+    by_env: dict[int, list[ApprovalPolicy]] = {env.pk: [] for env in environments}
+    for policy in ApprovalPolicy.objects.filter(environment__in=[env.pk for env in environments]):
+        by_env[policy.environment_id].append(policy)
+    result = {}
+    for env in environments:
+        policies = by_env[env.pk]
+        by_criticality = {p.criticality: p for p in policies}
+        rows = []
+        for criticality in ["", *Criticality.values]:
+            rule = _rule_from_rows(env, policies, [criticality] if criticality else [])
+            # As pause_requires_change: the criticality's own rule, else the default rule's flag.
+            own = by_criticality.get(criticality) or by_criticality.get("")
+            rows.append(
+                {
+                    "criticality": criticality,
+                    "explicit": criticality in by_criticality,
+                    **_as_dict(rule),
+                    "pause_requires_change": bool(own and own.pause_requires_change),
+                }
+            )
+        result[env.pk] = {"rules": rows, "policy_change": _as_dict(rule_for_policy_change(env, policies))}
+    return result
+
+
+def _as_dict(rule: Rule) -> dict:
+    return {"required_approvals": rule.required_approvals, "separation_of_duties": rule.separation_of_duties}
 
 
 def team_ids_of(user, tenant_id: int) -> set[int]:

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from approvals import config_views
+from approvals import config_views, control_views
 from approvals import views as approval_views
 from jobs import views as job_views
 
@@ -48,4 +48,13 @@ urlpatterns = [
         {"delete": True},
         name="config_delete",
     ),
+    # Around the review flow: policies, freezes, post-reviews, rollback, promotion, recertification.
+    path("changes/post-reviews/", control_views.post_review_list, name="change_post_reviews"),
+    path("policies/", control_views.policy_list, name="policy_list"),
+    path("policies/propose/", control_views.policy_propose, name="policy_propose"),
+    path("freezes/", control_views.freeze_list, name="freeze_list"),
+    path("overdue/", control_views.overdue_list, name="overdue_list"),
+    path("jobs/<int:pk>/recertify/", control_views.job_recertify, name="job_recertify"),
+    path("jobs/<int:pk>/rollback/<int:version>/", control_views.job_rollback, name="job_rollback"),
+    path("jobs/<int:pk>/promote/", control_views.job_promote, name="job_promote"),
 ]

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.http import urlencode
 
+from approvals.lifecycle import overdue_jobs
 from approvals.models import OPEN_STATUSES, ChangeRequest, ChangeStatus
 from approvals.services import open_post_reviews
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
@@ -171,6 +172,7 @@ def dashboard(request):
         "queue_count": queue.count(),
         "mine": list(mine[:8]),
         "post_reviews": post_reviews,
+        "overdue_count": overdue_jobs(user).count(),
         "alerts": alerts,
         "now": now,
         "can_propose": restrict(Team.objects.all(), user, Action.PROPOSE).exists(),

@@ -69,6 +69,23 @@ def _messages(errors) -> list[str]:
     return messages
 
 
+def parameter_value_errors(schema: dict, values: dict) -> dict[str, list[str]]:
+    """Values checked against a parameter schema, per parameter name ("" for errors not tied to one),
+    so a form can show each message beside its field."""
+    per_name: dict[str, list[str]] = {}
+    validator = Draft202012Validator(schema)
+    for error in validator.iter_errors(_with_defaults(schema, values)):
+        if error.path:
+            name = str(error.path[0])
+        elif error.validator == "required":
+            # "'region' is a required property": the missing name is the first quoted word.
+            name = next((n for n in schema.get("required") or [] if n not in values), "")
+        else:
+            name = ""
+        per_name.setdefault(name, []).append(error.message)
+    return per_name
+
+
 def _with_defaults(schema: dict, values: dict) -> dict:
     merged = dict(values)
     for name, spec in (schema.get("properties") or {}).items():

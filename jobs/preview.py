@@ -132,8 +132,12 @@ def window_warnings(
     environment_id: Any,
     now: datetime | None = None,
     count: int = 20,
+    windows: list | None = None,
 ) -> list[str]:
-    """Warnings for reviewers: upcoming runs of a proposed schedule that fall in a maintenance window."""
+    """Warnings for reviewers: upcoming runs of a proposed schedule that fall in a maintenance window.
+
+    ``windows``: the tenant's maintenance windows, already loaded (lists of many requests load
+    them once); those of other environments are ignored."""
     from .models import MaintenanceWindow, WindowPolicy
 
     entries = preview_definition(
@@ -141,11 +145,18 @@ def window_warnings(
     )
     if not entries:
         return []
-    windows = list(
-        MaintenanceWindow.objects.filter(tenant_id=tenant_id).filter(
-            models.Q(environment__isnull=True) | models.Q(environment_id=environment_id)
+    if windows is None:
+        windows = list(
+            MaintenanceWindow.objects.filter(tenant_id=tenant_id).filter(
+                models.Q(environment__isnull=True) | models.Q(environment_id=environment_id)
+            )
         )
-    )
+    else:
+        windows = [
+            w
+            for w in windows
+            if w.tenant_id == tenant_id and (w.environment_id is None or w.environment_id == environment_id)
+        ]
     warnings = []
     for entry in entries:
         instant = parse_instant(entry["utc"])

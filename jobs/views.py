@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from approvals.models import OPEN_STATUSES, ChangeRequest, Review
-from governance.access import Action, can, get_object_or_404_for, record_denied, restrict
+from governance.access import Action, can, can_in, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 
@@ -131,6 +131,18 @@ def _extra_settings(job: Job) -> list[dict]:
     return rows
 
 
+def _promotion_target(user, job: Job) -> Environment | None:
+    """The next environment, when the user may propose this job there."""
+    from approvals.services import next_environment
+
+    if job.status == JobStatus.DELETED:
+        return None
+    target = next_environment(job.environment)
+    if target is None or not can_in(user, Action.PROPOSE, job.tenant_id, job.team_id, target.pk):
+        return None
+    return target
+
+
 def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200):
     """The job page; ``forms`` carries a refused action's form (trigger, pause, resume) to show its errors."""
     user = request.user
@@ -157,6 +169,7 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
         # The policy may put pause/resume under change control: the page then offers the proposal instead.
         "pause_needs_change": job.status in (JobStatus.ENABLED, JobStatus.PAUSED) and pause_requires_change(job),
         "can_propose": job.status != JobStatus.DELETED and can(user, Action.PROPOSE, job),
+        "promote_to": _promotion_target(user, job),
         "trigger_form": forms.get("trigger") or ReasonForm(),
         "pause_form": forms.get("pause") or ReasonForm(),
         "resume_form": forms.get("resume") or ReasonForm(),
