@@ -43,6 +43,7 @@ from .models import (
     ReviewDecision,
     TargetKind,
 )
+from .warnings import WarningKind, change_warnings
 
 
 class ReviewSerializer(serializers.ModelSerializer):
@@ -73,6 +74,20 @@ class DiffRowSerializer(serializers.Serializer):
     after = serializers.JSONField(allow_null=True)
 
 
+class ChangeWarningSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=WarningKind.choices)
+    message = serializers.CharField()
+
+
+class ChangeRequestListSerializer(serializers.ListSerializer):
+    """Computes every row's warnings from one load of windows and freezes (constant queries per page)."""
+
+    def to_representation(self, data):
+        items = list(data.all() if hasattr(data, "all") else data)
+        self.context["change_warnings"] = change_warnings(items)
+        return super().to_representation(items)
+
+
 class ChangeRequestSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-change-request-detail")
     title = serializers.CharField(source="__str__", read_only=True)
@@ -91,9 +106,14 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
     required_approvals = serializers.SerializerMethodField(
         help_text="Approvals the policy requires, fixed when the request is submitted (null for a draft)."
     )
+    warnings = serializers.SerializerMethodField(
+        help_text="For reviewers of an open request: maintenance-window collisions of the proposed schedule, "
+        "a freeze that holds it, non-standard traits of the job. Empty once the request is closed."
+    )
 
     class Meta:
         model = ChangeRequest
+        list_serializer_class = ChangeRequestListSerializer
         fields = [
             "id",
             "url",
@@ -121,8 +141,16 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
             "decided_at",
             "applied_at",
             "applied_version",
+            "warnings",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(ChangeWarningSerializer(many=True))
+    def get_warnings(self, change: ChangeRequest) -> list:
+        known = self.context.get("change_warnings")
+        if known is None or change.pk not in known:
+            known = change_warnings([change])
+        return known[change.pk]
 
     def get_required_approvals(self, change: ChangeRequest) -> int | None:
         # The policy is looked up at submit (it depends on criticality); a draft has none yet.

@@ -235,6 +235,7 @@ SPECTACULAR_SETTINGS = {
         "AuditActionEnum": "governance.models.AuditAction",
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
+        "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
     },
 }
 
