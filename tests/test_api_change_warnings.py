@@ -77,7 +77,10 @@ def test_a_freeze_is_a_warning_that_says_what_happens(cast):
     normal_warnings = client.get(f"{LIST}{normal.pk}/").json()["warnings"]
     urgent_warnings = client.get(f"{LIST}{urgent.pk}/").json()["warnings"]
     assert _kinds({"warnings": normal_warnings}) == ["freeze"]
-    assert "quarter close" in normal_warnings[0]["message"] and "waits until the freeze ends" in normal_warnings[0]["message"]
+    assert (
+        "quarter close" in normal_warnings[0]["message"]
+        and "waits until the freeze ends" in normal_warnings[0]["message"]
+    )
     assert "review after the fact" in urgent_warnings[0]["message"]
 
 
