@@ -126,3 +126,33 @@ def test_list_queries_do_not_grow_with_warned_rows(cast, django_assert_max_num_q
     with django_assert_max_num_queries(len(small.captured_queries)):
         response = client.get(LIST)
     assert response.json()["count"] == 33
+
+
+def test_a_freeze_at_the_apply_time_warns_and_both_ways_of_computing_agree(cast):
+    from approvals.warnings import change_warnings, with_warning_facts
+
+    now = timezone.now()
+    create_freeze_window(
+        actor=cast.admin,
+        tenant=cast.acme,
+        environment=cast.prod,
+        starts_at=now + timedelta(days=1),
+        ends_at=now + timedelta(days=2),
+        reason="release weekend",
+    )
+    _window(cast, environment=cast.prod)
+    later = propose_change(
+        actor=cast.author,
+        action="create",
+        team=cast.payments,
+        environment=cast.prod,
+        definition=cast.definition(name="payments.ledger.later"),
+        justification="align with the release",
+        apply_after=now + timedelta(days=1, hours=2),
+    )
+    now_change = _propose(cast, name="payments.ledger.now")
+    plain = change_warnings(ChangeRequest.objects.all())
+    annotated = change_warnings(with_warning_facts(ChangeRequest.objects.all()))
+    assert plain == annotated
+    assert "freeze" in [w["kind"] for w in plain[later.pk]]
+    assert "freeze" not in [w["kind"] for w in plain[now_change.pk]]
