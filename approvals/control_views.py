@@ -88,6 +88,8 @@ def policy_list(request):
 @login_required
 def policy_propose(request):
     user = request.user
+    if not PolicyChangeForm(user=user).fields["environment"].queryset.exists():
+        raise PermissionDenied("Only a tenant admin may propose approval policy changes.")
     if request.method == "POST":
         form = PolicyChangeForm(request.POST, user=user)
         if form.is_valid():
@@ -107,10 +109,7 @@ def policy_propose(request):
                 _announce(request, change)
                 return redirect("change_detail", pk=change.pk)
         return render(request, "approvals/policy_form.html", {"form": form}, status=400)
-    form = PolicyChangeForm(user=user)
-    choices = form.fields["environment"].queryset
-    if not choices.exists():
-        raise PermissionDenied("Only a tenant admin may propose approval policy changes.")
+    choices = PolicyChangeForm(user=user).fields["environment"].queryset
     initial = {}
     env_id, criticality = request.GET.get("environment", ""), request.GET.get("criticality", "")
     env = choices.filter(pk=int(env_id)).first() if env_id.isdigit() else None

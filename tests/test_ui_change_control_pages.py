@@ -151,8 +151,8 @@ def test_policy_form_shows_errors_and_proposes_nothing(client, cast):
 
 def test_forged_policy_proposals_are_refused(client, cast):
     data = {"environment": cast.prod.pk, "required_approvals": "0", "justification": "let me through"}
-    # An author is not a tenant admin: the form offers no environment and the POST changes nothing.
-    assert login(client, cast.author).post(reverse("policy_propose"), data).status_code == 400
+    # An author is not a tenant admin anywhere.
+    assert login(client, cast.author).post(reverse("policy_propose"), data).status_code == 403
     # Another tenant's admin cannot name acme's environment.
     response = login(client, cast.globex_admin).post(reverse("policy_propose"), data)
     assert response.status_code == 400 and "environment" in response.context["form"].errors
