@@ -53,7 +53,12 @@ def with_warning_facts(queryset: QuerySet[ChangeRequest], *, now: datetime | Non
 
 
 def _is_job_proposal(change: ChangeRequest) -> bool:
-    return change.action in (ChangeAction.CREATE, ChangeAction.UPDATE) and bool(change.proposed)
+    # Scheduling configuration changes (windows, calendars, pools) propose no job schedule.
+    return (
+        getattr(change, "target_kind", "job") == "job"
+        and change.action in (ChangeAction.CREATE, ChangeAction.UPDATE)
+        and bool(change.proposed)
+    )
 
 
 def change_warnings(changes: Iterable[ChangeRequest], *, now: datetime | None = None) -> dict[int, list[dict]]:
