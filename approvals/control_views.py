@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, can, can_in, get_object_or_404_for, restrict
+from governance.access import Action, can, can_in, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment
 from governance.services import AccessDenied
 from jobs.definitions import diff
@@ -267,10 +267,13 @@ def job_promote(request, pk: int):
     )
     target = next_environment(job.environment)
     if job.status == JobStatus.DELETED or target is None:
-        raise PermissionDenied(
+        reason = (
             "This job is deleted." if target else f"{job.environment.slug} is the last environment; nothing follows."
         )
+        record_denied(request.user, Action.PROPOSE, job, reason=reason)
+        raise PermissionDenied(reason)
     if not can_in(request.user, Action.PROPOSE, job.tenant_id, job.team_id, target.pk):
+        record_denied(request.user, Action.PROPOSE, job, reason="role does not allow proposing in the next environment")
         raise PermissionDenied(f"You need the author role for {job.team.name} in {target.name} to promote this job.")
     schema = (job.parameters or {}).get("schema")
     if request.method == "POST":

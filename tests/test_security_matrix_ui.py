@@ -306,6 +306,16 @@ VIEWS: dict[str, View] = {
     ),
     "change_rebase": View("stale_change", post=allowed(302, "author")),
     "change_post_review": View("emergency_change", post=allowed(302, *REVIEWERS), body={"notes": "fine"}),
+    # Around the review flow (approvals.control_views): lists everyone sees, filtered to their tenant.
+    "change_post_reviews": View(None, get=_everyone(200)),
+    "policy_list": View(None, get=_everyone(200)),
+    "freeze_list": View(None, get=_everyone(200)),
+    "overdue_list": View(None, get=_everyone(200)),
+    "policy_propose": View(None, get=allowed(200, "tenant_admin", "superuser") | {"outsider": 403}),
+    "job_recertify": View("job", post=allowed(302, *PROPOSERS), body={"note": "checked"}),
+    "job_rollback": View("job", get=allowed(200, *PROPOSERS), url_kwargs=lambda side: {"version": 1}),
+    # The other side's job lives in the last environment: nothing to promote to, even for the superuser.
+    "job_promote": View("job", get=allowed(200, *PROPOSERS), other_get={"superuser": 403}),
     # Maintenance windows (like calendars and pools) change through change requests proposed by tenant
     # admins and whole-environment authors.
     "config_list": View(None, get=_everyone(200)),
