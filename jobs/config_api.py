@@ -14,6 +14,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 
 from governance.api import EnvironmentRefSerializer, RestrictedViewSet, TenantRefSerializer, ref_filter
 
+from . import pools
 from .models import HolidayCalendar, MaintenanceWindow, Pool
 
 
@@ -74,6 +75,8 @@ class PoolSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-pool-detail")
     tenant = TenantRefSerializer(read_only=True)
     environment = EnvironmentRefSerializer(read_only=True)
+    busy = serializers.IntegerField(read_only=True, help_text="Queued or running runs of the pool's jobs now.")
+    free = serializers.IntegerField(read_only=True, help_text="Slots free now (0 when the pool is over-full).")
 
     class Meta:
         model = Pool
@@ -85,6 +88,8 @@ class PoolSerializer(serializers.ModelSerializer):
             "environment",
             "slots",
             "reserved_critical_slots",
+            "busy",
+            "free",
             "description",
             "change_request_id",
             "updated_at",
@@ -163,5 +168,9 @@ class PoolViewSet(ConfigViewSet):
     filterset_class = PoolFilter
     filter_backends = [filters.DjangoFilterBackend, SearchFilter, OrderingFilter]
     search_fields = ["name"]
-    ordering_fields = ["name", "slots"]
+    ordering_fields = ["name", "slots", "busy", "free"]
     ordering = ["environment__order", "name", "id"]
+
+    def get_queryset(self):
+        # busy/free: a correlated count in the same query (jobs.pools.with_usage), whatever the rows.
+        return pools.with_usage(super().get_queryset())

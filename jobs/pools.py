@@ -19,12 +19,14 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, Greatest
 
 from governance.models import Environment, Tenant
 
-from .models import Pool, Run, RunStatus
+from .models import Criticality, Job, Pool, Run, RunStatus, TenantExecutionPolicy
 
 MAX_SLOTS = 10_000
 NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?")
@@ -211,3 +213,130 @@ def delete_pool(*, actor, pool: Pool, change_request_id: int | None = None, chan
             data={"kind": "pool", "operation": "delete", "name": pool.name, "change_request": change_request_id},
         )
         pool.delete()
+
+
+# --- admission ---------------------------------------------------------------------------
+
+
+def is_critical(job: Job) -> bool:
+    return job.criticality == Criticality.CRITICAL
+
+
+def is_low_priority(job: Job) -> bool:
+    """Runs that backpressure defers: below the threshold priority and not critical."""
+    return job.priority < settings.GOVERNOR_BACKPRESSURE_PRIORITY and not is_critical(job)
+
+
+class Admission:
+    """Pool slots and queue depth for the jobs of one scheduler transaction, read once.
+
+    Construct it inside the transaction that writes the runs: it locks the pool
+    rows first, so the counts it reads stay true until that transaction commits.
+    Every admitted run is counted at once, so later runs of the same pass see it.
+    """
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        jobs = list(jobs)
+        wanted = {(job.environment_id, job.pool) for job in jobs if job.pool}
+        self.pools: dict[tuple[int, str], Pool] = {}
+        if wanted:
+            locked = (
+                Pool.objects.select_for_update(of=("self",))
+                .select_related("environment")
+                .filter(environment_id__in={env for env, _ in wanted}, name__in={name for _, name in wanted})
+                .order_by("pk")  # one lock order for every scheduler: no deadlock between them
+            )
+            self.pools = {(p.environment_id, p.name): p for p in locked if (p.environment_id, p.name) in wanted}
+        self.busy: dict[int, int] = busy_counts(self.pools.values())
+        self.limits: dict[int, int] = {}
+        self.depth: Counter[int] = Counter()
+        tenants = {job.tenant_id for job in jobs if is_low_priority(job)}
+        if tenants:
+            default = settings.GOVERNOR_QUEUE_DEPTH_LIMIT
+            overrides = dict(
+                TenantExecutionPolicy.objects.filter(
+                    tenant_id__in=tenants, queue_depth_limit__isnull=False
+                ).values_list("tenant_id", "queue_depth_limit")
+            )
+            self.limits = {t: overrides.get(t, default) for t in tenants}
+            bounded = [t for t, limit in self.limits.items() if limit]
+            if bounded:
+                self.depth.update(
+                    dict(
+                        Run.objects.filter(tenant_id__in=bounded, status=RunStatus.QUEUED)
+                        .values_list("tenant_id")
+                        .annotate(n=Count("id"))
+                    )
+                )
+
+    def pool_of(self, job: Job) -> Pool | None:
+        return self.pools.get((job.environment_id, job.pool)) if job.pool else None
+
+    def refusal(self, job: Job) -> str | None:
+        """Why one more run of ``job`` must wait now, or None when it may go."""
+        limit = self.limits.get(job.tenant_id, 0)
+        if limit and is_low_priority(job) and self.depth[job.tenant_id] >= limit:
+            return (
+                f"Deferred: backpressure: queue depth {self.depth[job.tenant_id]} >= limit {limit}; "
+                f"runs of priority below {settings.GOVERNOR_BACKPRESSURE_PRIORITY} wait until it drains."
+            )
+        pool = self.pool_of(job)
+        if pool is not None:
+            busy = self.busy[pool.pk]
+            if not pool.admits(busy, critical=is_critical(job)):
+                reserved = pool.reserved_critical_slots
+                if busy < pool.slots:
+                    return (
+                        f"Deferred: pool {pool} full for non-critical jobs: {busy} of {pool.slots} slots busy, "
+                        f"{reserved} reserved for critical jobs."
+                    )
+                return f"Deferred: pool {pool} full: {busy} of {pool.slots} slots busy."
+        return None
+
+    def take(self, job: Job) -> None:
+        """Count one admitted run of ``job``."""
+        pool = self.pool_of(job)
+        if pool is not None:
+            self.busy[pool.pk] += 1
+        self.depth[job.tenant_id] += 1
+
+    def give_back(self, job: Job) -> None:
+        """Undo ``take`` for a run that will not go after all."""
+        pool = self.pool_of(job)
+        if pool is not None:
+            self.busy[pool.pk] -= 1
+        self.depth[job.tenant_id] -= 1
+
+    def admit(self, job: Job) -> str | None:
+        """Admit one run of ``job`` (and count it), or return why it must wait."""
+        reason = self.refusal(job)
+        if reason is None:
+            self.take(job)
+        return reason
+
+
+def usage(pools: Iterable[Pool]) -> dict[int, dict[str, int]]:
+    """{pool id: {"busy": n, "free": n}} for display, in one query."""
+    pools = list(pools)
+    busy = busy_counts(pools)
+    return {p.pk: {"busy": busy[p.pk], "free": max(0, p.slots - busy[p.pk])} for p in pools}
+
+
+def with_usage(queryset: QuerySet[Pool]) -> QuerySet[Pool]:
+    """Pools annotated with ``busy`` and ``free``: a correlated count in the same query, whatever the rows."""
+    active = (
+        Run.objects.filter(
+            tenant_id=OuterRef("tenant_id"),
+            status__in=ACTIVE_STATUSES,
+            partition="",
+            job__environment_id=OuterRef("environment_id"),
+            job__pool=OuterRef("name"),
+        )
+        .order_by()
+        .values("tenant_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return queryset.annotate(busy=Coalesce(Subquery(active), 0)).annotate(
+        free=Greatest(F("slots") - F("busy"), Value(0))
+    )

@@ -21,17 +21,17 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import F, Min
+from django.db.models import Case, F, Min, TextField, Value, When
 from django.utils import timezone
 
 from governance import secrets
 
-from . import schedule
+from . import pools, schedule
 from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
@@ -200,20 +200,138 @@ def _cancel_replaced(constraints: Constraints, now: datetime) -> None:
         )
 
 
+RELEASE_FIELDS = (
+    "id",
+    "job_id",
+    "tenant_id",
+    "status",
+    "scheduled_for",
+    "reason",
+    "deferred_until",
+    "job__id",
+    "job__tenant_id",
+    "job__environment_id",
+    "job__status",
+    "job__criticality",
+    "job__concurrency",
+    "job__max_active_runs",
+    "job__pool",
+    "job__priority",
+)
+
+
 def promote_deferred(now: datetime, limit: int = 1000) -> int:
-    """Queue deferred runs whose window has ended; the conditional update keeps it once per run."""
-    due = Run.objects.filter(status=RunStatus.DEFERRED, deferred_until__lte=now).order_by("deferred_until")
-    ids = list(due.values_list("pk", flat=True)[:limit])
-    if not ids:
+    """Release the deferred runs that are due: windows that have ended, runs waiting for a pool
+    slot or for the queue to drain. Higher priority first, then the oldest slot.
+
+    A released run is checked again as a new slot would be: its job's
+    concurrency policy (another run may have started meanwhile), its pool's
+    slots and backpressure. One that may not go yet stays deferred with the
+    current reason; one its concurrency policy refuses is skipped with why.
+    The query count does not grow with the number of runs released.
+    """
+    due = Run.objects.filter(status=RunStatus.DEFERRED, deferred_until__lte=now)
+    if not due.exists():
         return 0
-    promoted = []
     with transaction.atomic():
-        for run_id in ids:
-            if Run.objects.filter(pk=run_id, status=RunStatus.DEFERRED).update(status=RunStatus.QUEUED, queued_at=now):
-                promoted.append(run_id)
+        # Locked (PostgreSQL): another scheduler skips these rows instead of releasing them twice.
+        candidates = list(
+            due.select_for_update(of=("self",), skip_locked=True)
+            .select_related("job")
+            .only(*RELEASE_FIELDS)
+            .order_by("-job__priority", "scheduled_for", "pk")[:limit]
+        )
+        release = _Release(candidates)
+        for run in candidates:
+            release.decide(run)
+        promoted = release.write(now)
         if promoted:
             transaction.on_commit(lambda: _enqueue_all(promoted))
     return len(promoted)
+
+
+class _Release:
+    """The decisions of one promote_deferred pass, written in a constant number of queries."""
+
+    def __init__(self, candidates: list[Run]) -> None:
+        jobs = {run.job_id: run.job for run in candidates}
+        limited = [pk for pk, job in jobs.items() if job.concurrency != ConcurrencyPolicy.ALLOW or job.max_active_runs]
+        self.active: dict[int, list[int]] = {}
+        if limited:
+            for run_id, job_id in Run.objects.filter(job_id__in=limited, status__in=ACTIVE_STATUSES).values_list(
+                "pk", "job_id"
+            ):
+                self.active.setdefault(job_id, []).append(run_id)
+        needs_admission = any(job.pool or pools.is_low_priority(job) for job in jobs.values())
+        self.admission = pools.Admission(jobs.values()) if needs_admission else None
+        self.promoted: list[int] = []
+        self.skipped: dict[int, str] = {}
+        self.waiting: dict[int, str] = {}
+        self.to_cancel: list[tuple[int, str]] = []
+
+    def decide(self, run: Run) -> None:
+        job = run.job
+        if job.status == JobStatus.DELETED:
+            self.skipped[run.pk] = "Skipped at release: the job was deleted."
+            return
+        active = self.active.get(job.pk, [])
+        if active and job.concurrency == ConcurrencyPolicy.FORBID:
+            self.skipped[run.pk] = (
+                f"Skipped at release: concurrency=forbid and run(s) {', '.join(f'#{i}' for i in active)} still active."
+            )
+            return
+        if job.concurrency != ConcurrencyPolicy.REPLACE and job.max_active_runs and len(active) >= job.max_active_runs:
+            self.skipped[run.pk] = (
+                f"Skipped at release: {len(active)} run(s) active, the job allows at most {job.max_active_runs}."
+            )
+            return
+        refusal = self.admission.refusal(job) if self.admission else None
+        if refusal:
+            if refusal != run.reason:
+                self.waiting[run.pk] = refusal
+            return
+        if self.admission:
+            self.admission.take(job)
+        if active and job.concurrency == ConcurrencyPolicy.REPLACE:
+            reason = f"Cancelled: replaced by the run of slot {schedule.isoz(run.scheduled_for)} (concurrency=replace)."
+            for other in active:
+                if other in self.promoted:
+                    # Released in this very pass and not started: it simply never goes.
+                    self.promoted.remove(other)
+                    self.skipped[other] = f"Skipped at release: {reason.removeprefix('Cancelled: ')}"
+                    if self.admission:
+                        self.admission.give_back(job)
+                else:
+                    self.to_cancel.append((other, reason))
+            self.active[job.pk] = active = []
+        self.promoted.append(run.pk)
+        self.active.setdefault(job.pk, []).append(run.pk)
+
+    def write(self, now: datetime) -> list[int]:
+        # The candidates are locked (PostgreSQL) or the database is (SQLite): still deferred here.
+        deferred = Run.objects.filter(status=RunStatus.DEFERRED)
+        if self.promoted:
+            deferred.filter(pk__in=self.promoted).update(status=RunStatus.QUEUED, queued_at=now)
+        if self.skipped:
+            deferred.filter(pk__in=list(self.skipped)).update(
+                status=RunStatus.SKIPPED, finished_at=now, reason=_reasons(self.skipped)
+            )
+        if self.waiting:
+            deferred.filter(pk__in=list(self.waiting)).update(reason=_reasons(self.waiting))
+        by_reason: dict[str, list[int]] = {}
+        for run_id, reason in self.to_cancel:
+            by_reason.setdefault(reason, []).append(run_id)
+        for reason, ids in by_reason.items():
+            # The executor notices the cancel at its next status check and kills the process group.
+            Run.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).update(
+                status=RunStatus.CANCELLED, reason=reason, finished_at=now
+            )
+        return self.promoted
+
+
+def _reasons(reasons: dict[int, str]) -> Case:
+    """One UPDATE setting a different reason on each run."""
+    return Case(*(When(pk=pk, then=Value(reason)) for pk, reason in reasons.items()), output_field=TextField())
 
 
 CLAIM_CHUNK = 500
@@ -263,10 +381,11 @@ def _claim(claims: list[tuple[int, datetime, datetime | None]]) -> set[int]:
 def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -> None:
     rows: list[Run] = []
     won = _claim([(job.pk, job.next_fire_at, following) for job, following, _ in plans])
-    for job, _following, slot_plans in plans:
-        if job.pk not in won:
-            result.lost_race += 1
-            continue
+    result.lost_race += sum(1 for job, _following, _plans in plans if job.pk not in won)
+    # Copies: admission may defer a slot, and the row-by-row retry after an IntegrityError decides afresh.
+    plans = [(job, [replace(p) for p in slot_plans]) for job, _following, slot_plans in plans if job.pk in won]
+    _admit(plans)
+    for job, slot_plans in plans:
         definition = job.definition()
         job_rows = [_run_row(job, plan, now, definition) for plan in slot_plans]
         if bulk:
@@ -289,6 +408,24 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
     result.run_ids.extend(queued)
     if queued:
         transaction.on_commit(lambda: _enqueue_all(queued))
+
+
+def _admit(plans: list[tuple[Job, list[SlotPlan]]]) -> None:
+    """Pool slots and backpressure for the runnable slots of the jobs this tick won.
+
+    Runs in the transaction that inserts the runs, after the pool rows are
+    locked (jobs.pools.Admission); higher priorities take free slots first.
+    """
+    runnable = [(job, plan) for job, slot_plans in plans for plan in slot_plans if plan.status == RunStatus.QUEUED]
+    if not any(job.pool or pools.is_low_priority(job) for job, _ in runnable):
+        return
+    admission = pools.Admission(job for job, _ in runnable)
+    for job, plan in sorted(runnable, key=lambda item: (-item[0].priority, item[1].slot, item[0].pk)):
+        reason = admission.admit(job)
+        if reason:
+            plan.status, plan.reason = RunStatus.DEFERRED, reason
+            # Due at once: every sweep (promote_deferred) offers it the next free slot.
+            plan.deferred_until = plan.slot
 
 
 def _enqueue_all(run_ids: list[int]) -> None:

@@ -16,10 +16,11 @@ from governance.access import Action, can, can_in, get_object_or_404_for, record
 from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 
+from . import pools
 from .definitions import diff
 from .forms import ReasonForm
 from .graph import dependency_graph
-from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Run, RunStatus
+from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Pool, Run, RunStatus
 from .preview import preview_definition
 from .services import (
     FAILED_STEP,
@@ -156,6 +157,9 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
         "job": job,
         "upcoming": upcoming,
         "extra_settings": _extra_settings(job),
+        "pool": pools.with_usage(Pool.objects.filter(environment_id=job.environment_id, name=job.pool)).first()
+        if job.pool
+        else None,
         "graph": dependency_graph(job, user),
         "alerts": list(job.alerts.filter(resolved_at__isnull=True).select_related("run").order_by("-created_at")[:5]),
         "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
