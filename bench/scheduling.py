@@ -29,6 +29,7 @@ def run(report: Report) -> None:
     next_fire(report)
     env = fixtures()
     tick_cost(report, env)
+    pool_cost(report, env)
     burst(report, env)
     lateness(report, env)
 
@@ -145,6 +146,65 @@ def tick_cost(report: Report, env: Env) -> None:
     report.figure("tick_ms_1k", results[1_000], "ms", note="1,000 jobs, 100 due (median of 7)")
     report.figure("tick_ms_100k", results[100_000], "ms", note="100,000 jobs, 100 due")
     report.figure("tick_ratio_100k_1k", results[100_000] / results[1_000], "x", target="near 1")
+
+
+def pool_cost(report: Report, env: Env) -> None:
+    """The tick of tick_ms_1k with every due job in one of 4 pools (10 slots each, so 60 of 100 wait),
+    half of them low priority under a queue-depth bound; then the release sweep with 10,000 runs
+    waiting for a full pool (what every tick pays while a pool stays full)."""
+    from jobs import scheduler
+    from jobs.models import Job, Pool, Run, RunStatus
+
+    far = datetime(2030, 1, 1, tzinfo=UTC)
+    clear(env)
+    Pool.objects.filter(tenant=env.tenant).delete()
+    for i in range(4):
+        Pool.objects.create(tenant=env.tenant, environment=env.environment, name=f"pool-{i}", slots=10)
+    make_jobs(env, 900, far)
+    due = make_jobs(env, 100, far)
+    for i, job in enumerate(due):
+        Job.objects.filter(pk=job.pk).update(pool=f"pool-{i % 4}", priority=3 if i % 2 else 7)
+    due_ids = [j.pk for j in due]
+    samples = []
+    for rep in range(7):
+        slot = datetime(2029, 1, 1, tzinfo=UTC) + timedelta(minutes=rep)
+        Job.objects.filter(pk__in=due_ids).update(next_fire_at=slot)
+        seconds, result = timed(scheduler.tick, now=slot + timedelta(seconds=1))
+        assert (result.created, result.deferred) == (40, 60), result
+        samples.append(seconds)
+        Run.objects.all().delete()
+    report.figure("tick_ms_1k_pools", median(samples) * 1000, "ms", note="as tick_ms_1k, 100 due into 4 full pools")
+
+    # 10,000 deferred runs of one pool, all its slots busy: the sweep reads its batch and keeps them waiting.
+    Pool.objects.filter(name="pool-0").update(slots=0)
+    holder = due[0]
+    start = datetime(2029, 2, 1, tzinfo=UTC)
+    Run.objects.bulk_create(
+        [
+            Run(
+                job=holder,
+                tenant=env.tenant,
+                scheduled_for=start + timedelta(minutes=i),
+                status=RunStatus.DEFERRED,
+                deferred_until=start,
+                reason="Deferred: pool prod/pool-0 full: 0 of 0 slots busy.",
+                job_version=1,
+                definition={},
+            )
+            for i in range(10_000)
+        ],
+        batch_size=2000,
+    )
+    sweeps = []
+    for _ in range(7):
+        seconds, promoted = timed(scheduler.promote_deferred, start + timedelta(hours=1))
+        assert promoted == 0, promoted
+        sweeps.append(seconds)
+    report.figure(
+        "release_sweep_ms_10k_waiting", median(sweeps) * 1000, "ms", note="10,000 runs waiting for a full pool"
+    )
+    Run.objects.all().delete()
+    Pool.objects.filter(tenant=env.tenant).delete()
 
 
 def burst(report: Report, env: Env) -> None:
