@@ -3,8 +3,10 @@
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 
 from approvals.services import propose_change
+from conftest import PASSWORD
 from jobs.definitions import clean_definition
 from jobs.models import Pool
 from jobs.pools import clean_pool
@@ -113,3 +115,15 @@ def test_pool_and_priority_go_through_change_control_with_defaults(cast):
     assert [row["field"] for row in change.diff()] == ["priority"]
     plain = clean_definition(cast.definition(), tenant=cast.acme, team=cast.payments, environment=cast.dev)
     assert plain["pool"] == "" and plain["priority"] == 5
+
+
+def test_pools_are_read_only_in_the_admin_even_for_superusers(client, cast):
+    pool = Pool.objects.create(tenant=cast.acme, environment=cast.prod, name="etl", slots=2)
+    client.login(username=cast.superuser.username, password=PASSWORD)
+    assert client.get(reverse("admin:jobs_pool_add")).status_code == 403
+    url = reverse("admin:jobs_pool_change", args=[pool.pk])
+    html = client.get(url).content.decode()
+    assert 'name="_save"' not in html and "change only through change requests" in html
+    assert client.post(url, {"name": "etl", "slots": 99}).status_code == 403
+    pool.refresh_from_db()
+    assert pool.slots == 2
