@@ -8,7 +8,6 @@ from django.urls import reverse
 
 from conftest import PASSWORD
 from jobs import scheduler
-from jobs.calendars import create_maintenance_window
 from jobs.models import Job, Pool, Run, RunStatus, TenantExecutionPolicy, TriggerKind
 
 SLOT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -237,9 +236,7 @@ def test_backpressure_counts_only_the_tenants_own_queue(cast, settings):
 
 
 def window_until(cast, end):
-    create_maintenance_window(
-        actor=cast.admin, tenant=cast.acme, environment=cast.dev, name="patching", starts_at=SLOT, ends_at=end
-    )
+    cast.make_window(environment=cast.dev, name="patching", starts_at=SLOT, ends_at=end)
 
 
 def test_a_deferred_run_of_a_forbid_job_is_skipped_at_release_while_another_run_is_active(cast):
