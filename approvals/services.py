@@ -18,7 +18,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
-from governance.access import Action, can, can_in, restrict
+from governance.access import Action, can, can_in, can_over, restrict
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.services import AccessDenied
 from jobs import services as job_services
@@ -179,7 +179,7 @@ def propose_policy_change(
         cleaned = {}
     if errors:
         raise ValidationError(errors)
-    if not can_in(actor, Action.ADMINISTER, environment.tenant_id, None, environment.pk):
+    if not can_over(actor, Action.ADMINISTER, environment.tenant_id, None, environment.pk):
         raise AccessDenied("Only a tenant admin may propose approval policy changes.")
     base = policies.current_rule(environment, cleaned["criticality"])
     if base == cleaned:
@@ -794,8 +794,10 @@ def create_freeze_window(
         errors["environment"] = ["The environment belongs to another tenant."]
     if errors:
         raise ValidationError(errors)
-    if not can_in(actor, Action.ADMINISTER, tenant.pk, None, environment.pk if environment else None):
-        raise AccessDenied("Only a tenant admin may declare freeze windows.")
+    if not can_over(actor, Action.ADMINISTER, tenant.pk, None, environment.pk if environment else None):
+        raise AccessDenied(
+            "Only a tenant admin of the whole tenant (or, for one environment, of that environment) may declare freezes."
+        )
     with transaction.atomic():
         freeze = FreezeWindow.objects.create(
             tenant=tenant,

@@ -124,6 +124,25 @@ def can_in(user, action: Action | str, tenant_id: Any, team_id: Any = None, envi
     return any(g.covers(tenant_id, team_id, environment_id) for g in _grants(user, action))
 
 
+def can_over(user, action: Action | str, tenant_id: Any, team_id: Any = None, environment_id: Any = None) -> bool:
+    """May the user do ``action`` over the WHOLE of (tenant, team?, environment?)?
+
+    ``can_in`` lets a grant narrowed to one team or environment act on tenant-level rows (it may read
+    them). Writes whose effect reaches past one team or environment (granting roles, a tenant-wide
+    freeze) need a grant at least as broad as their target, or a narrowed admin could widen itself.
+    """
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    return any(
+        g.tenant_id == tenant_id
+        and (g.team_id is None or g.team_id == team_id)
+        and (g.environment_id is None or g.environment_id == environment_id)
+        for g in _grants(user, action)
+    )
+
+
 def can(user, action: Action | str, obj: Model) -> bool:
     return can_in(user, action, *access_key(obj))
 

@@ -6,7 +6,7 @@ from django.db import transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from . import audit
-from .access import Action, can_in, forget_grants
+from .access import Action, can_over, forget_grants
 from .models import AuditAction, Environment, Role, Scope, ScopeUserRole, Team, Tenant
 
 
@@ -35,8 +35,10 @@ def grant_role(
 ) -> Scope:
     """Give ``user`` a role in a tenant, optionally narrowed to a team and/or environment."""
     role = Role(role)
-    if actor is not None and not can_in(actor, Action.ADMINISTER, tenant.pk):
-        raise AccessDenied("Only a tenant admin may grant roles.")
+    if actor is not None and not can_over(
+        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
+    ):
+        raise AccessDenied("Only a tenant admin whose own role covers that whole scope may grant roles in it.")
     scope = _scope(tenant, team, environment)
     if ScopeUserRole.objects.filter(user=user, content_object=scope, permission__codename=f"role_{role}").exists():
         return scope
@@ -65,8 +67,10 @@ def revoke_role(
     environment: Environment | None = None,
 ) -> None:
     role = Role(role)
-    if actor is not None and not can_in(actor, Action.ADMINISTER, tenant.pk):
-        raise AccessDenied("Only a tenant admin may revoke roles.")
+    if actor is not None and not can_over(
+        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
+    ):
+        raise AccessDenied("Only a tenant admin whose own role covers that whole scope may revoke roles in it.")
     scope = _scope(tenant, team, environment)
     remove_perm(f"governance.role_{role}", user, scope)
     forget_grants(user)

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit
-from .access import Action, can_in
+from .access import Action, can_in, can_over
 from .models import ApiToken, AuditAction, Environment, Role, ServiceAccount, Team, Tenant
 from .services import AccessDenied, grant_role
 
@@ -141,6 +141,10 @@ def create_service_account(
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
+    if not can_over(
+        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
+    ):
+        raise AccessDenied("Your tenant admin role is narrowed: a service account may not reach past it.")
     user = get_user_model()(username=f"sa.{tenant.slug}.{name}"[:150], is_active=True)
     user.set_unusable_password()
     user.save()
