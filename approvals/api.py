@@ -6,7 +6,7 @@ validate the request's shape; ``approvals.services`` decides everything else.
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, F, Q
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -16,7 +16,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
-from governance.access import ROLES_FOR_ACTION, Action, grants_for, restrict
+from governance.access import Action, restrict
 from governance.api import (
     EnvironmentRefSerializer,
     RestrictedViewSet,
@@ -512,28 +512,7 @@ class ChangeRequestFilter(filters.FilterSet):
     def filter_awaiting_my_review(self, queryset, name, value):
         if not value:
             return queryset
-        user = self.request.user
-        reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
-        queryset = (
-            restrict(queryset, user, Action.REVIEW)
-            .filter(status=ChangeStatus.SUBMITTED)
-            .exclude(author=user)
-            .exclude(Exists(reviewed))
-        )
-        if not user.is_superuser:
-            # Policy changes are reviewed only by approvers of a whole environment (policies.may_review_policy).
-            reviewable_policies = Q(pk__in=[])
-            for grant in grants_for(user):
-                if grant.role in ROLES_FOR_ACTION[Action.REVIEW] and grant.team_id is None:
-                    clause = Q(tenant_id=grant.tenant_id)
-                    if grant.environment_id is not None:
-                        clause &= Q(environment_id=grant.environment_id)
-                    reviewable_policies |= clause
-            # Window, calendar and pool changes follow the same rule (policies.may_review_config).
-            queryset = queryset.exclude(
-                (Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~reviewable_policies
-            )
-        return queryset
+        return services.awaiting_review(self.request.user, queryset)
 
 
 @extend_schema_view(

@@ -27,6 +27,7 @@ from jobs.models import Job, JobStatus
 
 from . import config_changes, policies
 from .models import (
+    CONFIG_KINDS,
     OPEN_STATUSES,
     STATE_ACTIONS,
     ApprovalPolicy,
@@ -415,6 +416,35 @@ def approve_change(change: ChangeRequest, *, actor, comment: str = "") -> Change
 
 def reject_change(change: ChangeRequest, *, actor, comment: str = "") -> ChangeRequest:
     return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment)
+
+
+def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
+    """Submitted requests the user may review: not their own, not yet reviewed by them at this
+    revision. Policy, window, calendar and pool changes only for approvers not narrowed to a team
+    (and, for tenant-wide objects, not narrowed to an environment), as policies.may_review_* decide.
+    One query whatever the number of grants: the UI queue, its nav badge and the API filter share it."""
+    from django.db.models import Exists, OuterRef
+
+    from governance.access import ROLES_FOR_ACTION, grants_for
+
+    base = ChangeRequest.objects.all() if queryset is None else queryset
+    reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
+    queryset = (
+        restrict(base, user, Action.REVIEW)
+        .filter(status=ChangeStatus.SUBMITTED)
+        .exclude(author=user)
+        .exclude(Exists(reviewed))
+    )
+    if getattr(user, "is_superuser", False):
+        return queryset
+    whole_scope = Q(pk__in=[])
+    for grant in grants_for(user):
+        if grant.role in ROLES_FOR_ACTION[Action.REVIEW] and grant.team_id is None:
+            clause = Q(tenant_id=grant.tenant_id)
+            if grant.environment_id is not None:
+                clause &= Q(environment_id=grant.environment_id)
+            whole_scope |= clause
+    return queryset.exclude((Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~whole_scope)
 
 
 def may_review(user, change: ChangeRequest) -> bool:

@@ -15,8 +15,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.http import urlencode
 
 from approvals.lifecycle import overdue_jobs
-from approvals.models import OPEN_STATUSES, ChangeRequest, ChangeStatus
-from approvals.services import open_post_reviews
+from approvals.models import OPEN_STATUSES, ChangeRequest
+from approvals.services import awaiting_review, open_post_reviews
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
 from jobs.schedule import isoz
 
@@ -37,14 +37,8 @@ FAILED_STATUSES = [RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST]
 
 
 def review_queue(user):
-    """Submitted requests the user may review, not their own, not yet reviewed by them at this revision."""
-    return (
-        restrict(ChangeRequest.objects.filter(status=ChangeStatus.SUBMITTED), user, Action.REVIEW)
-        .exclude(author=user)
-        .exclude(
-            pk__in=ChangeRequest.objects.filter(reviews__reviewer=user, reviews__revision=F("revision")).values("pk")
-        )
-    )
+    """Submitted requests the user may review (one rule for the UI queue, its badge and the API)."""
+    return awaiting_review(user)
 
 
 def runs_chart(user, now: datetime) -> dict:
