@@ -19,16 +19,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.utils import timezone
 
-from governance import audit
-from governance.models import AuditAction, Environment, Tenant
+from governance.models import Environment, Tenant
 from governance.services import AccessDenied
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 
 from . import policies
-from .models import ChangeAction, ChangeRequest, ChangeStatus, TargetKind
+from .models import ChangeAction, ChangeRequest, TargetKind
 
 
 @dataclass(frozen=True)
@@ -251,8 +249,12 @@ def propose_config_change(
             raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
 
     with transaction.atomic():
-        now = timezone.now()
-        change = ChangeRequest.objects.create(
+        return services._open_change(
+            actor=actor,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+            audit_data={"action": action.value, "kind": spec.kind.value, "target": target.pk if target else None},
             tenant=tenant,
             team=None,
             environment=environment,
@@ -261,23 +263,9 @@ def propose_config_change(
             action=action,
             proposed=proposed,
             base_definition=base,
-            author=actor,
-            justification=justification.strip(),
-            ticket=(ticket or "").strip(),
-            status=ChangeStatus.DRAFT,
             emergency=bool(emergency),
             apply_after=apply_after,
-            expires_at=services._expiry(now),
         )
-        audit.record(
-            AuditAction.CHANGE_CREATED,
-            actor=actor,
-            obj=change,
-            data={"action": action.value, "kind": spec.kind.value, "target": change.target_id},
-        )
-        if submit:
-            change = services.submit_change(change, actor=actor)
-    return change
 
 
 def _check_deletable(spec: Kind, target) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from zoneinfo import available_timezones
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -19,8 +18,9 @@ from jobs.pools import busy_counts
 
 from . import config_changes, policies
 from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
-from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, ChangeStatus, TargetKind
-from .services import ChangeError, hold_reason
+from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
+from .services import ChangeError
+from .views import announce
 
 FORMS = {
     TargetKind.MAINTENANCE_WINDOW: WindowForm,
@@ -129,18 +129,6 @@ def _target(request, spec: config_changes.Kind, pk: int):
     return target
 
 
-def _announce(request, change: ChangeRequest) -> None:
-    if change.status == ChangeStatus.APPLIED:
-        messages.success(request, f"CR-{change.pk} applied at once: no approvals needed here.")
-    elif change.status == ChangeStatus.APPROVED:
-        messages.info(request, f"CR-{change.pk} needs no approvals but {hold_reason(change) or 'waits to apply'}.")
-    elif change.status == ChangeStatus.FAILED:
-        messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
-    else:
-        n = change.required_approvals
-        messages.success(request, f"CR-{change.pk} submitted; it needs {n} approval{'s' if n != 1 else ''}.")
-
-
 @login_required
 def config_propose(request, kind: str, pk: int | None = None, delete: bool = False):
     """Propose a new window or calendar, or a change (``pk``) or deletion (``delete``) of a live one."""
@@ -182,7 +170,7 @@ def config_propose(request, kind: str, pk: int | None = None, delete: bool = Fal
                 form.add_error(None, str(exc))
                 status = 403 if isinstance(exc, AccessDenied) else 409
             else:
-                _announce(request, change)
+                announce(request, change)
                 return redirect("change_detail", pk=change.pk)
     context = {
         "form": form,

@@ -10,26 +10,15 @@ from governance.models import Environment, Tenant
 from jobs.execution_spec import parameter_value_errors
 from jobs.models import Criticality
 
-from .forms import EnvironmentChoice
+from .forms import EnvironmentChoice, JustifiedForm
 from .policies import MAX_REQUIRED_APPROVALS
 
 
-class _Justified(forms.Form):
-    justification = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Why is this change needed? Reviewers read this."}),
-        max_length=5000,
-        error_messages={"required": "A justification is required: say why this change is needed."},
-    )
-    ticket = forms.CharField(
-        required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": "e.g. OPS-1234"})
-    )
-
-
-class RollbackForm(_Justified):
+class RollbackForm(JustifiedForm):
     """Propose an earlier version again."""
 
 
-class PolicyChangeForm(_Justified):
+class PolicyChangeForm(JustifiedForm):
     field_order = ["environment", "criticality", "required_approvals", "separation_of_duties", "pause_requires_change"]
 
     environment = EnvironmentChoice(queryset=Environment.objects.none(), empty_label="Choose the environment")
@@ -155,7 +144,7 @@ def _parameter_field(name: str, spec: dict, required: bool) -> forms.Field:
     return forms.CharField(label=label, required=required, help_text=help_text, max_length=4096, strip=False)
 
 
-class PromotionForm(_Justified):
+class PromotionForm(JustifiedForm):
     """The target environment's parameter values, one field per declared parameter, checked against
     the job's parameter schema before anything is proposed."""
 

@@ -32,6 +32,7 @@ from .services import (
     propose_promotion,
     propose_rollback,
 )
+from .views import _job_for_change
 
 PAST_FREEZES_SHOWN = 20
 
@@ -202,19 +203,10 @@ def post_review_list(request):
 # Rollback and promotion
 
 
-def _propose_job(request, pk: int) -> Job:
-    job = get_object_or_404_for(
-        request.user, Action.PROPOSE, Job.objects.select_related("tenant", "team", "environment"), pk=pk
-    )
-    if job.status == JobStatus.DELETED:
-        raise PermissionDenied("This job is deleted; propose a new job instead.")
-    return job
-
-
 @login_required
 def job_rollback(request, pk: int, version: int):
     """Confirm "propose this version again": the version's diff against live, then a justification."""
-    job = _propose_job(request, pk)
+    job = _job_for_change(request, pk)
     record = job.history.filter(version=version).order_by("-history_date", "-history_id").first()
     form = RollbackForm(request.POST or None)
     status = 200

@@ -22,7 +22,7 @@ class EnvironmentChoice(forms.ModelChoiceField):
         return f"{obj.name} ({obj.tenant.slug}) — {policy}"
 
 
-class ProposalForm(forms.Form):
+class JustifiedForm(forms.Form):
     """Justification and ticket: what every change request carries."""
 
     justification = forms.CharField(
@@ -33,6 +33,11 @@ class ProposalForm(forms.Form):
     ticket = forms.CharField(
         required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": "e.g. OPS-1234"})
     )
+
+
+class ProposalForm(JustifiedForm):
+    """A job or configuration proposal: may also wait for a release instant or be an emergency."""
+
     apply_after = forms.DateTimeField(
         required=False,
         label="Apply after (UTC)",

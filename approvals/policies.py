@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 
-from governance.access import Action, grants_for
+from governance.access import Action, can_over, grants_for
 from governance.models import Environment
 from jobs.models import Criticality
 
@@ -119,18 +119,7 @@ def is_independent(user, *, tenant_id: int, owning_team_id: int | None) -> bool:
 
 def may_review_policy(user, *, tenant_id: int, environment_id: int) -> bool:
     """Policy changes are reviewed by approvers of the whole environment, not of one team."""
-    if getattr(user, "is_superuser", False):
-        return True
-    from governance.access import ROLES_FOR_ACTION
-
-    roles = ROLES_FOR_ACTION[Action.REVIEW]
-    return any(
-        g.role in roles
-        and g.tenant_id == tenant_id
-        and g.team_id is None
-        and g.environment_id in (None, environment_id)
-        for g in grants_for(user)
-    )
+    return can_over(user, Action.REVIEW, tenant_id, None, environment_id)
 
 
 def current_rule(environment: Environment, criticality: str) -> dict:
@@ -224,18 +213,7 @@ def rule_for_config(tenant_id: int, environment: Environment | None) -> Rule:
 def may_review_config(user, *, tenant_id: int, environment_id: int | None) -> bool:
     """Window, calendar and pool changes are reviewed by approvers not narrowed to a team, covering
     the object's environment; a tenant-wide object needs a tenant-wide approver."""
-    if getattr(user, "is_superuser", False):
-        return True
-    from governance.access import ROLES_FOR_ACTION
-
-    roles = ROLES_FOR_ACTION[Action.REVIEW]
-    return any(
-        g.role in roles
-        and g.tenant_id == tenant_id
-        and g.team_id is None
-        and (g.environment_id is None or g.environment_id == environment_id)
-        for g in grants_for(user)
-    )
+    return can_over(user, Action.REVIEW, tenant_id, None, environment_id)
 
 
 def may_propose_config(user, *, tenant_id: int, environment_id: int | None) -> bool:

@@ -67,6 +67,21 @@ def _check_apply_after(apply_after: datetime | None) -> None:
         raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
 
 
+def _open_change(*, actor, justification: str, ticket: str, submit: bool, audit_data: dict, **fields) -> ChangeRequest:
+    """Create a draft request (author, trimmed justification and ticket, expiry), record it, and
+    submit it when asked. Every kind of proposal ends here; call it inside the caller's transaction."""
+    change = ChangeRequest.objects.create(
+        author=actor,
+        justification=justification.strip(),
+        ticket=(ticket or "").strip(),
+        status=ChangeStatus.DRAFT,
+        expires_at=_expiry(timezone.now()),
+        **fields,
+    )
+    audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data=audit_data)
+    return submit_change(change, actor=actor) if submit else change
+
+
 def propose_change(
     *,
     actor,
@@ -127,8 +142,12 @@ def propose_change(
             raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
 
     with transaction.atomic():
-        now = timezone.now()
-        change = ChangeRequest.objects.create(
+        return _open_change(
+            actor=actor,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+            audit_data={"action": action.value, "emergency": bool(emergency)},
             tenant_id=team.tenant_id,
             team=team,
             environment=environment,
@@ -137,23 +156,9 @@ def propose_change(
             proposed=proposed,
             base_version=job.version if job else None,
             base_definition=job.definition() if job else None,
-            author=actor,
-            justification=justification.strip(),
-            ticket=(ticket or "").strip(),
-            status=ChangeStatus.DRAFT,
             emergency=bool(emergency),
             apply_after=apply_after,
-            expires_at=_expiry(now),
         )
-        audit.record(
-            AuditAction.CHANGE_CREATED,
-            actor=actor,
-            obj=change,
-            data={"action": action.value, "emergency": change.emergency},
-        )
-        if submit:
-            change = submit_change(change, actor=actor)
-    return change
 
 
 def propose_policy_change(
@@ -186,8 +191,12 @@ def propose_policy_change(
     if base == cleaned:
         raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
     with transaction.atomic():
-        now = timezone.now()
-        change = ChangeRequest.objects.create(
+        return _open_change(
+            actor=actor,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+            audit_data={"action": "policy", "rule": cleaned},
             tenant_id=environment.tenant_id,
             team=None,
             environment=environment,
@@ -195,16 +204,7 @@ def propose_policy_change(
             action=ChangeAction.POLICY,
             proposed=cleaned,
             base_definition=base,
-            author=actor,
-            justification=justification.strip(),
-            ticket=(ticket or "").strip(),
-            status=ChangeStatus.DRAFT,
-            expires_at=_expiry(now),
         )
-        audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data={"action": "policy", "rule": cleaned})
-        if submit:
-            change = submit_change(change, actor=actor)
-    return change
 
 
 def propose_pause_change(
@@ -265,8 +265,12 @@ def propose_pause_change(
                 conflict=True,
                 code="pending",
             )
-        now = timezone.now()
-        change = ChangeRequest.objects.create(
+        return _open_change(
+            actor=actor,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+            audit_data={"action": action.value, "emergency": bool(emergency)},
             tenant_id=job.tenant_id,
             team=job.team,
             environment=job.environment,
@@ -280,23 +284,9 @@ def propose_pause_change(
             },
             base_version=job.version,
             base_definition={"name": job.name, "criticality": job.criticality, "status": job.status},
-            author=actor,
-            justification=justification.strip(),
-            ticket=(ticket or "").strip(),
-            status=ChangeStatus.DRAFT,
             emergency=bool(emergency),
             apply_after=apply_after,
-            expires_at=_expiry(now),
         )
-        audit.record(
-            AuditAction.CHANGE_CREATED,
-            actor=actor,
-            obj=change,
-            data={"action": action.value, "emergency": change.emergency},
-        )
-        if submit:
-            change = submit_change(change, actor=actor)
-    return change
 
 
 def _applies_before_review(change: ChangeRequest) -> bool:

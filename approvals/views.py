@@ -132,6 +132,12 @@ def _propose(request, form, **kwargs):
     except (AccessDenied, ChangeError) as exc:
         form.add_error(None, str(exc))
         return None
+    announce(request, change)
+    return change
+
+
+def announce(request, change: ChangeRequest) -> None:
+    """Tell the proposer what became of a request just submitted (applied, held, failed or waiting)."""
     if change.status == ChangeStatus.APPLIED:
         where = change.environment.name if change.environment_id else change.tenant.name
         messages.success(request, f"CR-{change.pk} applied at once: {where} needs no approvals.")
@@ -142,7 +148,6 @@ def _propose(request, form, **kwargs):
     else:
         n = change.required_approvals
         messages.success(request, f"CR-{change.pk} submitted; it needs {n} approval{'s' if n != 1 else ''}.")
-    return change
 
 
 def _refuse_without_author_role(form) -> None:
