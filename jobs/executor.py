@@ -16,6 +16,7 @@ renews a lease on the run; the recovery sweep marks runs whose lease expired as
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import pwd
@@ -35,12 +36,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from governance.secrets import MASK, SecretError, mask, resolve_secrets
 
-from . import retries, schedule
+from . import hotpath, retries, schedule
 from .execution_spec import (
     ParameterError,
     executable_allowed,
@@ -174,7 +174,7 @@ def run_as_identity() -> Identity:
         return Identity()
     name = settings.GOVERNOR_RUN_AS_USER
     try:
-        entry = pwd.getpwnam(name)
+        entry = _user(name)
     except KeyError:
         raise IdentityError(f"The run-as user {name!r} does not exist on this worker.") from None
     if entry.pw_uid == 0 or entry.pw_gid == 0:
@@ -184,6 +184,12 @@ def run_as_identity() -> Identity:
 
 def effective_limits(definition: dict) -> dict:
     return {**settings.GOVERNOR_DEFAULT_LIMITS, **(definition.get("limits") or {})}
+
+
+@functools.lru_cache(maxsize=8)
+def _user(name: str) -> pwd.struct_passwd:
+    """The passwd entry, read once per worker process (a worker is recycled every few hundred runs)."""
+    return pwd.getpwnam(name)
 
 
 SETPRIV = "/usr/bin/setpriv"
@@ -527,14 +533,29 @@ _remover = _Remover()
 def discard_workdir(workdir: str) -> None:
     """Take a finished run's working directory away from the job's user now; delete it soon after."""
     trash = os.path.join(settings.GOVERNOR_RUN_ROOT, TRASH_DIR)
+    target = os.path.join(trash, os.path.basename(workdir))
     try:
-        os.makedirs(trash, mode=0o700, exist_ok=True)
-        target = os.path.join(trash, os.path.basename(workdir))
-        os.rename(workdir, target)
+        try:
+            os.rename(workdir, target)
+        except FileNotFoundError:
+            if not os.path.isdir(workdir):
+                return
+            os.makedirs(trash, mode=0o700, exist_ok=True)  # the first run under this root
+            os.rename(workdir, target)
     except OSError:
         shutil.rmtree(workdir, ignore_errors=True)
         return
     _remover.put(target)
+
+
+def make_workdir(run: Run) -> str:
+    """A fresh, private working directory for one attempt (the run root is created on first use)."""
+    prefix = f"run-{run.pk}-{run.attempt}-"
+    try:
+        return tempfile.mkdtemp(prefix=prefix, dir=settings.GOVERNOR_RUN_ROOT)
+    except FileNotFoundError:
+        os.makedirs(settings.GOVERNOR_RUN_ROOT, exist_ok=True)
+        return tempfile.mkdtemp(prefix=prefix, dir=settings.GOVERNOR_RUN_ROOT)
 
 
 class LeaseKeeper:
@@ -572,8 +593,7 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
         identity = run_as_identity()
     except IdentityError as exc:
         return ProcessResult(None, "", 0, error=str(exc))
-    os.makedirs(settings.GOVERNOR_RUN_ROOT, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f"run-{run.pk}-{run.attempt}-", dir=settings.GOVERNOR_RUN_ROOT)
+    workdir = make_workdir(run)
     try:
         if identity.uid is not None:
             os.chown(workdir, identity.uid, identity.gid)
@@ -636,42 +656,18 @@ def _ms(delta: timedelta | float | None) -> float | None:
     return max(0.0, delta * 1000)
 
 
-RUN_FIELDS_FOR_EXECUTION = (
-    "id",
-    "tenant_id",
-    "job_id",
-    "scheduled_for",
-    "status",
-    "attempt",
-    "definition",
-    "created_at",
-    "queued_at",
-    "started_at",
-    "worker",
-    "partition",
-    "parent",
-    "job__ping_token",
-    "job__name",
-    "job__environment_id",
-    "job__tenant_id",
-    "job__environment__slug",
-    "tenant__id",
-    "tenant__execution_policy__allowed_executables",
-)
-
-
 def claim(run_id: int) -> bool:
     """Take a queued run for this worker. Only one caller ever wins a given attempt."""
+    return _claim_and_load(run_id) is not None
+
+
+def _claim_and_load(run_id: int) -> Run | None:
     now = timezone.now()
-    return bool(
-        Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING,
-            started_at=now,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-            attempt=F("attempt") + 1,
-            lease_expires_at=now + timedelta(seconds=settings.GOVERNOR_RUN_LEASE_SECONDS),
-            next_attempt_at=None,
-        )
+    return hotpath.claim_and_load(
+        run_id,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        now=now,
+        lease_until=now + timedelta(seconds=settings.GOVERNOR_RUN_LEASE_SECONDS),
     )
 
 
@@ -679,15 +675,11 @@ def execute_run(run_id: int) -> str:
     """Claim and execute one run; returns the final status. A run not in 'queued' is left alone,
     so a redelivered task can never execute a job twice."""
     claimed_mono = time.monotonic()
-    if not claim(run_id):
+    # One statement claims the run and returns what execution reads (see jobs.hotpath).
+    run = _claim_and_load(run_id)
+    if run is None:
         log.info("run %s not claimed (already taken, cancelled or missing)", run_id)
         return "not-claimed"
-    # Only what execution reads: compiling and loading every column of four tables costs more than /bin/true.
-    run = (
-        Run.objects.select_related("job__environment", "tenant__execution_policy")
-        .only(*RUN_FIELDS_FOR_EXECUTION)
-        .get(pk=run_id)
-    )
     if run.definition.get("kind") == JobKind.EXTERNAL:
         from .heartbeats import await_external
 
@@ -785,23 +777,19 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     )
     # Recording: from the process's exit to the result being handed to the database.
     fields["recording_ms"] = _ms(time.monotonic() - exited)
+    if status == RunStatus.CANCELLED:
+        # Keep the operator's reason; only add what the process left behind.
+        fields.pop("finished_at")
+    else:
+        fields.update(status=final_status, reason=reason)
     with transaction.atomic():
-        if status == RunStatus.CANCELLED:
-            # Keep the operator's reason; only add what the process left behind.
-            fields.pop("finished_at")
-            updated = Run.objects.filter(pk=run.pk).update(**fields)
-        else:
-            updated = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-                status=final_status, reason=reason, **fields
-            )
-        if updated:
-            attempt.save(force_insert=True)
-            if result.secrets_unavailable and final_status == RunStatus.FAILED:
-                from .heartbeats import create_alert
+        updated = hotpath.record(run.pk, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
+        if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
+            from .heartbeats import create_alert
 
-                # Once per run, when no retry is left; the reason names the reference and
-                # Vault's state, never a value.
-                create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
+            # Once per run, when no retry is left; the reason names the reference and
+            # Vault's state, never a value.
+            create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
     if not updated:
         log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
         return "superseded"

@@ -138,7 +138,8 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
     from django.db import IntegrityError, transaction
     from django.utils import timezone
 
-    from .models import TERMINAL_STATUSES, Job, JobStatus, Run, RunStatus, TriggerKind
+    from .hotpath import downstream_candidates
+    from .models import TERMINAL_STATUSES, Job, Run, RunStatus, TriggerKind
     from .services import enqueue_run
 
     if run is None or run.pk != run_id:
@@ -149,20 +150,8 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
         return []
     if run.status not in TERMINAL_STATUSES:
         return []
-    upstream_name = run.job.name
-    # Most jobs have no downstream: look at names and edges only, load whole jobs only on a match.
-    # The text match narrows the rows in SQL (the name sits quoted in the JSON); the loop decides.
-    edges = (
-        Job.objects.filter(
-            tenant_id=run.tenant_id,
-            environment_id=run.job.environment_id,
-            status=JobStatus.ENABLED,
-            dependencies__icontains=f'"{upstream_name}"',
-        )
-        .order_by()
-        .values_list("id", "dependencies")
-    )
-    matching = [pk for pk, deps in edges if any(edge.get("upstream") == upstream_name for edge in deps or [])]
+    # Most jobs have no downstream: one narrow read of names and edges; whole jobs only on a match.
+    matching = downstream_candidates(run.tenant_id, run.job.environment_id, run.job.name)
     if not matching:
         return []
     candidates = list(Job.objects.filter(pk__in=matching))

@@ -20,25 +20,43 @@ from jobs.executor import execute_run
 from jobs.models import Run, RunStatus
 
 PY = "/usr/bin/python3"
-SOURCE = Path(django_settings.BASE_DIR) / "jobs" / "native" / "governor-sandbox.c"
 ROOT_WORKER = os.geteuid() == 0
 
 
+_BUILDS: dict[str, str] = {}
+
+
+def _build(kind: str, tmp_path_factory) -> str:
+    """The helper built by the Makefile's own rule: without a C library (x86-64, arm64), or with one."""
+    if kind in _BUILDS:
+        return _BUILDS[kind]
+    if shutil.which("cc") is None or shutil.which("make") is None:
+        pytest.skip("no C compiler or make to build governor-sandbox")
+    binary = tmp_path_factory.mktemp(f"sandbox-{kind}") / "governor-sandbox"
+    forced = ["SANDBOX_LIBC=1"] if kind == "libc" else []
+    subprocess.run(
+        ["make", "-s", "-C", str(django_settings.BASE_DIR), f"SANDBOX={binary}", *forced, str(binary)], check=True
+    )
+    if kind == "nolibc" and os.uname().machine in ("x86_64", "aarch64"):
+        assert binary.stat().st_size < 100_000, "built against libc, not without it"
+    _BUILDS[kind] = str(binary)
+    return _BUILDS[kind]
+
+
+@pytest.fixture(scope="session", params=["nolibc", "libc"])
+def helper(request, tmp_path_factory) -> str:
+    return _build(request.param, tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
-def helper(tmp_path_factory) -> str:
-    compiler = shutil.which("cc")
-    if compiler is None:
-        pytest.skip("no C compiler to build governor-sandbox")
-    binary = tmp_path_factory.mktemp("sandbox") / "governor-sandbox"
-    subprocess.run([compiler, "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(SOURCE)], check=True)
-    # The directory must be reachable by the run-as user only for the job's own files, not this one.
-    return str(binary)
+def default_helper(tmp_path_factory) -> str:
+    return _build("nolibc", tmp_path_factory)
 
 
 @pytest.fixture(params=["helper", "util-linux", "preexec"])
 def start_path(request, settings, monkeypatch):
     if request.param == "helper":
-        settings.GOVERNOR_SANDBOX_HELPER = request.getfixturevalue("helper")
+        settings.GOVERNOR_SANDBOX_HELPER = request.getfixturevalue("default_helper")
     else:
         settings.GOVERNOR_SANDBOX_HELPER = ""
     if request.param == "preexec":
@@ -148,6 +166,7 @@ def test_the_helper_kills_the_job_when_the_worker_is_killed(helper, tmp_path):
         (["0", "0"], "never run as root"),
         (["-", "x"], "Invalid argument"),
         (["65534", "-1"], "Invalid argument"),
+        (["65534", "99999999999999999999999"], "Invalid argument"),
     ],
 )
 def test_the_helper_refuses_root_and_malformed_arguments(helper, args, message):
@@ -170,3 +189,34 @@ def test_the_helper_refuses_to_keep_a_root_identity(helper):
         check=False,
     )
     assert done.returncode == 126 and "run-as user" in done.stderr and not done.stdout
+
+
+def _through_helper(helper, *program, path="/usr/bin:/bin"):
+    identity = ["65534", "65534"] if ROOT_WORKER else ["-", "-"]
+    return subprocess.run(
+        [helper, str(os.getpid()), *identity, "60", "1000000000", "1000000", "64", "--", *program],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": path},
+    )
+
+
+def test_the_helper_looks_a_bare_name_up_in_the_jobs_path(helper, tmp_path):
+    done = _through_helper(helper, "id", "-u", path=f"{tmp_path}:/usr/bin:/bin")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("65534" if ROOT_WORKER else str(os.getuid()))
+
+
+@pytest.mark.parametrize(
+    "program, message",
+    [
+        ("no-such-program", "no-such-program: No such file or directory"),
+        ("/no/such/program", "/no/such/program: No such file or directory"),
+        ("/etc/passwd", "/etc/passwd: Permission denied"),
+    ],
+)
+def test_the_helper_names_a_program_it_cannot_start(helper, program, message):
+    done = _through_helper(helper, program)
+    assert done.returncode == 126
+    assert done.stderr == f"governor-sandbox: {message}\n"

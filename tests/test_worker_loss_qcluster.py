@@ -51,7 +51,7 @@ def executions(canary: Path) -> int:
 
 
 def kill_worker_mid_run(tcast, cluster, canary: Path, **overrides) -> Run:
-    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && sleep 60; exit 0'
+    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; exit 0'
     job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], **overrides)
     run = trigger_run(job, actor=tcast.operator, reason="worker loss test")
     wait_until(lambda: executions(canary) == 1, 30, f"the job to start:\n{cluster.output()}")

@@ -105,7 +105,7 @@ def attempts_started(canary: Path) -> list[str]:
 
 
 def start_and_kill(tcast, cluster, redis_env, canary: Path, **overrides) -> tuple[Run, float]:
-    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && sleep 60; exit 0'
+    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; exit 0'
     # Yearly, so the scheduler beside the cluster never fires the job by itself during the test.
     job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], cron="0 0 1 1 *", **overrides)
     run = trigger_run(job, actor=tcast.operator, reason="worker loss test (redis)")

@@ -1,0 +1,139 @@
+"""The executor's hand-written per-run SQL (jobs.hotpath) means what the ORM means: one claim wins,
+the loaded run carries its job, environment and execution policy without further queries, the
+result and its attempt are written together or not at all, and the downstream lookup finds exactly
+the jobs with an edge from the finished one, through its partial index, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from jobs import hotpath
+from jobs.execution_spec import executable_allowed
+from jobs.executor import execute_run
+from jobs.models import Attempt, Job, Run, RunStatus, TenantExecutionPolicy
+
+
+def queued_run(cast, job=None) -> Run:
+    job = job or cast.make_job(cast.dev, command=["/bin/true"])
+    return Run.objects.create(
+        job=job,
+        tenant=job.tenant,
+        scheduled_for=timezone.now().replace(microsecond=0),
+        status=RunStatus.QUEUED,
+        queued_at=timezone.now(),
+        job_version=job.version,
+        definition=job.definition(),
+    )
+
+
+def claim(run_id: int):
+    now = timezone.now()
+    return hotpath.claim_and_load(run_id, worker="host:1", now=now, lease_until=now + timedelta(seconds=30))
+
+
+def test_only_one_claim_wins_and_it_loads_what_execution_reads(cast, django_assert_num_queries):
+    run = queued_run(cast)
+    with django_assert_num_queries(1):
+        loaded = claim(run.pk)
+    assert claim(run.pk) is None, "a second claim of the same attempt must lose"
+    stored = Run.objects.select_related("job__environment").get(pk=run.pk)
+    assert stored.status == RunStatus.RUNNING and stored.attempt == 1 and stored.worker == "host:1"
+    assert stored.lease_expires_at > stored.started_at
+    for field in ("id", "tenant_id", "job_id", "scheduled_for", "status", "attempt", "definition", "queued_at"):
+        assert getattr(loaded, field) == getattr(stored, field), field
+    assert loaded.started_at == stored.started_at and loaded.started_at.tzinfo is not None
+    with django_assert_num_queries(0):
+        assert loaded.job.name == stored.job.name
+        assert loaded.job.ping_token == stored.job.ping_token
+        assert loaded.job.environment.slug == "dev"
+        assert loaded.definition["command"] == ["/bin/true"]
+        assert executable_allowed(loaded.tenant, "/bin/true")  # no policy row: the defaults
+
+
+def test_a_cancelled_or_missing_run_is_not_claimed(cast):
+    run = queued_run(cast)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)
+    assert claim(run.pk) is None
+    assert claim(10**9) is None
+    assert Run.objects.get(pk=run.pk).attempt == 0
+
+
+def test_the_tenants_execution_policy_comes_with_the_claim(cast, django_assert_num_queries):
+    TenantExecutionPolicy.objects.create(tenant=cast.acme, allowed_executables=["/bin/true"])
+    run = queued_run(cast)
+    TenantExecutionPolicy.objects.filter(tenant=cast.acme).update(allowed_executables=["/opt/acme/*"])
+    loaded = claim(run.pk)
+    with django_assert_num_queries(0):
+        # Read at claim time, not at proposal time: a narrowed allow-list stops the run.
+        assert not executable_allowed(loaded.tenant, "/bin/true")
+        assert executable_allowed(loaded.tenant, "/opt/acme/sync")
+
+
+def test_a_run_costs_a_fixed_handful_of_queries(cast, django_assert_num_queries, django_capture_on_commit_callbacks):
+    run = queued_run(cast)
+    # The claim; the result and the attempt (between the savepoint pair standing in for the
+    # transaction here); after commit, the downstream lookup. Nothing grows with jobs or runs.
+    with django_assert_num_queries(6), django_capture_on_commit_callbacks(execute=True):
+        assert execute_run(run.pk) == RunStatus.SUCCEEDED
+    attempt = Attempt.objects.get(run=run)
+    assert attempt.number == 1 and attempt.status == RunStatus.SUCCEEDED and attempt.exit_code == 0
+    assert attempt.tenant_id == cast.acme.pk and attempt.started_at is not None
+
+
+def test_a_result_is_not_recorded_over_a_run_that_was_lost_meanwhile(cast):
+    run = queued_run(cast)
+    loaded = claim(run.pk)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, reason="lease expired")
+    attempt = Attempt(run_id=run.pk, tenant_id=run.tenant_id, number=1, status=RunStatus.SUCCEEDED)
+    fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
+    assert not hotpath.record(loaded.pk, fields, attempt, only_if_running=True)
+    stored = Run.objects.get(pk=run.pk)
+    assert stored.status == RunStatus.LOST and stored.exit_code is None
+    assert not Attempt.objects.filter(run=run).exists(), "no attempt row without its run's result"
+
+
+def test_the_downstream_lookup_matches_names_exactly(cast):
+    """LIKE only narrows: wildcard characters in names are escaped and every row is checked exactly."""
+    upstream = cast.make_job(cast.dev, name="payments.etl.load")
+    downstream = cast.make_job(cast.dev, name="payments.etl.report", dependencies=[{"upstream": upstream.name}])
+    other = cast.make_job(cast.dev, name="payments.etl.other")
+    # Names straight in the table (a tenant's naming pattern may allow '_' and '%').
+    Job.objects.filter(pk=other.pk).update(
+        dependencies=[{"upstream": "payments_etl_load"}, {"upstream": "payments.etl.load%"}]
+    )
+    env = cast.dev
+    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == [downstream.pk]
+    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments_etl_load") == [other.pk]
+    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.report") == []
+    Job.objects.filter(pk=downstream.pk).update(status="paused")
+    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == []
+
+
+def test_the_downstream_lookup_reads_only_jobs_with_dependencies(cast):
+    """The partial index of migration jobs/0011 serves the lookup: its condition is repeated in the
+    query word for word, or the planner would scan every job of the environment."""
+    sql = hotpath._downstream_sql()
+    params = [cast.acme.pk, cast.dev.pk, "enabled", '%"payments.etl.load"%']
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("EXPLAIN " + sql, params)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "job_downstream_lookup" in plan, plan
+
+
+@pytest.mark.parametrize("policy", [None, ["/bin/*"]])
+def test_an_executed_run_reads_the_same_through_the_orm(cast, policy):
+    if policy:
+        TenantExecutionPolicy.objects.create(tenant=cast.acme, allowed_executables=policy)
+    run = queued_run(cast, cast.make_job(cast.dev, command=["/bin/echo", "hello"]))
+    assert execute_run(run.pk) == RunStatus.SUCCEEDED
+    run.refresh_from_db()
+    assert run.output == "hello\n" and run.exit_code == 0 and run.finished_at > run.started_at
+    assert run.lease_expires_at is None and run.queue_wait_ms >= 0 and run.recording_ms >= 0
