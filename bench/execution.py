@@ -243,16 +243,23 @@ def _driver() -> dict:
         raw_s = raw_cpu = e2e_s = e2e_cpu = 0.0
         size = max(1, E2E_RUNS // ROUNDS)
         rounds = [e2e_ids[i : i + size] for i in range(0, E2E_RUNS, size)]
+        pair_ratios = []
         for index, ids in enumerate(rounds):
             order = (_raw_round, _e2e_round) if index % 2 == 0 else (_e2e_round, _raw_round)
+            pair = {}
             for measure_round in order:
                 cpu_before = _group_cpu_s(cluster.pid)
                 seconds = measure_round(ids)
                 cpu = _group_cpu_s(cluster.pid) - cpu_before
+                pair[measure_round] = seconds
                 if measure_round is _raw_round:
                     raw_s, raw_cpu = raw_s + seconds, raw_cpu + cpu
                 else:
                     e2e_s, e2e_cpu = e2e_s + seconds, e2e_cpu + cpu
+            pair_ratios.append(pair[_raw_round] / pair[_e2e_round])
+        # How much the ratio moved between neighbouring rounds: the spread the shared machine adds.
+        figures["e2e_vs_raw_q2_round_min"] = round(min(pair_ratios), 3)
+        figures["e2e_vs_raw_q2_round_max"] = round(max(pair_ratios), 3)
         figures["raw_q2_runs_per_s"] = round(E2E_RUNS / raw_s, 1)
         figures["e2e_runs_per_s"] = round(E2E_RUNS / e2e_s, 1)
         figures["raw_q2_cluster_cpu_ms_per_task"] = round(raw_cpu / E2E_RUNS * 1000, 2)

@@ -48,7 +48,7 @@ from .execution_spec import (
     resolve_command,
     resolve_parameters,
 )
-from .models import AlertKind, Attempt, JobKind, Run, RunStatus
+from .models import AlertKind, JobKind, Run, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -524,7 +524,10 @@ class _Remover:
                 for name in os.listdir(trash) if os.path.isdir(trash) else ():
                     shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
             else:
-                shutil.rmtree(path, ignore_errors=True)
+                try:
+                    os.rmdir(path)  # most jobs leave their directory empty
+                except OSError:
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 _remover = _Remover()
@@ -757,24 +760,24 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
         "execution_ms": _ms(exited - spawned),
         "next_attempt_at": now + timedelta(seconds=retry_delay) if retry_delay is not None else None,
     }
-    attempt = Attempt(
-        run_id=run.pk,
-        tenant_id=run.tenant_id,
-        number=run.attempt,
-        status=status,
-        reason=reason,
-        started_at=run.started_at,
-        finished_at=now,
-        exit_code=result.exit_code,
-        http_status=result.http_status,
-        output=result.output,
-        worker=run.worker,
-        pid=result.pid,
-        cpu_user_s=result.cpu_user_s,
-        cpu_sys_s=result.cpu_sys_s,
-        max_rss_kb=result.max_rss_kb,
-        retry_delay_s=retry_delay,
-    )
+    attempt = {
+        "run_id": run.pk,
+        "tenant_id": run.tenant_id,
+        "number": run.attempt,
+        "status": status,
+        "reason": reason,
+        "started_at": run.started_at,
+        "finished_at": now,
+        "exit_code": result.exit_code,
+        "http_status": result.http_status,
+        "output": result.output,
+        "worker": run.worker,
+        "pid": result.pid,
+        "cpu_user_s": result.cpu_user_s,
+        "cpu_sys_s": result.cpu_sys_s,
+        "max_rss_kb": result.max_rss_kb,
+        "retry_delay_s": retry_delay,
+    }
     # Recording: from the process's exit to the result being handed to the database.
     fields["recording_ms"] = _ms(time.monotonic() - exited)
     if status == RunStatus.CANCELLED:
@@ -783,7 +786,7 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     else:
         fields.update(status=final_status, reason=reason)
     with transaction.atomic():
-        updated = hotpath.record(run.pk, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
+        updated, downstream = hotpath.record(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
         if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
             from .heartbeats import create_alert
 
@@ -797,7 +800,8 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     # What the workflow step reads, without another query.
     run.status = RunStatus.CANCELLED if status == RunStatus.CANCELLED else final_status
     run.exit_code, run.output = result.exit_code, result.output
-    if final_status != RunStatus.SCHEDULED:
+    # Only a partition (its fan-out joins) or a run some job may follow has a next step.
+    if final_status != RunStatus.SCHEDULED and (downstream or run.parent_id):
         transaction.on_commit(lambda: _after_finish(run.pk, run))
     return final_status
 

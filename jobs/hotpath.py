@@ -10,7 +10,8 @@ exactly what the ORM would make of them, on SQLite and PostgreSQL alike.
 - ``claim_and_load``: the conditional ``UPDATE … RETURNING`` that takes a queued run
   (only one caller ever wins an attempt) and returns, in the same statement, what
   execution needs from the job, its environment and the tenant's execution policy;
-- ``record``: the run's result and its ``Attempt`` row (in the caller's transaction);
+- ``record``: the run's result and its ``Attempt`` row (in the caller's transaction),
+  the same statement telling whether any job may be downstream of it;
 - ``downstream_candidates``: the jobs whose dependencies name a finished job.
 """
 
@@ -171,13 +172,6 @@ def claim_and_load(run_id: int, *, worker: str, now: datetime, lease_until: date
 
 
 @cache
-def _update_sql(fields: tuple[str, ...], check_status: bool) -> str:
-    assignments = ", ".join(f"{_q(_field(Run, name).column)} = %s" for name in fields)
-    where = f"{_q('id')} = %s" + (f" AND {_q('status')} = %s" if check_status else "")
-    return f"UPDATE {_q(Run._meta.db_table)} SET {assignments} WHERE {where}"
-
-
-@cache
 def _insert_sql() -> tuple[str, tuple[str, ...]]:
     fields = tuple(f.attname for f in Attempt._meta.concrete_fields if not f.primary_key)
     columns = ", ".join(_q(_field(Attempt, name).column) for name in fields)
@@ -185,21 +179,29 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
     return f"INSERT INTO {_q(Attempt._meta.db_table)} ({columns}) VALUES ({placeholders})", fields
 
 
-def record(run_id: int, fields: dict, attempt: Attempt, *, only_if_running: bool) -> bool:
-    """Write the run's ``fields`` and insert its attempt; the caller holds the transaction. With
-    ``only_if_running``, nothing is written unless the run is still running (not lost or
-    cancelled meanwhile); returns whether it was written."""
+def record(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> tuple[bool, bool]:
+    """Write the run's ``fields`` and insert its attempt (``Attempt`` field values); the caller holds
+    the transaction. With ``only_if_running``, nothing is written unless the run is still running
+    (not lost or cancelled meanwhile).
+
+    Returns (written, downstream): whether it was written, and whether any enabled job of the
+    environment may name this one as its upstream, read by the same statement (see
+    ``downstream_candidates``, which tells exactly which)."""
     names = tuple(fields)
-    params = _adapt_all(Run, names, fields.values()) + [run_id]
+    params = _adapt_all(Run, names, fields.values()) + [run.pk]
     if only_if_running:
         params.append(RunStatus.RUNNING.value)
+    params += [run.tenant_id, run.job.environment_id, JobStatus.ENABLED.value, _like_name(run.job.name)]
     insert, attempt_fields = _insert_sql()
+    values = [attempt[name] if name in attempt else _field(Attempt, name).get_default() for name in attempt_fields]
+    attempt_params = _adapt_all(Attempt, attempt_fields, values)
     with connections[DB].cursor() as cursor:
         cursor.execute(_update_sql(names, only_if_running), params)
-        if cursor.rowcount != 1:
-            return False
-        cursor.execute(insert, _adapt_all(Attempt, attempt_fields, [getattr(attempt, name) for name in attempt_fields]))
-    return True
+        row = cursor.fetchone()
+        if row is None:
+            return False, False
+        cursor.execute(insert, attempt_params)
+    return True, bool(row[0])
 
 
 # Repeated word for word from the partial index of migration jobs/0011 (SQLite and PostgreSQL use a
@@ -207,14 +209,31 @@ def record(run_id: int, fields: dict, attempt: Attempt, *, only_if_running: bool
 HAS_DEPENDENCIES = "\"dependencies\" <> '[]'"
 
 
-@cache
-def _downstream_sql() -> str:
+def _downstream_where() -> str:
+    """Enabled jobs of a tenant's environment whose dependencies' JSON text holds a quoted name."""
     text = _q("dependencies") + ("::text" if connections[DB].vendor == "postgresql" else "")
     return (
-        f"SELECT {_q('id')}, {_q('dependencies')} FROM {_q(Job._meta.db_table)} "
-        f"WHERE {_q('tenant_id')} = %s AND {_q('environment_id')} = %s AND {HAS_DEPENDENCIES} "
+        f"{_q('tenant_id')} = %s AND {_q('environment_id')} = %s AND {HAS_DEPENDENCIES} "
         f"AND {_q('status')} = %s AND {text} LIKE %s ESCAPE '\\'"
     )
+
+
+def _like_name(name: str) -> str:
+    return "%" + connections[DB].ops.prep_for_like_query(f'"{name}"') + "%"
+
+
+@cache
+def _update_sql(fields: tuple[str, ...], check_status: bool) -> str:
+    run = _q(Run._meta.db_table)
+    assignments = ", ".join(f"{_q(_field(Run, name).column)} = %s" for name in fields)
+    where = f"{_q('id')} = %s" + (f" AND {_q('status')} = %s" if check_status else "")
+    downstream = f"EXISTS (SELECT 1 FROM {_q(Job._meta.db_table)} WHERE {_downstream_where()})"
+    return f"UPDATE {run} SET {assignments} WHERE {where} RETURNING {downstream}"
+
+
+@cache
+def _downstream_sql() -> str:
+    return f"SELECT {_q('id')}, {_q('dependencies')} FROM {_q(Job._meta.db_table)} WHERE {_downstream_where()}"
 
 
 def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: str) -> list[int]:
@@ -223,11 +242,10 @@ def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: st
     Most jobs have no dependencies: a partial index holds only those that have some, the name
     sits quoted in their JSON text, so a LIKE narrows them further in SQL, and only the few
     rows it returns are parsed and checked exactly."""
-    connection = connections[DB]
-    pattern = "%" + connection.ops.prep_for_like_query(f'"{upstream_name}"') + "%"
     names = ("id", "dependencies")
-    with connection.cursor() as cursor:
-        cursor.execute(_downstream_sql(), [tenant_id, environment_id, JobStatus.ENABLED.value, pattern])
+    with connections[DB].cursor() as cursor:
+        params = [tenant_id, environment_id, JobStatus.ENABLED.value, _like_name(upstream_name)]
+        cursor.execute(_downstream_sql(), params)
         rows = cursor.fetchall()
     matching = []
     for row in rows:
@@ -247,3 +265,33 @@ def prepare() -> None:
     _readers(Job, JOB_COLUMNS)
     _readers(Job, ("id", "dependencies"))
     _readers(TenantExecutionPolicy, POLICY_COLUMNS)
+
+
+@cache
+def _bulk_insert_sql(model, rows: int) -> str:
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(_q(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    pk = _q(model._meta.pk.column)
+    return f"INSERT INTO {_q(model._meta.db_table)} ({columns}) VALUES {', '.join([row] * rows)} RETURNING {pk}"
+
+
+def bulk_insert(model, objs: list) -> None:
+    """``model.objects.bulk_create(objs)`` without compiling every value through the ORM: the
+    scheduler inserts a burst of due runs (and their django-q2 tasks) with it. Values go through
+    each field's ``pre_save`` and ``get_db_prep_save`` as in ``bulk_create``; each object gets its
+    primary key from ``RETURNING``, in row order, which ``bulk_create`` relies on as well. No
+    signals are sent (``bulk_create`` sends none either)."""
+    if not objs:
+        return
+    connection = connections[DB]
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    size = max(1, connection.ops.bulk_batch_size(fields, objs))
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), size):
+            chunk = objs[start : start + size]
+            params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in chunk for f in fields]
+            cursor.execute(_bulk_insert_sql(model, len(chunk)), params)
+            for obj, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
+                obj.pk = pk
+                obj._state.adding, obj._state.db = False, DB

@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from governance import secrets
 
-from . import pools, schedule
+from . import hotpath, pools, schedule
 from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
@@ -400,7 +400,7 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
                 continue
             rows.append(row)
     if bulk:
-        Run.objects.bulk_create(rows, batch_size=500)
+        hotpath.bulk_insert(Run, rows)
     queued = [row.pk for row in rows if row.status == RunStatus.QUEUED]
     result.created += len(queued)
     result.deferred += sum(1 for row in rows if row.status == RunStatus.DEFERRED)
@@ -463,9 +463,11 @@ def _enqueue_all(run_ids: list[int]) -> None:
         packages.append(SignedPackage.dumps(task))
     if bulk_orm:
         key = broker.list_key or Conf.CLUSTER_NAME
-        OrmQ.objects.using(Conf.ORM).bulk_create(
-            [OrmQ(key=key, payload=package, lock=now) for package in packages], batch_size=1000
-        )
+        tasks = [OrmQ(key=key, payload=package, lock=now) for package in packages]
+        if Conf.ORM == hotpath.DB:
+            hotpath.bulk_insert(OrmQ, tasks)
+        else:
+            OrmQ.objects.using(Conf.ORM).bulk_create(tasks, batch_size=1000)
     else:
         pipe = pipeline()
         for package in packages:

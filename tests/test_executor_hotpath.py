@@ -75,9 +75,9 @@ def test_the_tenants_execution_policy_comes_with_the_claim(cast, django_assert_n
 
 def test_a_run_costs_a_fixed_handful_of_queries(cast, django_assert_num_queries, django_capture_on_commit_callbacks):
     run = queued_run(cast)
-    # The claim; the result and the attempt (between the savepoint pair standing in for the
-    # transaction here); after commit, the downstream lookup. Nothing grows with jobs or runs.
-    with django_assert_num_queries(6), django_capture_on_commit_callbacks(execute=True):
+    # The claim; the result (which also tells that no job follows this one) and the attempt,
+    # between the savepoint pair standing in for the transaction here. Nothing grows with jobs or runs.
+    with django_assert_num_queries(5), django_capture_on_commit_callbacks(execute=True):
         assert execute_run(run.pk) == RunStatus.SUCCEEDED
     attempt = Attempt.objects.get(run=run)
     assert attempt.number == 1 and attempt.status == RunStatus.SUCCEEDED and attempt.exit_code == 0
@@ -88,12 +88,32 @@ def test_a_result_is_not_recorded_over_a_run_that_was_lost_meanwhile(cast):
     run = queued_run(cast)
     loaded = claim(run.pk)
     Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, reason="lease expired")
-    attempt = Attempt(run_id=run.pk, tenant_id=run.tenant_id, number=1, status=RunStatus.SUCCEEDED)
+    attempt = {"run_id": run.pk, "tenant_id": run.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
     fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-    assert not hotpath.record(loaded.pk, fields, attempt, only_if_running=True)
+    assert hotpath.record(loaded, fields, attempt, only_if_running=True) == (False, False)
     stored = Run.objects.get(pk=run.pk)
     assert stored.status == RunStatus.LOST and stored.exit_code is None
     assert not Attempt.objects.filter(run=run).exists(), "no attempt row without its run's result"
+
+
+def test_recording_tells_whether_a_job_may_follow(cast):
+    upstream = cast.make_job(cast.dev, name="payments.etl.load")
+    follower = cast.make_job(cast.dev, name="payments.etl.report", dependencies=[{"upstream": upstream.name}])
+    outcomes = []
+    for status in ("enabled", "paused"):
+        Job.objects.filter(pk=follower.pk).update(status=status)
+        loaded = claim(queued_run(cast, upstream).pk)
+        attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
+        fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
+        outcomes.append(hotpath.record(loaded, fields, attempt, only_if_running=True))
+        Run.objects.filter(pk=loaded.pk).delete()
+    assert outcomes == [(True, True), (True, False)]
+    # The follower itself has no follower.
+    loaded = claim(queued_run(cast, follower).pk)
+    attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.FAILED}
+    assert hotpath.record(loaded, {"status": RunStatus.FAILED}, attempt, only_if_running=True) == (True, False)
+    stored = Attempt.objects.get(run_id=loaded.pk)
+    assert stored.reason == "" and stored.output == "" and stored.status == RunStatus.FAILED
 
 
 def test_the_downstream_lookup_matches_names_exactly(cast):
@@ -116,16 +136,21 @@ def test_the_downstream_lookup_matches_names_exactly(cast):
 def test_the_downstream_lookup_reads_only_jobs_with_dependencies(cast):
     """The partial index of migration jobs/0011 serves the lookup: its condition is repeated in the
     query word for word, or the planner would scan every job of the environment."""
-    sql = hotpath._downstream_sql()
-    params = [cast.acme.pk, cast.dev.pk, "enabled", '%"payments.etl.load"%']
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL enable_seqscan = off")
-            cursor.execute("EXPLAIN " + sql, params)
-        else:
-            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-        plan = " ".join(str(row) for row in cursor.fetchall())
-    assert "job_downstream_lookup" in plan, plan
+    lookup = [cast.acme.pk, cast.dev.pk, "enabled", '%"payments.etl.load"%']
+    statements = [
+        (hotpath._downstream_sql(), lookup),
+        # The record statement's own check (RETURNING EXISTS ...).
+        (hotpath._update_sql(("exit_code",), True), [0, 1, "running", *lookup]),
+    ]
+    for sql, params in statements:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                cursor.execute("EXPLAIN " + sql, params)
+            else:
+                cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plan = " ".join(str(row) for row in cursor.fetchall())
+        assert "job_downstream_lookup" in plan, plan
 
 
 @pytest.mark.parametrize("policy", [None, ["/bin/*"]])
@@ -137,3 +162,27 @@ def test_an_executed_run_reads_the_same_through_the_orm(cast, policy):
     run.refresh_from_db()
     assert run.output == "hello\n" and run.exit_code == 0 and run.finished_at > run.started_at
     assert run.lease_expires_at is None and run.queue_wait_ms >= 0 and run.recording_ms >= 0
+
+
+def test_a_burst_of_runs_is_inserted_as_the_orm_would(cast):
+    """The scheduler's bulk insert: primary keys back in row order, auto_now_add and JSON as in bulk_create."""
+    job = cast.make_job(cast.dev, command=["/bin/true"])
+    slot = timezone.now().replace(microsecond=0)
+    rows = [
+        Run(
+            job=job,
+            tenant=job.tenant,
+            scheduled_for=slot + timedelta(minutes=i),
+            status=RunStatus.QUEUED,
+            queued_at=slot,
+            job_version=job.version,
+            definition={**job.definition(), "marker": i},
+        )
+        for i in range(70)  # more than one batch on SQLite (999 parameters)
+    ]
+    hotpath.bulk_insert(Run, rows)
+    assert len({row.pk for row in rows}) == 70 and all(not row._state.adding for row in rows)
+    for row in rows:
+        stored = Run.objects.get(pk=row.pk)
+        assert stored.definition["marker"] == (stored.scheduled_for - slot) // timedelta(minutes=1)
+        assert stored.created_at is not None and stored.trigger == "schedule" and stored.attempt == 0
