@@ -3,6 +3,7 @@ token expired) never starts its process, is retried within bounds when the troub
 and raises exactly one alert naming the job once no retry is left."""
 
 import re
+import time
 from datetime import timedelta
 
 import hvac
@@ -90,7 +91,12 @@ def test_a_vault_unsealed_before_the_retry_lets_the_run_start_without_an_alert(c
 
     # The dev server prints its single unseal key; an operator would use `bao operator unseal`.
     key = re.search(r"Unseal Key: (\S+)", sealed_vault.log_path.read_text()).group(1)
-    hvac.Client(url=sealed_vault.addr).sys.submit_unseal_key(key)
+    client = hvac.Client(url=sealed_vault.addr)
+    client.sys.submit_unseal_key(key)
+    # Unsealed is not yet serving: wait until the server reports itself active, as an operator would.
+    deadline = time.monotonic() + 15
+    while client.sys.read_health_status(method="HEAD").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
     run = _retry(run)
 
     assert run.status == RunStatus.SUCCEEDED, run.reason
