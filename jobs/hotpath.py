@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from django.db import connections
+from django.db import connections, models
 
 from governance.models import Environment, Tenant
 
@@ -94,17 +94,39 @@ def _adapt(model, attname: str, value):
     return _field(model, attname).get_db_prep_save(value, connections[DB])
 
 
+# Columns whose values every backend takes as Python gives them: int, float and str need no
+# adaptation when they already have that type (anything else still goes through the field).
+PLAIN = {
+    models.AutoField: int,
+    models.BigAutoField: int,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.SmallIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+    models.PositiveSmallIntegerField: int,
+    models.FloatField: float,
+    models.CharField: str,
+    models.TextField: str,
+}
+
+
 @cache
 def _preparers(model, attnames: tuple[str, ...]):
-    return tuple(_field(model, name).get_db_prep_save for name in attnames)
+    preparers = []
+    for name in attnames:
+        field = _field(model, name)
+        plain = PLAIN.get(type(field.target_field if field.is_relation else field))
+        preparers.append((plain, field.get_db_prep_save))
+    return tuple(preparers)
 
 
 def _adapt_all(model, attnames: tuple[str, ...], values) -> list:
     """``values`` (in the order of ``attnames``) as the ORM would send them; None stays NULL."""
     connection = connections[DB]
     return [
-        None if value is None else prepare(value, connection)
-        for prepare, value in zip(_preparers(model, attnames), values, strict=True)
+        value if value is None or type(value) is plain else prepare(value, connection)
+        for (plain, prepare), value in zip(_preparers(model, attnames), values, strict=True)
     ]
 
 
