@@ -785,8 +785,9 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
         fields.pop("finished_at")
     else:
         fields.update(status=final_status, reason=reason)
+    statements = hotpath.recording(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
     with transaction.atomic():
-        updated, downstream = hotpath.record(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
+        updated, downstream = hotpath.record(statements)
         if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
             from .heartbeats import create_alert
 

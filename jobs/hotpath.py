@@ -17,6 +17,7 @@ exactly what the ORM would make of them, on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
@@ -201,14 +202,19 @@ def _insert_sql() -> tuple[str, tuple[str, ...]]:
     return f"INSERT INTO {_q(Attempt._meta.db_table)} ({columns}) VALUES ({placeholders})", fields
 
 
-def record(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> tuple[bool, bool]:
-    """Write the run's ``fields`` and insert its attempt (``Attempt`` field values); the caller holds
-    the transaction. With ``only_if_running``, nothing is written unless the run is still running
-    (not lost or cancelled meanwhile).
+@dataclass(frozen=True)
+class Recording:
+    """A result's two statements with their adapted parameters, built before the write lock is taken."""
 
-    Returns (written, downstream): whether it was written, and whether any enabled job of the
-    environment may name this one as its upstream, read by the same statement (see
-    ``downstream_candidates``, which tells exactly which)."""
+    update: tuple[str, list]
+    insert: tuple[str, list]
+
+
+def recording(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> Recording:
+    """The statements that write the run's ``fields`` and insert its attempt (``Attempt`` field
+    values). With ``only_if_running``, nothing is written unless the run is still running (not lost
+    or cancelled meanwhile). Everything is adapted here, outside the transaction: on SQLite the write
+    lock is held from BEGIN, and every other worker, django-q2's pusher and its monitor wait for it."""
     names = tuple(fields)
     params = _adapt_all(Run, names, fields.values()) + [run.pk]
     if only_if_running:
@@ -216,13 +222,23 @@ def record(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> t
     params += [run.tenant_id, run.job.environment_id, JobStatus.ENABLED.value, _like_name(run.job.name)]
     insert, attempt_fields = _insert_sql()
     values = [attempt[name] if name in attempt else _field(Attempt, name).get_default() for name in attempt_fields]
-    attempt_params = _adapt_all(Attempt, attempt_fields, values)
+    return Recording(
+        (_update_sql(names, only_if_running), params), (insert, _adapt_all(Attempt, attempt_fields, values))
+    )
+
+
+def record(statements: Recording) -> tuple[bool, bool]:
+    """Execute a ``recording``; the caller holds the transaction.
+
+    Returns (written, downstream): whether it was written, and whether any enabled job of the
+    environment may name this run's job as its upstream, read by the same statement (see
+    ``downstream_candidates``, which tells exactly which)."""
     with connections[DB].cursor() as cursor:
-        cursor.execute(_update_sql(names, only_if_running), params)
+        cursor.execute(*statements.update)
         row = cursor.fetchone()
         if row is None:
             return False, False
-        cursor.execute(insert, attempt_params)
+        cursor.execute(*statements.insert)
     return True, bool(row[0])
 
 

@@ -91,7 +91,7 @@ def test_a_result_is_not_recorded_over_a_run_that_was_lost_meanwhile(cast):
     Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, reason="lease expired")
     attempt = {"run_id": run.pk, "tenant_id": run.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
     fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-    assert hotpath.record(loaded, fields, attempt, only_if_running=True) == (False, False)
+    assert hotpath.record(hotpath.recording(loaded, fields, attempt, only_if_running=True)) == (False, False)
     stored = Run.objects.get(pk=run.pk)
     assert stored.status == RunStatus.LOST and stored.exit_code is None
     assert not Attempt.objects.filter(run=run).exists(), "no attempt row without its run's result"
@@ -106,13 +106,16 @@ def test_recording_tells_whether_a_job_may_follow(cast):
         loaded = claim(queued_run(cast, upstream).pk)
         attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
         fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-        outcomes.append(hotpath.record(loaded, fields, attempt, only_if_running=True))
+        outcomes.append(hotpath.record(hotpath.recording(loaded, fields, attempt, only_if_running=True)))
         Run.objects.filter(pk=loaded.pk).delete()
     assert outcomes == [(True, True), (True, False)]
     # The follower itself has no follower.
     loaded = claim(queued_run(cast, follower).pk)
     attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.FAILED}
-    assert hotpath.record(loaded, {"status": RunStatus.FAILED}, attempt, only_if_running=True) == (True, False)
+    assert hotpath.record(hotpath.recording(loaded, {"status": RunStatus.FAILED}, attempt, only_if_running=True)) == (
+        True,
+        False,
+    )
     stored = Attempt.objects.get(run_id=loaded.pk)
     assert stored.reason == "" and stored.output == "" and stored.status == RunStatus.FAILED
 
