@@ -12,7 +12,8 @@ exactly what the ORM would make of them, on SQLite and PostgreSQL alike.
   execution needs from the job, its environment and the tenant's execution policy;
 - ``record``: the run's result and its ``Attempt`` row (in the caller's transaction),
   the same statement telling whether any job may be downstream of it;
-- ``downstream_candidates``: the jobs whose dependencies name a finished job.
+- ``downstream_candidates``: the jobs whose dependencies name a finished job;
+- ``bulk_insert``: the scheduler's burst of new runs and their django-q2 tasks.
 """
 
 from __future__ import annotations
