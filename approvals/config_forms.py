@@ -22,10 +22,7 @@ class ConfigProposalForm(ProposalForm):
         else:
             self.fields["place"].choices = [("", "Choose where it applies"), *places]
 
-    def add_service_errors(self, exc) -> None:
-        for field, messages in exc.message_dict.items():
-            name = {"environment": "place", "tenant": "place", "target": None}.get(field, field)
-            self.add_error(name if name in self.fields else None, messages)
+    service_field_names = {"environment": "place", "tenant": "place", "target": None}
 
 
 class WindowForm(ConfigProposalForm):

@@ -187,7 +187,7 @@ class PromotionForm(JustifiedForm):
                 values[name] = value
         return values
 
-    def add_service_errors(self, exc, target_slug: str) -> None:
+    def add_promotion_errors(self, exc, target_slug: str) -> None:
         """Put the service's messages beside the parameter they name ("values.<env>: <name>: ...")."""
         for field, messages in exc.message_dict.items():
             for message in messages:

@@ -23,6 +23,7 @@ from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 
 from . import lifecycle, policies
 from .control_forms import FreezeForm, PolicyChangeForm, PromotionForm, RecertifyForm, RollbackForm
+from .forms import add_service_errors
 from .models import OPEN_STATUSES, ChangeAction, ChangeRequest, FreezeWindow, PostReview
 from .services import (
     ChangeError,
@@ -45,11 +46,6 @@ def _announce(request, change: ChangeRequest) -> None:
         messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
     else:
         messages.success(request, f"CR-{change.pk} submitted; it needs {n} approval{'s' if n != 1 else ''}.")
-
-
-def _service_errors(form, exc: ValidationError) -> None:
-    for field, msgs in exc.message_dict.items():
-        form.add_error(field if field in form.fields else None, msgs)
 
 
 # Approval policies
@@ -103,7 +99,7 @@ def policy_propose(request):
                     ticket=form.cleaned_data["ticket"],
                 )
             except ValidationError as exc:
-                _service_errors(form, exc)
+                add_service_errors(form, exc)
             except AccessDenied as exc:
                 raise PermissionDenied(str(exc)) from None
             else:
@@ -149,7 +145,7 @@ def freeze_list(request):
                     reason=form.cleaned_data["reason"],
                 )
             except ValidationError as exc:
-                _service_errors(form, exc)
+                add_service_errors(form, exc)
             except AccessDenied as exc:
                 raise PermissionDenied(str(exc)) from None
             else:
@@ -221,7 +217,7 @@ def job_rollback(request, pk: int, version: int):
                     ticket=form.cleaned_data["ticket"],
                 )
             except ValidationError as exc:
-                _service_errors(form, exc)
+                add_service_errors(form, exc)
             except ChangeError as exc:
                 form.add_error(None, exc.message)
             except AccessDenied as exc:
@@ -281,7 +277,7 @@ def job_promote(request, pk: int):
                     ticket=form.cleaned_data["ticket"],
                 )
             except ValidationError as exc:
-                form.add_service_errors(exc, target.slug)
+                form.add_promotion_errors(exc, target.slug)
             except ChangeError as exc:
                 form.add_error(None, exc.message)
             except AccessDenied as exc:
@@ -336,7 +332,7 @@ def job_recertify(request, pk: int):
         try:
             job = lifecycle.recertify_job(job, actor=request.user, note=form.cleaned_data["note"])
         except ValidationError as exc:
-            _service_errors(form, exc)
+            add_service_errors(form, exc)
         except ChangeError as exc:
             form.add_error(None, exc.message)
             return _overdue_page(request, error_job=job.pk, form=form, status=409)

@@ -22,8 +22,19 @@ class EnvironmentChoice(forms.ModelChoiceField):
         return f"{obj.name} ({obj.tenant.slug}) — {policy}"
 
 
+def add_service_errors(form: forms.Form, exc: ValidationError, rename: dict | None = None) -> None:
+    """Show a service's field errors beside the form fields they name, the rest above the form.
+    ``rename`` maps a service's field name to the form's (None: above the form)."""
+    for field, messages in exc.message_dict.items():
+        name = (rename or {}).get(field, field)
+        form.add_error(name if name in form.fields else None, messages)
+
+
 class JustifiedForm(forms.Form):
     """Justification and ticket: what every change request carries."""
+
+    # Service field names this form shows under another name (see add_service_errors).
+    service_field_names: dict[str, str | None] = {}
 
     justification = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Why is this change needed? Reviewers read this."}),
@@ -33,6 +44,9 @@ class JustifiedForm(forms.Form):
     ticket = forms.CharField(
         required=False, max_length=200, widget=forms.TextInput(attrs={"placeholder": "e.g. OPS-1234"})
     )
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        add_service_errors(self, exc, self.service_field_names)
 
 
 class ProposalForm(JustifiedForm):
@@ -210,11 +224,6 @@ class JobDefinitionForm(ProposalForm):
             "rationale": data["rationale"],
             "sunset_on": data["sunset_on"].isoformat() if data["sunset_on"] else None,
         }
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show the service's field errors beside the fields they belong to."""
-        for field, messages in exc.message_dict.items():
-            self.add_error(field if field in self.fields else None, messages)
 
     @staticmethod
     def initial_from_definition(definition: dict) -> dict:

@@ -123,11 +123,7 @@ def _propose(request, form, **kwargs):
             **kwargs,
         )
     except ValidationError as exc:
-        if hasattr(form, "add_service_errors"):
-            form.add_service_errors(exc)
-        else:
-            for field, msgs in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, msgs)
+        form.add_service_errors(exc)
         return None
     except (AccessDenied, ChangeError) as exc:
         form.add_error(None, str(exc))
@@ -249,8 +245,7 @@ def change_pause(request, pk: int, paused: bool):
                 apply_after=form.cleaned_data.get("apply_after"),
             )
         except ValidationError as exc:
-            for field, msgs in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, msgs)
+            form.add_service_errors(exc)
         except ChangeError as exc:
             form.add_error(None, str(exc))
             status = 409 if exc.conflict else 400
@@ -574,8 +569,7 @@ def change_revise(request, pk: int):
                     ticket=form.cleaned_data["ticket"],
                 )
             except ValidationError as exc:
-                for field, msgs in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, msgs)
+                form.add_service_errors(exc)
             except (AccessDenied, ChangeError) as exc:
                 form.add_error(None, str(exc))
             else:
