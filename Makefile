@@ -36,7 +36,14 @@ $(SANDBOX): jobs/native/governor-sandbox.c
 	elif [ -z "$(SANDBOX_LIBC)" ] && cc $(SANDBOX_CFLAGS) $(SANDBOX_NOLIBC) -o $@ $< 2>/dev/null; then :; \
 	else cc $(SANDBOX_CFLAGS) -static -o $@ $< || cc $(SANDBOX_CFLAGS) -o $@ $<; fi
 
-install: $(STAMP) $(SANDBOX)
+# How SQLite connections wait for the write lock (governance/native/); without it, SQLite's own waits.
+SQLITE_BUSY := var/lib/governor-sqlite-busy.so
+$(SQLITE_BUSY): governance/native/governor-sqlite-busy.c
+	@mkdir -p $(dir $@)
+	@if command -v cc >/dev/null 2>&1; then cc $(SANDBOX_CFLAGS) -shared -fPIC -o $@ $<; \
+	else echo "no C compiler: SQLite connections keep SQLite's own busy waits"; fi
+
+install: $(STAMP) $(SANDBOX) $(SQLITE_BUSY)
 
 # Debian packages (installed only when run as root; otherwise the missing ones are named).
 system-deps-run:

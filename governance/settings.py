@@ -308,6 +308,11 @@ GOVERNOR_SECRETS_BACKOFF_SECONDS = float(env_int("GOVERNOR_SECRETS_BACKOFF_SECON
 # Starts each command job in its sandbox with one exec (jobs/native/; `make install` builds it).
 # Empty or missing: setpriv + prlimit from util-linux, which cost one more exec per run.
 GOVERNOR_SANDBOX_HELPER = env_str("GOVERNOR_SANDBOX_HELPER", str(BASE_DIR / "var" / "bin" / "governor-sandbox"))
+# How SQLite connections wait for the write lock (governance/native/; `make install` builds it).
+# Empty or missing: SQLite's own waits (1, 2, 5, 10 ms ...), slower under contention.
+GOVERNOR_SQLITE_BUSY_HANDLER = env_str(
+    "GOVERNOR_SQLITE_BUSY_HANDLER", str(BASE_DIR / "var" / "lib" / "governor-sqlite-busy.so")
+)
 GOVERNOR_PUBLIC_URL = env_str("GOVERNOR_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 
