@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -651,6 +652,19 @@ def _run_http(run: Run, environment_id: int, environment_slug: str) -> ProcessRe
     )
 
 
+@dataclass
+class QueueMessage:
+    """The django-q2 message (ORM broker) whose task this worker is executing: deleted in the
+    transaction that records its run (see jobs.tasks)."""
+
+    id: int
+    run_id: int
+    deleted: bool = False
+
+
+QUEUE_MESSAGE: ContextVar[QueueMessage | None] = ContextVar("governor_queue_message", default=None)
+
+
 def _ms(delta: timedelta | float | None) -> float | None:
     if delta is None:
         return None
@@ -786,8 +800,15 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     else:
         fields.update(status=final_status, reason=reason)
     statements = hotpath.recording(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
+    message = QUEUE_MESSAGE.get()
+    if message is not None and (message.run_id != run.pk or message.deleted):
+        message = None  # another run's (a step executed inside this task) or already gone
     with transaction.atomic():
         updated, downstream = hotpath.record(statements)
+        if message is not None:
+            # The task is done whatever was written: its message goes with the result.
+            hotpath.delete_queue_message(message.id)
+            transaction.on_commit(lambda: setattr(message, "deleted", True))
         if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
             from .heartbeats import create_alert
 

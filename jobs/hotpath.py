@@ -12,6 +12,7 @@ exactly what the ORM would make of them, on SQLite and PostgreSQL alike.
   execution needs from the job, its environment and the tenant's execution policy;
 - ``record``: the run's result and its ``Attempt`` row (in the caller's transaction),
   the same statement telling whether any job may be downstream of it;
+- ``delete_queue_message``: the run's django-q2 message, deleted with its result (jobs.tasks);
 - ``downstream_candidates``: the jobs whose dependencies name a finished job;
 - ``bulk_insert``: the scheduler's burst of new runs and their django-q2 tasks.
 """
@@ -243,6 +244,19 @@ def record(statements: Recording) -> tuple[bool, bool]:
     return True, bool(row[0])
 
 
+@cache
+def _delete_message_sql() -> str:
+    from django_q.models import OrmQ
+
+    return f"DELETE FROM {_q(OrmQ._meta.db_table)} WHERE {_q(OrmQ._meta.pk.column)} = %s"
+
+
+def delete_queue_message(message_id: int) -> None:
+    """Delete a django-q2 ORM-broker message (its acknowledgement) in the caller's transaction."""
+    with connections[DB].cursor() as cursor:
+        cursor.execute(_delete_message_sql(), [message_id])
+
+
 # Repeated word for word from the partial index of migration jobs/0011 (SQLite and PostgreSQL use a
 # partial index only for a query that contains its condition).
 HAS_DEPENDENCIES = "\"dependencies\" <> '[]'"
@@ -300,6 +314,7 @@ def prepare() -> None:
     _claim_sql()
     _insert_sql()
     _downstream_sql()
+    _delete_message_sql()
     _readers(Run, RUN_COLUMNS)
     _readers(Job, JOB_COLUMNS)
     _readers(Job, ("id", "dependencies"))

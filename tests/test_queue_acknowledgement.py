@@ -1,0 +1,117 @@
+"""A run's django-q2 message (ORM broker) is deleted in the transaction that records the run.
+
+django-q2's own worker and monitor loops run here, in this process, on real queues and the
+real broker: the pusher's part (dequeue, unpack, attach the message id) is done by hand, as
+the pusher does it. What an operator relies on: a recorded run never leaves its message
+behind to be delivered again, a message whose run was not recorded stays for django-q2 to
+handle as before, and the result and the acknowledgement are committed together or not at all.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+from django.db import connection
+from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.models import OrmQ
+from django_q.monitor import monitor
+from django_q.signing import SignedPackage
+from django_q.worker import worker
+
+from jobs.models import Attempt, Run, RunStatus
+from jobs.services import enqueue_run
+
+
+def queued_run(cast, command=("/bin/true",)) -> Run:
+    job = cast.make_job(cast.dev, command=list(command))
+    return Run.objects.create(
+        job=job,
+        tenant=job.tenant,
+        scheduled_for=timezone.now().replace(microsecond=0),
+        status=RunStatus.QUEUED,
+        queued_at=timezone.now(),
+        job_version=job.version,
+        definition=job.definition(),
+    )
+
+
+def deliver(run: Run, *, then_monitor: bool = True) -> tuple[dict, int]:
+    """Enqueue the run and take its message as django-q2's pusher does; (task as the monitor
+    receives it from the worker, message id)."""
+    enqueue_run(run.pk)
+    broker = get_broker()
+    ((message_id, payload),) = broker.dequeue()
+    task = SignedPackage.loads(payload)
+    task["ack_id"] = message_id
+    tasks, results = multiprocessing.Queue(), multiprocessing.Queue()
+    tasks.put(task)
+    tasks.put("STOP")
+    worker(tasks, results, multiprocessing.Value("f", -1))
+    done = results.get(timeout=30)
+    if not then_monitor:
+        return done, message_id
+    # And django-q2's monitor, which saves results and acknowledges what is left to it.
+    results.put(dict(done))
+    results.put("STOP")
+    monitor(results, broker)
+    return done, message_id
+
+
+def test_a_recorded_run_takes_its_message_with_it(tcast):
+    run = queued_run(tcast)
+    done, message_id = deliver(run)
+    assert done["success"] and done["result"] == RunStatus.SUCCEEDED
+    assert "ack_id" not in done, "the monitor would delete the message a second time"
+    assert not OrmQ.objects.filter(pk=message_id).exists()
+    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+    assert list(Attempt.objects.filter(run=run).values_list("status", flat=True)) == [RunStatus.SUCCEEDED]
+
+
+def test_a_failed_run_is_recorded_and_acknowledged_alike(tcast):
+    run = queued_run(tcast, command=("/bin/false",))
+    done, message_id = deliver(run)
+    assert done["result"] == RunStatus.FAILED and "ack_id" not in done
+    assert not OrmQ.objects.filter(pk=message_id).exists()
+
+
+def test_a_message_whose_run_was_not_claimed_is_left_to_django_q2(tcast):
+    run = queued_run(tcast)
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)  # cancelled while queued
+    done, message_id = deliver(run)
+    assert done["result"] == "not-claimed"
+    assert done["ack_id"] == message_id, "django-q2 acknowledges it, as for any task"
+    assert not OrmQ.objects.filter(pk=message_id).exists()  # which the monitor did
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+REFUSE = {
+    "sqlite": (
+        "CREATE TRIGGER refuse_attempts BEFORE INSERT ON jobs_attempt BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+        "DROP TRIGGER refuse_attempts",
+    ),
+    "postgresql": (
+        "CREATE FUNCTION refuse_attempts() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk says no'; END $$ "
+        "LANGUAGE plpgsql; CREATE TRIGGER refuse_attempts BEFORE INSERT ON jobs_attempt "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_attempts()",
+        "DROP TRIGGER refuse_attempts ON jobs_attempt; DROP FUNCTION refuse_attempts()",
+    ),
+}
+
+
+def test_when_recording_fails_the_message_stays_with_the_unrecorded_run(tcast):
+    """The database refuses the attempt row: neither the result nor the acknowledgement is written."""
+    run = queued_run(tcast)
+    create, drop = REFUSE[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(create)
+    try:
+        done, message_id = deliver(run, then_monitor=False)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(drop)
+    assert not done["success"] and "disk says no" in done["result"]
+    assert done["ack_id"] == message_id, "left to django-q2's own failure handling"
+    assert OrmQ.objects.filter(pk=message_id).exists()
+    stored = Run.objects.get(pk=run.pk)
+    assert stored.status == RunStatus.RUNNING and not Attempt.objects.filter(run=run).exists()
