@@ -10,6 +10,7 @@ handle as before, and the result and the acknowledgement are committed together 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 
 from django.db import connection
 from django.utils import timezone
@@ -47,7 +48,11 @@ def deliver(run: Run, *, then_monitor: bool = True) -> tuple[dict, int]:
     tasks, results = multiprocessing.Queue(), multiprocessing.Queue()
     tasks.put(task)
     tasks.put("STOP")
-    worker(tasks, results, multiprocessing.Value("f", -1))
+    alarm = signal.getsignal(signal.SIGALRM)
+    try:
+        worker(tasks, results, multiprocessing.Value("f", -1))
+    finally:
+        signal.signal(signal.SIGALRM, alarm)  # the worker's task timeout resets it to the default
     done = results.get(timeout=30)
     if not then_monitor:
         return done, message_id
