@@ -58,6 +58,8 @@ def _native(library: str):
 
 def _handle(connection: sqlite3.Connection, filename) -> int | None:
     """The connection's ``sqlite3 *``, once SQLite confirms it is this connection's database."""
+    if not isinstance(connection, sqlite3.Connection):
+        return None  # only a real sqlite3.Connection has that layout
     db = ctypes.c_void_p.from_address(id(connection) + object.__basicsize__).value
     if not db:
         return None
