@@ -64,8 +64,10 @@ def _handle(connection: sqlite3.Connection, filename) -> int | None:
     if not db:
         return None
     opened = next((row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"), None)
+    if not opened:
+        return None  # in memory: no other process to wait for, and no file name to check the handle by
     reported = filename(db, b"main")
-    if opened is None or (reported or b"").decode(errors="replace") != opened:
+    if (reported or b"").decode(errors="replace") != opened:
         return None
     return db
 

@@ -119,6 +119,8 @@ def test_a_handle_that_is_not_the_connections_is_refused(library, database, tmp_
     # A filename function that reports another connection's file stands for a wrong pointer.
     other_db = busy._handle(other, filename)
     assert busy._handle(conn, lambda db, name: filename(other_db, name)) is None
+    # An in-memory database has no file name to check the handle by (nor another process to wait for).
+    assert busy._handle(sqlite3.connect(":memory:"), filename) is None
     # Anything but a sqlite3.Connection is refused before its memory is read.
     assert busy._handle(object(), filename) is None
     assert busy.install(object(), 5, library) is False
