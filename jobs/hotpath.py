@@ -340,11 +340,17 @@ def bulk_insert(model, objs: list) -> None:
         return
     connection = connections[DB]
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    preparers = _preparers(model, tuple(f.attname for f in fields))
     size = max(1, connection.ops.bulk_batch_size(fields, objs))
     with connection.cursor() as cursor:
         for start in range(0, len(objs), size):
             chunk = objs[start : start + size]
-            params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in chunk for f in fields]
+            params = [
+                value if value is None or type(value) is plain else prepare(value, connection)
+                for obj in chunk
+                for f, (plain, prepare) in zip(fields, preparers, strict=True)
+                for value in (f.pre_save(obj, True),)
+            ]
             cursor.execute(_bulk_insert_sql(model, len(chunk)), params)
             for obj, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
                 obj.pk = pk
