@@ -56,6 +56,11 @@ def _native(library: str):
     return set_handler, filename, handler
 
 
+def _main_file(connection: sqlite3.Connection) -> str | None:
+    """The file of the connection's main database; empty for an in-memory one."""
+    return next((row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"), None)
+
+
 def _handle(connection: sqlite3.Connection, filename) -> int | None:
     """The connection's ``sqlite3 *``, once SQLite confirms it is this connection's database."""
     if not isinstance(connection, sqlite3.Connection):
@@ -63,7 +68,7 @@ def _handle(connection: sqlite3.Connection, filename) -> int | None:
     db = ctypes.c_void_p.from_address(id(connection) + object.__basicsize__).value
     if not db:
         return None
-    opened = next((row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"), None)
+    opened = _main_file(connection)
     if not opened:
         return None  # in memory: no other process to wait for, and no file name to check the handle by
     reported = filename(db, b"main")
@@ -84,9 +89,14 @@ def install(connection: sqlite3.Connection, timeout_s: float, library: str | Non
     set_handler, filename, handler = native
     db = _handle(connection, filename)
     if db is None:
+        if isinstance(connection, sqlite3.Connection) and not _main_file(connection):
+            return False  # in memory: nothing to wait for
         logger.warning("SQLite busy handler not installed: the connection's handle did not check out")
         return False
-    return set_handler(db, handler, max(0, int(timeout_s * 1000))) == 0
+    # Milliseconds as a C int, as sqlite3_busy_timeout takes them: capped at about 24 days.
+    ms = float(timeout_s) * 1000
+    timeout_ms = 0 if ms != ms else int(min(max(ms, 0), 2**31 - 1))  # NaN: no wait
+    return set_handler(db, handler, timeout_ms) == 0
 
 
 def on_connection_created(sender, connection, **kwargs) -> None:

@@ -7,11 +7,13 @@ once it is free or fails with "database is locked" when its timeout has passed.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -33,6 +35,7 @@ def _open(path, timeout: float) -> sqlite3.Connection:
     # As Django opens them: autocommit, WAL, and Python's timeout (SQLite's default handler).
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
 
@@ -83,9 +86,9 @@ def test_concurrent_writers_all_get_through(library, database):
     errors: list[BaseException] = []
 
     def write(name: str) -> None:
-        conn = _open(database, 10)
-        assert busy.install(conn, 10, library)
         try:
+            conn = _open(database, 10)
+            assert busy.install(conn, 10, library)
             for _ in range(150):
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO t (writer) VALUES (?)", (name,))
@@ -126,9 +129,40 @@ def test_a_handle_that_is_not_the_connections_is_refused(library, database, tmp_
     assert busy.install(object(), 5, library) is False
 
 
+def test_a_second_wait_within_one_statement_gets_its_own_timeout(library, database):
+    """SQLite counts attempts per statement; a wait that starts with a count above 0 (long after
+    the last call) is timed from its own start, not from the earlier wait's."""
+    handler = ctypes.CDLL(library).governor_sqlite_busy
+    handler.argtypes, handler.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
+    assert handler(300, 0) == 1  # a wait starts
+    time.sleep(0.5)  # longer than its timeout, but the lock was taken meanwhile
+    assert handler(300, 3) == 1, "a new wait, not the old one timed out"
+    started = time.monotonic()
+    attempts = 4
+    while handler(300, attempts):
+        attempts += 1
+    assert 0.25 <= time.monotonic() - started < 3
+
+
+def test_huge_or_odd_timeouts_are_taken_as_sqlite_takes_them(library, database):
+    conn = _open(database, 5)
+    assert busy.install(conn, float("inf"), library) is True
+    assert busy.install(conn, float("nan"), library) is True
+    assert busy.install(conn, -1, library) is True
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        holder = _open(database, 5)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT INTO t (writer) VALUES ('no wait at all')")
+        finally:
+            holder.execute("ROLLBACK")
+
+
 @pytest.mark.django_db
 def test_djangos_sqlite_connections_get_the_handler():
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only: PostgreSQL has no file lock to wait for")
+    if not Path(django_settings.GOVERNOR_SQLITE_BUSY_HANDLER).is_file():
+        pytest.skip("governor-sqlite-busy is not built (make install)")
     connection.ensure_connection()
     assert connection.governor_busy_handler is True

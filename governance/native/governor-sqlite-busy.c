@@ -15,6 +15,9 @@
  * governance/sqlite.py installs it on each connection with sqlite3_busy_handler(db,
  * governor_sqlite_busy, (void *)timeout_ms). A connection is used by one thread at a time,
  * and a thread waits for one lock at a time, so the start of the wait is kept per thread.
+ * A wait starts when SQLite counts 0 attempts, or when the last call is long past: SQLite
+ * resets its count per statement, so a second wait within one statement (rare: a schema
+ * reload, a backup step) would otherwise be timed from the first one's start.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -22,8 +25,10 @@
 
 #define FIRST_DELAY_US 20
 #define MAX_DELAY_US 5000
+/* Longer than any pause between two calls of one wait, however loaded the machine. */
+#define NEW_WAIT_GAP_US 250000
 
-static __thread struct timespec wait_started;
+static __thread struct timespec wait_started, last_call;
 
 static int64_t microseconds_since(const struct timespec *start, const struct timespec *now)
 {
@@ -34,8 +39,9 @@ int governor_sqlite_busy(void *timeout_ms, int attempts)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (attempts == 0)
+    if (attempts == 0 || microseconds_since(&last_call, &now) > NEW_WAIT_GAP_US)
         wait_started = now;
+    last_call = now;
     int64_t waited = microseconds_since(&wait_started, &now);
     int64_t limit = (int64_t)(intptr_t)timeout_ms * 1000;
     if (waited >= limit)
