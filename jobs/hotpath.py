@@ -215,10 +215,10 @@ class Recording:
 def recording(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> Recording:
     """The statements that write the run's ``fields`` and insert its attempt (``Attempt`` field
     values). With ``only_if_running``, nothing is written unless the run is still running (not lost
-    or cancelled meanwhile). Everything is adapted here, outside the transaction: on SQLite the write
+    or cancelled meanwhile). Either way nothing is written over a later attempt of the run. Everything is adapted here, outside the transaction: on SQLite the write
     lock is held from BEGIN, and every other worker, django-q2's pusher and its monitor wait for it."""
     names = tuple(fields)
-    params = _adapt_all(Run, names, fields.values()) + [run.pk]
+    params = _adapt_all(Run, names, fields.values()) + [run.pk, run.attempt]
     if only_if_running:
         params.append(RunStatus.RUNNING.value)
     params += [run.tenant_id, run.job.environment_id, JobStatus.ENABLED.value, _like_name(run.job.name)]
@@ -279,7 +279,9 @@ def _like_name(name: str) -> str:
 def _update_sql(fields: tuple[str, ...], check_status: bool) -> str:
     run = _q(Run._meta.db_table)
     assignments = ", ".join(f"{_q(_field(Run, name).column)} = %s" for name in fields)
-    where = f"{_q('id')} = %s" + (f" AND {_q('status')} = %s" if check_status else "")
+    # Only over this worker's own attempt: a worker that stalled past its lease, whose run was
+    # taken again as a new attempt, must not write its result over the new one.
+    where = f"{_q('id')} = %s AND {_q('attempt')} = %s" + (f" AND {_q('status')} = %s" if check_status else "")
     downstream = f"EXISTS (SELECT 1 FROM {_q(Job._meta.db_table)} WHERE {_downstream_where()})"
     return f"UPDATE {run} SET {assignments} WHERE {where} RETURNING {downstream}"
 

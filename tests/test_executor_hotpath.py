@@ -97,6 +97,26 @@ def test_a_result_is_not_recorded_over_a_run_that_was_lost_meanwhile(cast):
     assert not Attempt.objects.filter(run=run).exists(), "no attempt row without its run's result"
 
 
+def test_a_stalled_worker_does_not_record_over_the_attempt_that_replaced_it(cast):
+    """Worker A stalls past its lease; the sweep requeues the (idempotent) run and worker B takes it
+    as attempt 2. When A wakes up, its result is not written, over B's running attempt or at all."""
+    run = queued_run(cast)
+    stale = claim(run.pk)  # attempt 1, worker host:1
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, lease_expires_at=None)
+    Attempt.objects.create(run=run, tenant_id=run.tenant_id, number=1, status=RunStatus.LOST, reason="lease expired")
+    now = timezone.now()
+    current = hotpath.claim_and_load(run.pk, worker="host:2", now=now, lease_until=now + timedelta(seconds=30))
+    assert current.attempt == 2
+    for only_if_running in (True, False):  # the cancel path writes without the status check
+        attempt = {"run_id": run.pk, "tenant_id": run.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
+        fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
+        statements = hotpath.recording(stale, fields, attempt, only_if_running=only_if_running)
+        assert hotpath.record(statements) == (False, False)
+    stored = Run.objects.get(pk=run.pk)
+    assert (stored.status, stored.attempt, stored.worker, stored.exit_code) == (RunStatus.RUNNING, 2, "host:2", None)
+    assert list(Attempt.objects.filter(run=run).values_list("number", "status")) == [(1, RunStatus.LOST)]
+
+
 def test_recording_tells_whether_a_job_may_follow(cast):
     upstream = cast.make_job(cast.dev, name="payments.etl.load")
     follower = cast.make_job(cast.dev, name="payments.etl.report", dependencies=[{"upstream": upstream.name}])
@@ -154,7 +174,7 @@ def test_the_downstream_lookup_reads_only_jobs_with_dependencies(cast):
     statements = [
         (hotpath._downstream_sql(), lookup),
         # The record statement's own check (RETURNING EXISTS ...).
-        (hotpath._update_sql(("exit_code",), True), [0, 1, "running", *lookup]),
+        (hotpath._update_sql(("exit_code",), True), [0, 1, 1, "running", *lookup]),
     ]
     for sql, params in statements:
         with connection.cursor() as cursor:
