@@ -119,6 +119,23 @@ class Cast:
         change.job.refresh_from_db()
         return change.job
 
+    def queued_run(self, job, **fields):
+        """A run of ``job`` waiting for a worker, as the scheduler leaves it: the job's definition
+        snapshot, due now (``fields`` override any column)."""
+        from django.utils import timezone
+
+        from jobs.models import Run, RunStatus
+
+        now = timezone.now()
+        values = {
+            "scheduled_for": now.replace(microsecond=0),
+            "queued_at": now,
+            "job_version": job.version,
+            "definition": job.definition(),
+            **fields,
+        }
+        return Run.objects.create(job=job, tenant_id=job.tenant_id, status=RunStatus.QUEUED, **values)
+
     def make_config(self, kind: str, *, tenant=None, environment=None, target=None, action=None, **definition):
         """Create, update (``target``) or delete (``action="delete"``) a maintenance window, holiday
         calendar or pool through change control: proposed by the tenant admin, approved as the policy needs."""

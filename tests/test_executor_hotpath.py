@@ -19,16 +19,7 @@ from jobs.models import Attempt, Job, Run, RunStatus, TenantExecutionPolicy
 
 
 def queued_run(cast, job=None) -> Run:
-    job = job or cast.make_job(cast.dev, command=["/bin/true"])
-    return Run.objects.create(
-        job=job,
-        tenant=job.tenant,
-        scheduled_for=timezone.now().replace(microsecond=0),
-        status=RunStatus.QUEUED,
-        queued_at=timezone.now(),
-        job_version=job.version,
-        definition=job.definition(),
-    )
+    return cast.queued_run(job or cast.make_job(cast.dev, command=["/bin/true"]))
 
 
 def claim(run_id: int):

@@ -48,16 +48,8 @@ def run_with_value(cast, job, value) -> Run:
     """A run whose snapshot carries ``value`` for the dev environment (as an approved change would)."""
     definition = job.definition()
     definition["parameters"] = {**definition["parameters"], "values": {"dev": {"value": value}}}
-    now = timezone.now()
-    run = Run.objects.create(
-        job=job,
-        tenant_id=job.tenant_id,
-        scheduled_for=now + timedelta(microseconds=Run.objects.count()),
-        status=RunStatus.QUEUED,
-        queued_at=now,
-        job_version=job.version,
-        definition=definition,
-    )
+    scheduled_for = timezone.now() + timedelta(microseconds=Run.objects.count())
+    run = cast.queued_run(job, scheduled_for=scheduled_for, definition=definition)
     execute_run(run.pk)
     run.refresh_from_db()
     return run

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.utils import timezone
 
 from jobs import executor
 from jobs.executor import execute_run
@@ -65,16 +64,7 @@ def start_path(request, settings, monkeypatch):
 
 
 def run_now(cast, **overrides) -> Run:
-    job = cast.make_job(cast.dev, **overrides)
-    run = Run.objects.create(
-        job=job,
-        tenant=cast.acme,
-        scheduled_for=timezone.now(),
-        status=RunStatus.QUEUED,
-        queued_at=timezone.now(),
-        job_version=job.version,
-        definition=job.definition(),
-    )
+    run = cast.queued_run(cast.make_job(cast.dev, **overrides))
     execute_run(run.pk)
     run.refresh_from_db()
     return run

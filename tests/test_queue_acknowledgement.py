@@ -13,7 +13,6 @@ import multiprocessing
 import signal
 
 from django.db import connection
-from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.models import OrmQ
 from django_q.monitor import monitor
@@ -25,16 +24,7 @@ from jobs.services import enqueue_run
 
 
 def queued_run(cast, command=("/bin/true",)) -> Run:
-    job = cast.make_job(cast.dev, command=list(command))
-    return Run.objects.create(
-        job=job,
-        tenant=job.tenant,
-        scheduled_for=timezone.now().replace(microsecond=0),
-        status=RunStatus.QUEUED,
-        queued_at=timezone.now(),
-        job_version=job.version,
-        definition=job.definition(),
-    )
+    return cast.queued_run(cast.make_job(cast.dev, command=list(command)))
 
 
 def deliver(run: Run, *, then_monitor: bool = True) -> tuple[dict, int]:
