@@ -195,6 +195,7 @@ class AuditAction(models.TextChoices):
     RUN_CANCELLED = "run.cancelled", "Run cancelled"
     RUN_RERUN = "run.rerun", "Run rerun by an operator"
     RUN_MARKED_SUCCEEDED = "run.marked_succeeded", "Run marked succeeded by an operator"
+    RUN_REQUEUED = "run.requeued", "Queued run enqueued again (no queue message)"
     SECRET_READ = "secret.read", "Secret read"
     TOKEN_ISSUED = "token.issued", "API token issued"
     TOKEN_REVOKED = "token.revoked", "API token revoked"

@@ -280,6 +280,11 @@ GOVERNOR_SCHEDULER_MAX_SLEEP = float(env_int("GOVERNOR_SCHEDULER_MAX_SLEEP_MS", 
 GOVERNOR_SCHEDULER_LEASE_SECONDS = float(env_int("GOVERNOR_SCHEDULER_LEASE_MS", 15000)) / 1000
 # catchup=skip still runs a slot reached this late (a slow tick, a leader handover).
 GOVERNOR_MISFIRE_GRACE_SECONDS = float(env_int("GOVERNOR_MISFIRE_GRACE_SECONDS", 60))
+# Queue reconciler (docs/scheduling.md): a run queued this long with no live queue message and no
+# claim is enqueued again; after GOVERNOR_REQUEUE_MAX such re-enqueues it is left to an operator with
+# an alert, and stops counting as active for its job's concurrency policy.
+GOVERNOR_REQUEUE_AFTER_SECONDS = float(env_int("GOVERNOR_REQUEUE_AFTER_MS", 20000)) / 1000
+GOVERNOR_REQUEUE_MAX = env_int("GOVERNOR_REQUEUE_MAX", 3)
 # Backpressure: past this many queued runs of a tenant (0: no bound; a tenant's execution policy
 # may override it), runs of jobs below GOVERNOR_BACKPRESSURE_PRIORITY are deferred.
 GOVERNOR_QUEUE_DEPTH_LIMIT = env_int("GOVERNOR_QUEUE_DEPTH_LIMIT", 10000)

@@ -367,6 +367,17 @@ class Run(models.Model):
         null=True, blank=True, help_text="A deferred run is queued at this instant (end of a window)."
     )
     # --- end scheduling ---
+    # --- queue reconciler (jobs.scheduler.reconcile_queue) ---
+    requeues = models.PositiveSmallIntegerField(
+        default=0, help_text="Times the queue reconciler enqueued this run again (no live queue message)."
+    )
+    requeued_at = models.DateTimeField(null=True, blank=True, help_text="When the reconciler last enqueued it again.")
+    queue_note = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What the queue reconciler did, e.g. 're-enqueued: no queue message after 20 s'.",
+    )
+    # --- end queue reconciler ---
 
     ACCESS_FIELDS = ("tenant_id", "job__team_id", "job__environment_id")
 
@@ -484,6 +495,7 @@ class AlertKind(models.TextChoices):
     SILENT_FAILURE = "silent_failure", "Silent failure (missing ping)"
     LOST_RUN = "lost_run", "Run lost with its worker"
     SECRETS_UNAVAILABLE = "secrets_unavailable", "Secrets could not be read from Vault"
+    STUCK_QUEUED = "stuck_queued", "Queued run never picked up by a worker"
 
 
 class Alert(models.Model):

@@ -16,7 +16,9 @@ also bounds how many run, so an outage never ends in a burst.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -26,7 +28,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import Case, F, Min, TextField, Value, When
+from django.db.models import Case, F, Min, Q, TextField, Value, When
 from django.utils import timezone
 
 from governance import secrets
@@ -78,7 +80,13 @@ class SlotPlan:
 
 
 def _late(now: datetime, slot: datetime) -> int:
-    return int((now - slot).total_seconds())
+    """Whole seconds late, rounded up: a slot 3600.4 s late is reported as 3601 s, past a 3600 s deadline."""
+    return math.ceil((now - slot).total_seconds())
+
+
+def _past_deadline(job: Job, now: datetime, slot: datetime) -> bool:
+    deadline = job.starting_deadline_seconds
+    return deadline is not None and (now - slot).total_seconds() > deadline
 
 
 def plan_slots(job: Job, slots: list[datetime], now: datetime, grace: float) -> list[SlotPlan]:
@@ -88,10 +96,10 @@ def plan_slots(job: Job, slots: list[datetime], now: datetime, grace: float) -> 
     plans: list[SlotPlan] = []
     runnable = set()
     if job.catchup == CatchupPolicy.ALL:
-        within = [s for s in slots if deadline is None or (now - s).total_seconds() <= deadline]
+        within = [s for s in slots if not _past_deadline(job, now, s)]
         runnable = set(within[-job.catchup_limit :])
     elif job.catchup == CatchupPolicy.LATEST:
-        if deadline is None or (now - newest).total_seconds() <= deadline:
+        if not _past_deadline(job, now, newest):
             runnable = {newest}
     else:
         on_time = grace if deadline is None else min(grace, deadline)
@@ -102,7 +110,7 @@ def plan_slots(job: Job, slots: list[datetime], now: datetime, grace: float) -> 
             plans.append(SlotPlan(slot, RunStatus.QUEUED))
             continue
         late = _late(now, slot)
-        if deadline is not None and late > deadline:
+        if _past_deadline(job, now, slot):
             reason = f"Missed: reached {late} s after its time, past the starting deadline of {deadline} s."
         elif job.catchup == CatchupPolicy.ALL:
             reason = f"Missed: beyond the catch-up limit of {job.catchup_limit} slots (catchup=all)."
@@ -168,7 +176,7 @@ def tick(now: datetime | None = None, limit: int = 1000) -> TickResult:
     result.promoted = promote_deferred(now)
     if not due:
         return result
-    constraints = Constraints(due)
+    constraints = Constraints(due, now)
     plans = []
     for job in due:
         slots, following = _due_slots(job, now)
@@ -230,9 +238,11 @@ def promote_deferred(now: datetime, limit: int = 1000) -> int:
     current reason; one its concurrency policy refuses is skipped with why.
     The query count does not grow with the number of runs released.
     """
-    due = Run.objects.filter(status=RunStatus.DEFERRED, deferred_until__lte=now)
-    if not due.exists():
+    # One query when nothing waits: deferred runs that are due, or waiting their turn (release_turns).
+    if not Run.objects.filter(status=RunStatus.DEFERRED).filter(Q(deferred_until__lte=now) | WAITING_TURN).exists():
         return 0
+    release_turns(now)
+    due = Run.objects.filter(status=RunStatus.DEFERRED, deferred_until__lte=now)
     with transaction.atomic():
         # Locked (PostgreSQL): another scheduler skips these rows instead of releasing them twice.
         candidates = list(
@@ -241,7 +251,7 @@ def promote_deferred(now: datetime, limit: int = 1000) -> int:
             .only(*RELEASE_FIELDS)
             .order_by("-job__priority", "scheduled_for", "pk")[:limit]
         )
-        release = _Release(candidates)
+        release = _Release(candidates, now)
         for run in candidates:
             release.decide(run)
         promoted = release.write(now)
@@ -253,13 +263,13 @@ def promote_deferred(now: datetime, limit: int = 1000) -> int:
 class _Release:
     """The decisions of one promote_deferred pass, written in a constant number of queries."""
 
-    def __init__(self, candidates: list[Run]) -> None:
+    def __init__(self, candidates: list[Run], now: datetime) -> None:
         jobs = {run.job_id: run.job for run in candidates}
         limited = [pk for pk, job in jobs.items() if job.concurrency != ConcurrencyPolicy.ALLOW or job.max_active_runs]
         self.active: dict[int, list[int]] = {}
         if limited:
-            for run_id, job_id in Run.objects.filter(job_id__in=limited, status__in=ACTIVE_STATUSES).values_list(
-                "pk", "job_id"
+            for run_id, job_id in (
+                Run.objects.filter(job_id__in=limited).filter(active_runs(now)).values_list("pk", "job_id")
             ):
                 self.active.setdefault(job_id, []).append(run_id)
         needs_admission = any(job.pool or pools.is_low_priority(job) for job in jobs.values())
@@ -407,7 +417,21 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
     result.skipped += sum(1 for row in rows if row.status == RunStatus.SKIPPED)
     result.run_ids.extend(queued)
     if queued:
-        transaction.on_commit(lambda: _enqueue_all(queued))
+        transaction.on_commit(lambda: _after_tick_commit(queued))
+
+
+def _after_tick_commit(run_ids: list[int]) -> None:
+    crash_point("after-tick-commit")
+    _enqueue_all(run_ids)
+
+
+def crash_point(name: str) -> None:
+    """Test-only fault injection: ``GOVERNOR_TEST_CRASH_POINT=<name>`` kills this process with
+    SIGKILL when it reaches ``name`` (``after-tick-commit``: the tick's runs are committed, their
+    queue messages not yet sent). Never set it in production; unset, this is one dict lookup."""
+    if os.environ.get("GOVERNOR_TEST_CRASH_POINT") == name:
+        log.warning("GOVERNOR_TEST_CRASH_POINT=%s reached: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _admit(plans: list[tuple[Job, list[SlotPlan]]]) -> None:
@@ -486,6 +510,89 @@ def seconds_until_next_due(now: datetime, max_sleep: float) -> float:
 # --- windows, holidays, concurrency ----------------------------------------------------
 
 ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+# A catch-up run waiting for the job's earlier runs to finish: deferred, with no instant of its own.
+WAITING_TURN = Q(status=RunStatus.DEFERRED, deferred_until__isnull=True)
+
+
+def active_runs(now: datetime) -> Q:
+    """The runs that count against a job's concurrency policy (forbid, replace, max_active_runs).
+
+    - running, unless its worker lease has expired (the sweep declares it lost in the same loop);
+      a running run with no worker lease (an external job waiting for its ping, a fan-out waiting
+      for its partitions) counts;
+    - queued, unless the queue reconciler has given up on it: enqueued again
+      GOVERNOR_REQUEUE_MAX times and still not taken by a worker one bound
+      (GOVERNOR_REQUEUE_AFTER_SECONDS) after the last time. Such a run has raised a
+      ``stuck_queued`` alert; it may still run if a worker ever takes it.
+    A queued run whose message was lost counts until then: the reconciler enqueues it again
+    within the bound, so it is about to run, not a ghost.
+    """
+    bound = timedelta(seconds=settings.GOVERNOR_REQUEUE_AFTER_SECONDS)
+    live_lease = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__gte=now)
+    given_up = Q(requeues__gte=settings.GOVERNOR_REQUEUE_MAX, requeued_at__lt=now - bound) & _this_queueing()
+    return Q(status=RunStatus.RUNNING) & live_lease | Q(status=RunStatus.QUEUED) & ~given_up
+
+
+def release_turns(now: datetime, limit: int = 1000) -> int:
+    """Let the catch-up runs waiting their turn go, oldest slot first, as the job's earlier runs finish:
+    one at a time under concurrency=forbid, up to max_active_runs otherwise. A released run becomes an
+    ordinary deferred run due now, which promote_deferred then checks (pools, backpressure) and queues.
+    One whose slot has meanwhile passed its starting deadline is skipped, saying so."""
+    waiting = list(
+        Run.objects.filter(WAITING_TURN)
+        .select_related("job")
+        .only(
+            "id",
+            "job_id",
+            "scheduled_for",
+            "job__concurrency",
+            "job__max_active_runs",
+            "job__starting_deadline_seconds",
+        )
+        .order_by("job_id", "scheduled_for", "pk")[:limit]
+    )
+    if not waiting:
+        return 0
+    job_ids = {run.job_id for run in waiting}
+    busy: dict[int, int] = {}
+    # Really active runs, and released ones not queued yet (a pool may hold them): each takes a turn.
+    ahead = Run.objects.filter(job_id__in=job_ids).filter(
+        active_runs(now) | Q(status=RunStatus.DEFERRED, deferred_until__isnull=False)
+    )
+    for job_id in ahead.values_list("job_id", flat=True):
+        busy[job_id] = busy.get(job_id, 0) + 1
+    release: list[int] = []
+    skipped: dict[int, str] = {}
+    for run in waiting:
+        job = run.job
+        if _past_deadline(job, now, run.scheduled_for):
+            skipped[run.pk] = (
+                f"Missed: reached {_late(now, run.scheduled_for)} s after its time while waiting its turn, "
+                f"past the starting deadline of {job.starting_deadline_seconds} s."
+            )
+            continue
+        if job.concurrency == ConcurrencyPolicy.FORBID:
+            turns = 1
+        elif job.max_active_runs:
+            turns = job.max_active_runs
+        else:
+            turns = None  # the policy was relaxed since: no reason to wait any more
+        if turns is not None and busy.get(job.pk, 0) >= turns:
+            continue
+        busy[job.pk] = busy.get(job.pk, 0) + 1
+        release.append(run.pk)
+    with transaction.atomic():
+        if release:
+            Run.objects.filter(WAITING_TURN, pk__in=release).update(
+                deferred_until=now, reason="Released: the job's earlier runs have finished (catch-up, in turn)."
+            )
+        if skipped:
+            Run.objects.filter(WAITING_TURN, pk__in=list(skipped)).update(
+                status=RunStatus.SKIPPED, finished_at=now, reason=_reasons(skipped)
+            )
+    return len(release)
+
+
 # Back-to-back windows chain; past this many the run is skipped rather than deferred forever.
 MAX_WINDOW_CHAIN = 20
 
@@ -493,7 +600,7 @@ MAX_WINDOW_CHAIN = 20
 class Constraints:
     """What a tick needs to know besides the jobs: windows, calendars and active runs, read once per tick."""
 
-    def __init__(self, jobs: list[Job]) -> None:
+    def __init__(self, jobs: list[Job], now: datetime) -> None:
         tenant_ids = {job.tenant_id for job in jobs}
         self.windows: dict[int, list[MaintenanceWindow]] = {}
         for window in MaintenanceWindow.objects.filter(tenant_id__in=tenant_ids):
@@ -504,12 +611,16 @@ class Constraints:
             for cal in HolidayCalendar.objects.filter(tenant_id__in=tenant_ids, name__in=names):
                 self.holidays[(cal.tenant_id, cal.name)] = set(cal.dates)
         limited = [job.pk for job in jobs if job.concurrency != ConcurrencyPolicy.ALLOW or job.max_active_runs]
+        # Runs really active (see active_runs), and catch-up runs waiting their turn, per job.
         self.active: dict[int, list[int]] = {}
+        self.waiting: dict[int, list[int]] = {}
         if limited:
-            for run_id, job_id in Run.objects.filter(job_id__in=limited, status__in=ACTIVE_STATUSES).values_list(
-                "pk", "job_id"
-            ):
-                self.active.setdefault(job_id, []).append(run_id)
+            rows = Run.objects.filter(job_id__in=limited).filter(active_runs(now) | WAITING_TURN)
+            for run_id, job_id, status in rows.values_list("pk", "job_id", "status"):
+                target = self.waiting if status == RunStatus.DEFERRED else self.active
+                target.setdefault(job_id, []).append(run_id)
+        # This tick's own runnable slots, per job (their runs do not exist yet).
+        self.pending: dict[int, list[SlotPlan]] = {}
         self.to_cancel: list[tuple[int, str]] = []
 
     def maintenance(self, job: Job, instant: datetime) -> tuple[datetime, list[MaintenanceWindow]] | None:
@@ -574,23 +685,193 @@ def apply_constraints(job: Job, plans: list[SlotPlan], constraints: Constraints,
                     plan.status, plan.deferred_until = RunStatus.DEFERRED, opening
                     plan.reason = f"Deferred to {schedule.isoz(opening)}: outside the job's allowed run windows."
                 continue
-        active = constraints.active.get(job.pk, [])
-        if active and job.concurrency == ConcurrencyPolicy.FORBID:
+        _apply_concurrency(job, plan, constraints, in_line=job.catchup == CatchupPolicy.ALL and len(plans) > 1)
+
+
+def _ids(run_ids: list[int]) -> str:
+    return ", ".join(f"#{i}" for i in run_ids)
+
+
+def _apply_concurrency(job: Job, plan: SlotPlan, constraints: Constraints, *, in_line: bool) -> None:
+    """The job's concurrency policy for one runnable slot. ``in_line``: a catch-up batch
+    (catchup=all, several slots due at once), whose slots wait their turn instead of being skipped."""
+    active = constraints.active.get(job.pk, [])
+    waiting = constraints.waiting.get(job.pk, [])
+    pending = constraints.pending.setdefault(job.pk, [])
+    if job.concurrency == ConcurrencyPolicy.FORBID:
+        if waiting:
             plan.status = RunStatus.SKIPPED
-            plan.reason = f"Skipped: concurrency=forbid and run(s) {', '.join(f'#{i}' for i in active)} still active."
-            continue
-        if active and job.concurrency == ConcurrencyPolicy.REPLACE:
-            reason = f"Cancelled: replaced by the run of slot {schedule.isoz(plan.slot)} (concurrency=replace)."
-            constraints.to_cancel.extend((run_id, reason) for run_id in active)
-            constraints.active[job.pk] = active = []
-        if job.max_active_runs and len(active) >= job.max_active_runs:
+            plan.reason = f"Skipped: concurrency=forbid and catch-up run(s) {_ids(waiting)} still wait their turn" + (
+                f" behind run(s) {_ids(active)}." if active else "."
+            )
+            return
+        if active or pending:
+            if in_line:
+                _wait_turn(plan, active, pending, "concurrency=forbid runs one at a time")
+                return
             plan.status = RunStatus.SKIPPED
-            plan.reason = f"Skipped: {len(active)} run(s) active, the job allows at most {job.max_active_runs}."
-            continue
-        constraints.active.setdefault(job.pk, []).append(-1)  # this slot's run counts for the next slot
+            plan.reason = f"Skipped: concurrency=forbid and run(s) {_ids(active)} still active."
+            return
+    if job.concurrency == ConcurrencyPolicy.REPLACE:
+        reason = f"Cancelled: replaced by the run of slot {schedule.isoz(plan.slot)} (concurrency=replace)."
+        constraints.to_cancel.extend((run_id, reason) for run_id in active)
+        for older in pending:
+            # An older slot of this very tick: its run is never started.
+            older.status, older.reason = RunStatus.SKIPPED, f"Skipped: {reason.removeprefix('Cancelled: ')}"
+        constraints.active[job.pk] = active = []
+        pending.clear()
+    if job.max_active_runs and len(active) + len(pending) + len(waiting) >= job.max_active_runs:
+        if in_line:
+            _wait_turn(plan, active, pending, f"the job allows at most {job.max_active_runs} active run(s)")
+            return
+        plan.status = RunStatus.SKIPPED
+        counted = f"{len(active)} run(s) active" + (f", {len(waiting)} waiting their turn" if waiting else "")
+        plan.reason = f"Skipped: {counted}, the job allows at most {job.max_active_runs}."
+        return
+    pending.append(plan)
+
+
+def _wait_turn(plan: SlotPlan, active: list[int], pending: list[SlotPlan], why: str) -> None:
+    """A catch-up slot that starts when the job's earlier runs have finished (released by promote_deferred)."""
+    ahead = [f"run {_ids(active)}"] if active else []
+    ahead += [f"the run of slot {schedule.isoz(p.slot)}" for p in pending[-1:]]
+    plan.status, plan.deferred_until = RunStatus.DEFERRED, None
+    plan.reason = (
+        f"Waiting its turn after {' and '.join(ahead)}: {why}, and catchup=all runs the missed slots one after another."
+    )
+    pending.append(plan)
 
 
 # --- end windows, holidays, concurrency ----------------------------------------------------
+
+
+# --- queue reconciler ------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileResult:
+    stale: int = 0
+    requeued: list[int] = field(default_factory=list)
+    given_up: list[int] = field(default_factory=list)
+
+
+RECONCILE_BATCH = 500
+RECONCILE_FIELDS = (
+    "id",
+    "tenant_id",
+    "job_id",
+    "queued_at",
+    "created_at",
+    "requeued_at",
+    "requeues",
+    "queue_note",
+    "job__name",
+    "job__team_id",
+    "job__environment_id",
+)
+STUCK = "stuck:"
+
+
+def _this_queueing() -> Q:
+    """The reconciler's marks (requeues, requeued_at, queue_note) belong to the run's current stay in
+    the queue: a retry, a rerun or a lost-run retry sets queued_at anew and starts from zero."""
+    return Q(requeued_at__isnull=False, queued_at__isnull=False, requeued_at__gte=F("queued_at"))
+
+
+def _requeues(run: Run) -> int:
+    if run.requeued_at and run.queued_at and run.requeued_at >= run.queued_at:
+        return run.requeues
+    return 0
+
+
+def reconcile_queue(now: datetime | None = None, limit: int = RECONCILE_BATCH) -> ReconcileResult:
+    """Enqueue again every run ``queued`` longer than GOVERNOR_REQUEUE_AFTER_SECONDS (since it was
+    queued, or last enqueued again) that no worker has claimed and that has no live queue message
+    (jobs.tasks.live_queue_messages says what is live on each broker). This covers a scheduler killed
+    between its commit and the enqueue, and messages a killed cluster had taken but not run.
+
+    Each re-enqueue is a conditional UPDATE of the run (still queued, unchanged since read) with its
+    note and an audit event, then one message: the worker's claim (queued -> running) keeps the run
+    exactly-once whichever copy arrives first. After GOVERNOR_REQUEUE_MAX re-enqueues, a run still
+    without a worker one bound later raises a ``stuck_queued`` alert (once) and stops counting as
+    active for its job's concurrency policy (see active_runs). Runs that wait for a reason (deferred:
+    windows, pools, their turn; scheduled: retry backoff) are not queued, and are not touched.
+    """
+    from governance import audit
+    from governance.models import AuditAction
+
+    from . import tasks
+    from .heartbeats import create_alert
+    from .models import AlertKind
+
+    now = now or timezone.now()
+    bound = settings.GOVERNOR_REQUEUE_AFTER_SECONDS
+    cut = now - timedelta(seconds=bound)
+    result = ReconcileResult()
+    stale = list(
+        Run.objects.filter(status=RunStatus.QUEUED)
+        .filter(Q(queued_at__lt=cut) | Q(queued_at__isnull=True, created_at__lt=cut))
+        .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=cut))
+        .exclude(_this_queueing() & Q(queue_note__startswith=STUCK))
+        .select_related("job")
+        .only(*RECONCILE_FIELDS)
+        .order_by("queued_at", "pk")[:limit]
+    )
+    result.stale = len(stale)
+    if not stale:
+        return result
+    live = tasks.live_queue_messages(bound, now)
+    if live is None:
+        log.warning("queue reconciler: the broker's queue is too long to read; no run re-enqueued this pass")
+        return result
+    for run in stale:
+        if run.pk in live:
+            continue
+        since = run.requeued_at if _requeues(run) else (run.queued_at or run.created_at)
+        waited = int((now - since).total_seconds())
+        unchanged = Run.objects.filter(
+            pk=run.pk,
+            status=RunStatus.QUEUED,
+            requeues=run.requeues,
+            requeued_at=run.requeued_at,
+            queued_at=run.queued_at,
+        )
+        count = _requeues(run)
+        if count >= settings.GOVERNOR_REQUEUE_MAX:
+            note = f"{STUCK} no worker took it after {count} re-enqueues (no queue message after {waited} s)"
+            with transaction.atomic():
+                if unchanged.update(queue_note=note):
+                    create_alert(
+                        run,
+                        AlertKind.STUCK_QUEUED,
+                        f"{run.job.name} run #{run.pk}: queued since "
+                        f"{schedule.isoz(run.queued_at or run.created_at)}; {note}. Check the workers "
+                        "(manage.py cluster_status), then cancel or rerun it. It no longer blocks the "
+                        "job's next slots.",
+                    )
+                    result.given_up.append(run.pk)
+            log.error("queue reconciler gave up on run %s: %s", run.pk, note)
+            continue
+        note = f"re-enqueued: no queue message after {waited} s"
+        with transaction.atomic():
+            if not unchanged.update(requeues=count + 1, requeued_at=now, queue_note=note):
+                continue  # claimed, cancelled or re-enqueued by someone else meanwhile
+            audit.record(
+                AuditAction.RUN_REQUEUED,
+                obj=run,
+                team_id=run.job.team_id,
+                environment_id=run.job.environment_id,
+                data={"job": run.job.name, "note": note, "requeues": count + 1},
+                actor_repr="scheduler",
+            )
+        result.requeued.append(run.pk)
+        log.warning("run %s %s (re-enqueue %s)", run.pk, note, count + 1)
+    if result.requeued:
+        _enqueue_all(list(result.requeued))
+    return result
+
+
+# --- end queue reconciler --------------------------------------------------------------
 
 
 # --- leader lease ----------------------------------------------------------------------
@@ -664,6 +945,8 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
                 result = tick()
                 # Lost workers, due retries and missed pings (jobs.heartbeats).
                 sweep()
+                # Queued runs whose queue message is gone (a crash between commit and enqueue, a killed cluster).
+                reconcile_queue()
                 next_policy_check = reconcile_vault_policy(next_policy_check)
                 if result.created or result.skipped or result.deferred or result.promoted or result.lost_race:
                     log.info(
