@@ -87,12 +87,15 @@ def live_queue_messages(bound: float, now) -> set[int] | None:
         from datetime import timedelta
 
         from django.db.models import Q
+        from django.utils import timezone
 
         taken_after = now - timedelta(seconds=bound) + timedelta(seconds=Conf.RETRY)
+        # Waiting: locked "until" its enqueue instant, which may be a moment after ``now``.
+        waiting = max(now, timezone.now())
         rows = (
             OrmQ.objects.using(Conf.ORM)
             .filter(key=broker.list_key or Conf.CLUSTER_NAME)
-            .filter(Q(lock__lte=now) | Q(lock__gt=taken_after))
+            .filter(Q(lock__lte=waiting) | Q(lock__gt=taken_after))
             .values_list("payload", flat=True)
         )
         return {run_id for run_id in map(_run_id, rows.iterator(chunk_size=2000)) if run_id is not None}
