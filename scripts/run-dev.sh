@@ -110,7 +110,7 @@ fi
 
 start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload
 start scheduler "$BIN/python" manage.py run_scheduler
-start worker "$BIN/python" manage.py qcluster
+start worker "$BIN/python" manage.py run_workers
 wait_http web "http://127.0.0.1:$PORT/login/" 60
 
 cat <<EOF
