@@ -261,6 +261,8 @@ class RunDetailSerializer(RunSerializer):
             "cpu_user_s",
             "cpu_sys_s",
             "max_rss_kb",
+            "requeues",
+            "queue_note",
             "attempts",
             "open_alerts",
         ]

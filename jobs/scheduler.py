@@ -931,6 +931,10 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
     holder = holder_id()
     leading = False
     next_policy_check = 0.0
+    # A run is re-enqueued at most a quarter of the bound late. A pass is one indexed query, and reads
+    # the broker's queue only when some queued run is older than the bound (a backlog, or an orphan).
+    reconcile_every = max(0.5, settings.GOVERNOR_REQUEUE_AFTER_SECONDS / 4)
+    next_reconcile = 0.0
     try:
         while not stop.is_set():
             try:
@@ -946,7 +950,9 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
                 # Lost workers, due retries and missed pings (jobs.heartbeats).
                 sweep()
                 # Queued runs whose queue message is gone (a crash between commit and enqueue, a killed cluster).
-                reconcile_queue()
+                if time.monotonic() >= next_reconcile:
+                    reconcile_queue()
+                    next_reconcile = time.monotonic() + reconcile_every
                 next_policy_check = reconcile_vault_policy(next_policy_check)
                 if result.created or result.skipped or result.deferred or result.promoted or result.lost_race:
                     log.info(
