@@ -931,7 +931,7 @@ def run_forever(stop: threading.Event, max_sleep: float | None = None, lease_sec
     holder = holder_id()
     leading = False
     next_policy_check = 0.0
-    # A run is re-enqueued at most a quarter of the bound late. A pass is one indexed query, and reads
+    # A run is re-enqueued at most a quarter of the bound late. A pass is one query over queued runs; it reads
     # the broker's queue only when some queued run is older than the bound (a backlog, or an orphan).
     reconcile_every = max(0.5, settings.GOVERNOR_REQUEUE_AFTER_SECONDS / 4)
     next_reconcile = 0.0
