@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -73,18 +74,48 @@ def test_the_leader_killed_alone_takes_its_sentinel_and_workers_with_it(workers)
     print(f"cluster of {len(nodes)} processes gone {time.monotonic() - killed:.2f} s after its leader")
 
 
-def test_cluster_status_reports_a_headless_cluster(workers):
-    leader, nodes = workers
-    sentinel = next(pid for pid in nodes if cluster._processes(cluster.Path("/proc"))[pid].ppid == leader.proc.pid)
-    # A stopped sentinel holds its parent-death signal pending: headless until it is continued.
-    os.kill(sentinel, signal.SIGSTOP)
-    os.kill(leader.proc.pid, signal.SIGKILL)
-    leader.proc.wait(10)
-    status = cluster.cluster_status()
-    assert set(status.headless[sentinel]) == nodes
-    assert leader.proc.pid not in status.leaders
-    report = procs.run_manage("cluster_status", env=procs.django_env())
-    assert report.returncode == 1, report.stdout + report.stderr
-    assert f"HEADLESS cluster: {len(nodes)} processes (top pid {sentinel}) whose leader is gone" in report.stdout
-    os.kill(sentinel, signal.SIGCONT)
-    wait_until(lambda: not alive(nodes), 10, "the headless cluster to stop once continued")
+# A subreaper (as systemd or a container's init is) in a process group of its own: the cluster's orphans
+# become its children, and their process group, which it is not in, is not orphaned (the kernel would
+# send SIGHUP and SIGCONT to an orphaned group holding a stopped process).
+SUBREAPER = """
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+leader = subprocess.Popen([sys.executable, "manage.py", "run_workers"], process_group=0)
+print("leader", leader.pid, flush=True)
+while True:
+    time.sleep(0.2)
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+"""
+
+
+def test_cluster_status_reports_a_headless_cluster(tcast, tmp_path):
+    env = procs.django_env(GOVERNOR_WORKERS="1")
+    reaper = procs.Process("subreaper", [sys.executable, "-c", SUBREAPER], env=env, log_dir=tmp_path)
+    nodes: set[int] = set()
+    try:
+        reaper.wait_for("running.", timeout=30)
+        leader = int(reaper.output().split("leader ", 1)[1].split()[0])
+        nodes = wait_until(lambda: (d := descendants(leader)) and len(d) >= 4 and d, 10, "the cluster")
+        sentinel = next(pid for pid in nodes if cluster._processes(cluster.Path("/proc"))[pid].ppid == leader)
+        # A stopped sentinel holds its parent-death signal pending: headless until it is continued.
+        os.kill(sentinel, signal.SIGSTOP)
+        os.kill(leader, signal.SIGKILL)
+        wait_until(lambda: leader not in alive({leader}), 10, "the leader to go")
+        status = cluster.cluster_status()
+        assert set(status.headless[sentinel]) == nodes
+        report = procs.run_manage("cluster_status", env=procs.django_env())
+        assert report.returncode == 1, report.stdout + report.stderr
+        assert f"HEADLESS cluster: {len(nodes)} processes (top pid {sentinel}) whose leader is gone" in report.stdout
+        os.kill(sentinel, signal.SIGCONT)
+        wait_until(lambda: not alive(nodes), 10, "the headless cluster to stop once continued")
+    finally:
+        for pid in alive(nodes):
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reaper.stop()
