@@ -10,7 +10,12 @@ idle while one is alive, so they do not race for every slot.
 Misfires: when a tick finds slots older than the newest due one (the
 scheduler was down, the job was paused), every one is recorded as a run:
 skipped with the reason, or run by the job's ``catchup`` policy. The policy
-also bounds how many run, so an outage never ends in a burst.
+also bounds how many run, so an outage never ends in a burst; under ``forbid`` (or
+``max_active_runs``) a ``catchup=all`` batch runs in turn (release_turns).
+
+Concurrency counts only runs that are really active (active_runs), and the queue
+reconciler (reconcile_queue) enqueues again any queued run whose queue message is gone,
+so no run is left behind and no ghost blocks a job (docs/scheduling.md).
 """
 
 from __future__ import annotations
