@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from governance.models import Environment, Team, Tenant
-from governance.secrets import clean_secret_map
+from governance.secrets import SecretScope, clean_secret_map
 
 from . import schedule
 from .execution_spec import clean_execution
@@ -149,7 +149,8 @@ def clean_definition(
     )
 
     try:
-        secret_refs = clean_secret_map(merged.get("secrets"), tenant.slug)
+        # The job's own tenant/environment(/team) prefix: a dev job can never name a prod secret.
+        secret_refs = clean_secret_map(merged.get("secrets"), SecretScope.of(tenant, environment, team))
     except ValidationError as exc:
         errors.update(exc.message_dict)
         secret_refs = {}
