@@ -485,7 +485,7 @@ def sync_policies(client: hvac.Client, scopes) -> int:
     changed = 0
     for name, text in wanted.items():
         if _current_policy(client, name) != text:
-            client.sys.create_or_update_policy(name=name, policy=text)
+            client.sys.create_or_update_acl_policy(name=name, policy=text)
             changed += 1
     try:
         existing = client.sys.list_acl_policies()["data"]["keys"]
