@@ -158,6 +158,21 @@ def clean_secret_map(value, scope: SecretScope) -> dict[str, str]:
     return dict(value)
 
 
+def rebase_references(refs, source: SecretScope, target: SecretScope) -> dict:
+    """The same secrets one environment on (promotion): a reference under ``source``'s prefix names
+    the same relative path under ``target``'s; any other is kept, for validation to name it."""
+    if not isinstance(refs, dict):
+        return refs
+    rebased = {}
+    for name, reference in refs.items():
+        match = REFERENCE_RE.fullmatch(reference) if isinstance(reference, str) else None
+        if match and match["path"].startswith(source.prefix):
+            path = target.prefix + match["path"][len(source.prefix) :]
+            reference = str(SecretRef(match["mount"], path, match["key"]))
+        rebased[name] = reference
+    return rebased
+
+
 def reference_problems(refs, scope: SecretScope) -> list[dict[str, str]]:
     """Every reference of a stored job that its scope no longer allows (for the migration check):
     field, reference, allowed prefix and the reason."""

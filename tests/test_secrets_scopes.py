@@ -97,6 +97,22 @@ def test_a_team_scoped_tenants_payments_job_naming_a_data_team_secret_is_refused
     assert ok.status_code == 201, ok.json()
 
 
+def test_promoting_a_dev_job_points_its_secrets_at_the_next_environments_prefix(cast):
+    job = cast.make_job(
+        cast.dev, secrets={"DB_PASSWORD": DEV_REF, "API": "vault:secret/governor/acme/dev/payments/api#token"}
+    )
+    response = client_for(cast.author).post(
+        "/api/v1/change-requests/promote/", {"job": job.pk, "justification": "tested in dev"}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    change = ChangeRequest.objects.get(pk=response.json()["id"])
+    assert change.environment == cast.staging
+    assert change.proposed["secrets"] == {
+        "DB_PASSWORD": "vault:secret/governor/acme/staging/db#password",
+        "API": "vault:secret/governor/acme/staging/payments/api#token",
+    }
+
+
 MANIFEST = """\
 apiVersion: governor/v1
 kind: Jobs
