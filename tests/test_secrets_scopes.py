@@ -150,6 +150,21 @@ def test_a_manifest_with_each_environments_own_secret_plans_cleanly(cast):
     assert not plan.problems, [str(p) for p in plan.problems]
 
 
+def test_offline_validation_knows_a_team_scoped_tenant_from_its_tenant_document(db):
+    from jobs.manifests import check
+
+    text = (
+        "apiVersion: governor/v1\nkind: Tenant\ntenant: acme\nsecrets_by_team: true\n"
+        "teams: [payments, data]\nenvironments: [dev]\n---\n"
+        + MANIFEST.replace("[dev, prod]", "[dev]").replace("acme/prod/db", "acme/dev/data/db")
+    )
+    problems = [str(p) for p in check(read_text(text, "acme.yaml"), against_server=False).problems]
+    assert problems == [
+        "acme.yaml:19:20: secrets.DB_PASSWORD: Secrets of acme/dev/payments jobs must live under "
+        "'secret/governor/acme/dev/payments/...'."
+    ]
+
+
 # --- at run start -----------------------------------------------------------------------------
 
 
