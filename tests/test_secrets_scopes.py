@@ -355,3 +355,18 @@ def test_check_secrets_lists_every_job_left_behind_and_rewrites_nothing(cast):
         ("payments.ledger.reconcile", "secrets.API"),
         ("payments.ledger.reconcile", "secrets.DB_PASSWORD"),
     ]
+
+
+def test_the_scheduler_names_the_jobs_left_behind_when_it_starts(cast, caplog):
+    from jobs.management.commands.run_scheduler import _report_stale_secret_references
+
+    job = cast.make_job(cast.dev, secrets={"DB_PASSWORD": DEV_REF})
+    Job.objects.filter(pk=job.pk).update(secrets={"DB_PASSWORD": "vault:secret/governor/acme/payments/db#password"})
+    _report_stale_secret_references()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "job acme/dev payments.ledger.reconcile: secrets.DB_PASSWORD = "
+        "vault:secret/governor/acme/payments/db#password is outside secret/governor/acme/dev/...; "
+        "its runs fail at start",
+        "1 secret reference(s) outside their job's prefix; run 'manage.py check_secrets'",
+    ]

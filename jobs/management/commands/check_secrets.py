@@ -4,27 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from governance.secrets import SecretScope, reference_problems
-from jobs.models import Job, JobStatus
-
-
-def secret_problems(jobs) -> list[dict]:
-    """One row per reference a job's scope no longer allows: tenant, environment, team, job, field,
-    reference, allowed prefix, error. ``jobs`` come with their tenant, environment and team."""
-    rows = []
-    for job in jobs:
-        scope = SecretScope.of(job.tenant, job.environment, job.team)
-        for problem in reference_problems(job.secrets, scope):
-            rows.append(
-                {
-                    "tenant": job.tenant.slug,
-                    "environment": job.environment.slug,
-                    "team": job.team.slug,
-                    "job": job.name,
-                    **problem,
-                }
-            )
-    return rows
+from jobs.definitions import stored_secret_problems
 
 
 class Command(BaseCommand):
@@ -40,19 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print one JSON object for machines.")
 
     def handle(self, *args, tenant=None, json: bool = False, **options):
-        jobs = (
-            Job.objects.exclude(status=JobStatus.DELETED)
-            .exclude(secrets={})
-            .select_related("tenant", "environment", "team")
-            .order_by("tenant__slug", "environment__order", "name")
-        )
-        if tenant:
-            jobs = jobs.filter(tenant__slug=tenant)
-        checked = 0
-        rows = []
-        for job in jobs.iterator():
-            checked += 1
-            rows.extend(secret_problems([job]))
+        checked, rows = stored_secret_problems(tenant=tenant)
         failing = len({(row["tenant"], row["environment"], row["job"]) for row in rows})
         if json:
             self.stdout.write(_json.dumps({"ok": not rows, "jobs_checked": checked, "problems": rows}, indent=2))
