@@ -312,9 +312,9 @@ def run_client(scope: SecretScope, *, uses: int) -> hvac.Client:
             created = mint(_authenticated_client(fresh=True))
     except Exception as exc:
         raise _translate(exc, what) from None
-    client = hvac.Client(url=settings.VAULT_ADDR, timeout=settings.VAULT_TIMEOUT_SECONDS)
-    client.token = created["auth"]["client_token"]
-    return client
+    return hvac.Client(
+        url=settings.VAULT_ADDR, token=created["auth"]["client_token"], timeout=settings.VAULT_TIMEOUT_SECONDS
+    )
 
 
 def read_values(client: hvac.Client, parsed: dict[str, SecretRef]) -> dict[str, str]:
