@@ -447,16 +447,8 @@ path "sys/policies/acl" {{
 """
 
 
-def setup_approle(root: hvac.Client, scopes=()) -> dict[str, str]:
-    """Create or update the AppRole, the run token role and the policies with a root/admin token;
-    return role and secret ids."""
-    if "approle/" not in root.sys.list_auth_methods()["data"]:
-        root.sys.enable_auth_method("approle")
-    for mount in settings.VAULT_MOUNTS:
-        if f"{mount}/" not in root.sys.list_mounted_secrets_engines()["data"]:
-            root.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
-    root.sys.create_or_update_policy(name=POLICY_ADMIN_NAME, policy=POLICY_ADMIN_POLICY)
-    sync_policies(root, scopes)
+def setup_run_token_role(root: hvac.Client) -> None:
+    """The token role run tokens are minted through (an admin token: token roles need sudo)."""
     # Children of the AppRole token (revoked with it), never renewable, holding only a scope policy.
     root.adapter.post(
         f"/v1/auth/token/roles/{RUN_TOKEN_ROLE}",
@@ -470,6 +462,19 @@ def setup_approle(root: hvac.Client, scopes=()) -> dict[str, str]:
             "token_type": "service",
         },
     )
+
+
+def setup_approle(root: hvac.Client, scopes=()) -> dict[str, str]:
+    """Create or update the AppRole, the run token role and the policies with a root/admin token;
+    return role and secret ids."""
+    if "approle/" not in root.sys.list_auth_methods()["data"]:
+        root.sys.enable_auth_method("approle")
+    for mount in settings.VAULT_MOUNTS:
+        if f"{mount}/" not in root.sys.list_mounted_secrets_engines()["data"]:
+            root.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})
+    root.sys.create_or_update_policy(name=POLICY_ADMIN_NAME, policy=POLICY_ADMIN_POLICY)
+    sync_policies(root, scopes)
+    setup_run_token_role(root)
     root.auth.approle.create_or_update_approle(
         role_name=ROLE_NAME,
         token_policies=[POLICY_NAME],

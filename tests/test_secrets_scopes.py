@@ -370,3 +370,16 @@ def test_the_scheduler_names_the_jobs_left_behind_when_it_starts(cast, caplog):
         "its runs fail at start",
         "1 secret reference(s) outside their job's prefix; run 'manage.py check_secrets'",
     ]
+
+
+def test_until_vault_setup_writes_the_run_token_role_runs_fail_closed_then_read(vault, cast):
+    put_secret(vault, "governor/acme/dev/db", {"password": "dev-password-1"})
+    vault.root_client().adapter.delete(f"/v1/auth/token/roles/{secrets.RUN_TOKEN_ROLE}")
+    refs = {"DB_PASSWORD": DEV_REF}
+    with pytest.raises(secrets.SecretError, match="creating a run token for acme/dev") as info:
+        secrets.resolve_secrets(refs, cast.acme, environment=cast.dev, team=cast.payments)
+    assert not info.value.transient
+    call_command("vault_setup", "--policy-only", "--root-token", vault.root_token, stdout=io.StringIO())
+    assert secrets.resolve_secrets(refs, cast.acme, environment=cast.dev, team=cast.payments) == {
+        "DB_PASSWORD": "dev-password-1"
+    }

@@ -41,6 +41,7 @@ class Command(BaseCommand):
         if options["policy_only"]:
             try:
                 secrets.sync_policies(root, scopes)
+                secrets.setup_run_token_role(root)
             except Exception as exc:
                 raise CommandError(
                     f"Vault policy update failed at {settings.VAULT_ADDR}: {secrets._translate(exc, 'policy update')}"
