@@ -244,6 +244,24 @@ def test_vault_refuses_a_dev_run_token_reading_prod_even_past_our_check(vault, c
     assert values == {"X": "dev-password-1"}
 
 
+def test_a_dev_run_with_our_check_broken_still_gets_no_prod_secret_from_vault(vault, cast, monkeypatch):
+    """A bug that lets every reference through (simulated by replacing the check) still meets
+    Vault: the run's token holds only the dev policy."""
+    put_secret(vault, "governor/acme/prod/db", {"password": PROD_VALUE})
+    job = _dev_job_now_pointing_at(cast, PROD_REF)
+    real = secrets.parse_reference
+
+    def no_check(reference, scope):
+        return real(reference, secrets.SecretScope(scope.tenant, "prod"))
+
+    monkeypatch.setattr(secrets, "parse_reference", no_check)
+    run = _run(cast, job)
+    assert run.status == RunStatus.FAILED
+    assert "Vault denied reading vault:secret/governor/acme/prod/db#password" in run.reason
+    assert PROD_VALUE[::-1] not in run.output and PROD_VALUE not in run.output
+    assert not AuditEvent.objects.filter(action=AuditAction.SECRET_READ).exists()
+
+
 def test_vault_refuses_a_payments_token_reading_the_data_teams_secret(vault, cast):
     cast.acme.secrets_by_team = True
     cast.acme.save()
