@@ -20,6 +20,7 @@ from django.utils import timezone
 from governance import audit
 from governance.access import Action, can, can_in, can_over, restrict
 from governance.models import AuditAction, Environment, Team, Tenant
+from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
 from jobs import services as job_services
 from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
@@ -1138,6 +1139,13 @@ def propose_promotion(
             }
         )
     definition = job.definition()
+    if definition.get("secrets"):
+        # Each environment reads its own secrets: the same paths under the target's prefix.
+        definition["secrets"] = rebase_references(
+            definition["secrets"],
+            SecretScope.of(job.tenant, job.environment, job.team),
+            SecretScope.of(job.tenant, target, job.team),
+        )
     existing = (
         Job.objects.filter(tenant_id=job.tenant_id, environment=target, name=job.name)
         .exclude(status=JobStatus.DELETED)

@@ -131,7 +131,7 @@ class EditableHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(EditableHistoryAdmin):
-    list_display = ("slug", "name", "naming_pattern", "created_at")
+    list_display = ("slug", "name", "naming_pattern", "secrets_by_team", "created_at")
     search_fields = ("slug", "name")
 
 

@@ -289,7 +289,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "slug", "name", "naming_pattern", "created_at"]
+        fields = ["id", "slug", "name", "naming_pattern", "secrets_by_team", "created_at"]
 
 
 class TenantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):

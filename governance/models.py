@@ -30,6 +30,11 @@ class Tenant(models.Model):
         default=DEFAULT_NAMING_PATTERN,
         help_text="Regular expression job names must match; the named group 'team' must equal the owning team.",
     )
+    secrets_by_team = models.BooleanField(
+        default=False,
+        help_text="Each team reads only its own secrets: references live under "
+        "<prefix>/<tenant>/<environment>/<team>/ instead of <prefix>/<tenant>/<environment>/.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
 

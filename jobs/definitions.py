@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from governance.models import Environment, Team, Tenant
-from governance.secrets import clean_secret_map
+from governance.secrets import SecretScope, clean_secret_map, reference_problems
 
 from . import schedule
 from .execution_spec import clean_execution
@@ -149,7 +149,8 @@ def clean_definition(
     )
 
     try:
-        secret_refs = clean_secret_map(merged.get("secrets"), tenant.slug)
+        # The job's own tenant/environment(/team) prefix: a dev job can never name a prod secret.
+        secret_refs = clean_secret_map(merged.get("secrets"), SecretScope.of(tenant, environment, team))
     except ValidationError as exc:
         errors.update(exc.message_dict)
         secret_refs = {}
@@ -175,6 +176,35 @@ def clean_definition(
         **lifecycle,
         "secrets": secret_refs,
     }
+
+
+def stored_secret_problems(*, tenant: str | None = None) -> tuple[int, list[dict]]:
+    """Live jobs whose stored secret references their scope no longer allows (written before the
+    per-environment layout, or before their tenant switched to team scoping): how many jobs with
+    secrets were checked, and one row per bad reference (tenant, environment, team, job, field,
+    reference, allowed prefix, error). Reads only; nothing is rewritten."""
+    jobs = (
+        Job.objects.exclude(status=JobStatus.DELETED)
+        .exclude(secrets={})
+        .select_related("tenant", "environment", "team")
+        .order_by("tenant__slug", "environment__order", "name")
+    )
+    if tenant:
+        jobs = jobs.filter(tenant__slug=tenant)
+    checked, rows = 0, []
+    for job in jobs.iterator():
+        checked += 1
+        for problem in reference_problems(job.secrets, SecretScope.of(job.tenant, job.environment, job.team)):
+            rows.append(
+                {
+                    "tenant": job.tenant.slug,
+                    "environment": job.environment.slug,
+                    "team": job.team.slug,
+                    "job": job.name,
+                    **problem,
+                }
+            )
+    return checked, rows
 
 
 # --- scheduling policies ---------------------------------------------------------------

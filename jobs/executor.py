@@ -49,7 +49,7 @@ from .execution_spec import (
     resolve_command,
     resolve_parameters,
 )
-from .models import AlertKind, JobKind, Run, RunStatus
+from .models import AlertKind, Job, JobKind, Run, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -582,6 +582,14 @@ class LeaseKeeper:
         return Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists()
 
 
+def _resolve_run_secrets(run: Run, refs: dict) -> dict[str, str]:
+    if not refs:
+        return {}
+    # The scope comes from the job's row (never from the definition); one query, only for jobs with secrets.
+    owner = Job.objects.select_related("tenant", "environment", "team").get(pk=run.job_id)
+    return resolve_secrets(refs, owner.tenant, environment=owner.environment, team=owner.team, obj=run)
+
+
 def _run_command(run: Run, environment_slug: str) -> ProcessResult:
     definition = run.definition
     try:
@@ -606,8 +614,10 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
             Run.objects.filter(pk=run.pk).update(heartbeat_deadline=timezone.now() + timedelta(seconds=grace))
         keeper = LeaseKeeper(run.pk)
         try:
-            # Read at run start only, straight into the child's environment; never stored.
-            secret_values = resolve_secrets(definition.get("secrets") or {}, run.tenant, obj=run)
+            # Read at run start only, straight into the child's environment; never stored. Checked
+            # against the job's own tenant/environment(/team) prefix again, then read with a token
+            # Vault limits to that prefix.
+            secret_values = _resolve_run_secrets(run, definition.get("secrets") or {})
         except SecretError as exc:
             return ProcessResult(None, "", 0, error=str(exc), transient=exc.transient, secrets_unavailable=True)
         result = run_process(

@@ -284,7 +284,7 @@ def test_an_http_job_cannot_carry_secrets_it_would_never_receive(cast):
             kind="http",
             command=[],
             http={"url": "http://api.example.com/", "method": "GET"},
-            secrets={"API_TOKEN": "vault:secret/governor/acme/api#token"},
+            secrets={"API_TOKEN": "vault:secret/governor/acme/dev/api#token"},
         )
     assert info.value.message_dict["secrets"] == [
         "Secrets are injected into command jobs only; remove them from this http job."

@@ -17,7 +17,7 @@ from jobs.models import Alert, AlertKind, Run, RunStatus
 from jobs.services import trigger_run
 from tests.vault import free_port, put_secret, start_bao
 
-REF = "vault:secret/governor/acme/payments/db#password"
+REF = "vault:secret/governor/acme/dev/payments/db#password"
 
 
 def _execute(cast, job) -> Run:
@@ -40,11 +40,13 @@ def sealed_vault(cast, settings, tmp_path):
     """A dev OpenBao of this test's own (sealing it must not disturb other tests), with acme's secret."""
     server = start_bao(tmp_path)
     settings.VAULT_ADDR = server.addr
-    credentials = secrets.setup_approle(server.root_client(), ["acme"])
+    credentials = secrets.setup_approle(server.root_client(), secrets.current_scopes())
     settings.VAULT_ROLE_ID, settings.VAULT_SECRET_ID = credentials["role_id"], credentials["secret_id"]
-    put_secret(server, "governor/acme/payments/db", {"password": "pw-sealed-away-4711"})
+    put_secret(server, "governor/acme/dev/payments/db", {"password": "pw-sealed-away-4711"})
     secrets.reset_client()
-    assert secrets.resolve_secrets({"X": REF}, cast.acme) == {"X": "pw-sealed-away-4711"}
+    assert secrets.resolve_secrets({"X": REF}, cast.acme, environment=cast.dev, team=cast.payments) == {
+        "X": "pw-sealed-away-4711"
+    }
     server.root_client().sys.seal()
     try:
         yield server
@@ -136,10 +138,10 @@ def test_unreachable_vault_alerts_once_per_run_after_its_retries_are_spent(vault
 
 
 def test_a_denied_or_expired_login_fails_the_run_with_one_alert(vault, cast, settings):
-    put_secret(vault, "governor/acme/payments/db", {"password": "pw-expired-0815"})
+    put_secret(vault, "governor/acme/dev/payments/db", {"password": "pw-expired-0815"})
     job = cast.make_job(cast.dev, command=["/bin/true"], secrets={"DB_PASSWORD": REF})
     root = vault.root_client()
-    secrets.resolve_secrets({"X": REF}, cast.acme)
+    secrets.resolve_secrets({"X": REF}, cast.acme, environment=cast.dev, team=cast.payments)
     root.auth.token.revoke(secrets._authenticated_client().token)
     root.auth.approle.destroy_secret_id(role_name=secrets.ROLE_NAME, secret_id=settings.VAULT_SECRET_ID)
 
@@ -154,7 +156,7 @@ def test_a_denied_or_expired_login_fails_the_run_with_one_alert(vault, cast, set
 
 
 def test_a_run_without_secret_trouble_raises_no_secrets_alert(vault, cast):
-    put_secret(vault, "governor/acme/payments/db", {"password": "pw-fine-2024"})
+    put_secret(vault, "governor/acme/dev/payments/db", {"password": "pw-fine-2024"})
     job = cast.make_job(cast.dev, command=["/bin/false"], secrets={"DB_PASSWORD": REF})
     run = _execute(cast, job)
     assert run.status == RunStatus.FAILED

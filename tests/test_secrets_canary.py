@@ -59,8 +59,8 @@ def _api_bodies(user, run, job):
 @pytest.mark.django_db(transaction=False)
 def test_a_printed_secret_is_masked_and_found_nowhere_else(vault, cast, caplog, capfd):
     canary = f"canary-{uuid.uuid4().hex}"
-    put_secret(vault, "governor/acme/payments/canary", {"token": canary})
-    ref = "vault:secret/governor/acme/payments/canary#token"
+    put_secret(vault, "governor/acme/dev/payments/canary", {"token": canary})
+    ref = "vault:secret/governor/acme/dev/payments/canary#token"
     caplog.set_level(logging.DEBUG)
     printing = cast.make_job(
         cast.dev,
@@ -96,7 +96,7 @@ def test_a_run_whose_secret_cannot_be_read_fails_closed_without_starting(vault, 
     job = cast.make_job(
         cast.dev,
         command=["/usr/bin/touch", str(marker)],
-        secrets={"DB_PASSWORD": "vault:secret/governor/acme/payments/absent#password"},
+        secrets={"DB_PASSWORD": "vault:secret/governor/acme/dev/payments/absent#password"},
     )
     run = trigger_run(job, actor=cast.operator, reason="test")
     execute_run(run.pk)
@@ -120,4 +120,4 @@ def test_a_job_definition_refuses_another_tenants_secret(cast):
             definition=cast.definition(secrets={"DB": "vault:secret/governor/acme/../globex/db#password"}),
             justification="steal",
         )
-    assert "secrets" in info.value.message_dict
+    assert "'..'" in info.value.message_dict["secrets.DB"][0]

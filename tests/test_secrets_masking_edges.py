@@ -65,7 +65,7 @@ def test_without_secrets_the_buffer_keeps_output_unchanged():
 def test_a_job_printing_its_secret_across_the_cut_stores_no_fragment(vault, cast, settings):
     settings.GOVERNOR_OUTPUT_HEAD_BYTES = 40
     settings.GOVERNOR_OUTPUT_TAIL_BYTES = 40
-    put_secret(vault, "governor/acme/payments/db", {"password": SECRET})
+    put_secret(vault, "governor/acme/dev/payments/db", {"password": SECRET})
     script = (
         "import os, sys\n"
         "s = os.environ['DB_PASSWORD']\n"
@@ -77,7 +77,7 @@ def test_a_job_printing_its_secret_across_the_cut_stores_no_fragment(vault, cast
     job = cast.make_job(
         cast.dev,
         command=[PY, "-c", script],
-        secrets={"DB_PASSWORD": "vault:secret/governor/acme/payments/db#password"},
+        secrets={"DB_PASSWORD": "vault:secret/governor/acme/dev/payments/db#password"},
     )
     run = trigger_run(job, actor=cast.operator, reason="test")
     execute_run(run.pk)

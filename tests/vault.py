@@ -51,6 +51,13 @@ class BaoServer:
     def root_client(self) -> hvac.Client:
         return hvac.Client(url=self.addr, token=self.root_token)
 
+    def sync_policies(self) -> None:
+        """Write the per-scope policies for the tenants, environments and teams now in the database
+        (what the on-commit reconcile does in production)."""
+        from governance import secrets as governor_secrets
+
+        governor_secrets.sync_policies(self.root_client(), governor_secrets.current_scopes())
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -109,11 +116,16 @@ def bao_server(tmp_path_factory):
 
 
 @pytest.fixture
-def vault(bao_server, settings, tmp_path):
-    """Governor configured against the running OpenBao with an AppRole limited to acme's and globex's prefixes."""
+def vault(bao_server, settings, tmp_path, request):
+    """Governor configured against the running OpenBao: the AppRole, the run token role and one
+    policy per scope of the cast (acme: dev, staging, prod; globex: prod) when the test has one."""
     from governance import secrets as governor_secrets
 
-    credentials = governor_secrets.setup_approle(bao_server.root_client(), ["acme", "globex"])
+    scopes = []
+    if "cast" in request.fixturenames:
+        request.getfixturevalue("cast")
+        scopes = governor_secrets.current_scopes()
+    credentials = governor_secrets.setup_approle(bao_server.root_client(), scopes)
     settings.VAULT_ADDR = bao_server.addr
     settings.VAULT_TOKEN = ""
     settings.VAULT_ROLE_ID = credentials["role_id"]

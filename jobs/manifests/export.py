@@ -69,6 +69,8 @@ def export_tenant(tenant: Tenant, *, actor, teams: list[str] | None = None) -> s
     tenant_doc: dict[str, Any] = {"apiVersion": API_VERSION, "kind": "Tenant", "tenant": tenant.slug}
     if tenant.naming_pattern != DEFAULT_NAMING_PATTERN:
         tenant_doc["naming_pattern"] = tenant.naming_pattern
+    if tenant.secrets_by_team:
+        tenant_doc["secrets_by_team"] = True
     tenant_doc["teams"] = [t.slug for t in team_rows]
     tenant_doc["environments"] = [e.slug for e in environments]
     documents = [tenant_doc]
@@ -209,6 +211,11 @@ def json_schema() -> dict:
                     "kind": {"const": "Tenant"},
                     "tenant": slug,
                     "naming_pattern": {"type": "string", "description": "Regular expression job names must match."},
+                    "secrets_by_team": {
+                        "type": "boolean",
+                        "description": "Secret references live under <prefix>/<tenant>/<environment>/<team>/ "
+                        "(default false: <prefix>/<tenant>/<environment>/).",
+                    },
                     "teams": {"type": "array", "items": slug, "uniqueItems": True},
                     "environments": {"type": "array", "items": slug, "uniqueItems": True},
                 },

@@ -22,7 +22,7 @@ from jobs.models import DEFINITION_FIELDS
 API_VERSION = "governor/v1"
 KINDS = ("Tenant", "Jobs")
 DOCUMENT_KEYS = {
-    "Tenant": ("apiVersion", "kind", "tenant", "naming_pattern", "teams", "environments"),
+    "Tenant": ("apiVersion", "kind", "tenant", "naming_pattern", "secrets_by_team", "teams", "environments"),
     "Jobs": ("apiVersion", "kind", "tenant", "team", "jobs"),
 }
 # Keys of a job entry that are not definition fields.
@@ -115,6 +115,7 @@ class TenantDecl:
     naming_pattern: str | None
     teams: dict[str, yaml.Node]
     environments: dict[str, yaml.Node]
+    secrets_by_team: bool = False
 
 
 @dataclass
@@ -341,10 +342,14 @@ class _Reader:
                 except re.error as exc:
                     self.error(pattern_node, f"naming_pattern: Not a valid regular expression ({exc}).")
                     pattern = None
+        by_team = value.get("secrets_by_team", False)
+        if not isinstance(by_team, bool):
+            self.error(value_node(node, "secrets_by_team"), "secrets_by_team: Must be true or false.")
+            by_team = False
         teams = self._slug_list(node, value, "teams", "team")
         environments = self._slug_list(node, value, "environments", "environment")
         if tenant is not None and teams is not None and environments is not None:
-            result.tenants.append(TenantDecl(self.file, node, tenant, pattern, teams, environments))
+            result.tenants.append(TenantDecl(self.file, node, tenant, pattern, teams, environments, by_team))
 
     def jobs_document(self, node: yaml.Node, value: dict, tenant: str | None, result: ManifestSet) -> None:
         team = self._slug(node, value, "team", "team")

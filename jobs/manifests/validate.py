@@ -97,6 +97,7 @@ def _offline_contexts(mset: ManifestSet, problems: list[Problem]) -> dict[str, T
         tenant.slug = decl.slug
         if decl.naming_pattern:
             tenant.naming_pattern = decl.naming_pattern
+        tenant.secrets_by_team = decl.secrets_by_team
         contexts[decl.slug] = TenantContext(
             tenant=tenant,
             teams={slug: Team.objects.create(tenant=tenant, slug=slug, name=slug) for slug in decl.teams},

@@ -1,4 +1,5 @@
-"""Create the AppRole and read-only policy Governor uses to read tenants' secrets (needs a root/admin token once)."""
+"""Create the AppRole, the run token role and the per-scope policies Governor uses to read secrets
+(needs a root/admin token once)."""
 
 import json
 import os
@@ -14,19 +15,19 @@ from governance.models import Tenant
 
 class Command(BaseCommand):
     help = (
-        "Enable AppRole, write the 'governor' policy (read-only, each tenant's own prefix) and write the "
-        "AppRole credentials to a private file. New tenants are added to the policy automatically when a "
-        "policy token is configured (docs/operations.md); --policy-only re-applies it by hand."
+        "Enable AppRole, write the 'governor' policy (mint run tokens only), the 'governor-run' token role "
+        "and one read-only policy per tenant/environment(/team) prefix, and write the AppRole credentials to "
+        "a private file. New tenants, environments and teams get their policy automatically when a policy "
+        "token is configured (docs/operations.md); --policy-only re-applies the policies by hand."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--root-token", help="admin token (default: $VAULT_TOKEN); used only here")
-        parser.add_argument("--tenant", action="append", default=[], help="extra tenant slug (repeatable)")
         parser.add_argument("--output", default=str(settings.VAULT_APPROLE_FILE), help="credentials file (mode 0600)")
         parser.add_argument(
             "--policy-only",
             action="store_true",
-            help="only rewrite the 'governor' policy for the current tenants (no new secret id)",
+            help="only rewrite Governor's policies for the current tenants, environments and teams (no new secret id)",
         )
         parser.add_argument("--json", action="store_true")
 
@@ -34,19 +35,21 @@ class Command(BaseCommand):
         token = options["root_token"] or settings.VAULT_TOKEN
         if not token:
             raise CommandError("Give an admin token with --root-token or VAULT_TOKEN.")
-        slugs = sorted(set(Tenant.objects.values_list("slug", flat=True)) | set(options["tenant"]))
+        slugs = sorted(Tenant.objects.values_list("slug", flat=True))
+        scopes = secrets.current_scopes()
         root = hvac.Client(url=settings.VAULT_ADDR, token=token, timeout=settings.VAULT_TIMEOUT_SECONDS)
         if options["policy_only"]:
             try:
-                root.sys.create_or_update_policy(name=secrets.POLICY_NAME, policy=secrets.policy_for(slugs))
+                secrets.sync_policies(root, scopes)
+                secrets.setup_run_token_role(root)
             except Exception as exc:
                 raise CommandError(
                     f"Vault policy update failed at {settings.VAULT_ADDR}: {secrets._translate(exc, 'policy update')}"
                 ) from None
-            self.stdout.write(f"vault_setup: policy '{secrets.POLICY_NAME}' covers {len(slugs)} tenant(s)")
+            self.stdout.write(f"vault_setup: policies cover {len(slugs)} tenant(s) in {len(scopes)} scope(s)")
             return
         try:
-            credentials = secrets.setup_approle(root, slugs)
+            credentials = secrets.setup_approle(root, scopes)
         except Exception as exc:
             raise CommandError(
                 f"Vault setup failed at {settings.VAULT_ADDR}: {secrets._translate(exc, 'setup')}"
@@ -61,6 +64,7 @@ class Command(BaseCommand):
             "addr": settings.VAULT_ADDR,
             "policy": secrets.POLICY_NAME,
             "tenants": slugs,
+            "scopes": [str(scope) for scope in scopes],
             "credentials": str(path),
         }
         if options["json"]:
@@ -68,5 +72,5 @@ class Command(BaseCommand):
         else:
             self.stdout.write(
                 f"vault_setup: AppRole '{secrets.ROLE_NAME}' with policy '{secrets.POLICY_NAME}' for "
-                f"{len(slugs)} tenant(s); credentials in {path}"
+                f"{len(slugs)} tenant(s) in {len(scopes)} scope(s); credentials in {path}"
             )

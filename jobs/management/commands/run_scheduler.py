@@ -1,11 +1,14 @@
 """Run Governor's scheduler until SIGTERM or Ctrl-C."""
 
+import logging
 import signal
 import threading
 
 from django.core.management.base import BaseCommand
 
 from jobs import scheduler
+
+log = logging.getLogger("jobs.scheduler")
 
 
 class Command(BaseCommand):
@@ -35,5 +38,29 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         self.stdout.write("scheduler started")
         self.stdout.flush()
+        _report_stale_secret_references()
         scheduler.run_forever(stop, max_sleep=max_sleep, lease_seconds=lease_seconds)
         self.stdout.write("scheduler stopped")
+
+
+def _report_stale_secret_references(limit: int = 20) -> None:
+    """Say at start which jobs' runs will fail on their secret references (check_secrets lists all)."""
+    from jobs.definitions import stored_secret_problems
+
+    try:
+        _, rows = stored_secret_problems()
+    except Exception:  # never keep the scheduler from starting
+        log.exception("could not check the jobs' secret references")
+        return
+    for row in rows[:limit]:
+        log.error(
+            "job %s/%s %s: %s = %s is outside %s; its runs fail at start",
+            row["tenant"],
+            row["environment"],
+            row["job"],
+            row["field"],
+            row["reference"],
+            row["allowed"],
+        )
+    if rows:
+        log.error("%d secret reference(s) outside their job's prefix; run 'manage.py check_secrets'", len(rows))
