@@ -172,10 +172,10 @@ def write_checkpoints(directory: str | os.PathLike | None = None) -> tuple[list[
         if not report.ok:
             broken.append(report)
             continue
-        head = AuditChain.objects.filter(tenant_id=report.tenant_id).values_list("last_seq", "last_hash").first()
-        if head is None or head[0] == 0:
+        if report.checked == 0:
             continue
-        point = Checkpoint(report.tenant_id, report.tenant, head[0], head[1], _instant(timezone.now()))
+        # Exactly what was verified, not the head as it is now (events may have been appended since).
+        point = Checkpoint(report.tenant_id, report.tenant, report.checked, report.head_hash, _instant(timezone.now()))
         point = Checkpoint(**{**point.__dict__, "signature": point.sign()})
         written.append(point)
         lines.append(point.line())
@@ -195,39 +195,55 @@ def _instant(value) -> str:
 def verify_chain(tenant_id: int | None, start: Checkpoint | None = None) -> tuple[int, AuditEvent | None, str]:
     """Walk one chain, from the start or from a checkpoint; return (events checked, first bad
     event or None, reason). Each event's HMAC is checked under the configured key."""
+    checked, bad, reason, _ = _walk(tenant_id, start)
+    return checked, bad, reason
+
+
+def _walk(tenant_id: int | None, start: Checkpoint | None) -> tuple[int, AuditEvent | None, str, str]:
+    """``verify_chain`` plus the hash of the last event verified.
+
+    The head is read first and the walk stops at it, so events appended while it runs (a live
+    system) are left for the next run instead of looking like a mismatch with the head.
+    """
     key = _key()
+    head = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", "last_hash").first()
     previous = ""
     expected_seq = 1
     checked = 0
     events = AuditEvent.objects.filter(tenant_id=tenant_id)
+    if head is not None:
+        events = events.filter(seq__lte=head[0])
     if start is not None and start.seq:
         anchor = events.filter(seq=start.seq).values_list("hash", flat=True).first()
         if anchor != start.hash:
-            return 0, None, "the event at the last checkpoint is missing or differs (chain rewritten)"
+            return 0, None, "the event at the last checkpoint is missing or differs (chain rewritten)", ""
         events = events.filter(seq__gt=start.seq)
         previous, expected_seq, checked = start.hash, start.seq + 1, start.seq
     for event in events.order_by("seq").iterator(chunk_size=2000):
         if event.seq != expected_seq:
-            return checked, event, f"sequence gap: expected {expected_seq}, found {event.seq} (events deleted)"
+            return checked, event, f"sequence gap: expected {expected_seq}, found {event.seq} (events deleted)", ""
         if event.prev_hash != previous:
-            return checked, event, "link broken: prev_hash does not match the previous event"
+            return checked, event, "link broken: prev_hash does not match the previous event", ""
         if not hmac.compare_digest(event.compute_hash(key), event.hash):
-            return (
-                checked,
-                event,
-                "content changed: the HMAC does not match the event (edited, or re-hashed without the key)",
-            )
+            reason = "content changed: the HMAC does not match the event (edited, or re-hashed without the key)"
+            return checked, event, reason, ""
         previous = event.hash
         expected_seq += 1
         checked += 1
-    head = AuditChain.objects.filter(tenant_id=tenant_id).first()
-    if head is None and checked:
-        return checked, None, "chain head missing (deleted)"
-    if head is not None and head.last_seq != checked:
-        return checked, None, f"chain head says {head.last_seq} events, found {checked} (events deleted at the end)"
-    if head is not None and head.last_hash != previous:
-        return checked, None, "chain head hash does not match the last event (last event changed or replaced)"
-    return checked, None, ""
+    if head is None:
+        return checked, None, "chain head missing (deleted)" if checked else "", previous
+    if head[0] != checked:
+        return checked, None, f"chain head says {head[0]} events, found {checked} (events deleted at the end)", ""
+    if head[1] != previous:
+        return checked, None, "chain head hash does not match the last event (last event changed or replaced)", ""
+    # Rows past the head that the head has not reached since: written beside the chain, not by it.
+    # The rows are read before the head: an event committed in between moved the head with it.
+    last = AuditEvent.objects.filter(tenant_id=tenant_id).order_by("-seq").first()
+    now = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0
+    if last is not None and last.seq > now:
+        stray = AuditEvent.objects.filter(tenant_id=tenant_id, seq__gt=now).order_by("seq").first() or last
+        return checked, stray, f"event seq {stray.seq} lies past the chain head (inserted beside the chain)", ""
+    return checked, None, "", previous
 
 
 def _against_checkpoint(tenant_id: int | None, checked: int, point: Checkpoint) -> tuple[int | None, str]:
@@ -252,6 +268,7 @@ class ChainReport:
     broken_id: int | None
     reason: str
     checkpoint_seq: int | None = None
+    head_hash: str = ""
 
 
 def verify_all(
@@ -267,7 +284,7 @@ def verify_all(
     reports = []
     for tenant_id in sorted(tenant_ids, key=lambda t: (t is not None, t or 0)):
         point = checkpoints.get(tenant_id)
-        checked, bad, reason = verify_chain(tenant_id, point if incremental else None)
+        checked, bad, reason, head_hash = _walk(tenant_id, point if incremental else None)
         broken_seq = bad.seq if bad is not None else None
         if not reason and point is not None:
             broken_seq, reason = _against_checkpoint(tenant_id, checked, point)
@@ -284,6 +301,7 @@ def verify_all(
                 broken_id=bad.pk if bad is not None else None,
                 reason=reason,
                 checkpoint_seq=point.seq if point is not None else None,
+                head_hash=head_hash if not reason else "",
             )
         )
     return reports

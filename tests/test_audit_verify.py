@@ -273,3 +273,10 @@ def test_the_migration_rekeys_an_intact_plain_sha256_chain_and_leaves_a_tampered
 
     assert audit.verify_chain(trail.acme.pk)[2] == ""
     assert audit.verify_chain(trail.globex.pk)[2].startswith("content changed")
+
+
+def test_an_event_lying_past_the_chain_head_is_reported(trail):
+    events = _acme_events(trail)
+    AuditChain.objects.filter(tenant=trail.acme).update(last_seq=events[-2].seq, last_hash=events[-2].hash)
+    code, _, err = _verify()
+    assert code == 1 and f"BROKEN acme at seq {events[-1].seq}" in err and "past the chain head" in err
