@@ -138,3 +138,12 @@ def test_the_database_in_use_is_tuned_for_several_processes():
     else:
         assert connection.vendor == "postgresql"
         assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
+
+
+@pytest.mark.parametrize("key", ["short", "same-as-secret"])
+def test_production_refuses_a_weak_audit_key(key):
+    env = production_env()
+    env["GOVERNOR_AUDIT_KEY"] = env["SECRET_KEY"] if key == "same-as-secret" else key
+    result = check(env)
+    assert result.returncode != 0
+    assert "GOVERNOR_AUDIT_KEY must be 32+ characters and differ from SECRET_KEY" in result.stderr
