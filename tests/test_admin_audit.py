@@ -89,9 +89,13 @@ class _FormFields(HTMLParser):
 def _change_form(client, obj) -> tuple[str, dict[str, list[str]]]:
     opts = obj._meta
     url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return _change_form_at(client, url, f"{opts.model_name}_form")
+
+
+def _change_form_at(client, url: str, form_id: str) -> tuple[str, dict[str, list[str]]]:
     response = client.get(url)
     assert response.status_code == 200, url
-    parser = _FormFields(f"{opts.model_name}_form")
+    parser = _FormFields(form_id)
     parser.feed(response.content.decode())
     assert parser.data, f"no change form found on {url}"
     parser.data["_save"] = ["Save"]
@@ -343,3 +347,16 @@ def test_a_superuser_change_is_refused_or_lands_in_the_right_tenant_chain(root, 
     assert event.actor == cast.superuser and event.seq == before + 1
     checked, bad, reason = audit.verify_chain(tenant.pk)
     assert reason == "" and checked == event.seq
+
+
+def test_a_history_revert_of_an_audited_object_is_audited(root, cast):
+    cast.ops.name = "Operations"
+    cast.ops.save()
+    first = cast.ops.history.order_by("history_date").first()
+    url = reverse("admin:governance_team_simple_history", args=[cast.ops.pk, first.history_id])
+    _, data = _change_form_at(root, url, "historicalteam_form")
+    assert root.post(url, data).status_code == 302
+    cast.ops.refresh_from_db()
+    assert cast.ops.name == "Ops"
+    event = _events(cast.globex, AuditAction.ADMIN_CHANGED, cast.ops).get()
+    assert event.data["changes"]["name"] == ["Operations", "Ops"]
