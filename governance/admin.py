@@ -1,20 +1,36 @@
 """Django admin for platform administrators.
 
 Tenancy objects are editable by superusers only. Everything that change control
-governs (jobs, runs, change requests, reviews, the audit trail) is read-only
-here: the admin is never a way around four-eyes review. Non-superuser staff
+governs (jobs, runs, change requests, reviews, the audit trail, approval
+policies, an environment's required approvals) is read-only here: the admin is
+never a way around four-eyes review. What superusers may still edit (tenants,
+teams, environments, scopes, role grants, users and groups, execution
+allow-lists) lands in the audit chain of each tenant it touches, through
+``AuditedAdminMixin``, in the admin view's own transaction. Non-superuser staff
 see, read-only, exactly the rows ``governance.access.restrict`` gives them.
+docs/operations.md has the table of every registered model and its treatment.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
+from django.db import router, transaction
+from django.db.models import Model
+from django.db.models.deletion import Collector
+from django_q.admin import ScheduleAdmin
+from django_q.models import Schedule
 from simple_history.admin import SimpleHistoryAdmin
 
+from . import audit
 from .access import Action, can, restrict, tenant_ids
 from .models import (
     ApiToken,
+    AuditAction,
     AuditChain,
     AuditEvent,
     Environment,
@@ -30,7 +46,150 @@ from .models import (
 READ_ONLY_NOTE = "Read-only: {what} change only through change requests in the Governor UI or API, never here."
 
 
-class TenantScopedAdmin(admin.ModelAdmin):
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)
+
+
+class AuditedAdminMixin:
+    """Every admin write (add, change, delete, bulk delete, history revert) is recorded in the audit
+    chain of each tenant the object belongs to, before and after the write (the platform chain when
+    none), in the same transaction, so it reaches the SIEM like any other event. Fields the admin
+    shows read-only stay unchanged on every path, and no other bulk action is offered.
+
+    ``audit_tenant_paths``: lookups from the model to its tenant id(s); by default the tenant field of
+    ``ACCESS_FIELDS`` or the admin's ``tenant_path``. ``audit_tenant_fixed``: the object belongs to
+    one tenant for life (moving it to another tenant is refused); False for users and groups, whose
+    tenants are those they hold roles in.
+    """
+
+    audit_tenant_paths: tuple[str, ...] = ()
+    audit_tenant_fixed = True
+    audit_redacted_fields = frozenset({"password"})
+
+    # --- tenants and values -------------------------------------------------------------------
+    def _tenant_paths(self) -> tuple[str, ...]:
+        if self.audit_tenant_paths:
+            return self.audit_tenant_paths
+        access = getattr(self.model, "ACCESS_FIELDS", None)
+        if access:
+            return (access[0],)
+        path = getattr(self, "tenant_path", None)
+        return (path,) if path else ()
+
+    def audit_tenant_ids(self, pk) -> set[int | None]:
+        manager = self.model._default_manager
+        found: set[int | None] = set()
+        for path in self._tenant_paths():
+            found |= set(manager.filter(pk=pk).values_list(path, flat=True))
+        found.discard(None)
+        return found or {None}
+
+    def _snapshot(self, obj: Model) -> dict[str, Any]:
+        values = {}
+        for field in [*obj._meta.concrete_fields, *obj._meta.many_to_many]:
+            if field.primary_key:
+                continue
+            if field.many_to_many:
+                value = sorted(o.pk for o in field.value_from_object(obj)) if obj.pk is not None else []
+            else:
+                value = _jsonable(field.value_from_object(obj))
+            values[field.name] = value
+        return values
+
+    def _diff(self, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+        changes = {}
+        for name, value in after.items():
+            if before and before.get(name) == value:
+                continue
+            changes[name] = "changed" if name in self.audit_redacted_fields else [before.get(name), value]
+        return changes
+
+    def _record(self, request, obj: Model, action: str, tenants: set[int | None], data: dict[str, Any]) -> None:
+        for tenant_id in sorted(tenants, key=lambda t: (t is not None, t or 0)):
+            audit.record(
+                action,
+                actor=request.user,
+                obj=obj,
+                tenant=tenant_id,
+                data={"via": "admin", "model": obj._meta.label_lower, **data},
+                ip=request.META.get("REMOTE_ADDR") or None,
+            )
+
+    # --- add and change -----------------------------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        before_tenants: set[int | None] = set()
+        before: dict[str, Any] = {}
+        if change:
+            stored = self.model._default_manager.get(pk=obj.pk)
+            fields = {f.name: f for f in obj._meta.concrete_fields}
+            for name in self.get_readonly_fields(request, obj):
+                field = fields.get(name)
+                if field is not None and field.value_from_object(stored) != field.value_from_object(obj):
+                    raise PermissionDenied(f"{field.verbose_name} is read-only in the admin.")
+            before_tenants = self.audit_tenant_ids(obj.pk)
+            before = self._snapshot(stored)
+        obj._governor_admin_audit = (before_tenants, before)
+        super().save_model(request, obj, form, change)
+
+    def _record_write(self, request, obj, action: str, message) -> None:
+        before_tenants, before = getattr(obj, "_governor_admin_audit", (set(), None))
+        after_tenants = self.audit_tenant_ids(obj.pk)
+        if self.audit_tenant_fixed and before_tenants and before_tenants != after_tenants:
+            raise PermissionDenied("An object never moves to another tenant.")
+        # Without a snapshot (e.g. the user admin's password form) the admin's own message says what changed.
+        changes = self._diff(before or {}, self._snapshot(obj)) if before is not None else {}
+        data = {"changes": changes, "message": _jsonable(message)}
+        self._record(request, obj, action, before_tenants | after_tenants, data)
+
+    def log_addition(self, request, obj, message):
+        entry = super().log_addition(request, obj, message)
+        self._record_write(request, obj, AuditAction.ADMIN_CREATED, message)
+        return entry
+
+    def log_change(self, request, obj, message):
+        entry = super().log_change(request, obj, message)
+        self._record_write(request, obj, AuditAction.ADMIN_CHANGED, message)
+        return entry
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        # simple_history saves a revert outside a transaction; its audit event must commit with it.
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return super().history_form_view(request, object_id, version_id, extra_context)
+
+    # --- delete -------------------------------------------------------------------------------
+    def _record_deletion(self, request, obj: Model) -> None:
+        collector = Collector(using=router.db_for_write(self.model))
+        collector.collect([obj])
+        cascade = {
+            model._meta.label_lower: len(rows) for model, rows in collector.data.items() if model is not self.model
+        }
+        snapshot = {
+            name: ("redacted" if name in self.audit_redacted_fields else value)
+            for name, value in self._snapshot(obj).items()
+        }
+        data = {"deleted": snapshot, "cascade": cascade}
+        self._record(request, obj, AuditAction.ADMIN_DELETED, self.audit_tenant_ids(obj.pk), data)
+
+    def delete_model(self, request, obj):
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            self._record_deletion(request, obj)
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            for obj in queryset:
+                self._record_deletion(request, obj)
+            super().delete_queryset(request, queryset)
+
+    def get_actions(self, request):
+        # Only the bulk delete, which goes through delete_queryset above; any other action would not be audited.
+        actions = super().get_actions(request)
+        return {name: action for name, action in actions.items() if name == "delete_selected"}
+
+
+class TenantScopedAdmin(AuditedAdminMixin, admin.ModelAdmin):
     """Staff browse what restrict() allows; only superusers write.
 
     ``tenant_path`` names the tenant field for models without ACCESS_FIELDS
@@ -134,6 +293,10 @@ class TenantAdmin(EditableHistoryAdmin):
     list_display = ("slug", "name", "naming_pattern", "secrets_by_team", "created_at")
     search_fields = ("slug", "name")
 
+    def has_delete_permission(self, request, obj=None):
+        # A tenant's audit chain outlives it: tenants are never deleted.
+        return False
+
 
 @admin.register(Team)
 class TeamAdmin(EditableHistoryAdmin):
@@ -146,6 +309,8 @@ class TeamAdmin(EditableHistoryAdmin):
 @admin.register(Environment)
 class EnvironmentAdmin(EditableHistoryAdmin):
     list_display = ("slug", "name", "tenant", "order", "required_approvals")
+    # Changed only by an approved policy change request (approvals.services), superusers included.
+    readonly_fields = ("required_approvals",)
     list_filter = ("tenant",)
     list_select_related = ("tenant",)
 
@@ -223,3 +388,45 @@ class ApiTokenAdmin(ReadOnlyAdmin):
 class SiemCursorAdmin(ReadOnlyAdmin):
     read_only_what = "SIEM cursors are moved by manage.py forward_audit and"
     list_display = ("destination", "chain", "last_seq", "updated_at", "last_error")
+
+
+class _ScheduleAdmin(ScheduleAdmin):
+    """django-q2 schedules run any Python function in the workers, outside change control; Governor
+    schedules jobs itself and uses none, so they are read-only."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        return {}
+
+
+class _UserAdmin(AuditedAdminMixin, UserAdmin):
+    """Users and their groups: group membership grants the group's roles, so edits are audited in
+    every tenant the user holds a role in, before and after (the platform chain when none)."""
+
+    audit_tenant_paths = (
+        "scopeuserrole__content_object__tenant_id",
+        "groups__scopegrouprole__content_object__tenant_id",
+    )
+    audit_tenant_fixed = False
+
+    def user_change_password(self, request, id, form_url=""):
+        with transaction.atomic(using=router.db_for_write(self.model)):
+            return super().user_change_password(request, id, form_url)
+
+
+class _GroupAdmin(AuditedAdminMixin, GroupAdmin):
+    audit_tenant_paths = ("scopegrouprole__content_object__tenant_id",)
+    audit_tenant_fixed = False
+
+
+for _model, _admin in ((User, _UserAdmin), (Group, _GroupAdmin), (Schedule, _ScheduleAdmin)):
+    admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 
 from django.conf import settings
@@ -208,6 +209,10 @@ class AuditAction(models.TextChoices):
     EXPORT = "audit.exported", "Audit exported"
     VAULT_POLICY_APPLIED = "vault.policy_applied", "Vault policy updated for the tenants"
     VAULT_POLICY_FAILED = "vault.policy_failed", "Vault policy could not be updated"
+    # Writes by platform administrators in the Django admin (governance.admin.AuditedAdminMixin).
+    ADMIN_CREATED = "admin.created", "Created in the Django admin"
+    ADMIN_CHANGED = "admin.changed", "Changed in the Django admin"
+    ADMIN_DELETED = "admin.deleted", "Deleted in the Django admin"
 
 
 class AuditChain(models.Model):
@@ -260,7 +265,8 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%dT%H:%M:%SZ} {self.actor_repr or 'system'} {self.action} {self.object_repr}"
 
-    def compute_hash(self) -> str:
+    def canonical(self) -> bytes:
+        """The bytes the chain authenticates: every field but the id and the hash itself."""
         payload = {
             "tenant": self.tenant_id,
             "seq": self.seq,
@@ -277,8 +283,14 @@ class AuditEvent(models.Model):
             "ip": self.ip,
             "prev_hash": self.prev_hash,
         }
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+    def compute_hash(self, key: bytes | None = None) -> str:
+        """HMAC-SHA256 of the event under the audit key (``GOVERNOR_AUDIT_KEY``, never stored in the
+        database): someone who can write the table but lacks the key cannot forge a valid chain."""
+        if key is None:
+            key = settings.GOVERNOR_AUDIT_KEY.encode()
+        return hmac.new(key, self.canonical(), hashlib.sha256).hexdigest()
 
 
 class ServiceAccount(models.Model):

@@ -8,6 +8,8 @@ start without ``SECRET_KEY`` and ``DATABASE_URL``.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -385,6 +387,20 @@ GOVERNOR_CSP_API_DOCS = {
 GOVERNOR_SIEM_DESTINATIONS = env_list("GOVERNOR_SIEM_DESTINATIONS", [])
 GOVERNOR_SIEM_TIMEOUT_SECONDS = env_int("GOVERNOR_SIEM_TIMEOUT_SECONDS", 10)
 GOVERNOR_SIEM_HOSTNAME = env_str("GOVERNOR_SIEM_HOSTNAME")
+# Audit chain (governance.audit): each event is an HMAC-SHA256 under this key, which must not live in
+# the database, so a database writer cannot re-hash a rewritten chain. Development derives it from
+# SECRET_KEY under its own label (the dev SECRET_KEY is public: so is that chain's key).
+GOVERNOR_AUDIT_KEY = env_str("GOVERNOR_AUDIT_KEY")
+if not GOVERNOR_AUDIT_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "GOVERNOR_AUDIT_KEY must be set in production (32+ random characters, e.g. `openssl rand -hex 32`)"
+        )
+    GOVERNOR_AUDIT_KEY = hmac.new(SECRET_KEY.encode(), b"governor/audit-chain/v1", hashlib.sha256).hexdigest()
+elif PRODUCTION and (len(GOVERNOR_AUDIT_KEY) < 32 or GOVERNOR_AUDIT_KEY == SECRET_KEY):
+    raise ImproperlyConfigured("GOVERNOR_AUDIT_KEY must be 32+ characters and differ from SECRET_KEY")
+# Signed checkpoints of each chain's head (manage.py audit_checkpoint), appended outside the database.
+GOVERNOR_AUDIT_CHECKPOINT_DIR = env_str("GOVERNOR_AUDIT_CHECKPOINT_DIR", str(BASE_DIR / "var" / "audit-checkpoints"))
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -75,6 +75,7 @@ def _production_env(**extra):
         SECRET_KEY="k" * 10 + "Zq8!pX2#mN4$vB6^cD9&fG1*hJ3(lK5)wE7-rT0_yU+aS",
         DATABASE_URL="sqlite:////tmp/governor-check-deploy.sqlite3",
         ALLOWED_HOSTS="governor.example.com",
+        GOVERNOR_AUDIT_KEY="a" * 8 + "3f9c1e7b5d2a4c6e8f0b1d3a5c7e9f2b4d6a8c0e",
         **extra,
     )
     return env

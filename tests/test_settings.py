@@ -33,6 +33,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": "postgres://governor:s3cret@db.internal:5432/governor",
         "ALLOWED_HOSTS": "governor.example.com",
+        "GOVERNOR_AUDIT_KEY": secrets.token_hex(32),
     }
     values.update(overrides)
     return clean_env(**{name: value for name, value in values.items() if value is not None})
@@ -60,6 +61,7 @@ def test_production_passes_check_deploy_without_a_single_warning():
         ("SECRET_KEY", "SECRET_KEY must be set in production"),
         ("DATABASE_URL", "DATABASE_URL must be set in production"),
         ("ALLOWED_HOSTS", "ALLOWED_HOSTS must be set in production"),
+        ("GOVERNOR_AUDIT_KEY", "GOVERNOR_AUDIT_KEY must be set in production"),
     ],
 )
 def test_production_refuses_to_start_without_a_required_setting(missing, message):
@@ -136,3 +138,12 @@ def test_the_database_in_use_is_tuned_for_several_processes():
     else:
         assert connection.vendor == "postgresql"
         assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0
+
+
+@pytest.mark.parametrize("key", ["short", "same-as-secret"])
+def test_production_refuses_a_weak_audit_key(key):
+    env = production_env()
+    env["GOVERNOR_AUDIT_KEY"] = env["SECRET_KEY"] if key == "same-as-secret" else key
+    result = check(env)
+    assert result.returncode != 0
+    assert "GOVERNOR_AUDIT_KEY must be 32+ characters and differ from SECRET_KEY" in result.stderr
