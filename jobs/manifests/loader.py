@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from governance.models import slug_validator
+from governance.patterns import pattern_problem
 from jobs.models import DEFINITION_FIELDS
 
 API_VERSION = "governor/v1"
@@ -336,10 +337,9 @@ class _Reader:
                 self.error(pattern_node, "naming_pattern: Must be a regular expression (a string).")
                 pattern = None
             else:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    self.error(pattern_node, f"naming_pattern: Not a valid regular expression ({exc}).")
+                problem = pattern_problem(pattern)
+                if problem:
+                    self.error(pattern_node, f"naming_pattern: {problem}")
                     pattern = None
         teams = self._slug_list(node, value, "teams", "team")
         environments = self._slug_list(node, value, "environments", "environment")
