@@ -170,3 +170,89 @@ def test_user_patterns_are_compiled_once_and_bounded():
         compile_user_pattern("a" * 1001)
     with pytest.raises(ValueError, match="RE2"):
         compile_user_pattern("a{1000}{1000}{1000}")
+
+
+# --- bounded manifest requests (plan, apply, CLI) ---------------------------------------------
+
+JOB = """\
+  - name: payments.bulk.job-{n}
+    environments: [dev, prod]
+    command: [/bin/true]
+    cron: "0 3 * * *"
+    timeout_seconds: 60
+"""
+
+
+def many_jobs(count: int) -> str:
+    head = "apiVersion: governor/v1\nkind: Jobs\ntenant: acme\nteam: payments\njobs:\n"
+    return head + "".join(JOB.format(n=n) for n in range(count))
+
+
+@pytest.mark.parametrize("endpoint", ["plan", "apply"])
+def test_a_manifest_body_over_the_limit_is_refused_413_naming_it(cast, settings, endpoint):
+    from tests.api_support import counts
+
+    settings.GOVERNOR_MANIFEST_MAX_BYTES = 10_000
+    before = counts()
+    client = client_for(cast.author)
+    text = many_jobs(100)
+    as_json = client.post(
+        f"/api/v1/manifests/{endpoint}/", {"files": [{"path": "a.yaml", "content": text}]}, format="json"
+    )
+    as_yaml = client.generic("POST", f"/api/v1/manifests/{endpoint}/", text, content_type="application/yaml")
+    for response in (as_json, as_yaml):
+        assert response.status_code == 413, response.content
+        assert "GOVERNOR_MANIFEST_MAX_BYTES" in response.json()["detail"] and "10000" in response.json()["detail"]
+    assert counts() == before
+
+
+def test_a_manifest_body_without_content_length_stops_at_the_limit(cast, settings):
+    from rest_framework.test import APIRequestFactory
+
+    from jobs.manifest_api import ManifestTooLarge, YAMLTextParser
+
+    settings.GOVERNOR_MANIFEST_MAX_BYTES = 1000
+    request = APIRequestFactory().post("/", "x" * 5000, content_type="application/yaml")
+    with pytest.raises(ManifestTooLarge):
+        YAMLTextParser().parse(request)
+    assert request.read(10) == b"x" * 10  # Stopped reading one byte past the limit.
+
+
+@pytest.mark.parametrize("endpoint", ["plan", "apply"])
+def test_too_many_jobs_in_one_request_are_refused_400_naming_the_limit(cast, settings, endpoint):
+    from tests.api_support import counts
+
+    settings.GOVERNOR_MANIFEST_MAX_JOBS = 10
+    before = counts()
+    response = client_for(cast.author).post(
+        f"/api/v1/manifests/{endpoint}/", {"files": [{"path": "a.yaml", "content": many_jobs(6)}]}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert (
+        "12 jobs" in error["message"]
+        and "at most 10" in error["message"]
+        and "GOVERNOR_MANIFEST_MAX_JOBS" in error["message"]
+    )
+    assert response.json()["changes"] == [] and counts() == before
+
+
+def test_the_manifest_cli_refuses_files_over_the_limits(cast, settings, tmp_path):
+    import io
+
+    from django.core.management import call_command
+
+    path = tmp_path / "payments.yaml"
+    path.write_text(many_jobs(6))
+    settings.GOVERNOR_MANIFEST_MAX_JOBS = 10
+    for command in ("plan", "validate_manifests"):
+        out = io.StringIO()
+        with pytest.raises(SystemExit) as exit_info:
+            call_command(command, str(path), stdout=out)
+        assert exit_info.value.code == 1 and "GOVERNOR_MANIFEST_MAX_JOBS" in out.getvalue(), out.getvalue()
+    settings.GOVERNOR_MANIFEST_MAX_JOBS = 2000
+    settings.GOVERNOR_MANIFEST_MAX_BYTES = 100
+    out = io.StringIO()
+    with pytest.raises(SystemExit):
+        call_command("apply", str(path), "--actor", cast.author.username, stdout=out)
+    assert "GOVERNOR_MANIFEST_MAX_BYTES" in out.getvalue() and not Job.objects.exists()
