@@ -339,6 +339,24 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
         return self.get_paginated_response(JobHistorySerializer(page, many=True).data)
 
 
+ROLLBACK_FIELDS = ("job_version", "version", "definition")
+
+
+def refuse_rollback(request, run: Run) -> None:
+    """A rerun executes the job's live version; asking for another one is a rollback (400)."""
+    for field in ROLLBACK_FIELDS:
+        if isinstance(request.data, dict) and field in request.data:
+            raise serializers.ValidationError(
+                {
+                    field: [
+                        f"A rerun executes the job's live (approved) version v{run.job.version}. Running an earlier "
+                        "version again is a rollback: propose it as a change request (its history lists each "
+                        "version's definition)."
+                    ]
+                }
+            )
+
+
 class RerunFailedSerializer(RunDetailSerializer):
     """The run acted on, with what rerunning its workflow's failed steps did."""
 
@@ -421,6 +439,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     )
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
+        refuse_rollback(request, acted_on(self, Action.TRIGGER))
         return self._operator_action(request, services.rerun_run)
 
     @extend_schema(
@@ -431,6 +450,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     @action(detail=True, methods=["post"], url_path="rerun-failed")
     def rerun_failed(self, request, pk=None):
         run = acted_on(self, Action.TRIGGER)
+        refuse_rollback(request, run)
         result = services.rerun_failed_steps(run, actor=request.user, reason=reason_from(request))
         run = self.get_queryset().get(pk=run.pk)
         context = {**self.get_serializer_context(), "result": result}

@@ -144,3 +144,17 @@ def test_a_rerun_of_a_paused_job_is_refused_and_changes_nothing(cast):
     assert (
         client.post(f"/api/v1/runs/{run.pk}/mark-succeeded/", {"reason": "by hand"}, format="json").status_code == 200
     )
+
+
+def test_asking_a_rerun_to_execute_an_earlier_version_is_refused_as_a_rollback(cast):
+    job = cast.make_job(cast.dev, command=["/bin/true"])
+    run = failed_run(job, timezone.now().replace(microsecond=0))
+    _approved_update(cast, job, command=["/bin/false"])
+    for action in ("rerun", "rerun-failed"):
+        response = client_for(cast.operator).post(
+            f"/api/v1/runs/{run.pk}/{action}/", {"reason": "old one worked", "job_version": 1}, format="json"
+        )
+        assert response.status_code == 400, response.content
+        assert "rollback" in response.json()["job_version"][0] and "change request" in response.json()["job_version"][0]
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.job_version == 1
