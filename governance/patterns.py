@@ -24,6 +24,9 @@ from django.core.exceptions import ValidationError
 from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import SchemaError
 from jsonschema.exceptions import ValidationError as SchemaValidationError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 # Longer patterns are refused before compiling: RE2's own memory budget (below) bounds the rest.
 MAX_PATTERN_LENGTH = 1000
@@ -155,17 +158,36 @@ UserSchemaValidator = validators.extend(
 _REGEX_KEYWORDS = ("patternProperties",)
 
 
-def _keywords(schema: Any) -> set[str]:
-    found: set[str] = set()
+def _walk(schema: Any) -> Iterator[dict]:
     stack = [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            found.update(k for k in node if isinstance(k, str))
+            yield node
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-    return found
+
+
+def _reference_problems(schema: dict) -> list[str]:
+    """A reference jsonschema cannot resolve fails at validation time (at run start, or as a 500):
+    only references inside the schema itself are accepted, and they must point somewhere."""
+    uri = "urn:governor:schema"
+    resolver = Registry().with_resource(uri, DRAFT202012.create_resource(schema)).resolver(base_uri=uri)
+    problems = []
+    for node in _walk(schema):
+        for keyword in ("$ref", "$dynamicRef"):
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
+            if not ref.startswith("#"):
+                problems.append(f"{keyword} {ref!r}: only references inside the schema (#/$defs/...) are accepted.")
+                continue
+            try:
+                resolver.lookup(ref)
+            except Unresolvable:
+                problems.append(f"{keyword} {ref!r} points nowhere in the schema.")
+    return problems
 
 
 def schema_problems(schema: Any) -> list[str]:
@@ -179,7 +201,7 @@ def schema_problems(schema: Any) -> list[str]:
         if cause is None and exc.validator == "format" and exc.validator_value == "regex":
             cause = PatternError(pattern_problem(exc.instance) or RE2_ONLY)
         return [f"{where}: {cause}" if cause else exc.message]
-    keywords = _keywords(schema)
+    keywords = {key for node in _walk(schema) for key in node}
     if "unevaluatedProperties" in keywords and "patternProperties" in keywords:
         return ['"unevaluatedProperties" cannot be combined with "patternProperties" in a job schema.']
-    return []
+    return _reference_problems(schema) if isinstance(schema, dict) else []

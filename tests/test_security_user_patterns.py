@@ -256,3 +256,14 @@ def test_the_manifest_cli_refuses_files_over_the_limits(cast, settings, tmp_path
     with pytest.raises(SystemExit):
         call_command("apply", str(path), "--actor", cast.author.username, stdout=out)
     assert "GOVERNOR_MANIFEST_MAX_BYTES" in out.getvalue() and not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "ref, message",
+    [("https://example.invalid/x.json", "only references inside the schema"), ("#/$defs/missing", "points nowhere")],
+)
+def test_a_schema_reference_that_cannot_resolve_is_refused_not_left_to_fail_at_run_time(ref, message):
+    schema = {"type": "object", "properties": {"x": {"type": "string", "allOf": [{"$ref": ref}]}}}
+    problems = schema_problems(schema)
+    assert len(problems) == 1 and message in problems[0], problems
+    assert schema_problems({"$defs": {"a": {"type": "string"}}, "properties": {"x": {"$ref": "#/$defs/a"}}}) == []
