@@ -61,6 +61,10 @@ def compile_user_pattern(pattern: str):
         raise PatternError(f"{RE2_ONLY}, without backreferences, lookaround or huge repetitions ({reason}).") from None
 
 
+# Fixed patterns the code matches against user text (a runbook) use the same engine.
+linear_pattern = compile_user_pattern
+
+
 def pattern_problem(pattern: Any) -> str | None:
     """Why ``pattern`` is refused, or None when RE2 compiles it."""
     try:
