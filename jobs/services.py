@@ -300,9 +300,10 @@ class RerunFailedResult:
     def message(self) -> str:
         steps = "step" if len(self.requeued) == 1 else "steps"
         text = f"{len(self.requeued)} failed {steps} of this workflow queued again."
-        if self.not_in_scope:
-            others = "step is" if self.not_in_scope == 1 else "steps are"
-            text += f" {self.not_in_scope} other failed {others} outside your scope and {'was' if self.not_in_scope == 1 else 'were'} left alone."
+        if self.not_in_scope == 1:
+            text += " 1 other failed step is outside your scope and was left alone."
+        elif self.not_in_scope:
+            text += f" {self.not_in_scope} other failed steps are outside your scope and were left alone."
         return text
 
 
