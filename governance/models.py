@@ -14,6 +14,8 @@ from django.db.models.functions import Coalesce
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from simple_history.models import HistoricalRecords
 
+from .patterns import validate_user_pattern
+
 slug_validator = RegexValidator(
     r"^[a-z0-9]+(-[a-z0-9]+)*$", "Use lower-case letters, digits and single dashes (e.g. 'payments')."
 )
@@ -29,7 +31,9 @@ class Tenant(models.Model):
     naming_pattern = models.CharField(
         max_length=200,
         default=DEFAULT_NAMING_PATTERN,
-        help_text="Regular expression job names must match; the named group 'team' must equal the owning team.",
+        validators=[validate_user_pattern],
+        help_text="Regular expression (RE2 syntax) job names must match; the named group 'team' must equal the "
+        "owning team.",
     )
     secrets_by_team = models.BooleanField(
         default=False,

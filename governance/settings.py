@@ -327,6 +327,10 @@ GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 GOVERNOR_CHANGE_EXPIRY_HOURS = env_int("GOVERNOR_CHANGE_EXPIRY_HOURS", 14 * 24)
 GOVERNOR_REVIEW_PERIOD_DAYS = env_int("GOVERNOR_REVIEW_PERIOD_DAYS", 365)
 GOVERNOR_SUNSET_WARNING_DAYS = env_int("GOVERNOR_SUNSET_WARNING_DAYS", 14)
+# Jobs as code: the largest manifest request body (or all files one CLI command reads) and the most
+# jobs (one per job and environment it lists) one validate, plan or apply handles; beyond: refused.
+GOVERNOR_MANIFEST_MAX_BYTES = env_int("GOVERNOR_MANIFEST_MAX_BYTES", 5 * 1024 * 1024)
+GOVERNOR_MANIFEST_MAX_JOBS = env_int("GOVERNOR_MANIFEST_MAX_JOBS", 2000)
 
 # Vault (OpenBao in development and tests)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")

@@ -13,6 +13,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, extend_sch
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.filters import OrderingFilter, SearchFilter
+from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from governance.access import Action, can
@@ -340,6 +341,47 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
         return self.get_paginated_response(JobHistorySerializer(page, many=True).data)
 
 
+ROLLBACK_FIELDS = ("job_version", "version", "definition")
+
+
+def refuse_rollback(request, run: Run) -> None:
+    """A rerun executes the job's live version; asking for another one is a rollback (400)."""
+    for field in ROLLBACK_FIELDS:
+        if isinstance(request.data, dict) and field in request.data:
+            raise serializers.ValidationError(
+                {
+                    field: [
+                        f"A rerun executes the job's live (approved) version v{run.job.version}. Running an earlier "
+                        "version again is a rollback: propose it as a change request (its history lists each "
+                        "version's definition)."
+                    ]
+                }
+            )
+
+
+class RerunFailedSerializer(RunDetailSerializer):
+    """The run acted on, with what rerunning its workflow's failed steps did."""
+
+    requeued = serializers.SerializerMethodField(help_text="Ids of the runs queued again.")
+    not_in_scope = serializers.SerializerMethodField(
+        help_text="Failed steps of the slot left alone because you may not act on them (not named)."
+    )
+    message = serializers.SerializerMethodField()
+
+    class Meta(RunDetailSerializer.Meta):
+        fields = [*RunDetailSerializer.Meta.fields, "requeued", "not_in_scope", "message"]
+        read_only_fields = fields
+
+    def get_requeued(self, run: Run) -> list[int]:
+        return [r.pk for r in self.context["result"].requeued]
+
+    def get_not_in_scope(self, run: Run) -> int:
+        return self.context["result"].not_in_scope
+
+    def get_message(self, run: Run) -> str:
+        return self.context["result"].message
+
+
 class RunFilter(filters.FilterSet):
     job = filters.NumberFilter(field_name="job_id")
     status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
@@ -395,20 +437,26 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     @extend_schema(
         request=RequiredReasonSerializer,
         responses={200: RunDetailSerializer},
-        summary="Rerun a finished or lost run as a new attempt",
+        summary="Rerun a finished or lost run as a new attempt of the job's live definition",
     )
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
+        refuse_rollback(request, acted_on(self, Action.TRIGGER))
         return self._operator_action(request, services.rerun_run)
 
     @extend_schema(
         request=RequiredReasonSerializer,
-        responses={200: RunDetailSerializer},
-        summary="Rerun the failed steps of this run's workflow instance",
+        responses={200: RerunFailedSerializer},
+        summary="Rerun the failed steps of this run's workflow instance that you may act on, on their live definitions",
     )
     @action(detail=True, methods=["post"], url_path="rerun-failed")
     def rerun_failed(self, request, pk=None):
-        return self._operator_action(request, services.rerun_failed_steps)
+        run = acted_on(self, Action.TRIGGER)
+        refuse_rollback(request, run)
+        result = services.rerun_failed_steps(run, actor=request.user, reason=reason_from(request))
+        run = self.get_queryset().get(pk=run.pk)
+        context = {**self.get_serializer_context(), "result": result}
+        return Response(RerunFailedSerializer(run, context=context).data)
 
     @extend_schema(
         request=RequiredReasonSerializer,

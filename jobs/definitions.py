@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
 from governance.models import Environment, Team, Tenant
+from governance.patterns import compile_user_pattern, pattern_problem
 from governance.secrets import SecretScope, clean_secret_map, reference_problems
 
 from . import schedule
@@ -75,8 +75,13 @@ def clean_definition(
 
     name = _str(merged, "name", errors, required=True, max_length=200)
     if name and "name" not in errors:
-        match = re.fullmatch(tenant.naming_pattern, name)
-        if not match:
+        # RE2, linear in the name; a pattern stored before RE2 was required is refused, never
+        # handed to a backtracking engine.
+        problem = pattern_problem(tenant.naming_pattern)
+        match = None if problem else compile_user_pattern(tenant.naming_pattern).fullmatch(name)
+        if problem:
+            errors["name"] = [f"The tenant's naming pattern is refused: {problem}"]
+        elif not match:
             errors["name"] = [
                 f"{name!r} does not follow the naming convention <team>.<system>.<job> "
                 "(lower-case letters, digits and dashes, separated by dots)."

@@ -19,10 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from governance.models import Environment, Tenant
+from governance.patterns import UserSchemaValidator, schema_problems
 
 from .models import JobKind
 
@@ -50,15 +49,12 @@ class ParameterError(Exception):
 def _schema_errors(schema: Any, field: str) -> list[str]:
     if not isinstance(schema, dict):
         return [f"{field} must be a JSON Schema object."]
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        return [f"{field} is not a valid JSON Schema: {exc.message}"]
-    return []
+    # User schemas match their patterns with RE2 (linear time); one RE2 refuses is refused here.
+    return [f"{field} is not a valid JSON Schema: {problem}" for problem in schema_problems(schema)]
 
 
 def _instance_errors(schema: dict, instance: Any) -> list[str]:
-    return _messages(Draft202012Validator(schema).iter_errors(instance))
+    return _messages(UserSchemaValidator(schema).iter_errors(instance))
 
 
 def _messages(errors) -> list[str]:
@@ -73,7 +69,7 @@ def parameter_value_errors(schema: dict, values: dict) -> dict[str, list[str]]:
     """Values checked against a parameter schema, per parameter name ("" for errors not tied to one),
     so a form can show each message beside its field."""
     per_name: dict[str, list[str]] = {}
-    validator = Draft202012Validator(schema)
+    validator = UserSchemaValidator(schema)
     for error in validator.iter_errors(_with_defaults(schema, values)):
         if error.path:
             name = str(error.path[0])
@@ -393,12 +389,12 @@ def clean_execution(
 
 
 @functools.lru_cache(maxsize=512)
-def _run_schema(schema_json: str) -> tuple[tuple[str, ...], Draft202012Validator | None]:
+def _run_schema(schema_json: str) -> tuple[tuple[str, ...], UserSchemaValidator | None]:
     """The schema's own problems, or its validator. Checking a schema against the meta-schema
     costs more than running ``/bin/true``; the answer never changes for the same schema text."""
     schema = json.loads(schema_json)
     problems = tuple(_schema_errors(schema, "The parameter schema"))
-    return problems, None if problems else Draft202012Validator(schema)
+    return problems, None if problems else UserSchemaValidator(schema)
 
 
 def resolve_parameters(definition: dict, environment_slug: str) -> dict:
@@ -407,8 +403,8 @@ def resolve_parameters(definition: dict, environment_slug: str) -> dict:
     schema = parameters.get("schema") or {"type": "object", "properties": {}}
     values = _with_defaults(schema, (parameters.get("values") or {}).get(environment_slug) or {})
     if isinstance(schema, dict):
-        schema_problems, validator = _run_schema(json.dumps(schema, sort_keys=True))
-        problems = list(schema_problems) if validator is None else _messages(validator.iter_errors(values))
+        known_problems, validator = _run_schema(json.dumps(schema, sort_keys=True))
+        problems = list(known_problems) if validator is None else _messages(validator.iter_errors(values))
     else:
         problems = _schema_errors(schema, "The parameter schema")
     if problems:

@@ -23,9 +23,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
-from jsonschema import Draft202012Validator
 
 from governance.models import Environment
+from governance.patterns import UserSchemaValidator
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024
@@ -253,7 +253,7 @@ def execute_http(spec: dict, values: dict, environment: Environment | int, timeo
             return HttpResult(
                 status, text, len(raw), ok=False, error="The response body is not JSON.", elapsed_ms=elapsed
             )
-        errors = [e.message for e in Draft202012Validator(schema).iter_errors(document)]
+        errors = [e.message for e in UserSchemaValidator(schema).iter_errors(document)]
         if errors:
             return HttpResult(
                 status,

@@ -7,11 +7,13 @@ Plan and apply take either JSON ``{"files": [{"path", "content"}], "prune",
 
 from __future__ import annotations
 
+import io
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,7 +24,48 @@ from governance.models import Tenant
 from .manifests import ApplyError, apply_plan, export_tenant, make_plan, read_texts
 
 MAX_FILES = 500
-MAX_BYTES = 5 * 1024 * 1024
+
+
+def max_bytes() -> int:
+    return settings.GOVERNOR_MANIFEST_MAX_BYTES
+
+
+class ManifestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+
+    def __init__(self, size: int | None = None):
+        limit = max_bytes()
+        size_text = f"The request body is {size} bytes; at" if size is not None else "At"
+        super().__init__(
+            f"{size_text} most {limit} bytes of manifests are accepted in one request "
+            "(GOVERNOR_MANIFEST_MAX_BYTES): split them. Nothing was read or changed."
+        )
+
+
+def refuse_large_body(request) -> None:
+    """413 before anything is parsed when the declared body is over the limit; the parsers also
+    stop reading one byte past it (a body without Content-Length)."""
+    try:
+        size = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = 0
+    if size > max_bytes():
+        raise ManifestTooLarge(size)
+
+
+def _read_bounded(stream) -> bytes:
+    data = stream.read(max_bytes() + 1)
+    if len(data) > max_bytes():
+        raise ManifestTooLarge()
+    return data
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON, read only up to the manifest size limit."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return super().parse(io.BytesIO(_read_bounded(stream)), media_type, parser_context)
 
 
 class YAMLTextParser(BaseParser):
@@ -31,9 +74,7 @@ class YAMLTextParser(BaseParser):
     media_type = "application/yaml"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        data = stream.read(MAX_BYTES + 1)
-        if len(data) > MAX_BYTES:
-            raise serializers.ValidationError({"content": [f"At most {MAX_BYTES} bytes of manifests."]})
+        data = _read_bounded(stream)
         try:
             return {"files": [{"path": "request.yaml", "content": data.decode("utf-8")}]}
         except UnicodeDecodeError:
@@ -46,7 +87,7 @@ class TextYAMLParser(YAMLTextParser):
 
 class FileSerializer(serializers.Serializer):
     path = serializers.CharField(max_length=500)
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_BYTES)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
 class ManifestRequestSerializer(serializers.Serializer):
@@ -76,7 +117,15 @@ class ManifestPlanSerializer(serializers.Serializer):
 _PLAN = ManifestPlanSerializer
 
 
+class TooLargeSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="Names the limit (GOVERNOR_MANIFEST_MAX_BYTES).")
+
+
+_TOO_LARGE = TooLargeSerializer
+
+
 def _options(request) -> dict:
+    refuse_large_body(request)
     data = dict(request.data)
     for key in ("prune", "commit", "pipeline_url", "ticket", "message"):
         if key not in data and key in request.query_params:
@@ -97,9 +146,9 @@ def _status_for(problems) -> int:
 class ManifestPlanView(APIView):
     """What applying these manifests would create, change and delete (with diffs). Changes nothing."""
 
-    parser_classes = [JSONParser, YAMLTextParser, TextYAMLParser]
+    parser_classes = [BoundedJSONParser, YAMLTextParser, TextYAMLParser]
 
-    @extend_schema(request=ManifestRequestSerializer, responses={200: _PLAN, 400: _PLAN, 403: _PLAN})
+    @extend_schema(request=ManifestRequestSerializer, responses={200: _PLAN, 400: _PLAN, 403: _PLAN, 413: _TOO_LARGE})
     def post(self, request):
         options = _options(request)
         plan = make_plan(_manifests(options), actor=request.user, prune=options["prune"])
@@ -111,9 +160,9 @@ class ManifestApplyView(APIView):
     """Apply manifests: ungoverned environments change at once; governed ones get change requests
     (carrying the commit and pipeline URL) whose URLs are returned. Applying twice changes nothing."""
 
-    parser_classes = [JSONParser, YAMLTextParser, TextYAMLParser]
+    parser_classes = [BoundedJSONParser, YAMLTextParser, TextYAMLParser]
 
-    @extend_schema(request=ManifestRequestSerializer, responses={200: _PLAN, 400: _PLAN, 403: _PLAN})
+    @extend_schema(request=ManifestRequestSerializer, responses={200: _PLAN, 400: _PLAN, 403: _PLAN, 413: _TOO_LARGE})
     def post(self, request):
         options = _options(request)
         plan = make_plan(_manifests(options), actor=request.user, prune=options["prune"], for_apply=True)

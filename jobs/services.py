@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from governance import audit
-from governance.access import Action, can
+from governance.access import Action, can, restrict
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
@@ -224,8 +225,27 @@ RERUNNABLE = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunSta
 FAILED_STEP = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.LOST)
 
 
+def refuse_unless_runnable(job: Job) -> None:
+    """A rerun executes the job's live definition, so it needs a job that may run now: not deleted,
+    not paused (a pause, possibly approved, stops runs) and not past its sunset date (409)."""
+    if job.status == JobStatus.DELETED:
+        raise JobStateError("This job is deleted and cannot run.")
+    if job.status == JobStatus.PAUSED:
+        raise JobStateError(
+            f"The job {job.name} is paused: resume it before rerunning its runs (a rerun executes the live definition)."
+        )
+    if job.sunset_on is not None and job.sunset_on <= timezone.now().date():
+        raise JobStateError(f"The job {job.name} reached its sunset date {job.sunset_on} and cannot run.")
+
+
 def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
-    """Queue a finished run again as its next attempt (same run, same key)."""
+    """Queue a finished run again as its next attempt (same run, same key), on the job's live definition.
+
+    The run's snapshot is replaced by the job's current approved version: executing an older version
+    would be a rollback, which only a change request may do. The job row is locked, so the version
+    checked here is the one the attempt executes, and a job paused meanwhile does not run."""
+    job = Job.objects.select_for_update().get(pk=run.job_id)
+    refuse_unless_runnable(job)
     now = timezone.now()
     updated = Run.objects.filter(pk=run.pk, status__in=statuses).update(
         status=RunStatus.QUEUED,
@@ -233,27 +253,34 @@ def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
         finished_at=None,
         next_attempt_at=None,
         reason=f"{operation} by {actor}: {reason}",
+        job_version=job.version,
+        definition=job.definition(),
     )
     if updated:
         audit.record(
             AuditAction.RUN_RERUN,
             actor=actor,
             obj=run,
-            team_id=run.job.team_id,
-            environment_id=run.job.environment_id,
-            data={"reason": reason, "operation": operation, "previous_status": run.status},
+            team_id=job.team_id,
+            environment_id=job.environment_id,
+            data={
+                "reason": reason,
+                "operation": operation,
+                "previous_status": run.status,
+                "previous_job_version": run.job_version,
+                "job_version": job.version,
+            },
         )
         transaction.on_commit(lambda: enqueue_run(run.pk))
     return bool(updated)
 
 
 def rerun_run(run: Run, *, actor, reason: str) -> Run:
-    """Run a finished (or lost) run again as a new attempt of the same run."""
+    """Run a finished (or lost) run again as a new attempt of the same run, on the job's live
+    (approved) definition; refused (409) while the job is paused, deleted or past its sunset."""
     reason = _require_reason(reason)
     if not can(actor, Action.TRIGGER, run):
         raise AccessDenied("You need the operator role for this job to rerun its runs.")
-    if run.job.status == JobStatus.DELETED:
-        raise JobStateError("This job is deleted and cannot run.")
     with transaction.atomic():
         if not _requeue(run, actor=actor, reason=reason, statuses=RERUNNABLE, operation="Rerun"):
             raise JobStateError("Only a finished or lost run can be rerun.")
@@ -261,14 +288,35 @@ def rerun_run(run: Run, *, actor, reason: str) -> Run:
     return run
 
 
-def rerun_failed_steps(run: Run, *, actor, reason: str) -> list[Run]:
+@dataclass(frozen=True)
+class RerunFailedResult:
+    """What ``rerun_failed_steps`` did: the steps queued again, and how many failed steps of the slot
+    were left alone because the operator may not act on them (not named: they may be invisible)."""
+
+    requeued: list[Run]
+    not_in_scope: int
+
+    @property
+    def message(self) -> str:
+        steps = "step" if len(self.requeued) == 1 else "steps"
+        text = f"{len(self.requeued)} failed {steps} of this workflow queued again."
+        if self.not_in_scope == 1:
+            text += " 1 other failed step is outside your scope and was left alone."
+        elif self.not_in_scope:
+            text += f" {self.not_in_scope} other failed steps are outside your scope and were left alone."
+        return text
+
+
+def rerun_failed_steps(run: Run, *, actor, reason: str) -> RerunFailedResult:
     """Rerun the failed steps of the workflow instance ``run`` belongs to (same tenant, environment
-    and slot); steps that were skipped because of them are re-evaluated when they finish."""
+    and slot) that ``actor`` may trigger; steps that were skipped because of them are re-evaluated
+    when they finish. Failed steps of jobs outside the actor's scope are left alone and only counted.
+    Each step runs its job's live definition; a paused (or deleted) job refuses the whole action."""
     reason = _require_reason(reason)
     if not can(actor, Action.TRIGGER, run):
         raise AccessDenied("You need the operator role for this job to rerun its runs.")
     with transaction.atomic():
-        steps = list(
+        failed = (
             Run.objects.select_related("job")
             .filter(
                 tenant_id=run.tenant_id,
@@ -278,17 +326,23 @@ def rerun_failed_steps(run: Run, *, actor, reason: str) -> list[Run]:
                 partition="",
                 status__in=FAILED_STEP,
             )
-            .order_by("id")
+            .exclude(job__status=JobStatus.DELETED)
         )
-        steps = [s for s in steps if s.job.status != JobStatus.DELETED]
+        in_scope = restrict(failed, actor, Action.TRIGGER)
+        steps = list(in_scope.order_by("id"))
+        not_in_scope = failed.count() - len(steps)
+        # Check every job first: one paused step refuses the action before anything is queued.
+        for job in Job.objects.select_for_update().filter(pk__in={s.job_id for s in steps}).order_by("pk"):
+            refuse_unless_runnable(job)
         requeued = [
             step
             for step in steps
             if _requeue(step, actor=actor, reason=reason, statuses=FAILED_STEP, operation="Rerun from the failed step")
         ]
         if not requeued:
-            raise JobStateError("No step of this workflow run failed.")
-    return requeued
+            detail = f" ({not_in_scope} failed steps are outside your scope)" if not_in_scope else ""
+            raise JobStateError(f"No step of this workflow run that you may rerun failed{detail}.")
+    return RerunFailedResult(requeued=requeued, not_in_scope=not_in_scope)
 
 
 def mark_run_succeeded(run: Run, *, actor, reason: str) -> Run:

@@ -248,9 +248,11 @@ def _run(request, pk: int, action: Action = Action.VIEW) -> Run:
 
 def _run_page(request, run: Run, *, cancel_form=None, settle_form=None, status: int = 200):
     may_trigger = run.job.status != JobStatus.DELETED and can(request.user, Action.TRIGGER, run)
+    # A rerun executes the live definition: offered only while the job may run (not paused).
+    may_rerun = may_trigger and run.job.status == JobStatus.ENABLED
     context = {
-        "can_rerun": may_trigger and run.status in RERUNNABLE,
-        "can_rerun_failed": may_trigger and run.status in FAILED_STEP,
+        "can_rerun": may_rerun and run.status in RERUNNABLE,
+        "can_rerun_failed": may_rerun and run.status in FAILED_STEP,
         "can_mark_succeeded": may_trigger and run.status in (*FAILED_STEP, RunStatus.SKIPPED),
         "settle_form": settle_form or ReasonForm(),
         "run": run,
@@ -305,7 +307,7 @@ def run_operate(request, pk: int, operation: str):
     if not form.is_valid():
         return _run_page(request, run, settle_form=form, status=400)
     try:
-        service(run, actor=request.user, reason=form.cleaned_data["reason"])
+        result = service(run, actor=request.user, reason=form.cleaned_data["reason"])
     except JobStateError as exc:
         messages.error(request, str(exc))
         return _run_page(request, run, status=409)
@@ -313,5 +315,6 @@ def run_operate(request, pk: int, operation: str):
         record_denied(request.user, Action.TRIGGER, run, reason=str(exc))
         messages.error(request, str(exc))
         return _run_page(request, run, status=403)
-    messages.success(request, done)
+    # Rerunning failed steps says how many it queued and how many it left alone (outside your scope).
+    messages.success(request, getattr(result, "message", done))
     return redirect("run_detail", pk=run.pk)

@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from governance.models import Environment, Tenant
+from governance.patterns import UserSchemaValidator
 
 EDGE_CONDITIONS = ("success", "failure", "always", "exit_code", "output_schema")
 MAX_UPSTREAMS = 50
@@ -128,7 +127,7 @@ def edge_met(edge: dict, status: str, exit_code: int | None, output: str) -> tup
     document = json_output(output)
     if document is None:
         return False, f"{upstream} produced no JSON output."
-    errors = [e.message for e in Draft202012Validator(edge.get("schema") or {}).iter_errors(document)]
+    errors = [e.message for e in UserSchemaValidator(edge.get("schema") or {}).iter_errors(document)]
     return not errors, f"{upstream}'s output does not match the schema: " + "; ".join(errors[:3])
 
 

@@ -153,7 +153,7 @@ def test_rerun_from_the_failed_step_lets_skipped_steps_run(cast, django_capture_
         rerun_failed_steps(failed, actor=cast.operator, reason="  ")
     with django_capture_on_commit_callbacks(execute=True):
         steps = rerun_failed_steps(run_of(b), actor=cast.operator, reason="disk was full; cleaned up")
-    assert [s.pk for s in steps] == [failed.pk]
+    assert [s.pk for s in steps.requeued] == [failed.pk] and steps.not_in_scope == 0
     execute(failed.pk, django_capture_on_commit_callbacks)
     failed.refresh_from_db()
     assert failed.status == RunStatus.SUCCEEDED and [x.status for x in failed.attempts.all()] == ["failed", "succeeded"]

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
 
 from governance.models import slug_validator
+from governance.patterns import pattern_problem
 from jobs.models import DEFINITION_FIELDS
 
 API_VERSION = "governor/v1"
@@ -337,10 +339,9 @@ class _Reader:
                 self.error(pattern_node, "naming_pattern: Must be a regular expression (a string).")
                 pattern = None
             else:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    self.error(pattern_node, f"naming_pattern: Not a valid regular expression ({exc}).")
+                problem = pattern_problem(pattern)
+                if problem:
+                    self.error(pattern_node, f"naming_pattern: {problem}")
                     pattern = None
         by_team = value.get("secrets_by_team", False)
         if not isinstance(by_team, bool):
@@ -450,7 +451,27 @@ def read_texts(sources: list[tuple[str, str]]) -> ManifestSet:
     result = ManifestSet()
     for file, text in sources:
         result.extend(read_text(text, file))
-    return result
+    return within_limits(result)
+
+
+def within_limits(mset: ManifestSet) -> ManifestSet:
+    """Refuse a set declaring more jobs (one per job and environment it lists) than
+    ``GOVERNOR_MANIFEST_MAX_JOBS``: its documents are dropped, so checking, planning and applying
+    do nothing but report the limit."""
+    limit = settings.GOVERNOR_MANIFEST_MAX_JOBS
+    jobs = sum(len(entry.environments) for entry in mset.entries)
+    if jobs > limit:
+        mset.documents, mset.tenants = [], []
+        mset.problems.append(
+            Problem(
+                mset.files[0] if mset.files else "<manifests>",
+                1,
+                1,
+                f"These manifests declare {jobs} jobs (one per job and environment); at most {limit} are "
+                "accepted at once (GOVERNOR_MANIFEST_MAX_JOBS): split them. Nothing was checked or changed.",
+            )
+        )
+    return mset
 
 
 def manifest_files(paths: list[str]) -> tuple[list[Path], list[Problem]]:
@@ -471,6 +492,19 @@ def manifest_files(paths: list[str]) -> tuple[list[Path], list[Problem]]:
 def read_paths(paths: list[str]) -> ManifestSet:
     files, problems = manifest_files(paths)
     result = ManifestSet(problems=problems)
+    limit = settings.GOVERNOR_MANIFEST_MAX_BYTES
+    size = sum(path.stat().st_size for path in files if path.is_file())
+    if size > limit:
+        result.problems.append(
+            Problem(
+                str(files[0]),
+                1,
+                1,
+                f"These manifests are {size} bytes; at most {limit} are read at once "
+                "(GOVERNOR_MANIFEST_MAX_BYTES): split them. Nothing was read.",
+            )
+        )
+        return result
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
@@ -478,4 +512,4 @@ def read_paths(paths: list[str]) -> ManifestSet:
             result.problems.append(Problem(str(path), 1, 1, f"Cannot read the file: {exc}."))
             continue
         result.extend(read_text(text, str(path)))
-    return result
+    return within_limits(result)
