@@ -484,6 +484,7 @@ class AlertKind(models.TextChoices):
     SILENT_FAILURE = "silent_failure", "Silent failure (missing ping)"
     LOST_RUN = "lost_run", "Run lost with its worker"
     SECRETS_UNAVAILABLE = "secrets_unavailable", "Secrets could not be read from Vault"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable", "The worker could not start the job's sandbox"
 
 
 class Alert(models.Model):
