@@ -181,7 +181,6 @@ def _prepare_run_root(run_root: str) -> None:
         except FileExistsError:
             pass
     os.chmod(run_root, 0o711)  # noqa: S103 - pass-through only: no listing, every run dir is 0700
-    sandbox.traversable(run_root)
 
 
 def ensure_sandbox() -> tuple:
@@ -205,6 +204,7 @@ def ensure_sandbox() -> tuple:
         private["the database"] = str(database["NAME"])
     sandbox.check_private(private, read_only)
     _prepare_run_root(run_root)
+    sandbox.traversable(run_root)
     first, last = sandbox.parse_uid_range(uids)
     with sandbox.lease_uid(first, last, os.path.join(run_root, UID_LOCKS)) as lease:
         run_dir = tempfile.mkdtemp(prefix="probe-", dir=run_root)
@@ -335,6 +335,25 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
+def _signal_group_members(pgid: int, sig: int, *, skip: int) -> bool:
+    """Signal every process of a group but ``skip``; False once nothing is left in the group.
+    Only on timeout or cancel: it reads /proc."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == skip:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            try:
+                os.kill(int(entry), sig)
+            except OSError:
+                pass
+    return _killpg(pgid, 0)
+
+
 class _ChildWatch:
     """Waits for one child and reads its output in the calling thread.
 
@@ -417,9 +436,11 @@ class _ChildWatch:
         return "exited"
 
     def kill_group(self) -> None:
-        """SIGTERM to the whole group, SIGKILL after the grace; the leader is reaped meanwhile."""
+        """SIGTERM to the job's processes, SIGKILL to the whole group after the grace; the leader
+        is reaped meanwhile. The leader is bwrap, which would die of SIGTERM at once and take the
+        sandbox with it: it gets only the SIGKILL, so the job has its grace to clean up."""
         pgid = self.proc.pid
-        alive = _killpg(pgid, signal.SIGTERM)
+        alive = _signal_group_members(pgid, signal.SIGTERM, skip=pgid)
         grace_end = time.monotonic() + KILL_GRACE_SECONDS
         while alive and time.monotonic() < grace_end:
             self._wait(0.05)

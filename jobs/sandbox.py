@@ -41,7 +41,6 @@ ETC_FILES = (
     "debian_version",
     "gai.conf",
     "host.conf",
-    "hostname",
     "hosts",
     "ld.so.cache",
     "ld.so.conf",
