@@ -185,7 +185,7 @@ def _prepare_run_root(run_root: str) -> None:
 
 def ensure_sandbox() -> tuple:
     """Check once per worker process that a sandbox starts: root (to switch uids), bwrap,
-    setpriv and prlimit installed, Governor's files out of the jobs' view, and a real
+    setpriv, prlimit and tini installed, Governor's files out of the jobs' view, and a real
     ``/bin/true`` through the whole chain. SandboxUnavailable otherwise (checked again next run)."""
     config = _sandbox_config()
     if _SANDBOX_READY.get(config) == os.getpid():
@@ -195,7 +195,13 @@ def ensure_sandbox() -> tuple:
         raise SandboxUnavailable(
             f"the worker runs as uid {os.geteuid()}, not root, so it cannot start each job as a uid of its own."
         )
-    for tool, package in ((bwrap, "bubblewrap"), (sandbox.SETPRIV, "util-linux"), (sandbox.PRLIMIT, "util-linux")):
+    tools = (
+        (bwrap, "bubblewrap"),
+        (sandbox.SETPRIV, "util-linux"),
+        (sandbox.PRLIMIT, "util-linux"),
+        (sandbox.TINI, "tini"),
+    )
+    for tool, package in tools:
         if not os.access(tool, os.X_OK):
             raise SandboxUnavailable(f"{tool} is missing (Debian package {package}; scripts/system-deps.sh).")
     private = {"Governor's code": str(settings.BASE_DIR), "GOVERNOR_RUN_ROOT": run_root}

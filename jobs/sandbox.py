@@ -28,7 +28,12 @@ import threading
 
 SETPRIV = "/usr/bin/setpriv"
 PRLIMIT = "/usr/bin/prlimit"
-# Processes of the sandbox itself under the run's uid: bwrap and its pid-1 reaper.
+# The sandbox's pid 1 (Debian tini): it forwards signals to the job, reaps orphans and exits
+# with the job's status. bwrap's own pid 1 would answer bwrap before it is reaped itself, so
+# the job's CPU and memory use would never reach the worker's wait4; bwrap --as-pid-1 starts
+# tini directly, and the usage travels up tini -> bwrap -> worker.
+TINI = "/usr/bin/tini"
+# Processes of the sandbox itself under the run's uid: bwrap and tini.
 SANDBOX_PROCESSES = 2
 WORK = "/work"
 TMP = "/tmp"  # noqa: S108 - the path inside the sandbox, a private bind of the run's own directory
@@ -226,6 +231,7 @@ def command(
         "--unshare-user",
         "--disable-userns",
         "--die-with-parent",
+        "--as-pid-1",
         "--hostname",
         "governor-run",
         *_layout(read_only),
@@ -249,6 +255,9 @@ def command(
         "/",
         "--chdir",
         WORK,
+        "--",
+        TINI,
+        "-g",  # signals go to the job's whole process group
         "--",
     ]
     return prefix + sandbox + argv, fds

@@ -202,7 +202,7 @@ def test_cpu_limit_kills_a_spinning_process(cast):
     job = cast.make_job(cast.dev, command=[PY, "-c", "while True: pass"], limits={"cpu_seconds": 1})
     run = run_now(cast, job)
     assert run.status == RunStatus.FAILED, run.reason
-    # bwrap reports a job killed by a signal the way a shell does: 128 + SIGXCPU or SIGKILL.
+    # tini reports a job killed by a signal the way a shell does: 128 + SIGXCPU or SIGKILL.
     assert run.exit_code in (128 + 24, 128 + 9), run.exit_code
     # The kernel enforces the limit on its own tick accounting; rusage may report a little less.
     assert run.cpu_user_s + run.cpu_sys_s >= 0.5, (run.cpu_user_s, run.cpu_sys_s)
