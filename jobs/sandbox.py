@@ -251,6 +251,13 @@ def command(
         "--bind",
         tmp,
         TMP,
+        # POSIX shared memory on the run's disk, not in a tmpfs of the host's memory; /dev and
+        # the root are tmpfs too, so read-only: the job writes only to /work and /tmp.
+        "--bind",
+        tmp,
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
         "--remount-ro",
         "/",
         "--chdir",

@@ -68,6 +68,18 @@ def host_tmp():
 
 attempt("host_tmp", host_tmp)
 
+def elsewhere():
+    written = []
+    for path in ("/x", "/dev/x", "/usr/x", "/etc/x", "/proc/x"):
+        try:
+            open(path, "w").close()
+            written.append(path)
+        except OSError:
+            pass
+    return written
+
+attempt("elsewhere", elsewhere)
+
 def processes():
     seen = []
     for pid in os.listdir("/proc"):
@@ -178,6 +190,8 @@ def test_a_job_sees_nothing_of_the_control_plane(cast, listener, control_plane_f
     assert seen["loopback"].startswith("refused: "), seen["loopback"]
     # Nothing written to the host's /tmp.
     assert seen["host_tmp"] == "written" and not os.path.exists(tmp_file)
+    # Nowhere else writable: the root, /dev, /usr, /etc, /proc.
+    assert seen["elsewhere"] == []
     # Only the sandbox's own processes: bwrap's reaper and the probe, none of the control plane.
     assert len(seen["processes"]) <= 2, seen["processes"]
     assert not [cmd for cmd in seen["processes"] if "pytest" in cmd or "manage.py" in cmd]
