@@ -255,7 +255,7 @@ def command(
         # the root are tmpfs too, so read-only: the job writes only to /work and /tmp.
         "--bind",
         tmp,
-        "/dev/shm",
+        "/dev/shm",  # noqa: S108 - the path inside the sandbox
         "--remount-ro",
         "/dev",
         "--remount-ro",
