@@ -1,9 +1,10 @@
 """Executing a claimed run.
 
-Command jobs run their argv as a child process: never a shell, a fresh working
-directory, an allow-listed environment, resource limits set in the child, a
-non-root user when the worker is root, its own process group killed on timeout,
-cancel or worker death, and output kept head and tail. HTTP jobs make one
+Command jobs run their argv as a child process: never a shell, in the one sandbox
+(``jobs.sandbox``: bubblewrap as a uid of the run's own, new namespaces, no network,
+nothing of Governor in view), a fresh working directory, an allow-listed environment,
+resource limits, its own process group killed on timeout, cancel or worker death, and
+output kept head and tail. A worker that cannot start the sandbox refuses the run. HTTP jobs make one
 guarded request (``jobs.http_jobs``); external jobs wait for pings
 (``jobs.heartbeats``).
 
