@@ -420,3 +420,23 @@ def test_control_plane_files_are_created_private(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0o600", "0o700", "0o711"]
     assert database.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writes a program under /opt")
+def test_a_program_outside_usr_runs_only_from_a_directory_made_readable(cast, settings):
+    directory = Path(f"/opt/governor-test-{uuid.uuid4().hex}")
+    directory.mkdir()
+    try:
+        program = directory / "tool"
+        shutil.copy("/usr/bin/true", program)
+        program.chmod(0o755)
+        job = cast.make_job(cast.dev, command=[str(program)])
+        run = execute(cast.queued_run(job))
+        assert run.status == RunStatus.FAILED and run.pid is None
+        assert f"{str(program)!r} is not visible inside the sandbox" in run.reason
+
+        settings.GOVERNOR_SANDBOX_READ_ONLY = [str(directory)]
+        run = execute(cast.queued_run(job, scheduled_for=run.scheduled_for.replace(year=2030)))
+        assert run.status == RunStatus.SUCCEEDED, run.reason + run.output
+    finally:
+        shutil.rmtree(directory)
