@@ -50,7 +50,7 @@ def summary(path):
     data = read(path)
     return "read %d bytes%s" % (len(data), ", with " + targets["needle"] if targets["needle"] in data else "")
 
-attempt("database", lambda: summary(targets["database"]) if targets["database"] else "refused: no file")
+attempt("database", lambda: summary(targets["database"]))  # "" on PostgreSQL: nothing to find
 attempt("log", lambda: summary(targets["log"]))
 attempt("code", lambda: summary(targets["code"]))
 attempt("var", lambda: os.listdir(targets["var"]))
