@@ -24,26 +24,16 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-# Governor's one-exec job sandbox (jobs/native/); without a C compiler, jobs start through setpriv + prlimit.
-SANDBOX := var/bin/governor-sandbox
-SANDBOX_CFLAGS := -O2 -Wall -Wextra -Werror
-SANDBOX_NOLIBC := -DGOVERNOR_NOLIBC -static -nostdlib -ffreestanding -fno-stack-protector -fno-pie -no-pie
-# Built without a C library where it can be (x86-64, arm64; see the source); SANDBOX_LIBC=1 forces libc.
-$(SANDBOX): jobs/native/governor-sandbox.c
-	@mkdir -p $(dir $@)
-	@if ! command -v cc >/dev/null 2>&1; then \
-	  echo "no C compiler: jobs start through setpriv + prlimit (one exec more per run)"; \
-	elif [ -z "$(SANDBOX_LIBC)" ] && cc $(SANDBOX_CFLAGS) $(SANDBOX_NOLIBC) -o $@ $< 2>/dev/null; then :; \
-	else cc $(SANDBOX_CFLAGS) -static -o $@ $< || cc $(SANDBOX_CFLAGS) -o $@ $<; fi
+NATIVE_CFLAGS := -O2 -Wall -Wextra -Werror
 
 # How SQLite connections wait for the write lock (governance/native/); without it, SQLite's own waits.
 SQLITE_BUSY := var/lib/governor-sqlite-busy.so
 $(SQLITE_BUSY): governance/native/governor-sqlite-busy.c
 	@mkdir -p $(dir $@)
-	@if command -v cc >/dev/null 2>&1; then cc $(SANDBOX_CFLAGS) -shared -fPIC -o $@ $<; \
+	@if command -v cc >/dev/null 2>&1; then cc $(NATIVE_CFLAGS) -shared -fPIC -o $@ $<; \
 	else echo "no C compiler: SQLite connections keep SQLite's own busy waits"; fi
 
-install: $(STAMP) $(SANDBOX) $(SQLITE_BUSY)
+install: $(STAMP) $(SQLITE_BUSY)
 
 # Debian packages (installed only when run as root; otherwise the missing ones are named).
 system-deps-run:

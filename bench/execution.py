@@ -7,6 +7,14 @@ workers), so they are comparable:
 - ``e2e_runs_per_s``: no-op jobs made due at once, claimed by the scheduler's tick,
   executed by Governor's executor and recorded with their attempt;
 - ``spawn_per_s``: ``subprocess.run(["/bin/true"])`` in a loop, one process;
+  ``sandbox_spawn_per_s`` / ``sandbox_spawn_cpu_ms``: the same ``/bin/true`` through the job
+  sandbox (``jobs.sandbox``: setpriv, prlimit, bwrap, a leased uid and a fresh run directory),
+  and the CPU each spawn costs, against ``spawn_cpu_ms`` without;
+- ``raw_q2_sandboxed_runs_per_s`` / ``raw_q2_sandboxed_cluster_cpu_ms_per_task``: django-q2
+  alone running tasks that spawn ``/bin/true`` in the sandbox, in the same rounds as the
+  unsandboxed raw tasks, so ``sandbox_cost_cluster_cpu_ms_per_run`` (the difference in the
+  workers' CPU per run) is the sandbox's price on this machine. The unsandboxed spawn exists
+  only here, never in Governor;
 - ``start_lateness_p50_ms``/``p99``: runs due at spread instants, below capacity,
   with a real ``run_scheduler`` process: started_at - scheduled_for;
 - ``overhead_p50_ms``/``p99``: per run below capacity (the lateness runs), queue wait +
@@ -46,6 +54,43 @@ def raw_true() -> None:
     subprocess.run(["/bin/true"], check=False)
 
 
+def sandboxed_true() -> None:
+    """The sandboxed raw task: /bin/true through the same sandbox a command job runs in
+    (leased uid, fresh run directory, setpriv + prlimit + bwrap), nothing of Governor's runs."""
+    _sandboxed_spawn()
+
+
+def _sandboxed_spawn() -> None:
+    import shutil
+    import tempfile
+
+    from django.conf import settings
+
+    from jobs import executor, sandbox
+
+    bwrap, run_root, uids, read_only = executor.ensure_sandbox()
+    with sandbox.lease_uid(*sandbox.parse_uid_range(uids), os.path.join(run_root, executor.UID_LOCKS)) as lease:
+        run_dir = tempfile.mkdtemp(prefix="bench-", dir=run_root)
+        try:
+            work, tmp = sandbox.prepare_run_dir(run_dir, lease.uid)
+            argv, fds = sandbox.command(
+                ["/bin/true"],
+                uid=lease.uid,
+                work=work,
+                tmp=tmp,
+                limits=settings.GOVERNOR_DEFAULT_LIMITS,
+                bwrap=bwrap,
+                read_only=read_only,
+            )
+            try:
+                subprocess.run(argv, check=False, pass_fds=fds, start_new_session=True, env={"PATH": "/usr/bin"})
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -59,6 +104,12 @@ UNITS = {
     "e2e_runs_per_s": ("runs/s", ">= 0.5 x raw_q2_runs_per_s"),
     "raw_q2_runs_per_s": ("tasks/s", ""),
     "spawn_per_s": ("spawns/s", ""),
+    "sandbox_spawn_per_s": ("spawns/s", ""),
+    "spawn_cpu_ms": ("ms", ""),
+    "sandbox_spawn_cpu_ms": ("ms", ""),
+    "raw_q2_sandboxed_runs_per_s": ("tasks/s", ""),
+    "raw_q2_sandboxed_cluster_cpu_ms_per_task": ("ms", ""),
+    "sandbox_cost_cluster_cpu_ms_per_run": ("ms", ""),
     "e2e_vs_raw_q2": ("ratio", ">= 0.5"),
     "e2e_vs_spawn": ("ratio", ""),
     "start_lateness_p50_ms": ("ms", ""),
@@ -153,16 +204,32 @@ def _group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
-def _raw_round(ids: list[int]) -> float:
+def _raw_round(ids: list[int], task: str = "bench.execution.raw_true") -> float:
     """Seconds for django-q2 alone to take and run ``len(ids)`` /bin/true tasks."""
     from django_q.models import OrmQ
     from django_q.tasks import async_task
 
     started = time.monotonic()
     for _ in ids:
-        async_task("bench.execution.raw_true", save=False)
-    _wait(lambda: not OrmQ.objects.exists(), 600)
+        async_task(task, save=False)
+    _wait(lambda: not OrmQ.objects.exists(), 900)
     return time.monotonic() - started
+
+
+def _sandboxed_round(ids: list[int]) -> float:
+    """Seconds for django-q2 alone to run ``len(ids)`` tasks spawning /bin/true in the sandbox."""
+    return _raw_round(ids, "bench.execution.sandboxed_true")
+
+
+def _spawn_rate(spawn, seconds: float = 2) -> tuple[float, float]:
+    """(spawns/s, CPU ms per spawn: this process and its children) of ``spawn`` in a loop."""
+    count, started, before = 0, time.monotonic(), os.times()
+    while time.monotonic() - started < seconds:
+        spawn()
+        count += 1
+    elapsed, after = time.monotonic() - started, os.times()
+    cpu = sum(after[:4]) - sum(before[:4])
+    return round(count / elapsed, 1), round(cpu / count * 1000, 2)
 
 
 def _e2e_round(ids: list[int]) -> float:
@@ -226,12 +293,10 @@ def _driver() -> dict:
     # The machine is shared: the load at start and end says how much to trust the figures.
     figures: dict = {"execution_bench_load_1m_start": round(os.getloadavg()[0], 2)}
 
-    # Raw spawn rate.
-    count, started = 0, time.monotonic()
-    while time.monotonic() - started < 2:
-        subprocess.run(["/bin/true"], check=False)
-        count += 1
-    figures["spawn_per_s"] = round(count / (time.monotonic() - started), 1)
+    # Raw spawn rate, without and with the sandbox.
+    figures["spawn_per_s"], figures["spawn_cpu_ms"] = _spawn_rate(lambda: subprocess.run(["/bin/true"], check=False))
+    _sandboxed_spawn()  # the worker's first sandbox: its one-time check
+    figures["sandbox_spawn_per_s"], figures["sandbox_spawn_cpu_ms"] = _spawn_rate(_sandboxed_spawn)
 
     cluster = _cluster(child_env)
     try:
@@ -242,12 +307,16 @@ def _driver() -> dict:
         # Raw django-q2 and end to end in alternating rounds of the same size, so a load that
         # comes and goes on this shared machine weighs on both alike. Beside wall time, the CPU
         # the cluster's processes (and the jobs they reaped) used per task, which load does not skew.
-        raw_s = raw_cpu = e2e_s = e2e_cpu = 0.0
+        raw_s = raw_cpu = e2e_s = e2e_cpu = sandboxed_s = sandboxed_cpu = 0.0
         size = max(1, E2E_RUNS // ROUNDS)
         rounds = [e2e_ids[i : i + size] for i in range(0, E2E_RUNS, size)]
         pair_ratios = []
         for index, ids in enumerate(rounds):
-            order = (_raw_round, _e2e_round) if index % 2 == 0 else (_e2e_round, _raw_round)
+            order = (
+                (_raw_round, _sandboxed_round, _e2e_round)
+                if index % 2 == 0
+                else (_e2e_round, _sandboxed_round, _raw_round)
+            )
             pair = {}
             for measure_round in order:
                 cpu_before = _group_cpu_s(cluster.pid)
@@ -256,6 +325,8 @@ def _driver() -> dict:
                 pair[measure_round] = seconds
                 if measure_round is _raw_round:
                     raw_s, raw_cpu = raw_s + seconds, raw_cpu + cpu
+                elif measure_round is _sandboxed_round:
+                    sandboxed_s, sandboxed_cpu = sandboxed_s + seconds, sandboxed_cpu + cpu
                 else:
                     e2e_s, e2e_cpu = e2e_s + seconds, e2e_cpu + cpu
             pair_ratios.append(pair[_raw_round] / pair[_e2e_round])
@@ -266,6 +337,9 @@ def _driver() -> dict:
         figures["raw_q2_runs_per_s"] = round(E2E_RUNS / raw_s, 1)
         figures["e2e_runs_per_s"] = round(E2E_RUNS / e2e_s, 1)
         figures["raw_q2_cluster_cpu_ms_per_task"] = round(raw_cpu / E2E_RUNS * 1000, 2)
+        figures["raw_q2_sandboxed_runs_per_s"] = round(E2E_RUNS / sandboxed_s, 1)
+        figures["raw_q2_sandboxed_cluster_cpu_ms_per_task"] = round(sandboxed_cpu / E2E_RUNS * 1000, 2)
+        figures["sandbox_cost_cluster_cpu_ms_per_run"] = round((sandboxed_cpu - raw_cpu) / E2E_RUNS * 1000, 2)
         figures["e2e_cluster_cpu_ms_per_run"] = round(e2e_cpu / E2E_RUNS * 1000, 2)
         figures["e2e_succeeded"] = Run.objects.filter(job_id__in=e2e_ids, status="succeeded").count()
         figures["e2e_vs_raw_q2"] = round(figures["e2e_runs_per_s"] / figures["raw_q2_runs_per_s"], 3)

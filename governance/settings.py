@@ -294,9 +294,19 @@ GOVERNOR_BACKPRESSURE_PRIORITY = env_int("GOVERNOR_BACKPRESSURE_PRIORITY", 5)
 GOVERNOR_OUTPUT_HEAD_BYTES = env_int("GOVERNOR_OUTPUT_HEAD_BYTES", 32 * 1024)
 GOVERNOR_OUTPUT_TAIL_BYTES = env_int("GOVERNOR_OUTPUT_TAIL_BYTES", 32 * 1024)
 GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))
-# Execution: who jobs run as, their default limits and the worker lease.
-# A worker running as root starts jobs as this user, never as root.
-GOVERNOR_RUN_AS_USER = env_str("GOVERNOR_RUN_AS_USER", "nobody")
+# Execution: the sandbox jobs run in (jobs/sandbox.py), their default limits and the worker lease.
+# Each run is given a uid of its own from this range, above the system and the usual subuid
+# ranges (useradd hands out 100000-600100000; systemd-nspawn 524288-1879048191).
+GOVERNOR_SANDBOX_UIDS = env_str("GOVERNOR_SANDBOX_UIDS", "1879048192-1879113727")
+try:
+    from jobs.sandbox import parse_uid_range
+
+    parse_uid_range(GOVERNOR_SANDBOX_UIDS)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"GOVERNOR_SANDBOX_UIDS {exc}") from None
+GOVERNOR_BWRAP = env_str("GOVERNOR_BWRAP", "/usr/bin/bwrap")
+# Host directories jobs may read besides /usr (e.g. /opt/acme for allow-listed programs there).
+GOVERNOR_SANDBOX_READ_ONLY = [os.path.abspath(path) for path in env_list("GOVERNOR_SANDBOX_READ_ONLY", [])]
 GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES = env_list(
     "GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES", ["/bin/*", "/usr/bin/*", "/usr/local/bin/*", "/opt/*"]
 )
@@ -305,6 +315,7 @@ GOVERNOR_DEFAULT_LIMITS = {
     "memory_mb": env_int("GOVERNOR_LIMIT_MEMORY_MB", 4096),
     "file_size_mb": env_int("GOVERNOR_LIMIT_FILE_SIZE_MB", 1024),
     "processes": env_int("GOVERNOR_LIMIT_PROCESSES", 256),
+    "open_files": env_int("GOVERNOR_LIMIT_OPEN_FILES", 1024),
 }
 GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
 # A run whose secrets Vault cannot give (sealed, unreachable) never started: it is retried up to
@@ -312,9 +323,6 @@ GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
 # to this many seconds and doubling, before it fails and alerts.
 GOVERNOR_SECRETS_MAX_ATTEMPTS = env_int("GOVERNOR_SECRETS_MAX_ATTEMPTS", 3)
 GOVERNOR_SECRETS_BACKOFF_SECONDS = float(env_int("GOVERNOR_SECRETS_BACKOFF_SECONDS", 10))
-# Starts each command job in its sandbox with one exec (jobs/native/; `make install` builds it).
-# Empty or missing: setpriv + prlimit from util-linux, which cost one more exec per run.
-GOVERNOR_SANDBOX_HELPER = env_str("GOVERNOR_SANDBOX_HELPER", str(BASE_DIR / "var" / "bin" / "governor-sandbox"))
 # How SQLite connections wait for the write lock (governance/native/; `make install` builds it).
 # Empty or missing: SQLite's own waits (1, 2, 5, 10 ms ...), slower under contention.
 GOVERNOR_SQLITE_BUSY_HANDLER = env_str(

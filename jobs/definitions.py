@@ -66,10 +66,17 @@ def clean_definition(
     """
     if not isinstance(data, dict):
         raise ValidationError({"definition": ["Must be an object with the job's fields."]})
-    unknown = sorted(set(data) - set(DEFINITION_FIELDS))
+    unknown = sorted(set(data) - set(DEFINITION_FIELDS) - {"network"})
     errors: dict[str, list[str]] = {}
     if unknown:
         errors["definition"] = [f"Unknown field(s): {', '.join(unknown)}."]
+    if "network" in data:
+        # The sandbox cannot route a job to the network without also exposing the worker's
+        # loopback services (web server, OpenBao): command jobs get none (docs/execution.md).
+        errors["network"] = [
+            "Command jobs run with no network access (their sandbox has only its own loopback); "
+            "call HTTP services through an HTTP job (kind: http), whose hosts the environment's policy allows."
+        ]
     base = job.definition() if job else {}
     merged = {**base, **{k: v for k, v in data.items() if k in DEFINITION_FIELDS}}
 

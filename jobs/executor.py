@@ -1,9 +1,10 @@
 """Executing a claimed run.
 
-Command jobs run their argv as a child process: never a shell, a fresh working
-directory, an allow-listed environment, resource limits set in the child, a
-non-root user when the worker is root, its own process group killed on timeout,
-cancel or worker death, and output kept head and tail. HTTP jobs make one
+Command jobs run their argv as a child process: never a shell, in the one sandbox
+(``jobs.sandbox``: bubblewrap as a uid of the run's own, new namespaces, no network,
+nothing of Governor in view), a fresh working directory, an allow-listed environment,
+resource limits, its own process group killed on timeout, cancel or worker death, and
+output kept head and tail. A worker that cannot start the sandbox refuses the run. HTTP jobs make one
 guarded request (``jobs.http_jobs``); external jobs wait for pings
 (``jobs.heartbeats``).
 
@@ -15,13 +16,9 @@ renews a lease on the run; the recovery sweep marks runs whose lease expired as
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import os
-import pwd
 import queue
-import resource
 import selectors
 import shutil
 import signal
@@ -41,7 +38,7 @@ from django.utils import timezone
 
 from governance.secrets import MASK, SecretError, mask, resolve_secrets
 
-from . import hotpath, retries, schedule
+from . import hotpath, retries, sandbox, schedule
 from .execution_spec import (
     ParameterError,
     executable_allowed,
@@ -50,6 +47,7 @@ from .execution_spec import (
     resolve_parameters,
 )
 from .models import AlertKind, Job, JobKind, Run, RunStatus
+from .sandbox import SandboxUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +128,6 @@ class OutputBuffer:
         return head_text + tail_text
 
 
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 @dataclass
 class ProcessResult:
     exit_code: int | None
@@ -154,115 +148,85 @@ class ProcessResult:
     transient: bool = False
     retry_after: float | None = None
     secrets_unavailable: bool = False  # the run failed closed because Vault could not give its secrets
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who the child runs as (None: as the worker itself, which is not root)."""
-
-    uid: int | None = None
-    gid: int | None = None
-    name: str = ""
-
-
-class IdentityError(Exception):
-    pass
-
-
-def run_as_identity() -> Identity:
-    """A root worker never runs a job as root: it switches to GOVERNOR_RUN_AS_USER."""
-    if os.geteuid() != 0:
-        return Identity()
-    name = settings.GOVERNOR_RUN_AS_USER
-    try:
-        entry = _user(name)
-    except KeyError:
-        raise IdentityError(f"The run-as user {name!r} does not exist on this worker.") from None
-    if entry.pw_uid == 0 or entry.pw_gid == 0:
-        raise IdentityError(f"The run-as user {name!r} is root; jobs never run as root.")
-    return Identity(entry.pw_uid, entry.pw_gid, name)
+    sandbox_unavailable: bool = False  # the worker could not start a sandbox: the job never started
+    uid: int | None = None  # the run's own uid on the host, while it ran
 
 
 def effective_limits(definition: dict) -> dict:
     return {**settings.GOVERNOR_DEFAULT_LIMITS, **(definition.get("limits") or {})}
 
 
-@functools.lru_cache(maxsize=8)
-def _user(name: str) -> pwd.struct_passwd:
-    """The passwd entry, read once per worker process (a worker is recycled every few hundred runs)."""
-    return pwd.getpwnam(name)
+# Worker processes (by pid) whose sandbox configuration (the key) started /bin/true once.
+_SANDBOX_READY: dict[tuple, int] = {}
 
 
-SETPRIV = "/usr/bin/setpriv"
-PRLIMIT = "/usr/bin/prlimit"
+def _sandbox_config() -> tuple:
+    return (
+        settings.GOVERNOR_BWRAP,
+        settings.GOVERNOR_RUN_ROOT,
+        settings.GOVERNOR_SANDBOX_UIDS,
+        tuple(settings.GOVERNOR_SANDBOX_READ_ONLY),
+    )
 
 
-def sandbox_prefix(limits: dict, identity: Identity) -> list[str] | None:
-    """argv that applies the limits, the user switch and the parent-death signal, then execs the job.
-
-    A program does in the child what a ``preexec_fn`` would, so Python can start the
-    child with vfork: forking a worker that holds a Django process's memory costs
-    several times more than the job itself (see bench/). Governor's own
-    ``governor-sandbox`` (``make install`` builds it) does it all in one exec; the
-    util-linux pair setpriv + prlimit in two. None when neither is there; the
-    caller then falls back to ``preexec_fn``.
-    """
-    mb = 1024 * 1024
-    cpu = int(limits["cpu_seconds"])
-    helper = settings.GOVERNOR_SANDBOX_HELPER
-    if helper and os.access(helper, os.X_OK):
-        return [
-            helper,
-            str(os.getpid()),  # the worker, whose death kills the job
-            "-" if identity.uid is None else str(identity.uid),
-            "-" if identity.gid is None else str(identity.gid),
-            str(cpu),
-            str(int(limits["memory_mb"]) * mb),
-            str(int(limits["file_size_mb"]) * mb),
-            str(int(limits["processes"])),
-            "--",
-        ]
-    if not (os.access(SETPRIV, os.X_OK) and os.access(PRLIMIT, os.X_OK)):
-        return None
-    prefix = [SETPRIV]
-    if identity.uid is not None:
-        prefix += [f"--reuid={identity.uid}", f"--regid={identity.gid}", "--clear-groups"]
-    # A worker killed with SIGKILL takes its job with it instead of leaving an orphan that a
-    # retry would run beside; setpriv sets it after the user switch, which would clear it.
-    prefix += ["--pdeathsig=KILL", "--", PRLIMIT]
-    prefix += [
-        # Soft then hard: SIGXCPU first, SIGKILL a few seconds later if ignored.
-        f"--cpu={cpu}:{cpu + 5}",
-        f"--as={int(limits['memory_mb']) * mb}",
-        f"--fsize={int(limits['file_size_mb']) * mb}",
-        f"--nproc={int(limits['processes'])}",
-        "--core=0",
-        "--",
-    ]
-    return prefix
+def _prepare_run_root(run_root: str) -> None:
+    """The run root and any missing parent: 0711, so bwrap (as the run's uid) can pass through."""
+    missing = []
+    path = os.path.abspath(run_root)
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            pass
+    os.chmod(run_root, 0o711)  # noqa: S103 - pass-through only: no listing, every run dir is 0700
 
 
-def _child_setup(limits: dict):
-    """Fallback without util-linux: limits and parent-death signal between fork and exec."""
-    mb = 1024 * 1024
-    cpu = int(limits["cpu_seconds"])
-    pairs = [
-        (resource.RLIMIT_CPU, (cpu, cpu + 5)),
-        (resource.RLIMIT_AS, (int(limits["memory_mb"]) * mb,) * 2),
-        (resource.RLIMIT_FSIZE, (int(limits["file_size_mb"]) * mb,) * 2),
-        (resource.RLIMIT_NPROC, (int(limits["processes"]),) * 2),
-        (resource.RLIMIT_CORE, (0, 0)),
-    ]
-    parent = os.getpid()  # the worker, which becomes the child's parent
-
-    def setup() -> None:
-        for which, value in pairs:
-            resource.setrlimit(which, value)
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(125)
-
-    return setup
+def ensure_sandbox() -> tuple:
+    """Check once per worker process that a sandbox starts: root (to switch uids), bwrap,
+    setpriv, prlimit and tini installed, Governor's files out of the jobs' view, and a real
+    ``/bin/true`` through the whole chain. SandboxUnavailable otherwise (checked again next run)."""
+    config = _sandbox_config()
+    if _SANDBOX_READY.get(config) == os.getpid():
+        return config
+    bwrap, run_root, uids, read_only = config
+    if os.geteuid() != 0:
+        raise SandboxUnavailable(
+            f"the worker runs as uid {os.geteuid()}, not root, so it cannot start each job as a uid of its own."
+        )
+    tools = (
+        (bwrap, "bubblewrap"),
+        (sandbox.SETPRIV, "util-linux"),
+        (sandbox.PRLIMIT, "util-linux"),
+        (sandbox.TINI, "tini"),
+    )
+    for tool, package in tools:
+        if not os.access(tool, os.X_OK):
+            raise SandboxUnavailable(f"{tool} is missing (Debian package {package}; scripts/system-deps.sh).")
+    private = {"Governor's code": str(settings.BASE_DIR), "GOVERNOR_RUN_ROOT": run_root}
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        private["the database"] = str(database["NAME"])
+    sandbox.check_private(private, read_only)
+    _prepare_run_root(run_root)
+    sandbox.traversable(run_root)
+    first, last = sandbox.parse_uid_range(uids)
+    with sandbox.lease_uid(first, last, os.path.join(run_root, UID_LOCKS)) as lease:
+        run_dir = tempfile.mkdtemp(prefix="probe-", dir=run_root)
+        try:
+            sandbox.probe(
+                bwrap=bwrap,
+                uid=lease.uid,
+                run_dir=run_dir,
+                limits=settings.GOVERNOR_DEFAULT_LIMITS,
+                read_only=read_only,
+            )
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    _SANDBOX_READY[config] = os.getpid()
+    return config
 
 
 def run_process(
@@ -270,51 +234,69 @@ def run_process(
     *,
     timeout: float,
     env: dict[str, str],
-    cwd: str,
+    run_dir: str,
     should_cancel=lambda: False,
     limits: dict | None = None,
-    identity: Identity | None = None,
     secrets=(),
 ) -> ProcessResult:
-    """Run argv to completion or until timeout/cancel, killing its whole process group.
-    ``secrets`` are values masked in the output stream before it is truncated."""
+    """Run argv in the sandbox (``jobs.sandbox``) to completion or until timeout/cancel, killing
+    its whole process group. ``run_dir`` is a fresh root-only directory; the job sees its
+    ``work`` as /work and its ``tmp`` as /tmp. ``secrets`` are values masked in the output
+    stream before it is truncated."""
     buffer = OutputBuffer(settings.GOVERNOR_OUTPUT_HEAD_BYTES, settings.GOVERNOR_OUTPUT_TAIL_BYTES, secrets)
-    identity = identity or Identity()
-    limits = limits or settings.GOVERNOR_DEFAULT_LIMITS
-    prefix = sandbox_prefix(limits, identity)
-    if prefix is None:
-        child = {
-            "user": identity.uid,
-            "group": identity.gid,
-            "extra_groups": [] if identity.uid is not None else None,
-            "preexec_fn": _child_setup(limits),
-        }
-    else:
-        child = {}
+    limits = {**settings.GOVERNOR_DEFAULT_LIMITS, **(limits or {})}
+    try:
+        bwrap, run_root, uids, read_only = ensure_sandbox()
+        lease = sandbox.lease_uid(*sandbox.parse_uid_range(uids), os.path.join(run_root, UID_LOCKS))
+    except (SandboxUnavailable, OSError, ValueError) as exc:
+        log.error("sandbox unavailable: %s", exc)
+        return ProcessResult(None, "", 0, error=f"Sandbox unavailable: {exc}", sandbox_unavailable=True)
+    try:
+        return _run_sandboxed(argv, lease.uid, timeout, env, run_dir, should_cancel, limits, buffer, bwrap, read_only)
+    finally:
+        lease.release()
+
+
+def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buffer, bwrap, read_only) -> ProcessResult:
+    # Checked here because bwrap would otherwise report it as its own failure.
+    if not os.path.exists(argv[0]):
+        return ProcessResult(None, "", 0, error=f"Executable not found: {argv[0]!r}.")
+    if not os.access(argv[0], os.X_OK) or not os.path.isfile(argv[0]):
+        return ProcessResult(None, "", 0, error=f"Executable not permitted: {argv[0]!r}.")
+    if not sandbox.visible(argv[0], read_only):
+        return ProcessResult(
+            None,
+            "",
+            0,
+            error=f"Executable {argv[0]!r} is not visible inside the sandbox (only /usr and "
+            "GOVERNOR_SANDBOX_READ_ONLY are).",
+        )
+    work, tmp = sandbox.prepare_run_dir(run_dir, uid)
+    command, fds = sandbox.command(argv, uid=uid, work=work, tmp=tmp, limits=limits, bwrap=bwrap, read_only=read_only)
     spawned_at = time.monotonic()
     try:
-        if not os.access(argv[0], os.X_OK):
-            # Checked here because the wrapper would otherwise report it as its own failure.
-            raise FileNotFoundError(argv[0]) if not os.path.exists(argv[0]) else PermissionError(argv[0])
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
-            (prefix or []) + argv,
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=env,
+            cwd="/",
+            env=env,  # secrets travel here, never on the command line
             start_new_session=True,
             close_fds=True,
-            **child,
+            pass_fds=fds,
         )
-    except FileNotFoundError:
-        return ProcessResult(None, "", 0, error=f"Executable not found: {argv[0]!r}.")
-    except PermissionError:
-        return ProcessResult(None, "", 0, error=f"Executable not permitted: {argv[0]!r}.")
     except (OSError, subprocess.SubprocessError) as exc:
         return ProcessResult(
-            None, "", 0, error=f"Could not start {argv[0]!r}: {getattr(exc, 'strerror', None) or exc}."
+            None,
+            "",
+            0,
+            error=f"Sandbox unavailable: could not start {command[0]!r}: {getattr(exc, 'strerror', None) or exc}.",
+            sandbox_unavailable=True,
         )
+    finally:
+        for fd in fds:
+            os.close(fd)
 
     watch = _ChildWatch(proc, buffer)
     try:
@@ -345,6 +327,7 @@ def run_process(
         block_out=usage.ru_oublock if usage else None,
         spawned_at=spawned_at,
         exited_at=watch.exited_at,
+        uid=uid,
     )
 
 
@@ -357,6 +340,25 @@ def _killpg(pgid: int, sig: int) -> bool:
     except PermissionError:
         pass
     return True
+
+
+def _signal_group_members(pgid: int, sig: int, *, skip: int) -> bool:
+    """Signal every process of a group but ``skip``; False once nothing is left in the group.
+    Only on timeout or cancel: it reads /proc."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == skip:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            try:
+                os.kill(int(entry), sig)
+            except OSError:
+                pass
+    return _killpg(pgid, 0)
 
 
 class _ChildWatch:
@@ -441,9 +443,11 @@ class _ChildWatch:
         return "exited"
 
     def kill_group(self) -> None:
-        """SIGTERM to the whole group, SIGKILL after the grace; the leader is reaped meanwhile."""
+        """SIGTERM to the job's processes, SIGKILL to the whole group after the grace; the leader
+        is reaped meanwhile. The leader is bwrap, which would die of SIGTERM at once and take the
+        sandbox with it: it gets only the SIGKILL, so the job has its grace to clean up."""
         pgid = self.proc.pid
-        alive = _killpg(pgid, signal.SIGTERM)
+        alive = _signal_group_members(pgid, signal.SIGTERM, skip=pgid)
         grace_end = time.monotonic() + KILL_GRACE_SECONDS
         while alive and time.monotonic() < grace_end:
             self._wait(0.05)
@@ -470,15 +474,15 @@ class _ChildWatch:
             self.proc.stdout.close()
 
 
-def _environment(run: Run, workdir: str, values: dict) -> dict[str, str]:
+def _environment(run: Run, values: dict) -> dict[str, str]:
     env = {name: os.environ[name] for name in ENV_ALLOW_LIST if name in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(parameter_environment(values))
     if run.partition:
         env["GOVERNOR_PARTITION"] = run.partition
     env.update(
-        HOME=workdir,
-        TMPDIR=workdir,
+        HOME=sandbox.WORK,
+        TMPDIR=sandbox.TMP,
         GOVERNOR_RUN_ID=str(run.pk),
         GOVERNOR_RUN_KEY=run.key,
         GOVERNOR_ATTEMPT=str(run.attempt),
@@ -490,6 +494,7 @@ def _environment(run: Run, workdir: str, values: dict) -> dict[str, str]:
 
 
 TRASH_DIR = ".trash"
+UID_LOCKS = ".uids"  # one lock file per sandbox uid (jobs.sandbox.lease_uid)
 
 
 class _Remover:
@@ -558,7 +563,7 @@ def make_workdir(run: Run) -> str:
     try:
         return tempfile.mkdtemp(prefix=prefix, dir=settings.GOVERNOR_RUN_ROOT)
     except FileNotFoundError:
-        os.makedirs(settings.GOVERNOR_RUN_ROOT, exist_ok=True)
+        _prepare_run_root(settings.GOVERNOR_RUN_ROOT)
         return tempfile.mkdtemp(prefix=prefix, dir=settings.GOVERNOR_RUN_ROOT)
 
 
@@ -601,14 +606,8 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
         return ProcessResult(None, "", 0, error=str(exc))
     if not executable_allowed(run.tenant, argv[0]):
         return ProcessResult(None, "", 0, error=f"{argv[0]!r} is no longer on the tenant's allow-list of executables.")
-    try:
-        identity = run_as_identity()
-    except IdentityError as exc:
-        return ProcessResult(None, "", 0, error=str(exc))
     workdir = make_workdir(run)
     try:
-        if identity.uid is not None:
-            os.chown(workdir, identity.uid, identity.gid)
         grace = (definition.get("heartbeat") or {}).get("grace_seconds")
         if grace:
             Run.objects.filter(pk=run.pk).update(heartbeat_deadline=timezone.now() + timedelta(seconds=grace))
@@ -623,11 +622,10 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
         result = run_process(
             argv,
             timeout=definition.get("timeout_seconds") or 3600,
-            env={**_environment(run, workdir, values), **secret_values},
-            cwd=workdir,
+            env={**_environment(run, values), **secret_values},
+            run_dir=workdir,
             should_cancel=keeper.should_cancel,
             limits=effective_limits(definition),
-            identity=identity,
             secrets=secret_values.values(),
         )
         if secret_values:
@@ -825,6 +823,10 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
             # Once per run, when no retry is left; the reason names the reference and
             # Vault's state, never a value.
             create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
+        if updated and result.sandbox_unavailable:
+            from .heartbeats import create_alert
+
+            create_alert(run, AlertKind.SANDBOX_UNAVAILABLE, f"{run}: not started on {run.worker}. {reason}")
     if not updated:
         log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
         return "superseded"

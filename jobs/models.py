@@ -496,6 +496,7 @@ class AlertKind(models.TextChoices):
     LOST_RUN = "lost_run", "Run lost with its worker"
     SECRETS_UNAVAILABLE = "secrets_unavailable", "Secrets could not be read from Vault"
     STUCK_QUEUED = "stuck_queued", "Queued run never picked up by a worker"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable", "The worker could not start the job's sandbox"
 
 
 class Alert(models.Model):

@@ -4,6 +4,8 @@
 # Ports: GOVERNOR_PORT (web, 8000), GOVERNOR_VAULT_PORT (OpenBao, 8200); bind address GOVERNOR_HOST.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Logs, the SQLite database and its WAL, credentials: private to Governor's user.
+umask 077
 
 BIN=${BIN:-.venv/bin}
 HOST=${GOVERNOR_HOST:-127.0.0.1}

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Install the Debian packages Governor needs, when missing and when we are root.
 # Usage: scripts/system-deps.sh run|test
-#   run:  what `make run` needs (a Python with venv support)
+#   run:  what `make run` needs (a Python with venv support; bubblewrap, util-linux and tini for the job sandbox)
 #   test: plus PostgreSQL, Redis and Chromium for the test suite
 set -euo pipefail
 profile=${1:-test}
 need=()
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-# Builds the one-exec job sandbox (jobs/native/); without it jobs start through setpriv + prlimit.
+# Builds the SQLite busy handler (governance/native/); without it SQLite keeps its own waits.
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# Every command job runs in bubblewrap, entered through util-linux setpriv + prlimit, with tini
+# as its pid 1 (jobs/sandbox.py); a worker without them refuses runs.
+[ -x /usr/bin/bwrap ] || need+=(bubblewrap)
+[ -x /usr/bin/tini ] || need+=(tini)
+{ [ -x /usr/bin/setpriv ] && [ -x /usr/bin/prlimit ]; } || need+=(util-linux)
 if [ "$profile" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)

@@ -74,6 +74,9 @@ def test_the_launcher_serves_the_app_and_stops_every_process_on_sigterm(transact
     assert code == 0, launcher.output()
     assert "Stopped." in launcher.output()
     assert not [pid for pid in children if alive(pid)]
+    # umask 077: the logs (which may name jobs and tenants) are Governor's alone.
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert {(tmp_path / "logs" / f"{name}.log").stat().st_mode & 0o777 for name in ("web", "worker")} == {0o600}
     logs = {name: (tmp_path / "logs" / f"{name}.log").read_text() for name in ("scheduler", "worker")}
     assert "scheduler stopped" in logs["scheduler"]
     assert "has stopped." in logs["worker"]

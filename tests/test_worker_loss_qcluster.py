@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +14,7 @@ from jobs.heartbeats import sweep
 from jobs.models import Alert, AlertKind, Run, RunStatus
 from jobs.services import trigger_run
 from tests import procs
+from tests.sandboxed import Executions
 
 LEASE_SECONDS = 2
 REDELIVERY_SECONDS = 4
@@ -46,20 +45,18 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def executions(canary: Path) -> int:
-    return len(canary.read_text().splitlines()) if canary.exists() else 0
-
-
-def kill_worker_mid_run(tcast, cluster, canary: Path, **overrides) -> Run:
-    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; exit 0'
+def kill_worker_mid_run(tcast, cluster, **overrides) -> tuple[Run, Executions]:
+    # Attempt 1 hangs; any later one lives a second, long enough to be seen from outside.
+    script = '[ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; sleep 1; exit 0'
     job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], **overrides)
     run = trigger_run(job, actor=tcast.operator, reason="worker loss test")
-    wait_until(lambda: executions(canary) == 1, 30, f"the job to start:\n{cluster.output()}")
+    executions = Executions(run.pk)
+    wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
     worker_pid = int(run.worker.rsplit(":", 1)[1])
     os.kill(worker_pid, signal.SIGKILL)
-    return run
+    return run, executions
 
 
 def sweep_until_not_running(run: Run) -> float:
@@ -75,10 +72,7 @@ def sweep_until_not_running(run: Run) -> float:
 
 
 def test_a_killed_worker_loses_a_non_idempotent_run_which_waits_for_an_operator(tcast, cluster, tmp_path):
-    canary = Path("/tmp") / f"governor-loss-{uuid.uuid4().hex}"
-    canary.touch(mode=0o666)
-    canary.chmod(0o666)
-    run = kill_worker_mid_run(tcast, cluster, canary)
+    run, executions = kill_worker_mid_run(tcast, cluster)
     elapsed = sweep_until_not_running(run)
     assert run.status == RunStatus.LOST
     assert elapsed <= LEASE_SECONDS + 2
@@ -87,18 +81,14 @@ def test_a_killed_worker_loses_a_non_idempotent_run_which_waits_for_an_operator(
     # django-q2 hands the unacknowledged task to the respawned worker; the claim refuses it.
     wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 2, 30, "django-q2 to redeliver")
     time.sleep(0.5)
-    assert executions(canary) == 1
+    assert executions.stop() == ["1"]
     run.refresh_from_db()
     assert run.status == RunStatus.LOST
     assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost")]
-    canary.unlink()
 
 
 def test_a_killed_worker_retries_an_idempotent_run_exactly_once_more(tcast, cluster):
-    canary = Path("/tmp") / f"governor-loss-{uuid.uuid4().hex}"
-    canary.touch()
-    canary.chmod(0o666)
-    run = kill_worker_mid_run(tcast, cluster, canary, idempotent=True)
+    run, executions = kill_worker_mid_run(tcast, cluster, idempotent=True)
     sweep_until_not_running(run)
 
     def finished():
@@ -109,6 +99,5 @@ def test_a_killed_worker_retries_an_idempotent_run_exactly_once_more(tcast, clus
     # Let the stale redelivery of the first task arrive too: it must not run the job a third time.
     wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 3, 30, "django-q2 to redeliver")
     time.sleep(0.5)
-    assert canary.read_text().split() == ["1", "2"]
+    assert executions.stop() == ["1", "2"]
     assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost"), (2, "succeeded")]
-    canary.unlink()

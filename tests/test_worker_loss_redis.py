@@ -12,8 +12,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 import redis
@@ -21,6 +19,7 @@ import redis
 from jobs.models import Alert, AlertKind, Run, RunStatus
 from jobs.services import trigger_run
 from tests import procs
+from tests.sandboxed import Executions
 from tests.vault import free_port
 
 LEASE_SECONDS = 2
@@ -100,38 +99,28 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def attempts_started(canary: Path) -> list[str]:
-    return canary.read_text().split() if canary.exists() else []
-
-
-def start_and_kill(tcast, cluster, redis_env, canary: Path, **overrides) -> tuple[Run, float]:
-    script = f'echo "$GOVERNOR_ATTEMPT" >> {canary}; [ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; exit 0'
+def start_and_kill(tcast, cluster, redis_env, **overrides) -> tuple[Run, float, Executions]:
+    # Attempt 1 hangs; any later one lives a second, long enough to be seen from outside.
+    script = '[ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; sleep 1; exit 0'
     # Yearly, so the scheduler beside the cluster never fires the job by itself during the test.
     job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], cron="0 0 1 1 *", **overrides)
     run = trigger_run(job, actor=tcast.operator, reason="worker loss test (redis)")
+    # The job cannot leave a file on the host (it runs sandboxed): its processes are watched instead.
+    executions = Executions(run.pk)
     # This test process's own broker is the ORM one: hand the run to Redis as a worker node would.
     enqueued = procs.run_manage(
         "shell", "-c", f"from jobs.services import enqueue_run; enqueue_run({run.pk})", env=redis_env
     )
     assert enqueued.returncode == 0, enqueued.stderr
-    wait_until(lambda: attempts_started(canary) == ["1"], 30, f"the job to start:\n{cluster.output()}")
+    wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
     os.kill(int(run.worker.rsplit(":", 1)[1]), signal.SIGKILL)
-    return run, time.monotonic()
+    return run, time.monotonic(), executions
 
 
-@pytest.fixture
-def canary():
-    path = Path("/tmp") / f"governor-loss-redis-{uuid.uuid4().hex}"
-    path.touch()
-    path.chmod(0o666)  # the job runs as the unprivileged run-as user
-    yield path
-    path.unlink(missing_ok=True)
-
-
-def test_redis_broker_a_killed_worker_loses_a_non_idempotent_run_for_good(tcast, cluster, redis_env, redis_url, canary):
-    run, killed_at = start_and_kill(tcast, cluster, redis_env, canary)
+def test_redis_broker_a_killed_worker_loses_a_non_idempotent_run_for_good(tcast, cluster, redis_env, redis_url):
+    run, killed_at, executions = start_and_kill(tcast, cluster, redis_env)
 
     def settled():
         run.refresh_from_db()
@@ -146,16 +135,14 @@ def test_redis_broker_a_killed_worker_loses_a_non_idempotent_run_for_good(tcast,
     time.sleep(2)
     assert redis.Redis.from_url(redis_url).llen(QUEUE_KEY) == 0
     assert cluster.output().count(f"processing run-{run.pk}") == 1
-    assert attempts_started(canary) == ["1"]
+    assert executions.stop() == ["1"]
     run.refresh_from_db()
     assert run.status == RunStatus.LOST
     assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost")]
 
 
-def test_redis_broker_a_killed_worker_retries_an_idempotent_run_exactly_once_more(
-    tcast, cluster, redis_env, redis_url, canary
-):
-    run, _killed_at = start_and_kill(tcast, cluster, redis_env, canary, idempotent=True)
+def test_redis_broker_a_killed_worker_retries_an_idempotent_run_exactly_once_more(tcast, cluster, redis_env, redis_url):
+    run, _killed_at, executions = start_and_kill(tcast, cluster, redis_env, idempotent=True)
 
     def succeeded():
         run.refresh_from_db()
@@ -163,7 +150,7 @@ def test_redis_broker_a_killed_worker_retries_an_idempotent_run_exactly_once_mor
 
     wait_until(succeeded, 40, f"the retry to succeed:\n{cluster.output()}")
     time.sleep(2)  # room for any stray delivery to show itself
-    assert attempts_started(canary) == ["1", "2"]
+    assert executions.stop() == ["1", "2"]
     assert [(a.number, a.status) for a in run.attempts.order_by("number")] == [(1, "lost"), (2, "succeeded")]
     # One task for the first attempt, one fresh task for the retry, nothing more.
     assert cluster.output().count(f"processing run-{run.pk}") == 2
