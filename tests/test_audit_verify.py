@@ -255,7 +255,7 @@ def test_no_checkpoint_is_written_for_a_broken_chain(trail, checkpoints):
 
 
 def test_the_migration_rekeys_an_intact_plain_sha256_chain_and_leaves_a_tampered_one(trail):
-    migration = importlib.import_module("governance.migrations.0007_i13_admin_audit_hmac_chain")
+    migration = importlib.import_module("governance.migrations.0009_audit_hmac_chain")
     for tenant in (trail.acme, trail.globex):
         previous = ""
         for event in AuditEvent.objects.filter(tenant=tenant).order_by("seq"):

@@ -75,7 +75,7 @@ def unkey(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0006_config_changed_audit_action"),
+        ("governance", "0008_tenant_naming_pattern_re2"),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('governance', '0006_config_changed_audit_action'),
+        ('governance', '0007_tenant_secrets_by_team'),
     ]
 
     operations = [
