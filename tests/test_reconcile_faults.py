@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
+from django.db import models
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -24,6 +23,7 @@ from jobs import scheduler, tasks
 from jobs.models import Job, Run, RunStatus
 from jobs.services import trigger_run
 from tests import procs
+from tests.sandboxed import Executions
 from tests.test_worker_loss_redis import QUEUE_KEY, redis_url  # noqa: F401 - fixture
 
 BOUND_MS = 2000
@@ -40,17 +40,21 @@ def wait_until(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def canary():
-    path = Path("/tmp") / f"governor-reconcile-{uuid.uuid4().hex}"
-    path.touch()
-    path.chmod(0o666)  # jobs run as the unprivileged run-as user
-    yield path
-    path.unlink(missing_ok=True)
+# A job leaves nothing on the host (its sandbox), so its executions are counted from outside:
+# every ``sleep`` process carrying the run's id, seen while it lives.
+QUICK = ["/bin/sh", "-c", "exec sleep 1"]
 
 
-def executions(canary: Path) -> list[str]:
-    return canary.read_text().split()
+def watch(runs) -> dict[int, Executions]:
+    return {run.pk: Executions(run.pk) for run in runs}
+
+
+def executed_once(watchers: dict[int, Executions]) -> None:
+    """Each run started exactly one process, as attempt 1, and recorded exactly one attempt."""
+    seen = {pk: watcher.stop() for pk, watcher in watchers.items()}
+    assert seen == {pk: ["1"] for pk in watchers}, seen
+    attempts = dict(Run.objects.filter(pk__in=list(watchers)).values_list("pk").annotate(n=models.Count("attempts")))
+    assert attempts == dict.fromkeys(watchers, 1), attempts
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -81,13 +85,12 @@ def started(tmp_path):
         process.stop()
 
 
-def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_behind(tcast, canary, started):
-    script = f'echo "$GOVERNOR_RUN_ID" >> {canary}'
+def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_behind(tcast, started):
     jobs = [
         tcast.make_job(
             tcast.dev,
             name=f"payments.ledger.crash-{i}",
-            command=["/bin/sh", "-c", script],
+            command=QUICK,
             cron="*/5 * * * *",
             timezone="UTC",
             concurrency="forbid",
@@ -106,6 +109,7 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
     runs = list(Run.objects.filter(job__in=jobs).order_by("pk"))
     assert [run.status for run in runs] == [RunStatus.QUEUED] * 3
     assert OrmQ.objects.count() == 0  # committed, never enqueued: the orphans of issue 19
+    watchers = watch(runs)
 
     cluster = started("worker", "qcluster", environ=env())
     restarted = started("scheduler", "run_scheduler", environ=env())
@@ -116,7 +120,7 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
 
     wait_until(all_succeeded, 25, f"the orphans to run:\n{restarted.output()}\n{cluster.output()}")
     recovered_in = time.monotonic() - began
-    assert sorted(executions(canary)) == sorted(str(run.pk) for run in runs)  # each exactly once
+    executed_once(watchers)
     for run in runs:
         run.refresh_from_db()
         assert run.requeues == 1 and run.queue_note.startswith("re-enqueued: no queue message after ")
@@ -128,8 +132,10 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
     following = slot + timedelta(minutes=5)
     result = scheduler.tick(now=following + timedelta(seconds=1))
     assert (result.created, result.skipped) == (3, 0)
+    following_runs = list(Run.objects.filter(job__in=jobs, scheduled_for=following))
+    watchers = watch(following_runs)
     wait_until(lambda: Run.objects.filter(scheduled_for=following, status=RunStatus.SUCCEEDED).count() == 3, 20, "next")
-    assert len(executions(canary)) == 6
+    executed_once(watchers)
 
 
 def enqueue_from(environ: dict[str, str], run_ids: list[int]) -> None:
@@ -141,24 +147,21 @@ def enqueue_from(environ: dict[str, str], run_ids: list[int]) -> None:
 
 
 @pytest.mark.parametrize("broker", ["orm", "redis"])
-def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, canary, started, tmp_path, broker, request):
+def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, started, broker, request):
     extra = {}
     if broker == "redis":
         extra = {"GOVERNOR_Q_BROKER": "redis", "REDIS_URL": request.getfixturevalue("redis_url")}
     environ = env(**extra)
-    pidfile = tmp_path / "long.pid"
-    pidfile.touch()
-    pidfile.chmod(0o666)
     long_job = tcast.make_job(
         tcast.dev,
         name="payments.ledger.long",
-        command=["/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60"],
+        command=["/bin/sh", "-c", "exec sleep 60"],
         cron="0 0 1 1 *",
     )
     quick_job = tcast.make_job(
         tcast.dev,
         name="payments.ledger.quick",
-        command=["/bin/sh", "-c", f'echo "$GOVERNOR_RUN_ID" >> {canary}'],
+        command=QUICK,
         cron="0 0 1 1 *",
     )
     first = started("worker-1", "qcluster", environ=environ)
@@ -173,6 +176,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, cana
     wait_until(long_running, 20, f"the long run to start:\n{first.output()}")
     quick = [trigger_run(quick_job, actor=tcast.operator, reason=f"quick {i}") for i in range(3)]
     ids = [run.pk for run in quick]
+    watchers = watch(quick)
     if broker == "redis":
         enqueue_from(environ, ids)
         client = redis.Redis.from_url(environ["REDIS_URL"])
@@ -191,9 +195,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, cana
     taken = prefetched()
     os.killpg(first.proc.pid, signal.SIGKILL)  # the whole cluster: leader, sentinel, pusher, worker
     first.proc.wait(10)
-    long_pid = int(pidfile.read_text() or 0)
-    if long_pid:
-        os.kill(long_pid, signal.SIGKILL)  # the job's own process group outlives its worker
+    # The long job dies with its worker (the sandbox's parent-death signal).
     assert Run.objects.filter(pk__in=ids, status=RunStatus.QUEUED).count() == 3
 
     started("worker-2", "qcluster", environ=environ)
@@ -206,7 +208,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, cana
     )
     print(f"{broker}: prefetched run recovered {time.monotonic() - began:.1f} s after the restart")
     time.sleep(1)  # room for a stray second delivery to show itself
-    assert sorted(executions(canary)) == sorted(str(i) for i in ids)  # each exactly once
+    executed_once(watchers)
     requeued = {run.pk: run for run in Run.objects.filter(pk__in=ids)}
     notes = {pk: run.queue_note for pk, run in requeued.items() if run.requeues}
     # Exactly those the dead cluster had taken; any still waiting in the queue were left alone.

@@ -220,11 +220,11 @@ def host_uid(pid: int) -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox switches uids: the worker runs as root")
 def test_a_job_cannot_read_a_concurrent_runs_secret_and_each_run_has_its_own_uid(tcast, vault, settings):
     value = f"globex-db-{uuid.uuid4().hex}"
-    put_secret(vault, "governor/globex/db", {"password": value})
+    put_secret(vault, "governor/globex/prod/db", {"password": value})
     holder = tcast.make_job(
         tcast.globex_prod,
         command=["/bin/sleep", "30"],
-        secrets={"DB_PASSWORD": "vault:secret/governor/globex/db#password"},
+        secrets={"DB_PASSWORD": "vault:secret/governor/globex/prod/db#password"},
     )
     holder_run = tcast.queued_run(holder)
 
@@ -426,6 +426,7 @@ def test_control_plane_files_are_created_private(tmp_path):
 def test_a_program_outside_usr_runs_only_from_a_directory_made_readable(cast, settings):
     directory = Path(f"/opt/governor-test-{uuid.uuid4().hex}")
     directory.mkdir()
+    directory.chmod(0o755)  # whatever this process's umask (Governor's own is 077)
     try:
         program = directory / "tool"
         shutil.copy("/usr/bin/true", program)

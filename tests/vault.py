@@ -122,9 +122,10 @@ def vault(bao_server, settings, tmp_path, request):
     from governance import secrets as governor_secrets
 
     scopes = []
-    if "cast" in request.fixturenames:
-        request.getfixturevalue("cast")
-        scopes = governor_secrets.current_scopes()
+    for name in ("cast", "tcast"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name)
+            scopes = governor_secrets.current_scopes()
     credentials = governor_secrets.setup_approle(bao_server.root_client(), scopes)
     settings.VAULT_ADDR = bao_server.addr
     settings.VAULT_TOKEN = ""
