@@ -90,7 +90,7 @@ def grants_for(user) -> list[Grant]:
 
 
 def prime_grants(users) -> None:
-    """Load the grants of many users in two queries (for pages that check each row's reviewers)."""
+    """Load the grants of many users in one query (for pages that check each row's reviewers)."""
     pending = {
         u.pk: u
         for u in users
@@ -105,8 +105,11 @@ def prime_grants(users) -> None:
         "content_object__environment_id",
     )
     found: dict[int, list[Grant]] = {pk: [] for pk in pending}
-    rows = list(ScopeUserRole.objects.filter(user_id__in=list(pending)).values_list("user_id", *fields))
-    rows += list(ScopeGroupRole.objects.filter(group__user__in=list(pending)).values_list("group__user", *fields))
+    direct = ScopeUserRole.objects.filter(user_id__in=list(pending)).values_list("user_id", *fields).order_by()
+    grouped = (
+        ScopeGroupRole.objects.filter(group__user__in=list(pending)).values_list("group__user", *fields).order_by()
+    )
+    rows = list(direct.union(grouped, all=True))
     for user_id, codename, tenant_id, team_id, env_id in rows:
         if codename.startswith("role_"):
             found[user_id].append(Grant(codename.removeprefix("role_"), tenant_id, team_id, env_id))
@@ -199,19 +202,20 @@ def can_manage_service_account(user, account: ServiceAccount) -> bool:
 
 
 def identity_keys(user_ids) -> dict[int, frozenset[int]]:
-    """Identity keys of each user id, in two queries whatever the number of users."""
+    """Identity keys of each user id, in one query whatever the number of users."""
     ids = {pk for pk in user_ids if pk is not None}
     keys: dict[int, set[int]] = {pk: {pk} for pk in ids}
-    accounts = dict(ServiceAccount.objects.filter(user_id__in=ids).values_list("user_id", "created_by_id"))
-    for account_user, creator in accounts.items():
-        if creator is not None:
-            keys[account_user].add(creator)
-    if accounts:
-        for account_user, issuer in ApiToken.objects.filter(user_id__in=list(accounts)).values_list(
-            "user_id", "created_by_id"
-        ):
-            if issuer is not None:
-                keys[account_user].add(issuer)
+    if not ids:
+        return {}
+    creators = ServiceAccount.objects.filter(user_id__in=ids).values_list("user_id", "created_by_id").order_by()
+    issuers = (
+        ApiToken.objects.filter(user_id__in=ids, user__service_account__isnull=False)
+        .values_list("user_id", "created_by_id")
+        .order_by()
+    )
+    for account_user, controller in creators.union(issuers, all=True):
+        if controller is not None:
+            keys[account_user].add(controller)
     return {pk: frozenset(k) for pk, k in keys.items()}
 
 
