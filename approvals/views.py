@@ -37,11 +37,11 @@ from .services import (
     edit_change,
     freeze_for,
     hold_reason,
-    may_review,
     propose_change,
     propose_pause_change,
     rebase_change,
     reject_change,
+    review_refusal,
     with_valid_approvals,
     withdraw_change,
 )
@@ -335,7 +335,8 @@ def _change_page(
     reviews = list(change.reviews.all())
     current = [r for r in reviews if r.revision == change.revision]
     reviewed = any(r.reviewer_id == user.pk for r in current)
-    reviewer_ok = may_review(user, change)
+    refusal = review_refusal(user, change)
+    reviewer_ok = not refusal
     is_author = change.author_id == user.pk
     submitted = change.status == ChangeStatus.SUBMITTED
     if not submitted:
@@ -345,7 +346,7 @@ def _change_page(
     elif reviewed:
         review_note = "You have reviewed this revision."
     elif not reviewer_ok:
-        review_note = "Reviewing needs the approver role for this team and environment."
+        review_note = refusal
     else:
         review_note = ""
     progress = approval_progress(change, [r for r in current if r.decision == ReviewDecision.APPROVE])

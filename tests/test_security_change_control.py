@@ -142,6 +142,10 @@ def test_an_admin_cannot_approve_a_change_its_own_service_account_proposed(cast,
     assert not Job.objects.exists()
     # Nor does it sit in the admin's review queue.
     assert not awaiting_review(cast.admin).filter(pk=change["id"]).exists()
+    browser = Client()
+    browser.force_login(cast.admin)
+    page = browser.get(reverse("change_detail", args=[change["id"]])).content.decode()
+    assert 'data-testid="approve"' not in page and "service account you control" in page
 
 
 def test_in_prod_the_service_accounts_owner_is_not_one_of_the_two_approvers(cast, admin_approver):
@@ -263,6 +267,7 @@ def test_an_approval_stops_counting_when_the_approver_loses_the_role(cast):
     browser.force_login(cast.viewer)
     page = browser.get(reverse("change_detail", args=[change.pk])).content.decode()
     assert "<strong>1 of 2</strong>" in page
+    assert "No longer counting: acme-approver" in page
 
 
 def test_an_approval_stops_counting_when_the_approver_is_narrowed_past_the_change(cast):
