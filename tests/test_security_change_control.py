@@ -337,3 +337,19 @@ def test_another_tenants_team_or_environment_answers_like_a_missing_one(cast, fi
     assert other[0] == 400 and field in other[1]
     assert _normalised(other, other_pk) == _normalised(missing, missing_pk)
     assert not ServiceAccount.objects.exists()
+
+
+def test_another_tenants_service_account_and_token_answer_like_missing_ones(cast):
+    account = create_service_account(actor=cast.globex_admin, tenant=cast.globex, name="ci", role=Role.VIEWER)
+    token, _ = issue_token(account.user, actor=cast.globex_admin)
+    client = client_for(cast.admin)
+    missing = 987654
+    for other_url, missing_url, method in [
+        (f"/api/v1/service-accounts/{account.pk}/", f"/api/v1/service-accounts/{missing}/", "get"),
+        (f"/api/v1/service-accounts/{account.pk}/tokens/", f"/api/v1/service-accounts/{missing}/tokens/", "post"),
+        (f"/api/v1/auth/tokens/{token.pk}/", f"/api/v1/auth/tokens/{missing}/", "delete"),
+    ]:
+        other, gone = getattr(client, method)(other_url), getattr(client, method)(missing_url)
+        assert (other.status_code, other.json()) == (gone.status_code, gone.json()) == (404, {"detail": "Not found."})
+    token.refresh_from_db()
+    assert token.revoked_at is None and ApiToken.objects.filter(user=account.user).count() == 1
