@@ -428,7 +428,7 @@ def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> Qu
     """Submitted requests the user may review: not their own (nor their service accounts'), not yet
     reviewed by them at this revision. Policy, window, calendar and pool changes only for approvers
     not narrowed to a team (and, for tenant-wide objects, not narrowed to an environment), as
-    policies.may_review_* decide. A few queries whatever the number of grants: the UI queue, its nav
+    policies.may_review_* decide. One query whatever the number of grants: the UI queue, its nav
     badge and the API filter share it."""
     from django.db.models import Exists, OuterRef
 
@@ -463,8 +463,8 @@ def review_refusal(user, change: ChangeRequest, *, author_identity: bool = True)
         if change.author_id == getattr(user, "pk", None):
             return "Nobody reviews their own change, administrators included."
         return (
-            "This change was proposed by you or by a service account you control (created, or issued a token "
-            "for); separation of duties counts you as its author."
+            "Separation of duties counts you and this change's author as one identity (a person and the "
+            "service accounts they created or issued tokens for); someone else must review it."
         )
     if not can(user, Action.REVIEW, change):
         return "You need the approver role for this team and environment to review changes."

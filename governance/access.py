@@ -179,11 +179,7 @@ def can_over_all(user, action: Action | str, scopes: list[tuple[Any, Any, Any]])
 def service_account_scopes(account: ServiceAccount) -> list[tuple[Any, Any, Any]]:
     """What a service account reaches: the scope of each of its grants. An account without grants
     counts as tenant-wide, so only an admin of the whole tenant manages it."""
-    scopes = [
-        (account.tenant_id, g.team_id, g.environment_id)
-        for g in grants_for(account.user)
-        if g.tenant_id == account.tenant_id
-    ]
+    scopes = [(g.tenant_id, g.team_id, g.environment_id) for g in grants_for(account.user)]
     return scopes or [(account.tenant_id, None, None)]
 
 

@@ -24,7 +24,7 @@ from approvals.services import (
     propose_change,
 )
 from governance.models import ApiToken, AuditAction, AuditEvent, Role, ServiceAccount
-from governance.services import grant_role, revoke_role
+from governance.services import AccessDenied, grant_role, revoke_role
 from governance.tokens import create_service_account, issue_token
 from jobs.models import Job
 from tests.api_support import client_for, counts, propose_body
@@ -135,7 +135,7 @@ def test_an_admin_cannot_approve_a_change_its_own_service_account_proposed(cast,
         f"/api/v1/change-requests/{change['id']}/approve/", {"revision": change["revision"]}, format="json"
     )
     assert response.status_code == 403
-    assert "service account you control" in response.json()["detail"]
+    assert "as one identity" in response.json()["detail"]
     assert counts() | {"audit_events": 0} == before | {"audit_events": 0}
     assert _events_since(last) == [AuditAction.ACCESS_DENIED]
     assert ChangeRequest.objects.get(pk=change["id"]).status == ChangeStatus.SUBMITTED
@@ -145,7 +145,7 @@ def test_an_admin_cannot_approve_a_change_its_own_service_account_proposed(cast,
     browser = Client()
     browser.force_login(cast.admin)
     page = browser.get(reverse("change_detail", args=[change["id"]])).content.decode()
-    assert 'data-testid="approve"' not in page and "service account you control" in page
+    assert 'data-testid="approve"' not in page and "as one identity" in page
 
 
 def test_in_prod_the_service_accounts_owner_is_not_one_of_the_two_approvers(cast, admin_approver):
@@ -183,6 +183,11 @@ def test_a_person_and_their_service_account_count_as_one_approver(cast):
     data = client_for(cast.viewer).get(f"/api/v1/change-requests/{change.pk}/").json()
     assert data["approvals"] == 1 and len(data["approvers"]) == 1
     assert approve_change(change, actor=cast.approver).status == ChangeStatus.APPLIED
+    # And the other way round: the account never approves its controller's change.
+    own = _propose(cast, cast.staging, actor=cast.admin, name="payments.ledger.other")
+    with pytest.raises(AccessDenied, match="as one identity"):
+        approve_change(own, actor=account.user)
+    assert not own.reviews.exists()
 
 
 # --- Hole 6: an approval names the revision the reviewer read -------------------------------------
