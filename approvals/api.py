@@ -6,7 +6,6 @@ validate the request's shape; ``approvals.services`` decides everything else.
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Q
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -40,7 +39,6 @@ from .models import (
     ChangeStatus,
     Comment,
     Review,
-    ReviewDecision,
     TargetKind,
 )
 from .warnings import WarningKind, change_warnings, with_warning_facts
@@ -85,6 +83,7 @@ class ChangeRequestListSerializer(serializers.ListSerializer):
     def to_representation(self, data):
         items = list(data.all() if hasattr(data, "all") else data)
         self.context["change_warnings"] = change_warnings(items)
+        self.context["approval_progress"] = services.approval_progress_for(items)
         return super().to_representation(items)
 
 
@@ -100,8 +99,9 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
     )
     job = JobRefSerializer(read_only=True, allow_null=True)
     author = UsernameField()
-    approvals = serializers.IntegerField(
-        source="approval_count", read_only=True, help_text="Approvals of the current revision."
+    approvals = serializers.SerializerMethodField(
+        help_text="Approvals of the current revision that still count: by reviewers who may still review it "
+        "under today's roles, one per identity (a person and the service accounts they control count once)."
     )
     required_approvals = serializers.SerializerMethodField(
         help_text="Approvals the policy requires, fixed when the request is submitted (null for a draft)."
@@ -152,6 +152,16 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
             known = change_warnings([change])
         return known[change.pk]
 
+    def _progress(self, change: ChangeRequest) -> dict:
+        known = self.context.setdefault("approval_progress", {})
+        if change.pk not in known:
+            # Constant queries however many reviews (grants of all reviewers load together).
+            known.update(services.approval_progress_for([change]))
+        return known[change.pk]
+
+    def get_approvals(self, change: ChangeRequest) -> int:
+        return self._progress(change)["approvals"]
+
     def get_required_approvals(self, change: ChangeRequest) -> int | None:
         # The policy is looked up at submit (it depends on criticality); a draft has none yet.
         if change.status == ChangeStatus.DRAFT:
@@ -167,7 +177,9 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
     diff = serializers.SerializerMethodField()
     reviews = serializers.SerializerMethodField()
     comments = CommentSerializer(many=True, read_only=True)
-    approvers = serializers.SerializerMethodField(help_text="Who approved the current revision.")
+    approvers = serializers.SerializerMethodField(
+        help_text="Whose approvals of the current revision count (see `approvals`)."
+    )
     hold_reason = serializers.SerializerMethodField(help_text="Why an approved request has not applied yet.")
     links = serializers.SerializerMethodField()
 
@@ -204,11 +216,7 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
         return ReviewSerializer(change.reviews.all(), many=True, context={"revision": change.revision}).data
 
     def get_approvers(self, change: ChangeRequest) -> list[str]:
-        return [
-            r.reviewer.get_username()
-            for r in change.reviews.all()
-            if r.revision == change.revision and r.decision == ReviewDecision.APPROVE
-        ]
+        return self._progress(change)["approvers"]
 
     def get_hold_reason(self, change: ChangeRequest) -> str:
         return services.hold_reason(change) if change.status == ChangeStatus.APPROVED else ""
@@ -432,7 +440,14 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         return attrs
 
 
-class ReviewCommentSerializer(serializers.Serializer):
+REVISION_HELP = (
+    "The revision you reviewed (the request's `revision` when you read it). If the author edited the "
+    "request since, nothing is recorded and the answer is 409: read the new revision and decide again."
+)
+
+
+class ApproveSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(min_value=1, help_text=REVISION_HELP)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
 
 
@@ -455,6 +470,7 @@ class NewCommentSerializer(serializers.Serializer):
 
 
 class RejectSerializer(serializers.Serializer):
+    revision = serializers.IntegerField(min_value=1, help_text=REVISION_HELP)
     comment = serializers.CharField(
         max_length=5000, error_messages={"blank": "Say why you reject this change."}, help_text="Why it is rejected."
     )
@@ -540,16 +556,7 @@ class ChangeRequestViewSet(
     ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
-        queryset = (
-            super()
-            .get_queryset()
-            .annotate(
-                approval_count=Count(
-                    "reviews",
-                    filter=Q(reviews__decision=ReviewDecision.APPROVE, reviews__revision=F("revision")),
-                )
-            )
-        )
+        queryset = super().get_queryset()
         if self.action != "list":
             queryset = queryset.prefetch_related("reviews__reviewer", "comments__author")
         # Warnings come from facts loaded with the rows, so a page costs the same whatever its length.
@@ -677,22 +684,40 @@ class ChangeRequestViewSet(
         change = services.submit_change(self.get_object(), actor=request.user)
         return self._respond(change)
 
-    @extend_schema(request=ReviewCommentSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Approve")
+    @extend_schema(
+        request=ApproveSerializer,
+        responses={200: ChangeRequestDetailSerializer},
+        summary="Approve the revision you reviewed",
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         change = self.get_object()
-        body = ReviewCommentSerializer(data=request.data)
+        body = ApproveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        change = services.approve_change(change, actor=request.user, comment=body.validated_data["comment"])
+        change = services.approve_change(
+            change,
+            actor=request.user,
+            comment=body.validated_data["comment"],
+            revision=body.validated_data["revision"],
+        )
         return self._respond(change)
 
-    @extend_schema(request=RejectSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Reject")
+    @extend_schema(
+        request=RejectSerializer,
+        responses={200: ChangeRequestDetailSerializer},
+        summary="Reject the revision you reviewed",
+    )
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         change = self.get_object()
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        change = services.reject_change(change, actor=request.user, comment=body.validated_data["comment"])
+        change = services.reject_change(
+            change,
+            actor=request.user,
+            comment=body.validated_data["comment"],
+            revision=body.validated_data["revision"],
+        )
         return self._respond(change)
 
     @extend_schema(request=WithdrawSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Withdraw")

@@ -240,6 +240,15 @@ class JobDefinitionForm(ProposalForm):
 
 
 class ReviewForm(forms.Form):
+    # The revision the reviewer read: a decision on a request edited since is refused (409).
+    revision = forms.IntegerField(
+        widget=forms.HiddenInput,
+        min_value=1,
+        error_messages={
+            "required": "The form did not say which revision you reviewed; reload the page and decide again.",
+            "invalid": "The revision you reviewed must be a whole number; reload the page and decide again.",
+        },
+    )
     comment = forms.CharField(
         required=False,
         max_length=5000,

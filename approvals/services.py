@@ -18,7 +18,18 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
-from governance.access import Action, can, can_in, can_over, restrict
+from governance.access import (
+    Action,
+    can,
+    can_in,
+    can_over,
+    distinct_identities,
+    identity_keys,
+    prime_grants,
+    restrict,
+    same_identity,
+    same_identity_q,
+)
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
@@ -401,19 +412,25 @@ def _check_not_stale(change: ChangeRequest) -> None:
         )
 
 
-def approve_change(change: ChangeRequest, *, actor, comment: str = "") -> ChangeRequest:
-    return _review(change, actor=actor, decision=ReviewDecision.APPROVE, comment=comment)
+def approve_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+    """Approve ``revision``, the one the reviewer read (the API and the UI always name it); a request
+    edited since answers 409 and records nothing. ``None`` (internal callers: seed, tests) means the
+    current revision."""
+    return _review(change, actor=actor, decision=ReviewDecision.APPROVE, comment=comment, revision=revision)
 
 
-def reject_change(change: ChangeRequest, *, actor, comment: str = "") -> ChangeRequest:
-    return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment)
+def reject_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+    """Reject ``revision``: a rejection is final and recorded against a revision, so it too must be
+    the one the reviewer read (a fixed revision is not rejected for the faults of an earlier one)."""
+    return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment, revision=revision)
 
 
 def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
-    """Submitted requests the user may review: not their own, not yet reviewed by them at this
-    revision. Policy, window, calendar and pool changes only for approvers not narrowed to a team
-    (and, for tenant-wide objects, not narrowed to an environment), as policies.may_review_* decide.
-    One query whatever the number of grants: the UI queue, its nav badge and the API filter share it."""
+    """Submitted requests the user may review: not their own (nor their service accounts'), not yet
+    reviewed by them at this revision. Policy, window, calendar and pool changes only for approvers
+    not narrowed to a team (and, for tenant-wide objects, not narrowed to an environment), as
+    policies.may_review_* decide. One query whatever the number of grants: the UI queue, its nav
+    badge and the API filter share it."""
     from django.db.models import Exists, OuterRef
 
     from governance.access import ROLES_FOR_ACTION, grants_for
@@ -423,7 +440,7 @@ def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> Qu
     queryset = (
         restrict(base, user, Action.REVIEW)
         .filter(status=ChangeStatus.SUBMITTED)
-        .exclude(author=user)
+        .exclude(same_identity_q(user, "author"))
         .exclude(Exists(reviewed))
     )
     if getattr(user, "is_superuser", False):
@@ -438,38 +455,57 @@ def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> Qu
     return queryset.exclude((Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~whole_scope)
 
 
+def review_refusal(user, change: ChangeRequest, *, author_identity: bool = True) -> str:
+    """Why ``user`` may not review this request under today's grants ('' when they may). The one
+    rule for who reviews: the API, the UI, its buttons and the approval count all use it, so an
+    approval given by someone who has since lost the role stops counting.
+    ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
+    if author_identity and same_identity(user, change.author_id):
+        if change.author_id == getattr(user, "pk", None):
+            return "Nobody reviews their own change, administrators included."
+        return (
+            "Separation of duties counts you and this change's author as one identity (a person and the "
+            "service accounts they created or issued tokens for); someone else must review it."
+        )
+    if not can(user, Action.REVIEW, change):
+        return "You need the approver role for this team and environment to review changes."
+    if change.action == ChangeAction.POLICY and not policies.may_review_policy(
+        user, tenant_id=change.tenant_id, environment_id=change.environment_id
+    ):
+        return "Policy changes are reviewed by approvers of the whole environment, not of one team."
+    if change.is_config_change and not config_changes.may_review(user, change):
+        return (
+            "Window, calendar and pool changes are reviewed by approvers of the whole environment "
+            "(of the whole tenant for tenant-wide ones), not of one team."
+        )
+    return ""
+
+
 def may_review(user, change: ChangeRequest) -> bool:
     """Would the rules let ``user`` review this request (ignoring its state)? For showing buttons."""
-    if change.author_id == getattr(user, "pk", None) or not can(user, Action.REVIEW, change):
-        return False
-    if change.action == ChangeAction.POLICY:
-        return policies.may_review_policy(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
-    if change.is_config_change:
-        return config_changes.may_review(user, change)
-    return True
+    return not review_refusal(user, change)
 
 
-def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str) -> ChangeRequest:
+def _review(
+    change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str, revision: int | None = None
+) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
-        if change.author_id == actor.pk:
-            raise AccessDenied("Nobody reviews their own change, administrators included.")
-        if not can(actor, Action.REVIEW, change):
-            raise AccessDenied("You need the approver role for this team and environment to review changes.")
-        if change.action == ChangeAction.POLICY and not policies.may_review_policy(
-            actor, tenant_id=change.tenant_id, environment_id=change.environment_id
-        ):
-            raise AccessDenied("Policy changes are reviewed by approvers of the whole environment, not of one team.")
-        if change.is_config_change and not config_changes.may_review(actor, change):
-            raise AccessDenied(
-                "Window, calendar and pool changes are reviewed by approvers of the whole environment "
-                "(of the whole tenant for tenant-wide ones), not of one team."
-            )
+        refusal = review_refusal(actor, change)
+        if refusal:
+            raise AccessDenied(refusal)
         if change.status != ChangeStatus.SUBMITTED:
             raise ChangeError(
                 f"Only a submitted request can be reviewed; this one is {change.get_status_display().lower()}.",
                 conflict=True,
                 code=f"not_submitted:{change.status}",
+            )
+        if revision is not None and revision != change.revision:
+            raise ChangeError(
+                f"You reviewed revision {revision}, but the author changed the request since: it is now at "
+                f"revision {change.revision}. Nothing was recorded; read the new revision and decide again.",
+                conflict=True,
+                code="stale_revision",
             )
         if Review.objects.filter(change_request=change, revision=change.revision, reviewer=actor).exists():
             raise ChangeError("You have already reviewed this revision.", conflict=True, code="already_reviewed")
@@ -488,7 +524,12 @@ def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: 
             change.status = ChangeStatus.REJECTED
             change.decided_at = now
             change.save()
-            audit.record(AuditAction.CHANGE_REJECTED, actor=actor, obj=change, data={"comment": comment})
+            audit.record(
+                AuditAction.CHANGE_REJECTED,
+                actor=actor,
+                obj=change,
+                data={"comment": comment, "revision": change.revision},
+            )
             return change
         audit.record(
             AuditAction.CHANGE_APPROVED,
@@ -505,27 +546,78 @@ def _review(change: ChangeRequest, *, actor, decision: ReviewDecision, comment: 
     return change
 
 
-def approval_progress(change: ChangeRequest) -> dict:
-    """Approvals of the current revision against the policy snapshot taken at submit."""
-    approvers = [
-        r.reviewer
-        for r in change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).select_related(
-            "reviewer"
+def approval_progress(
+    change: ChangeRequest, reviews: list[Review] | None = None, keys: dict[int, frozenset[int]] | None = None
+) -> dict:
+    """Approvals of the current revision that still count, against the policy snapshot taken at
+    submit. An approval counts only while its reviewer may still review the request under today's
+    grants (``review_refusal``); one identity (a person and the service accounts they control)
+    counts once, and never when it is the author's. ``reviews`` may be prefetched with reviewers,
+    ``keys`` the identity keys of the author and reviewers (``approval_progress_for`` batches both)."""
+    if reviews is None:
+        reviews = list(
+            change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).select_related("reviewer")
         )
+    approvers = [r.reviewer for r in reviews if r.revision == change.revision and r.decision == ReviewDecision.APPROVE]
+    if approvers and keys is None:
+        keys = identity_keys([change.author_id, *(u.pk for u in approvers)])
+    prime_grants(approvers)
+    keys = keys or {}
+    author_keys = keys.get(change.author_id, frozenset({change.author_id}))
+    valid = [
+        u
+        for u in approvers
+        if not (keys.get(u.pk, frozenset({u.pk})) & author_keys)
+        and not review_refusal(u, change, author_identity=False)
     ]
+    by_pk = {u.pk: u for u in valid}
+    counted = [by_pk[group[0]] for group in distinct_identities([u.pk for u in valid], keys)]
     independent = [
         u.get_username()
-        for u in approvers
+        for u in valid
         if policies.is_independent(u, tenant_id=change.tenant_id, owning_team_id=change.team_id)
     ]
     needs_independent = change.requires_independent_approver and not independent
     return {
-        "approvals": len(approvers),
+        "approvals": len(counted),
         "required": change.required_approvals,
-        "approvers": [u.get_username() for u in approvers],
+        "approvers": [u.get_username() for u in counted],
+        "no_longer_counting": [u.get_username() for u in approvers if u.pk not in by_pk],
         "needs_independent_approver": needs_independent,
-        "complete": len(approvers) >= change.required_approvals and not needs_independent,
+        "complete": len(counted) >= change.required_approvals and not needs_independent,
     }
+
+
+def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
+    """``approval_progress`` of many requests in a few queries whatever their number (list pages)."""
+    from django.db.models import F
+
+    reviews = list(
+        Review.objects.filter(
+            change_request__in=[c.pk for c in changes],
+            decision=ReviewDecision.APPROVE,
+            revision=F("change_request__revision"),
+        ).select_related("reviewer")
+    )
+    users = {}
+    for review in reviews:
+        # One object per reviewer, so its grants load once for the whole page.
+        review.reviewer = users.setdefault(review.reviewer_id, review.reviewer)
+    prime_grants(list(users.values()))
+    by_change: dict[int, list[Review]] = {}
+    for review in reviews:
+        by_change.setdefault(review.change_request_id, []).append(review)
+    keys = identity_keys([*users, *(c.author_id for c in changes if c.pk in by_change)]) if reviews else {}
+    return {c.pk: approval_progress(c, by_change.get(c.pk, []), keys) for c in changes}
+
+
+def with_valid_approvals(changes: list[ChangeRequest]) -> list[ChangeRequest]:
+    """Set ``change.approvals`` to the approvals that still count (``approval_progress``), for a page
+    of rows in a few queries whatever their number."""
+    progress = approval_progress_for(changes)
+    for change in changes:
+        change.approvals = progress[change.pk]["approvals"]
+    return changes
 
 
 def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
@@ -889,16 +981,13 @@ def apply_due_changes(*, now: datetime | None = None) -> list[ChangeRequest]:
             if change.status != ChangeStatus.APPROVED or hold_reason(change, now):
                 continue
             _apply(change, actor=None)
-            applied.append(change)
+            if change.status != ChangeStatus.SUBMITTED:
+                applied.append(change)
     return applied
 
 
 def _apply_reason(change: ChangeRequest) -> str:
-    approvers = list(
-        change.reviews.filter(revision=change.revision, decision=ReviewDecision.APPROVE).values_list(
-            "reviewer__username", flat=True
-        )
-    )
+    approvers = approval_progress(change)["approvers"]
     reason = f"change request #{change.pk} ({change.get_action_display().lower()}) by {change.author.get_username()}"
     if approvers:
         reason += f", approved by {', '.join(approvers)}"
@@ -911,9 +1000,41 @@ def _apply_reason(change: ChangeRequest) -> str:
     return reason[:100]
 
 
+def _approvals_lapsed(change: ChangeRequest, *, actor) -> bool:
+    """Has an approved request fallen below its required approvals (an approver lost the role or
+    was narrowed past it)? Then it returns to submitted, waiting for more, and the hold is audited."""
+    if change.status != ChangeStatus.APPROVED or _applies_before_review(change):
+        return False
+    progress = approval_progress(change)
+    if progress["complete"]:
+        return False
+    change.status = ChangeStatus.SUBMITTED
+    change.decided_at = None
+    change._change_reason = "approvals no longer count"
+    change.save()
+    reason = f"approvals no longer count: {progress['approvals']} of {progress['required']} still valid"
+    if progress["no_longer_counting"]:
+        reason += f" ({', '.join(progress['no_longer_counting'])} may no longer review it)"
+    audit.record(
+        AuditAction.CHANGE_HELD,
+        actor=actor,
+        obj=change,
+        data={
+            "reason": reason,
+            "approvals": progress["approvals"],
+            "required": progress["required"],
+            "no_longer_counting": progress["no_longer_counting"],
+        },
+    )
+    return True
+
+
 def _apply(change: ChangeRequest, *, actor) -> None:
     """Make the change live in one savepoint; on failure nothing of it is applied and the request
-    is marked failed with the reason."""
+    is marked failed with the reason. The approvals are counted again first, under today's grants:
+    a request whose approvers lost their role meanwhile goes back to waiting for approvals."""
+    if _approvals_lapsed(change, actor=actor):
+        return
     reason = _apply_reason(change)
     history_user = actor if getattr(actor, "is_authenticated", False) else None
     try:

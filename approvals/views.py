@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, IntegerField, Prefetch, Q, Value, When
+from django.db.models import Case, IntegerField, Prefetch, Q, Value, When
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -37,11 +37,12 @@ from .services import (
     edit_change,
     freeze_for,
     hold_reason,
-    may_review,
     propose_change,
     propose_pause_change,
     rebase_change,
     reject_change,
+    review_refusal,
+    with_valid_approvals,
     withdraw_change,
 )
 
@@ -56,16 +57,6 @@ def _criticality_rank():
         for value, rank in CRITICALITY_RANK.items()
     ]
     return Case(*whens, default=Value(len(CRITICALITY_RANK)), output_field=IntegerField())
-
-
-def _with_approvals(queryset):
-    return queryset.annotate(
-        approvals=Count(
-            "reviews",
-            filter=Q(reviews__decision=ReviewDecision.APPROVE, reviews__revision=F("revision")),
-            distinct=True,
-        )
-    )
 
 
 @login_required
@@ -86,9 +77,9 @@ def change_list(request):
     status = request.GET.get("status", "")
     if tab != "review" and status in ChangeStatus.values:
         changes = changes.filter(status=status)
-    changes = _with_approvals(changes.select_related("tenant", "team", "environment", "author", "job"))
+    changes = changes.select_related("tenant", "team", "environment", "author", "job")
     page = Paginator(changes, 50).get_page(request.GET.get("page"))
-    rows = list(page.object_list)
+    rows = with_valid_approvals(list(page.object_list))
     for change in rows:
         change.criticality = (change.proposed or {}).get("criticality") or (change.base_definition or {}).get(
             "criticality", ""
@@ -344,7 +335,8 @@ def _change_page(
     reviews = list(change.reviews.all())
     current = [r for r in reviews if r.revision == change.revision]
     reviewed = any(r.reviewer_id == user.pk for r in current)
-    reviewer_ok = may_review(user, change)
+    refusal = review_refusal(user, change)
+    reviewer_ok = not refusal
     is_author = change.author_id == user.pk
     submitted = change.status == ChangeStatus.SUBMITTED
     if not submitted:
@@ -354,10 +346,10 @@ def _change_page(
     elif reviewed:
         review_note = "You have reviewed this revision."
     elif not reviewer_ok:
-        review_note = "Reviewing needs the approver role for this team and environment."
+        review_note = refusal
     else:
         review_note = ""
-    progress = approval_progress(change)
+    progress = approval_progress(change, [r for r in current if r.decision == ReviewDecision.APPROVE])
     before = change.base_definition if change.action not in (ChangeAction.CREATE,) else None
     after = change.proposed if change.action != ChangeAction.DELETE else None
     is_job_change = change.is_job_change
@@ -404,7 +396,7 @@ def _change_page(
         and is_definition_change
         and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "can_rebase": is_author and stale and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
-        "form": form or ReviewForm(),
+        "form": form or ReviewForm(initial={"revision": change.revision}),
         "comment_form": comment_form or CommentForm(),
         "post_review": post_review,
         "can_post_review": post_review is not None and post_review.is_open and not is_author and reviewer_ok,
@@ -429,14 +421,25 @@ def _decide(request, pk: int, service, verb: str):
     change = _change(request, pk)
     form = ReviewForm(request.POST)
     if not form.is_valid():
-        return _change_page(request, change, form=form, status=400)
+        error = " ".join(form.errors.get("revision", []))
+        if set(form.errors) == {"revision"}:
+            form = ReviewForm(initial={"revision": change.revision, "comment": form.data.get("comment", "")})
+        return _change_page(request, change, form=form, error=error, status=400)
     try:
-        change = service(change, actor=request.user, comment=form.cleaned_data["comment"])
+        change = service(
+            change,
+            actor=request.user,
+            comment=form.cleaned_data["comment"],
+            revision=form.cleaned_data["revision"],
+        )
     except AccessDenied as exc:
         record_denied(request.user, Action.REVIEW, change, reason=str(exc))
         return _change_page(request, _change(request, pk), form=form, error=str(exc), status=403)
     except ChangeError as exc:
-        return _change_page(request, _change(request, pk), form=form, error=exc.message, status=409)
+        # The page now shows the current revision; the form carries it, keeping the comment.
+        fresh = _change(request, pk)
+        form = ReviewForm(initial={"revision": fresh.revision, "comment": form.cleaned_data["comment"]})
+        return _change_page(request, fresh, form=form, error=exc.message, status=409)
     if change.status == ChangeStatus.APPLIED:
         messages.success(request, f"You {verb} CR-{change.pk}; that was the last approval needed, so it is now live.")
     elif change.status == ChangeStatus.FAILED:

@@ -20,7 +20,7 @@ from typing import Any
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 
-from .models import Role, ScopeGroupRole, ScopeUserRole
+from .models import ApiToken, Role, ScopeGroupRole, ScopeUserRole, ServiceAccount
 
 
 class Action(StrEnum):
@@ -89,6 +89,34 @@ def grants_for(user) -> list[Grant]:
     return grants
 
 
+def prime_grants(users) -> None:
+    """Load the grants of many users in one query (for pages that check each row's reviewers)."""
+    pending = {
+        u.pk: u
+        for u in users
+        if getattr(u, "is_authenticated", False) and u.is_active and getattr(u, "_governor_grants", None) is None
+    }
+    if not pending:
+        return
+    fields = (
+        "permission__codename",
+        "content_object__tenant_id",
+        "content_object__team_id",
+        "content_object__environment_id",
+    )
+    found: dict[int, list[Grant]] = {pk: [] for pk in pending}
+    direct = ScopeUserRole.objects.filter(user_id__in=list(pending)).values_list("user_id", *fields).order_by()
+    grouped = (
+        ScopeGroupRole.objects.filter(group__user__in=list(pending)).values_list("group__user", *fields).order_by()
+    )
+    rows = list(direct.union(grouped, all=True))
+    for user_id, codename, tenant_id, team_id, env_id in rows:
+        if codename.startswith("role_"):
+            found[user_id].append(Grant(codename.removeprefix("role_"), tenant_id, team_id, env_id))
+    for pk, user in pending.items():
+        user._governor_grants = found[pk]
+
+
 def forget_grants(user) -> None:
     if hasattr(user, "_governor_grants"):
         del user._governor_grants
@@ -141,6 +169,92 @@ def can_over(user, action: Action | str, tenant_id: Any, team_id: Any = None, en
         and (g.environment_id is None or g.environment_id == environment_id)
         for g in _grants(user, action)
     )
+
+
+def can_over_all(user, action: Action | str, scopes: list[tuple[Any, Any, Any]]) -> bool:
+    """``can_over`` for every (tenant, team, environment) scope in the list (an empty list: never)."""
+    return bool(scopes) and all(can_over(user, action, *scope) for scope in scopes)
+
+
+def service_account_scopes(account: ServiceAccount) -> list[tuple[Any, Any, Any]]:
+    """What a service account reaches: the scope of each of its grants. An account without grants
+    counts as tenant-wide, so only an admin of the whole tenant manages it."""
+    scopes = [(g.tenant_id, g.team_id, g.environment_id) for g in grants_for(account.user)]
+    return scopes or [(account.tenant_id, None, None)]
+
+
+def can_manage_service_account(user, account: ServiceAccount) -> bool:
+    """Issuing or revoking a service account's tokens needs a tenant-admin grant over all it reaches:
+    an admin narrowed to one team must not borrow a tenant-wide account's powers."""
+    return can_over_all(user, Action.ADMINISTER, service_account_scopes(account))
+
+
+# --- Identity for separation of duties --------------------------------------------------------
+# A person and the service accounts they control (created, or issued a token for) are one identity:
+# whoever can act as an account must not approve its changes, and two approvals by such a pair
+# count once. Each user has a set of identity keys: a person {self}; a service account {self} plus
+# every person who created it or issued one of its tokens (revoked tokens included: the holder had
+# it). Two users are the same identity when their key sets meet.
+
+
+def identity_keys(user_ids) -> dict[int, frozenset[int]]:
+    """Identity keys of each user id, in one query whatever the number of users."""
+    ids = {pk for pk in user_ids if pk is not None}
+    keys: dict[int, set[int]] = {pk: {pk} for pk in ids}
+    if not ids:
+        return {}
+    creators = ServiceAccount.objects.filter(user_id__in=ids).values_list("user_id", "created_by_id").order_by()
+    issuers = (
+        ApiToken.objects.filter(user_id__in=ids, user__service_account__isnull=False)
+        .values_list("user_id", "created_by_id")
+        .order_by()
+    )
+    for account_user, controller in creators.union(issuers, all=True):
+        if controller is not None:
+            keys[account_user].add(controller)
+    return {pk: frozenset(k) for pk, k in keys.items()}
+
+
+def same_identity(user, other) -> bool:
+    """Is ``other`` the same person as ``user``, or a service account one of them controls?"""
+    a, b = getattr(user, "pk", user), getattr(other, "pk", other)
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    keys = identity_keys([a, b])
+    return bool(keys[a] & keys[b])
+
+
+def distinct_identities(user_ids, keys: dict[int, frozenset[int]] | None = None) -> list[list[int]]:
+    """Group user ids into identities (in first-seen order): users whose key sets meet, directly or
+    through another member, are one identity."""
+    ordered = list(dict.fromkeys(user_ids))
+    keys = keys if keys is not None else identity_keys(ordered)
+    groups: list[tuple[set[int], list[int]]] = []
+    for pk in ordered:
+        own = set(keys.get(pk, {pk}))
+        members = [pk]
+        for group in [g for g in groups if g[0] & own]:
+            groups.remove(group)
+            own |= group[0]
+            members = group[1] + members
+        groups.append((own, members))
+    return [members for _, members in groups]
+
+
+def same_identity_q(user, field: str) -> Q:
+    """Rows whose ``field`` (a user foreign key) is the same identity as ``user`` (see above), as
+    subqueries: the review queue and its nav badge pay no extra round trip for it."""
+    from django.contrib.auth import get_user_model
+
+    creators = ServiceAccount.objects.filter(user_id=user.pk).values("created_by_id")
+    issuers = ApiToken.objects.filter(user_id=user.pk, user__service_account__isnull=False).values("created_by_id")
+    # The user's keys: itself, plus its controllers when it is a service account (never NULL: pks).
+    keys = get_user_model().objects.filter(Q(pk=user.pk) | Q(pk__in=creators) | Q(pk__in=issuers)).values("pk")
+    controlled = ServiceAccount.objects.filter(created_by__in=keys).values("user_id")
+    issued = ApiToken.objects.filter(created_by__in=keys, user__service_account__isnull=False).values("user_id")
+    return Q(**{f"{field}__in": keys}) | Q(**{f"{field}__in": controlled}) | Q(**{f"{field}__in": issued})
 
 
 def can(user, action: Action | str, obj: Model) -> bool:

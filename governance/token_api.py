@@ -10,6 +10,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from .access import Action, restrict, tenant_ids
+from .api import VisibleRelatedField
 from .models import ApiToken, Environment, Role, ServiceAccount, Team, Tenant
 from .services import AccessDenied
 from .tokens import SERVICE_ACCOUNT_ROLES, create_service_account, issue_token, revoke_token
@@ -60,6 +61,9 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     def destroy(self, request, pk=None):
         token = self.get_object()
+        account = getattr(token.user, "service_account", None)
+        # A refusal is recorded in the account's tenant chain.
+        self.denial_target = account if account is not None and token.user_id != request.user.pk else None
         try:
             revoke_token(token, actor=request.user, ip=request.META.get("REMOTE_ADDR"))
         except AccessDenied as exc:
@@ -67,13 +71,19 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class VisibleTenantField(serializers.SlugRelatedField):
+    """A tenant slug among those the user belongs to: another tenant's slug answers like a missing one."""
+
+    def get_queryset(self):
+        return restrict(Tenant.objects.all(), self.context["request"].user, Action.VIEW)
+
+
 class ServiceAccountSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.all())
+    tenant = VisibleTenantField(slug_field="slug", queryset=Tenant.objects.all())
     role = serializers.ChoiceField(choices=[(r.value, r.label) for r in SERVICE_ACCOUNT_ROLES], write_only=True)
-    team = serializers.PrimaryKeyRelatedField(
-        queryset=Team.objects.all(), required=False, allow_null=True, write_only=True
-    )
-    environment = serializers.PrimaryKeyRelatedField(
+    # Another tenant's team or environment answers exactly like a missing id.
+    team = VisibleRelatedField(queryset=Team.objects.all(), required=False, allow_null=True, write_only=True)
+    environment = VisibleRelatedField(
         queryset=Environment.objects.all(), required=False, allow_null=True, write_only=True
     )
     username = serializers.CharField(source="user.username", read_only=True)
@@ -101,9 +111,7 @@ class ServiceAccountViewSet(
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         tenant = data["tenant"]
-        if tenant.pk not in tenant_ids(request.user, Action.VIEW) and not request.user.is_superuser:
-            # Another tenant answers like a missing one.
-            return Response({"tenant": ["Object with slug does not exist."]}, status=400)
+        self.denial_target = (tenant.pk, None, None)
         try:
             account = create_service_account(
                 actor=request.user,
@@ -123,6 +131,7 @@ class ServiceAccountViewSet(
     @action(detail=True, methods=["post"], serializer_class=IssueTokenSerializer)
     def tokens(self, request, pk=None):
         account = self.get_object()
+        self.denial_target = account
         serializer = IssueTokenSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import audit
-from .access import Action, can_in, can_over
+from .access import Action, can_in, can_manage_service_account, can_over
 from .models import ApiToken, AuditAction, Environment, Role, ServiceAccount, Team, Tenant
 from .services import AccessDenied, grant_role
 
@@ -33,9 +33,17 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _tenant_of(user) -> Tenant | None:
-    account = ServiceAccount.objects.filter(user=user).select_related("tenant").first()
-    return account.tenant if account else None
+def _account_of(user) -> ServiceAccount | None:
+    return ServiceAccount.objects.filter(user=user).select_related("tenant", "user").first()
+
+
+def may_manage_tokens(actor, user) -> bool:
+    """Anyone manages their own tokens; a service account's tokens are managed by a tenant admin
+    whose grant covers everything the account reaches (``access.can_manage_service_account``)."""
+    if actor.pk == user.pk:
+        return True
+    account = _account_of(user)
+    return account is not None and can_manage_service_account(actor, account)
 
 
 @transaction.atomic
@@ -47,10 +55,13 @@ def issue_token(user, *, actor, name: str = "", expires_in_days: int | None = No
         raise ValidationError({"expires_in_days": [f"Must be a whole number of days between 1 and {max_days}."]})
     if not user.is_active:
         raise ValidationError({"user": ["This account is disabled."]})
-    tenant = _tenant_of(user)
-    # Only a tenant admin of a service account's own tenant issues tokens for it; never for other people.
-    if actor.pk != user.pk and (tenant is None or not can_in(actor, Action.ADMINISTER, tenant.pk)):
-        raise AccessDenied("Only a tenant admin may issue tokens for the tenant's service accounts.")
+    account = _account_of(user)
+    tenant = account.tenant if account else None
+    # Never for other people; for a service account, only by an admin over all the account reaches.
+    if not may_manage_tokens(actor, user):
+        raise AccessDenied(
+            "Only a tenant admin whose role covers everything this service account reaches may issue its tokens."
+        )
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user,
@@ -78,10 +89,13 @@ def issue_token(user, *, actor, name: str = "", expires_in_days: int | None = No
 
 @transaction.atomic
 def revoke_token(token: ApiToken, *, actor, ip=None) -> ApiToken:
-    tenant = _tenant_of(token.user)
-    allowed = actor.pk == token.user_id or (tenant is not None and can_in(actor, Action.ADMINISTER, tenant.pk))
-    if not allowed:
-        raise AccessDenied("You may revoke only your own tokens or your tenant's service-account tokens.")
+    account = _account_of(token.user)
+    tenant = account.tenant if account else None
+    if not may_manage_tokens(actor, token.user):
+        raise AccessDenied(
+            "You may revoke only your own tokens, or tokens of service accounts whose whole reach your "
+            "tenant admin role covers."
+        )
     if token.revoked_at is None:
         ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         token.refresh_from_db()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Q
+from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.shortcuts import render
 from django.utils import timezone
@@ -16,7 +16,7 @@ from django.utils.http import urlencode
 
 from approvals.lifecycle import overdue_jobs
 from approvals.models import OPEN_STATUSES, ChangeRequest
-from approvals.services import awaiting_review, open_post_reviews
+from approvals.services import awaiting_review, open_post_reviews, with_valid_approvals
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
 from jobs.schedule import isoz
 
@@ -138,11 +138,6 @@ def dashboard(request):
     mine = (
         ChangeRequest.objects.filter(author=user, status__in=OPEN_STATUSES)
         .select_related("team", "environment", "tenant")
-        .annotate(
-            approvals=Count(
-                "reviews", filter=Q(reviews__decision="approve", reviews__revision=F("revision")), distinct=True
-            )
-        )
         .order_by("-created_at")
     )
     failures = (
@@ -164,7 +159,8 @@ def dashboard(request):
         "failures": list(failures),
         "queue": queue_list,
         "queue_count": queue.count(),
-        "mine": list(mine[:8]),
+        # The approvals that still count (an approver who lost the role no longer does).
+        "mine": with_valid_approvals(list(mine[:8])),
         "post_reviews": post_reviews,
         "overdue_count": overdue_jobs(user).count(),
         "alerts": alerts,

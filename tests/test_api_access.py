@@ -11,7 +11,7 @@ from tests.api_support import client_for, counts, propose_body
 
 
 def approve(user, change):
-    return client_for(user).post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json")
+    return client_for(user).post(f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json")
 
 
 def proposed(cast, actor=None, **overrides):
@@ -72,9 +72,9 @@ def test_approving_a_closed_request_is_a_conflict(cast, ending):
 def test_reject_needs_a_reason_and_ends_the_request(cast):
     change = proposed(cast)
     url = f"/api/v1/change-requests/{change.pk}/reject/"
-    response = client_for(cast.approver).post(url, {"comment": " "}, format="json")
+    response = client_for(cast.approver).post(url, {"revision": 1, "comment": " "}, format="json")
     assert response.status_code == 400 and "comment" in response.json()
-    response = client_for(cast.approver).post(url, {"comment": "wrong schedule"}, format="json")
+    response = client_for(cast.approver).post(url, {"revision": 1, "comment": "wrong schedule"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     assert response.json()["reviews"][0]["decision"] == "reject"
 
@@ -205,8 +205,8 @@ def test_globex_member_gets_404_for_every_acme_url(cast, acme_objects):
         (f"/api/v1/jobs/{job.pk}/pause/", {"reason": "x"}),
         (f"/api/v1/jobs/{job.pk}/resume/", {"reason": "x"}),
         (f"/api/v1/runs/{run.pk}/cancel/", {"reason": "x"}),
-        (f"/api/v1/change-requests/{change.pk}/approve/", {"comment": "x"}),
-        (f"/api/v1/change-requests/{change.pk}/reject/", {"comment": "x"}),
+        (f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1, "comment": "x"}),
+        (f"/api/v1/change-requests/{change.pk}/reject/", {"revision": 1, "comment": "x"}),
         (f"/api/v1/change-requests/{change.pk}/withdraw/", {"reason": "x"}),
         (f"/api/v1/change-requests/{change.pk}/submit/", {}),
     ]

@@ -23,7 +23,7 @@ def create(cast, user=None, **overrides):
 def test_editing_makes_a_new_revision_and_resets_approvals(cast):
     change = create(cast)
     url = f"/api/v1/change-requests/{change['id']}/"
-    assert client_for(cast.approver).post(url + "approve/", {}, format="json").json()["approvals"] == 1
+    assert client_for(cast.approver).post(url + "approve/", {"revision": 1}, format="json").json()["approvals"] == 1
 
     response = client_for(cast.author).patch(
         url, {"based_on_revision": 1, "definition": {"cron": "15 4 * * *"}}, format="json"
@@ -36,8 +36,8 @@ def test_editing_makes_a_new_revision_and_resets_approvals(cast):
     assert [(r["reviewer"], r["current"]) for r in edited["reviews"]] == [("acme-approver", False)]
     assert edited["approvers"] == []
 
-    # The approver may approve the new revision again.
-    response = client_for(cast.approver).post(url + "approve/", {}, format="json")
+    # The approver may approve the new revision again, naming it.
+    response = client_for(cast.approver).post(url + "approve/", {"revision": 2}, format="json")
     assert response.json()["approvals"] == 1 and response.json()["approvers"] == ["acme-approver"]
 
 
@@ -81,7 +81,7 @@ def test_rebase_moves_a_stale_update_onto_the_live_version(cast):
     approve_change(other, actor=cast.approver)
     approve_change(other, actor=cast.approver2)
     url = f"/api/v1/change-requests/{stale.pk}/"
-    response = client_for(cast.approver).post(url + "approve/", {}, format="json")
+    response = client_for(cast.approver).post(url + "approve/", {"revision": 1}, format="json")
     assert response.status_code == 409 and "rebase" in response.json()["detail"]
 
     response = client_for(cast.author).post(url + "rebase/")
@@ -119,8 +119,8 @@ def test_an_apply_time_holds_an_approved_change(cast):
     change = create(cast, apply_after=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert change["apply_after"].startswith(later.strftime("%Y-%m-%dT%H:%M:%S")) and change["apply_after"].endswith("Z")
     url = f"/api/v1/change-requests/{change['id']}/"
-    client_for(cast.approver).post(url + "approve/", {}, format="json")
-    approved = client_for(cast.approver2).post(url + "approve/", {}, format="json").json()
+    client_for(cast.approver).post(url + "approve/", {"revision": 1}, format="json")
+    approved = client_for(cast.approver2).post(url + "approve/", {"revision": 1}, format="json").json()
     assert approved["status"] == "approved"
     assert "apply time" in approved["hold_reason"]
     assert not Job.objects.exists()
@@ -140,8 +140,8 @@ def test_an_emergency_change_applies_through_a_freeze(cast):
     assert urgent["emergency"] is True
     for change in (normal, urgent):
         url = f"/api/v1/change-requests/{change['id']}/"
-        client_for(cast.approver).post(url + "approve/", {}, format="json")
-        client_for(cast.approver2).post(url + "approve/", {}, format="json")
+        client_for(cast.approver).post(url + "approve/", {"revision": 1}, format="json")
+        client_for(cast.approver2).post(url + "approve/", {"revision": 1}, format="json")
     held = client_for(cast.viewer).get(f"/api/v1/change-requests/{normal['id']}/").json()
     assert held["status"] == "approved" and "year-end close" in held["hold_reason"]
     applied = client_for(cast.viewer).get(f"/api/v1/change-requests/{urgent['id']}/").json()
@@ -171,7 +171,9 @@ def test_a_tenant_admin_proposes_a_policy_change_through_the_api(cast):
     change = response.json()
     assert change["action"] == "policy" and change["team"] is None and change["job"] is None
     assert {"field": "required_approvals", "before": None, "after": 2} in change["diff"]
-    response = client_for(cast.approver).post(f"/api/v1/change-requests/{change['id']}/approve/", {}, format="json")
+    response = client_for(cast.approver).post(
+        f"/api/v1/change-requests/{change['id']}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 200 and response.json()["status"] == "applied"
     assert ApprovalPolicy.objects.get(environment=cast.staging, criticality="critical").required_approvals == 2
 
@@ -207,5 +209,7 @@ def test_a_team_narrowed_approver_is_not_asked_to_review_policy_changes(cast):
 
     assert queue(narrowed) == {job_change["id"]}
     assert queue(cast.approver) == {job_change["id"], policy_change.pk}
-    response = client_for(narrowed).post(f"/api/v1/change-requests/{policy_change.pk}/approve/", {}, format="json")
+    response = client_for(narrowed).post(
+        f"/api/v1/change-requests/{policy_change.pk}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 403

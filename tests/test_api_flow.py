@@ -27,13 +27,13 @@ def test_a_prod_job_goes_live_after_two_approvals_and_an_operator_can_run_it(cas
     change_url = f"/api/v1/change-requests/{change['id']}/"
 
     approver = token_client(client_for(None), "acme-approver")
-    response = approver.post(change_url + "approve/", {"comment": "looks right"}, format="json")
+    response = approver.post(change_url + "approve/", {"revision": 1, "comment": "looks right"}, format="json")
     assert response.status_code == 200, response.content
     assert (response.json()["status"], response.json()["approvals"]) == ("submitted", 1)
     assert response.json()["job"] is None
 
     approver2 = token_client(client_for(None), "acme-approver2")
-    response = approver2.post(change_url + "approve/", {}, format="json")
+    response = approver2.post(change_url + "approve/", {"revision": 1}, format="json")
     assert response.status_code == 200, response.content
     applied = response.json()
     assert applied["status"] == "applied" and applied["applied_version"] == 1

@@ -74,7 +74,10 @@ def test_list_query_count_does_not_grow_with_rows(cast, django_assert_max_num_qu
         with CaptureQueriesContext(connection) as captured:
             assert client.get(f"/api/v1/{resource}/").status_code == 200
         few[resource] = len(captured)
-        assert len(captured) <= 6, (resource, [q["sql"] for q in captured.captured_queries])
+        # Change requests count only the approvals that still hold: +3 queries per page (the current
+        # reviews, their reviewers' grants, the identities behind them), whatever the number of rows.
+        bound = 8 if resource == "change-requests" else 6
+        assert len(captured) <= bound, (resource, [q["sql"] for q in captured.captured_queries])
     add_rows(cast, 5, 50)
     for resource in ENDPOINTS:
         with django_assert_max_num_queries(few[resource], info=resource):

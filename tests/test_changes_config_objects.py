@@ -322,7 +322,12 @@ def test_the_api_proposes_a_window_and_lists_it_once_live(cast):
     )
     assert [row["field"] for row in data["diff"]][:3] == ["name", "starts_at", "ends_at"]
     for approver in (cast.approver, cast.approver2):
-        assert client_for(approver).post(f"/api/v1/change-requests/{data['id']}/approve/").status_code == 200
+        assert (
+            client_for(approver)
+            .post(f"/api/v1/change-requests/{data['id']}/approve/", {"revision": 1}, format="json")
+            .status_code
+            == 200
+        )
     listed = client_for(cast.viewer).get("/api/v1/maintenance-windows/").json()["results"]
     assert [(w["name"], w["environment"]["slug"], w["change_request_id"]) for w in listed] == [
         ("db upgrade", "prod", data["id"])
@@ -395,7 +400,9 @@ def test_the_api_answers_403_to_a_lesser_role_and_409_to_a_stale_approval(cast):
     live = cast.make_window(environment=cast.prod, **window())
     stale = propose(cast, action="update", target=live, definition=window(policy="skip"))
     cast.make_config("maintenance_window", target=live, name="renamed")
-    response = client_for(cast.approver).post(f"/api/v1/change-requests/{stale.pk}/approve/")
+    response = client_for(cast.approver).post(
+        f"/api/v1/change-requests/{stale.pk}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 409 and "rebase" in response.json()["detail"]
 
 

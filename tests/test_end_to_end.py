@@ -98,7 +98,9 @@ def test_an_approved_prod_job_is_run_by_the_scheduler_and_a_worker_on_time(tcast
     change_url = f"/api/v1/change-requests/{change_id}/"
     assert response.json()["status"] == "submitted"
 
-    response = api_client("acme-approver").post(change_url + "approve/", {"comment": "ok"}, format="json")
+    response = api_client("acme-approver").post(
+        change_url + "approve/", {"revision": 1, "comment": "ok"}, format="json"
+    )
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "submitted"
     # The last approval fixes the first slot: make sure both processes are up before it, so
@@ -109,7 +111,7 @@ def test_an_approved_prod_job_is_run_by_the_scheduler_and_a_worker_on_time(tcast
     }
     second_approver = api_client("acme-approver2")
     before = timezone.now()
-    response = second_approver.post(change_url + "approve/", {}, format="json")
+    response = second_approver.post(change_url + "approve/", {"revision": 1}, format="json")
     after = timezone.now()
     assert response.status_code == 200, response.content
     applied = response.json()

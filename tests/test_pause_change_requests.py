@@ -99,12 +99,14 @@ def test_a_pause_request_needs_the_policys_approvals_then_pauses_the_job_and_his
     change = ChangeRequest.objects.get(pk=body["id"])
 
     approver = client_for(cast.approver)
-    assert approver.post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json").json()["status"] == (
-        "submitted"
-    )
+    assert approver.post(f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json").json()[
+        "status"
+    ] == ("submitted")
     job.refresh_from_db()
     assert job.status == JobStatus.ENABLED
-    response = client_for(cast.approver2).post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json")
+    response = client_for(cast.approver2).post(
+        f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 200 and response.json()["status"] == "applied"
     job.refresh_from_db()
     assert job.status == JobStatus.PAUSED
@@ -131,7 +133,9 @@ def test_a_resume_request_is_reviewed_like_a_pause(cast):
 def test_nobody_approves_their_own_pause_request(cast):
     job = _governed_job(cast)
     change = ChangeRequest.objects.get(pk=_propose(client_for(cast.superuser), job).json()["id"])
-    response = client_for(cast.superuser).post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json")
+    response = client_for(cast.superuser).post(
+        f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 403
     assert not change.reviews.exists()
     job.refresh_from_db()
@@ -143,13 +147,17 @@ def test_another_tenant_gets_404_and_a_viewer_403(cast):
     change = ChangeRequest.objects.get(pk=_propose(client_for(cast.operator), job).json()["id"])
     globex = client_for(cast.globex_admin)
     assert globex.post(f"/api/v1/jobs/{job.pk}/pause/", {"reason": "x"}, format="json").status_code == 404
-    assert globex.post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json").status_code == 404
+    assert (
+        globex.post(f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json").status_code == 404
+    )
     response = _propose(globex, job)
     assert response.status_code == 400 and response.json()["job"] == [f"No job with id {job.pk}."]
 
     viewer = client_for(cast.viewer)
     assert _propose(viewer, job, action="resume").status_code == 403
-    assert viewer.post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json").status_code == 403
+    assert (
+        viewer.post(f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json").status_code == 403
+    )
     assert ChangeRequest.objects.filter(action__in=["pause", "resume"]).count() == 1
     job.refresh_from_db()
     assert job.status == JobStatus.ENABLED
@@ -193,7 +201,9 @@ def test_approving_a_pause_of_a_job_that_was_paused_meanwhile_answers_409(cast):
     change = propose_pause_change(job, actor=cast.operator, paused=True, justification="planned maintenance")
     # Ops stopped it in the meantime through the lifecycle's own path (a system change).
     type(job).objects.filter(pk=job.pk).update(status=JobStatus.PAUSED)
-    response = client_for(cast.approver).post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json")
+    response = client_for(cast.approver).post(
+        f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json"
+    )
     assert response.status_code == 409 and "can no longer apply" in response.json()["detail"]
 
 

@@ -27,7 +27,7 @@ def test_approving_in_the_browser_without_a_csrf_token_is_refused(cast):
     change = _staging_change(cast, cast.author)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(cast.approver)
-    response = browser.post(f"/changes/{change.pk}/approve/", {"comment": "looks fine"})
+    response = browser.post(f"/changes/{change.pk}/approve/", {"revision": 1, "comment": "looks fine"})
     assert response.status_code == 403
     assert not Review.objects.exists()
     change.refresh_from_db()
@@ -40,7 +40,9 @@ def test_approving_in_the_browser_with_the_csrf_token_works(cast):
     browser.force_login(cast.approver)
     browser.get(f"/changes/{change.pk}/")
     token = browser.cookies["csrftoken"].value
-    response = browser.post(f"/changes/{change.pk}/approve/", {"comment": "ok", "csrfmiddlewaretoken": token})
+    response = browser.post(
+        f"/changes/{change.pk}/approve/", {"revision": 1, "comment": "ok", "csrfmiddlewaretoken": token}
+    )
     assert response.status_code in (200, 302)
     assert Review.objects.filter(reviewer=cast.approver).exists()
 
@@ -49,7 +51,7 @@ def test_a_superuser_cannot_approve_their_own_change_in_the_browser(cast):
     change = _staging_change(cast, cast.superuser)
     browser = Client()
     browser.force_login(cast.superuser)
-    response = browser.post(f"/changes/{change.pk}/approve/", {"comment": "mine"})
+    response = browser.post(f"/changes/{change.pk}/approve/", {"revision": 1, "comment": "mine"})
     assert response.status_code == 403
     assert not Review.objects.exists()
 
@@ -108,7 +110,7 @@ def test_a_service_account_cannot_approve_even_through_a_later_grant(cast):
     _, raw = issue_token(account.user, actor=cast.admin)
     bot = APIClient()
     bot.credentials(HTTP_AUTHORIZATION=f"Token {raw}")
-    assert bot.post(f"/api/v1/change-requests/{change.pk}/approve/", {}, format="json").status_code == 403
+    assert bot.post(f"/api/v1/change-requests/{change.pk}/approve/", {"revision": 1}, format="json").status_code == 403
     assert not Review.objects.exists()
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from approvals.models import ChangeRequest
 from approvals.services import propose_change
-from governance.models import AuditAction, AuditEvent, ServiceAccount
+from governance.models import AuditAction, AuditEvent, Role, ServiceAccount
+from governance.tokens import create_service_account, issue_token
 from jobs.models import Run
 from jobs.services import trigger_run
 from tests.api_support import client_for, counts
@@ -26,7 +27,9 @@ def _world(cast):
     change = propose_change(
         actor=cast.author2, action="update", job=job, definition={"cron": "0 * * * *"}, justification="hourly"
     )
-    return {"job": job, "run": run, "change": change}
+    account = create_service_account(actor=cast.admin, tenant=cast.acme, name="matrix-bot", role=Role.OPERATOR)
+    token, _ = issue_token(account.user, actor=cast.admin)
+    return {"job": job, "run": run, "change": change, "account": account, "token": token}
 
 
 # case -> (method, url template, body, {role: expected statuses}); unlisted roles answer 404 (hidden).
@@ -91,15 +94,42 @@ CASES = {
     "approve": (
         "post",
         "/api/v1/change-requests/{change}/approve/",
-        {"comment": "ok"},
+        {"comment": "ok", "revision": 1},
         {"viewer": {403}, "operator": {403}, "author": {403}, "admin": {403}, "approver": {200}},
     ),
     "reject": (
         "post",
         "/api/v1/change-requests/{change}/reject/",
-        {"comment": "no"},
+        {"comment": "no", "revision": 1},
         {"viewer": {403}, "operator": {403}, "author": {403}, "admin": {403}, "approver": {200}},
     ),
+    # An approval names the revision its reviewer read: the change was edited since (409), or the
+    # request does not say (400, naming the field); refusals by role come first.
+    "approve an outdated revision": (
+        "post",
+        "/api/v1/change-requests/{change}/approve/",
+        {"comment": "ok", "revision": 2},
+        {"viewer": {403}, "operator": {403}, "author": {403}, "admin": {403}, "approver": {409}},
+    ),
+    "reject an outdated revision": (
+        "post",
+        "/api/v1/change-requests/{change}/reject/",
+        {"comment": "no", "revision": 2},
+        {"viewer": {403}, "operator": {403}, "author": {403}, "admin": {403}, "approver": {409}},
+    ),
+    "approve without a revision": (
+        "post",
+        "/api/v1/change-requests/{change}/approve/",
+        {"comment": "ok"},
+        dict.fromkeys(["viewer", "operator", "author", "approver", "admin"], {400}),
+    ),
+    "issue a service-account token": (
+        "post",
+        "/api/v1/service-accounts/{account}/tokens/",
+        {"name": "ci"},
+        {"admin": {201}},
+    ),
+    "revoke a service-account token": ("delete", "/api/v1/auth/tokens/{token}/", None, {"admin": {204}}),
     "create service account": (
         "post",
         "/api/v1/service-accounts/",

@@ -297,8 +297,12 @@ VIEWS: dict[str, View] = {
     "run_mark-succeeded": View("failed_run", post=allowed(302, *OPERATORS), body=REASON),
     "change_detail": View("change", get=allowed(200, *EVERYONE)),
     # The author of the open change is the matrix's author: nobody approves their own change.
-    "change_approve": View("change", post=allowed(302, *REVIEWERS), body={"comment": "ok"}),
-    "change_reject": View("change", post=allowed(302, *REVIEWERS), body={"comment": "no"}),
+    "change_approve": View(
+        "change", post=allowed(302, *REVIEWERS), body=lambda side: {"comment": "ok", "revision": side.change.revision}
+    ),
+    "change_reject": View(
+        "change", post=allowed(302, *REVIEWERS), body=lambda side: {"comment": "no", "revision": side.change.revision}
+    ),
     "change_withdraw": View("change", post=allowed(302, "author"), body=REASON),
     "change_comment": View("change", post=allowed(302, "author", *REVIEWERS), body={"body": "why?"}),
     "change_revise": View(
@@ -533,7 +537,7 @@ def test_a_refusal_no_view_recorded_is_audited_with_its_path(world, db):
     client.cookies[settings.SESSION_COOKIE_NAME] = world.sessions["approver"]
     url = reverse("change_approve", kwargs={"pk": world.own.change.pk})
     last_event = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
-    response = client.post(url, {"comment": "forged"})
+    response = client.post(url, {"comment": "forged", "revision": world.own.change.revision})
     assert response.status_code == 403
     denied = AuditEvent.objects.filter(id__gt=last_event)
     assert [(e.action, e.actor, e.data["path"]) for e in denied] == [

@@ -110,3 +110,47 @@ def test_a_team_admin_cannot_propose_an_environment_wide_policy(cast, payments_a
             rule={"criticality": "high", "required_approvals": 1},
             justification="fewer reviews",
         )
+
+
+# A narrowed admin manages the tokens of a service account only when its grant covers everything the
+# account reaches; otherwise it could mint itself a tenant-wide (or other team's) identity.
+# (admin, the account's scope, may it issue and revoke the account's tokens?)
+SERVICE_ACCOUNT_TOKEN_ROWS = [
+    ("payments_admin", {}, False),
+    ("payments_admin", {"team": "data"}, False),
+    ("payments_admin", {"environment": "prod"}, False),
+    ("payments_admin", {"team": "payments"}, True),
+    ("payments_admin", {"team": "payments", "environment": "prod"}, True),
+    ("dev_admin", {}, False),
+    ("dev_admin", {"environment": "prod"}, False),
+    ("dev_admin", {"team": "payments"}, False),
+    ("dev_admin", {"environment": "dev"}, True),
+    ("dev_admin", {"team": "payments", "environment": "dev"}, True),
+]
+
+
+@pytest.mark.parametrize(("admin", "scope", "allowed"), SERVICE_ACCOUNT_TOKEN_ROWS)
+def test_a_narrowed_admin_manages_tokens_only_of_accounts_inside_its_slice(request, cast, admin, scope, allowed):
+    from governance.models import ApiToken, AuditAction, AuditEvent
+    from governance.tokens import issue_token
+    from tests.api_support import client_for
+
+    actor = request.getfixturevalue(admin)
+    where = {field: getattr(cast, slug) for field, slug in scope.items()}
+    account = create_service_account(actor=cast.admin, tenant=cast.acme, name="bot", role="author", **where)
+    token, _ = issue_token(account.user, actor=cast.admin)
+    client = client_for(actor)
+    last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+
+    minted = client.post(f"/api/v1/service-accounts/{account.pk}/tokens/", {}, format="json")
+    revoked = client.delete(f"/api/v1/auth/tokens/{token.pk}/")
+    token.refresh_from_db()
+    events = AuditEvent.objects.filter(id__gt=last)
+    if allowed:
+        assert (minted.status_code, revoked.status_code) == (201, 204)
+        assert token.revoked_at is not None
+        assert {AuditAction.TOKEN_ISSUED, AuditAction.TOKEN_REVOKED} <= set(events.values_list("action", flat=True))
+    else:
+        assert (minted.status_code, revoked.status_code) == (403, 403)
+        assert token.revoked_at is None and ApiToken.objects.filter(user=account.user).count() == 1
+        assert list(events.values_list("action", "tenant_id")) == [(AuditAction.ACCESS_DENIED, cast.acme.pk)] * 2

@@ -244,7 +244,9 @@ def test_globex_user_gets_404_on_every_acme_page_and_action(client, cast):
     for url in gets:
         assert client.get(url).status_code == 404, url
     for url in posts:
-        assert client.post(url, {"reason": "x", "comment": "x", "justification": "x"}).status_code == 404, url
+        assert (
+            client.post(url, {"reason": "x", "comment": "x", "justification": "x", "revision": 1}).status_code == 404
+        ), url
     # A missing object looks exactly the same.
     assert client.get(reverse("job_detail", args=[999999])).status_code == 404
     change.refresh_from_db()
@@ -258,7 +260,7 @@ def test_author_sees_no_approve_button_and_a_forged_approve_is_refused(client, c
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
     assert 'data-testid="approve"' not in html and 'data-testid="reject"' not in html
     assert "someone else must review it" in html
-    response = client.post(reverse("change_approve", args=[change.pk]), {"comment": "lgtm, me"})
+    response = client.post(reverse("change_approve", args=[change.pk]), {"revision": 1, "comment": "lgtm, me"})
     assert response.status_code == 403
     assert "Nobody reviews their own change" in response.content.decode()
     assert not Review.objects.exists()
@@ -271,7 +273,7 @@ def test_a_user_without_the_approver_role_cannot_review(client, cast):
     login(client, cast.operator)
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
     assert 'data-testid="approve"' not in html
-    response = client.post(reverse("change_reject", args=[change.pk]), {"comment": "no"})
+    response = client.post(reverse("change_reject", args=[change.pk]), {"revision": 1, "comment": "no"})
     assert response.status_code == 403
     assert not Review.objects.exists()
 
@@ -281,16 +283,16 @@ def test_two_approvers_approve_in_the_ui_and_the_job_goes_live(client, cast):
     login(client, cast.approver)
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
     assert 'data-testid="approve"' in html and "0 of 2" in html
-    response = client.post(reverse("change_approve", args=[change.pk]), {"comment": "looks right"})
+    response = client.post(reverse("change_approve", args=[change.pk]), {"revision": 1, "comment": "looks right"})
     assert response.status_code == 302
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
     assert "1 of 2" in html and "looks right" in html and 'data-testid="approve"' not in html
     assert not Job.objects.exists()
     # Approving twice is refused with the reason.
-    response = client.post(reverse("change_approve", args=[change.pk]))
+    response = client.post(reverse("change_approve", args=[change.pk]), {"revision": 1})
     assert response.status_code == 409
     login(client, cast.approver2)
-    client.post(reverse("change_approve", args=[change.pk]))
+    client.post(reverse("change_approve", args=[change.pk]), {"revision": 1})
     job = Job.objects.get()
     html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "v1 live" in html and f"CR-{change.pk}" in html
@@ -299,7 +301,7 @@ def test_two_approvers_approve_in_the_ui_and_the_job_goes_live(client, cast):
 def test_reject_with_comment_ends_the_request(client, cast):
     change = propose_prod(cast)
     login(client, cast.approver)
-    client.post(reverse("change_reject", args=[change.pk]), {"comment": "wrong team"})
+    client.post(reverse("change_reject", args=[change.pk]), {"revision": 1, "comment": "wrong team"})
     change.refresh_from_db()
     assert change.status == ChangeStatus.REJECTED
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()
