@@ -244,6 +244,10 @@ def _parse_field(expr: str, index: int, text: str, seed: str | None) -> tuple[st
     values: set = set()
     for original in text.split(","):
         term = _translate(expr, index, original, seed)
+        base, slash, _ = term.partition("/")
+        low, dash, high = base.partition("-")
+        if slash and dash and low == high:
+            term = low  # cronsim would read 0-0/2 as 0/2, every other value from 0
         try:
             values |= _CRONSIM_FIELDS[index].parse(term)
         except (CronSimError, ValueError, IndexError, AssertionError):
@@ -408,12 +412,15 @@ def _hm(naive: datetime) -> str:
 def _lookback(after: datetime, tz: ZoneInfo) -> timedelta:
     """How far before ``after`` (on the local clock) a match can still be placed after it.
 
-    Only the second pass of a repeated interval can: after a transition that
-    set the clocks back by D, local times up to D before now still come again.
+    Only the second pass of a repeated interval can: around a transition that
+    sets the clocks back by D, local times up to D before now's come again.
     """
-    now = after.astimezone(tz).utcoffset()
-    earlier = max((after - _NEAR).astimezone(tz).utcoffset(), (after - _FAR).astimezone(tz).utcoffset())
-    return max(earlier - now, _ZERO)
+    near = [(after + delta).astimezone(tz).utcoffset() for delta in (-_NEAR, _ZERO, _NEAR)]
+    back = max(near) - min(near)
+    # Day-long changes (the international date line crossed) exist only far back, but exist.
+    wide = near + [(after + delta).astimezone(tz).utcoffset() for delta in (-_FAR, _FAR)]
+    spread = max(wide) - min(wide)
+    return spread if spread > _NEAR else back
 
 
 def _local_matches(compiled: _Compiled, start: datetime) -> Iterator[datetime]:
