@@ -66,6 +66,8 @@ _ZERO = timedelta(0)
 # day-long changes (Pacific/Apia in 2011).
 _NEAR = timedelta(hours=3)
 _FAR = timedelta(hours=26)
+# The last time the tz database sets clocks back by more than _NEAR at once is 1994.
+_WIDE_UNTIL = datetime(1995, 1, 1, tzinfo=UTC)
 # cronsim walks naive local wall-clock times; these are two of them.
 _LOCAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
 _LOCAL_MIN = datetime.min.replace(tzinfo=UTC).replace(tzinfo=None)
@@ -119,7 +121,7 @@ def _hash(seed: str, field_index: int) -> int:
 
 
 def _bad(expr: str, index: int, term: str, why: str) -> ScheduleError:
-    return ScheduleError(f"Invalid cron expression {expr!r}: bad {FIELD_NAMES[index]} {term!r}: {why}.")
+    return ScheduleError(f"Invalid cron expression {expr!r}: Bad {FIELD_NAMES[index]} {term!r}: {why}.")
 
 
 def _value(index: int, token: str) -> int | None:
@@ -300,6 +302,10 @@ def _never_fires(expr: str, fields: list[str]) -> ScheduleError:
     )
 
 
+def _too_long(expr: str) -> ScheduleError:
+    return ScheduleError(f"The cron expression has {len(expr)} characters; at most {MAX_CRON_LENGTH} are allowed.")
+
+
 @dataclass(frozen=True)
 class _Compiled:
     expanded: str  # cronsim's spelling, H replaced
@@ -311,7 +317,7 @@ def _compile_uncached(expr: str, seed: str | None) -> _Compiled:
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
     if len(expr) > MAX_CRON_LENGTH:
-        raise ScheduleError(f"The cron expression has {len(expr)} characters; at most {MAX_CRON_LENGTH} are allowed.")
+        raise _too_long(expr)
     fields = expr.split()
     if len(fields) != 5:
         shown = expr if len(expr) <= 60 else expr[:60] + "..."
@@ -338,6 +344,9 @@ def _compile_plain(expr: str) -> _Compiled | None:
     """The compiled expression, or None when it uses H (then the seed matters)."""
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
+    if len(expr) > MAX_CRON_LENGTH:
+        raise _too_long(expr)
+    expr = _normalise(expr)
     if "H" in expr.upper().replace("THU", ""):
         return None
     return _compile_uncached(expr, None)
@@ -345,13 +354,19 @@ def _compile_plain(expr: str) -> _Compiled | None:
 
 @lru_cache(maxsize=65536)
 def _compile_seeded(expr: str, seed: str | None) -> _Compiled:
-    return _compile_uncached(expr, seed)
+    return _compile_uncached(_normalise(expr), seed)
 
 
 def _compile(expr: str, seed: str | None) -> _Compiled:
     """Raises ScheduleError. Without H, one cache entry serves every job that shares the expression."""
+    if not isinstance(expr, str):
+        raise ScheduleError("The cron expression must be a string.")
     compiled = _compile_plain(expr)
     return compiled if compiled is not None else _compile_seeded(expr, seed)
+
+
+def _normalise(expr: str) -> str:
+    return " ".join(expr.split()) if isinstance(expr, str) else expr
 
 
 def validate_cron(expr: str, *, seed: str | None = "validation") -> str:
@@ -363,8 +378,8 @@ def validate_cron(expr: str, *, seed: str | None = "validation") -> str:
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
     if len(expr) > MAX_CRON_LENGTH:
-        raise ScheduleError(f"The cron expression has {len(expr)} characters; at most {MAX_CRON_LENGTH} are allowed.")
-    normalised = " ".join(expr.split())
+        raise _too_long(expr)
+    normalised = _normalise(expr)
     _compile(normalised, seed)
     return normalised
 
@@ -409,77 +424,84 @@ def _hm(naive: datetime) -> str:
     return naive.strftime("%H:%M")
 
 
-def _lookback(after: datetime, tz: ZoneInfo) -> timedelta:
+def _lookback(after: datetime, offset: timedelta, tz: ZoneInfo) -> timedelta:
     """How far before ``after`` (on the local clock) a match can still be placed after it.
 
     Only the second pass of a repeated interval can: around a transition that
     sets the clocks back by D, local times up to D before now's come again.
+    ``offset`` is the zone's offset at ``after``.
     """
-    near = [(after + delta).astimezone(tz).utcoffset() for delta in (-_NEAR, _ZERO, _NEAR)]
+    near = (offset, (after - _NEAR).astimezone(tz).utcoffset(), (after + _NEAR).astimezone(tz).utcoffset())
     back = max(near) - min(near)
-    # Day-long changes (the international date line crossed) exist only far back, but exist.
-    wide = near + [(after + delta).astimezone(tz).utcoffset() for delta in (-_FAR, _FAR)]
-    spread = max(wide) - min(wide)
-    return spread if spread > _NEAR else back
+    if after < _WIDE_UNTIL:
+        # Clocks set back by more than _NEAR at once: Pacific/Kwajalein 1969, Antarctica/Vostok 1994.
+        wide = (*near, (after - _FAR).astimezone(tz).utcoffset(), (after + _FAR).astimezone(tz).utcoffset())
+        back = max(back, max(wide) - min(wide))
+    return back
 
 
-def _local_matches(compiled: _Compiled, start: datetime) -> Iterator[datetime]:
-    """Naive local times matching the expression, strictly after ``start``; ends at the calendar's end."""
-    cron = CronSim.__new__(CronSim)
-    cron.__dict__.update(compiled.template.__dict__)
-    cron.dt = start
-    while True:
-        try:
-            yield next(cron)
-        except (StopIteration, OverflowError):
-            return
+def _placements(naive: datetime, tz: ZoneInfo, gap: str, overlap: str) -> list[tuple[datetime, str]]:
+    """Where a local wall-clock match lands on the time line (UTC), earliest first, with its note."""
+    first = naive.replace(tzinfo=tz, fold=0).utcoffset()
+    second = naive.replace(tzinfo=tz, fold=1).utcoffset()
+    if first == second:
+        return [((naive - first).replace(tzinfo=UTC), "")]
+    if first < second:  # a gap: the local time does not exist
+        if gap == "skip":
+            return []
+        return [(_gap_end(naive, tz), f"shifted: {_hm(naive)} local does not exist (clocks jump forward)")]
+    placed = [((naive - first).replace(tzinfo=UTC), f"repeated hour: first pass of {_hm(naive)} local")]
+    if overlap == "twice":
+        placed.append(((naive - second).replace(tzinfo=UTC), f"repeated hour: second pass of {_hm(naive)} local"))
+    return placed
 
 
 def _fires(compiled: _Compiled, tz: ZoneInfo, after: datetime, gap: str, overlap: str) -> Iterator[Fire]:
-    """Local wall-clock matches placed on the time line, in order.
+    """Local wall-clock matches placed on the time line, in order; they end where the calendar ends.
 
     Elapsed-time schedules place every real instant whose local clock matches
-    (no fire in a gap, both passes of a repeated interval): the same placement
-    as ``gap=skip, overlap=twice``. Wall-clock schedules follow the job's policies.
+    (none in a gap, both passes of a repeated interval): the placement of
+    ``gap=skip, overlap=twice``. Wall-clock schedules follow the job's policies.
     """
     if compiled.elapsed:
         gap, overlap = "skip", "twice"
     try:
-        start = after.astimezone(tz).replace(tzinfo=None, second=0, microsecond=0)
+        local = after.astimezone(tz)
+        start = local.replace(tzinfo=None, second=0, microsecond=0)
     except OverflowError:
         if after.year > 1:
             return  # within hours of year 10000: nothing left to fire
-        start = _LOCAL_MIN
+        local, start = None, _LOCAL_MIN
     try:
-        back = _lookback(after, tz)
+        back = _lookback(after, local.utcoffset(), tz) if local is not None else _FAR
     except OverflowError:
-        back = _FAR  # within a day of year 1
+        back = _FAR  # within a day of either end of the calendar
     if back:
         start = start - back if start - _LOCAL_MIN > back else _LOCAL_MIN
+    cron = CronSim.__new__(CronSim)
+    cron.__dict__.update(compiled.template.__dict__)
+    cron.dt = start
     pending: list[tuple[datetime, str]] = []
     last: datetime | None = None
-    for naive in _local_matches(compiled, start):
+    while True:
         try:
-            kind = _classify(naive, tz)
-            if kind == _GAP:
-                if gap == "skip":
-                    continue
-                candidates = [
-                    (_gap_end(naive, tz), f"shifted: {_hm(naive)} local does not exist (clocks jump forward)")
-                ]
-            elif kind == _OVERLAP:
-                first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
-                candidates = [(first, f"repeated hour: first pass of {_hm(naive)} local")]
-                if overlap == "twice":
-                    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
-                    candidates.append((second, f"repeated hour: second pass of {_hm(naive)} local"))
-            else:
-                candidates = [(naive.replace(tzinfo=tz).astimezone(UTC), "")]
+            naive = next(cron)
+            candidates = _placements(naive, tz, gap, overlap)
+        except StopIteration:
+            break  # cronsim looks 50 years ahead
         except OverflowError:
-            if naive.year > 1:
-                break  # past the end of the calendar in UTC
+            if cron.dt.year > 1:
+                break  # past the end of the calendar
             continue  # before its start: not after ``after`` anyway
+        if not candidates:
+            continue
         floor = candidates[0][0]
+        if not pending and len(candidates) == 1:
+            # The common case: nothing waiting, one placement.
+            if floor > after and (last is None or floor > last):
+                last = floor
+                yield Fire(*candidates[0])
+            continue
         for candidate in candidates:
             heapq.heappush(pending, candidate)
         # Earliest placements never decrease along the local time line, so
@@ -515,13 +537,13 @@ def iter_fires(
         raise ValueError("after must be timezone-aware")
     validate_policy(gap, overlap)
     tz = zone(tz_name)
-    compiled = _compile(" ".join(expr.split()) if isinstance(expr, str) else expr, seed)
+    compiled = _compile(expr, seed)
     try:
         after = after.astimezone(UTC)
     except OverflowError:
         if after.year > 1:
             return
-        after = datetime.min.replace(tzinfo=UTC)
+        after = _LOCAL_MIN.replace(tzinfo=UTC)
     yield from _fires(compiled, tz, after, gap, overlap)
 
 
