@@ -86,16 +86,26 @@ def _unknown_zone(name: object) -> ScheduleError:
     return ScheduleError(f"Unknown time zone {shown!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'.", "timezone")
 
 
-@lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo:
-    if not isinstance(name, str) or not name or name not in _zone_names():
-        raise _unknown_zone(name)
-    if name in _HOST_ZONES:
+def validate_zone(name: str) -> ZoneInfo:
+    """The zone for a name people write now: an IANA name, not one whose meaning is the server's."""
+    if isinstance(name, str) and name in _HOST_ZONES:
         raise ScheduleError(
             f"Time zone {name!r} depends on the server's configuration: use an IANA name such as "
             "'Europe/Berlin' or 'UTC'.",
             "timezone",
         )
+    return zone(name)
+
+
+def zone(name: str) -> ZoneInfo:
+    """The zone of a name, as stored (see validate_zone for what a definition may name)."""
+    if not isinstance(name, str) or not name or name not in _zone_names():
+        raise _unknown_zone(name)
+    return _zone(name)
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -187,7 +197,7 @@ def _h_term(expr: str, index: int, term: str, seed: str | None) -> str:
     return str(low + value % (high - low + 1))
 
 
-def _translate(expr: str, index: int, original: str, seed: str | None) -> str:
+def _translate(expr: str, index: int, original: str, seed: str | None, strict: bool) -> str:
     """One term (no commas) in cronsim's spelling; raises ScheduleError saying what to write instead."""
     term = original.upper()
     if term.startswith("H"):
@@ -197,6 +207,8 @@ def _translate(expr: str, index: int, original: str, seed: str | None) -> str:
     base, slash, step = term.partition("/")
     if index == 2:
         if base in ("L", "LW") and slash:
+            if not strict:
+                return base  # stored before steps after L were refused: they were ignored, and still are
             raise _bad(expr, index, original, f"a step after {base} is not supported; write {base}, or 1-L/{step or 2}")
         if base.startswith("L-"):
             raise _bad(
@@ -241,11 +253,11 @@ def _translate(expr: str, index: int, original: str, seed: str | None) -> str:
     return term
 
 
-def _parse_field(expr: str, index: int, text: str, seed: str | None) -> tuple[str, set]:
+def _parse_field(expr: str, index: int, text: str, seed: str | None, strict: bool) -> tuple[str, set]:
     terms = []
     values: set = set()
     for original in text.split(","):
-        term = _translate(expr, index, original, seed)
+        term = _translate(expr, index, original, seed, strict)
         base, slash, _ = term.partition("/")
         low, dash, high = base.partition("-")
         if slash and dash and low == high:
@@ -310,10 +322,10 @@ def _too_long(expr: str) -> ScheduleError:
 class _Compiled:
     expanded: str  # cronsim's spelling, H replaced
     elapsed: bool  # minute or hour starts with *: follows elapsed time
-    template: CronSim  # parsed once; each evaluation copies it
+    template: CronSim | None  # parsed once, each evaluation copies it; None: it never fires
 
 
-def _compile_uncached(expr: str, seed: str | None) -> _Compiled:
+def _compile_uncached(expr: str, seed: str | None, strict: bool) -> _Compiled:
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
     if len(expr) > MAX_CRON_LENGTH:
@@ -325,12 +337,14 @@ def _compile_uncached(expr: str, seed: str | None) -> _Compiled:
             f"Cron expression {shown!r} must have 5 fields (minute hour day-of-month month day-of-week), "
             f"not {len(fields)}."
         )
-    parsed = [_parse_field(expr, i, field, seed) for i, field in enumerate(fields)]
+    parsed = [_parse_field(expr, i, field, seed, strict) for i, field in enumerate(fields)]
     expanded = " ".join(text for text, _ in parsed)
     translated = expanded.split()
     day_and = translated[2].startswith("*") or translated[4].startswith("*")
     if not _some_day_matches(parsed[2][1], parsed[3][1], parsed[4][1], day_and):
-        raise _never_fires(expr, fields)
+        if strict:
+            raise _never_fires(expr, fields)
+        return _Compiled(expanded, False, None)
     try:
         template = CronSim(expanded, _LOCAL_EPOCH)
     except (CronSimError, ValueError, IndexError, AssertionError) as exc:
@@ -340,7 +354,7 @@ def _compile_uncached(expr: str, seed: str | None) -> _Compiled:
 
 
 @lru_cache(maxsize=4096)
-def _compile_plain(expr: str) -> _Compiled | None:
+def _compile_plain(expr: str, strict: bool) -> _Compiled | None:
     """The compiled expression, or None when it uses H (then the seed matters)."""
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
@@ -349,20 +363,25 @@ def _compile_plain(expr: str) -> _Compiled | None:
     expr = _normalise(expr)
     if "H" in expr.upper().replace("THU", ""):
         return None
-    return _compile_uncached(expr, None)
+    return _compile_uncached(expr, None, strict)
 
 
 @lru_cache(maxsize=65536)
-def _compile_seeded(expr: str, seed: str | None) -> _Compiled:
-    return _compile_uncached(_normalise(expr), seed)
+def _compile_seeded(expr: str, seed: str | None, strict: bool) -> _Compiled:
+    return _compile_uncached(_normalise(expr), seed, strict)
 
 
-def _compile(expr: str, seed: str | None) -> _Compiled:
-    """Raises ScheduleError. Without H, one cache entry serves every job that shares the expression."""
+def _compile(expr: str, seed: str | None, *, strict: bool = False) -> _Compiled:
+    """Raises ScheduleError. Without H, one cache entry serves every job that shares the expression.
+
+    ``strict`` is validation, for what people write now; evaluation is lenient
+    to what was stored before: a step after L is ignored (as it always was) and
+    an expression that never fires has no fires instead of an error.
+    """
     if not isinstance(expr, str):
         raise ScheduleError("The cron expression must be a string.")
-    compiled = _compile_plain(expr)
-    return compiled if compiled is not None else _compile_seeded(expr, seed)
+    compiled = _compile_plain(expr, strict)
+    return compiled if compiled is not None else _compile_seeded(expr, seed, strict)
 
 
 def _normalise(expr: str) -> str:
@@ -380,7 +399,7 @@ def validate_cron(expr: str, *, seed: str | None = "validation") -> str:
     if len(expr) > MAX_CRON_LENGTH:
         raise _too_long(expr)
     normalised = _normalise(expr)
-    _compile(normalised, seed)
+    _compile(normalised, seed, strict=True)
     return normalised
 
 
@@ -463,6 +482,8 @@ def _fires(compiled: _Compiled, tz: ZoneInfo, after: datetime, gap: str, overlap
     (none in a gap, both passes of a repeated interval): the placement of
     ``gap=skip, overlap=twice``. Wall-clock schedules follow the job's policies.
     """
+    if compiled.template is None:
+        return
     if compiled.elapsed:
         gap, overlap = "skip", "twice"
     try:
