@@ -12,11 +12,18 @@ honoured:
 
 * a schedule whose minute or hour field starts with ``*`` follows elapsed
   time: every real instant whose local wall clock matches fires (both passes
-  of a repeated hour, nothing in a skipped one);
+  of a repeated hour, nothing in a skipped one), which is the placement of
+  ``gap=skip, overlap=twice``: both kinds walk the local wall clock with
+  cronsim and place each match on the time line here, whatever the size of
+  the offset change (Lord Howe's 30 minutes);
 * any other schedule follows the wall clock: a local time that does not exist
   fires at the end of the gap (``gap=shift``, several such matches once) or
   not at all (``gap=skip``); a local time that exists twice fires at its first
   occurrence (``overlap=once``) or at both (``overlap=twice``).
+
+Validation (``validate_cron``, ``validate_zone``) refuses what cannot be meant
+(a step after ``L``, an expression that never fires, a zone that means the
+server's); evaluation stays lenient to schedules stored before those refusals.
 
 ``H`` (as in Jenkins) is replaced by a value hashed from a stable per-job seed
 so that thousands of ``H 2 * * *`` jobs do not all start in the same second.
