@@ -253,8 +253,7 @@ def _translate(expr: str, index: int, original: str, seed: str | None, strict: b
         lo, hi = _value(index, low), _value(index, high)
         if lo is not None and hi is not None:
             if index == 4 and hi == 0 and lo > 0:
-                hi = 7  # SAT-SUN, MON-SUN: Sunday ends the week
-                return f"{lo}-7{slash}{step}"
+                return f"{lo}-7{slash}{step}"  # SAT-SUN, MON-SUN: Sunday ends the week (7)
             if hi < lo:
                 raise _split_wrap(expr, index, original, lo, hi, not (low.isdigit() and high.isdigit()))
     return term
