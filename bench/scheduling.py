@@ -66,6 +66,9 @@ def next_fire(report: Report) -> None:
     report.figure("next_fire_us", ours_s / SCHEDULES * 1e6, "us", note="jobs.schedule: cronsim + DST policies + H")
     report.figure("next_fire_us_cronsim", cronsim_s / SCHEDULES * 1e6, "us", note="plain cronsim, same mix")
     report.figure("next_fire_us_croniter", croniter_s / SCHEDULES * 1e6, "us", note="plain croniter 7, same mix")
+    report.figure(
+        "next_fire_ratio_cronsim", ours_s / cronsim_s, "x", target="<= 1.2", note="jobs.schedule / plain cronsim"
+    )
     report.figure("next_fire_100k_s", ours_s, "s", note="100,000 active schedules")
     report.figure("next_fire_100k_s_cronsim", cronsim_s, "s")
     report.figure("next_fire_100k_s_croniter", croniter_s, "s", note=f"1/{CRONITER_SHARE} measured, scaled")

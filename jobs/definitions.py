@@ -125,7 +125,7 @@ def clean_definition(
     tz_name = _str(merged, "timezone", errors, required=True, max_length=64) or ""
     if tz_name and "timezone" not in errors:
         try:
-            schedule.zone(tz_name)
+            schedule.validate_zone(tz_name)
         except schedule.ScheduleError as exc:
             errors["timezone"] = [str(exc)]
 
@@ -259,7 +259,7 @@ def _clean_windows(data: dict, errors: dict) -> list[dict]:
         try:
             cron = schedule.validate_cron(window.get("cron") or "", seed=None)
             if window.get("timezone"):
-                schedule.zone(window["timezone"])
+                schedule.validate_zone(window["timezone"])
         except schedule.ScheduleError as exc:
             errors["windows"] = [f"Window {i}: {exc}"]
             return []

@@ -630,7 +630,7 @@ class MaintenanceWindow(models.Model):
             except schedule.ScheduleError as exc:
                 errors["cron"] = [str(exc)]
             try:
-                schedule.zone(self.timezone)
+                schedule.validate_zone(self.timezone)
             except schedule.ScheduleError as exc:
                 errors["timezone"] = [str(exc)]
             if not self.duration_minutes:

@@ -7,7 +7,7 @@ offset changed since the entry before.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -30,6 +30,12 @@ def parse_instant(text: str) -> datetime:
         ) from None
     if value.tzinfo is None:
         raise schedule.ScheduleError("Must include Z or a UTC offset, e.g. 2026-03-29T00:00:00Z.", "after")
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise schedule.ScheduleError(
+            "Must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC.", "after"
+        ) from None
     return value
 
 
@@ -54,21 +60,26 @@ def preview(
     if not 1 <= count <= MAX_COUNT:
         raise schedule.ScheduleError(f"count must be between 1 and {MAX_COUNT}.", "count")
     after = after or timezone.now()
-    tz = schedule.zone(tz_name)
-    previous = after.astimezone(tz).utcoffset()
+    tz = schedule.validate_zone(tz_name)
+    # What people preview is what they would write: refused as a definition would be (never fires, L/2).
+    schedule.validate_cron(cron, seed=seed)
+    try:
+        previous = after.astimezone(tz).utcoffset()
+    except OverflowError:  # within hours of either end of the calendar
+        previous = None
     entries = []
     fires = schedule.iter_fires(cron, tz_name, after, gap=gap, overlap=overlap, seed=seed)
     for fire in islice(fires, count):
         local = fire.at.astimezone(tz)
         offset = local.utcoffset()
         notes = [fire.note] if fire.note else []
-        if offset != previous:
+        if previous is not None and offset != previous:
             notes.append(f"UTC offset changed from {_offset(previous)} to {_offset(offset)}")
         previous = offset
         entries.append(
             {
                 "utc": schedule.isoz(fire.at),
-                "local": local.strftime("%Y-%m-%d %H:%M"),
+                "local": local.replace(tzinfo=None).isoformat(sep=" ", timespec="minutes"),
                 "zone": local.tzname() or tz_name,
                 "offset": _offset(offset),
                 "dst": "; ".join(notes),

@@ -294,7 +294,7 @@ def test_api_plan_accepts_a_raw_yaml_stream(cast):
         "file": "request.yaml",
         "line": 10,
         "column": 11,
-        "message": "cron: Invalid cron expression '61 * * * *': Bad minute.",
+        "message": "cron: Invalid cron expression '61 * * * *': Bad minute '61': the minute takes 0-59, e.g. 30, 0-29, */15 or 0,30.",
     }
 
 

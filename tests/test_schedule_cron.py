@@ -72,7 +72,7 @@ def test_h_without_a_job_is_refused_with_the_reason():
         ("*/0 * * * *", "Bad minute"),
         ("HH * * * *", "H is written"),
         ("H(50-70) * * * *", "outside the minute range"),
-        ("0 0 30 2 *", "Bad day-of-month"),
+        ("0 0 30 2 *", "never fires: day-of-month .30. does not occur in month .2."),
     ],
 )
 def test_invalid_cron_names_the_problem(cron, fragment):
