@@ -481,11 +481,6 @@ def review_refusal(user, change: ChangeRequest, *, author_identity: bool = True)
     return ""
 
 
-def may_review(user, change: ChangeRequest) -> bool:
-    """Would the rules let ``user`` review this request (ignoring its state)? For showing buttons."""
-    return not review_refusal(user, change)
-
-
 def _review(
     change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str, revision: int | None = None
 ) -> ChangeRequest:

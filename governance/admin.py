@@ -232,10 +232,8 @@ class TenantScopedAdmin(AuditedAdminMixin, admin.ModelAdmin):
         return request.user.is_active and request.user.is_superuser
 
 
-class ReadOnlyAdmin(TenantScopedAdmin):
-    """Governed by change control: nobody adds, changes or deletes here, superusers included."""
-
-    read_only_what = "these records"
+class NoWritesMixin:
+    """Nobody adds, changes or deletes through this admin, superusers included; no bulk actions."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -248,6 +246,12 @@ class ReadOnlyAdmin(TenantScopedAdmin):
 
     def get_actions(self, request):
         return {}
+
+
+class ReadOnlyAdmin(NoWritesMixin, TenantScopedAdmin):
+    """Governed by change control: nobody adds, changes or deletes here, superusers included."""
+
+    read_only_what = "these records"
 
     def _note(self, extra_context):
         context = dict(extra_context or {})
@@ -390,21 +394,9 @@ class SiemCursorAdmin(ReadOnlyAdmin):
     list_display = ("destination", "chain", "last_seq", "updated_at", "last_error")
 
 
-class _ScheduleAdmin(ScheduleAdmin):
+class _ScheduleAdmin(NoWritesMixin, ScheduleAdmin):
     """django-q2 schedules run any Python function in the workers, outside change control; Governor
     schedules jobs itself and uses none, so they are read-only."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        return {}
 
 
 class _UserAdmin(AuditedAdminMixin, UserAdmin):

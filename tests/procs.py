@@ -21,6 +21,17 @@ from django.db import connection
 ROOT = Path(settings.BASE_DIR)
 
 
+def wait_until(predicate, timeout: float, what: str):
+    """Poll ``predicate`` every 0.1 s until it returns something true (returned), or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def database_url() -> str:
     """A DATABASE_URL naming the database this test process is connected to right now."""
     db = connection.settings_dict

@@ -20,13 +20,29 @@ def _comm(pid: str) -> str:
         return handle.read().strip()
 
 
+def _descends_from(pid: str, ancestor: int) -> bool:
+    """Whether ``ancestor`` started ``pid`` (through any chain of children). Run ids are only unique
+    within one test database, and parallel test workers each have their own: a job of another
+    test worker carries the same ``GOVERNOR_RUN_ID`` but is not this test process's descendant."""
+    current = int(pid)
+    while current > 1:
+        if current == ancestor:
+            return True
+        with open(f"/proc/{current}/stat") as handle:
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+            current = int(handle.read().rsplit(")", 1)[1].split()[1])
+    return False
+
+
 class Executions:
-    """Every process named ``comm`` of run ``run_id`` seen while the watch runs, in order:
-    [(pid, attempt), ...]. Polls every 20 ms: give the watched job a second of life."""
+    """Every process named ``comm`` of run ``run_id`` started by this test process (directly or
+    through the workers it started) seen while the watch runs, in order: [(pid, attempt), ...].
+    Polls every 20 ms: give the watched job a second of life."""
 
     def __init__(self, run_id: int, comm: str = "sleep") -> None:
         self.run_id = str(run_id)
         self.comm = comm
+        self.ancestor = os.getpid()
         self.seen: dict[int, str] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -41,10 +57,11 @@ class Executions:
                     if _comm(pid) != self.comm:
                         continue
                     env = _environ(pid)
+                    if env.get("GOVERNOR_RUN_ID") != self.run_id or not _descends_from(pid, self.ancestor):
+                        continue
                 except OSError:
                     continue
-                if env.get("GOVERNOR_RUN_ID") == self.run_id:
-                    self.seen[int(pid)] = env.get("GOVERNOR_ATTEMPT", "")
+                self.seen[int(pid)] = env.get("GOVERNOR_ATTEMPT", "")
             time.sleep(0.02)
 
     def attempts(self) -> list[str]:

@@ -34,16 +34,6 @@ def alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if pid in procs_now}
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def workers(tcast, tmp_path):
     env = procs.django_env(GOVERNOR_WORKERS="2")
@@ -52,7 +42,7 @@ def workers(tcast, tmp_path):
     try:
         leader.wait_for("running.", timeout=30)
         # Sentinel, two workers, pusher, monitor.
-        nodes = wait_until(lambda: (d := descendants(leader.proc.pid)) and len(d) >= 5 and d, 10, "the cluster")
+        nodes = procs.wait_until(lambda: (d := descendants(leader.proc.pid)) and len(d) >= 5 and d, 10, "the cluster")
         yield leader, nodes
     finally:
         for pid in alive(nodes):
@@ -70,7 +60,7 @@ def test_the_leader_killed_alone_takes_its_sentinel_and_workers_with_it(workers)
     assert set(status.leaders[leader.proc.pid]) == {leader.proc.pid, *nodes}
     os.kill(leader.proc.pid, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: not alive(nodes), 10, f"the headless processes {alive(nodes)} to stop")
+    procs.wait_until(lambda: not alive(nodes), 10, f"the headless processes {alive(nodes)} to stop")
     print(f"cluster of {len(nodes)} processes gone {time.monotonic() - killed:.2f} s after its leader")
 
 
@@ -98,19 +88,19 @@ def test_cluster_status_reports_a_headless_cluster(tcast, tmp_path):
     try:
         reaper.wait_for("running.", timeout=30)
         leader = int(reaper.output().split("leader ", 1)[1].split()[0])
-        nodes = wait_until(lambda: (d := descendants(leader)) and len(d) >= 4 and d, 10, "the cluster")
+        nodes = procs.wait_until(lambda: (d := descendants(leader)) and len(d) >= 4 and d, 10, "the cluster")
         sentinel = next(pid for pid in nodes if cluster._processes(cluster.Path("/proc"))[pid].ppid == leader)
         # A stopped sentinel holds its parent-death signal pending: headless until it is continued.
         os.kill(sentinel, signal.SIGSTOP)
         os.kill(leader, signal.SIGKILL)
-        wait_until(lambda: leader not in alive({leader}), 10, "the leader to go")
+        procs.wait_until(lambda: leader not in alive({leader}), 10, "the leader to go")
         status = cluster.cluster_status()
         assert set(status.headless[sentinel]) == nodes
         report = procs.run_manage("cluster_status", env=procs.django_env())
         assert report.returncode == 1, report.stdout + report.stderr
         assert f"HEADLESS cluster: {len(nodes)} processes (top pid {sentinel}) whose leader is gone" in report.stdout
         os.kill(sentinel, signal.SIGCONT)
-        wait_until(lambda: not alive(nodes), 10, "the headless cluster to stop once continued")
+        procs.wait_until(lambda: not alive(nodes), 10, "the headless cluster to stop once continued")
     finally:
         for pid in alive(nodes):
             try:

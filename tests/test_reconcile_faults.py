@@ -30,16 +30,6 @@ BOUND_MS = 2000
 pytestmark = pytest.mark.slow
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 # A job leaves nothing on the host (its sandbox), so its executions are counted from outside:
 # every ``sleep`` process carrying the run's id, seen while it lives.
 QUICK = ["/bin/sh", "-c", "exec sleep 1"]
@@ -104,7 +94,7 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
     crashing = started(
         "crashing-scheduler", "run_scheduler", environ=env(GOVERNOR_TEST_CRASH_POINT="after-tick-commit")
     )
-    wait_until(lambda: crashing.proc.poll() is not None, 20, f"the crash point:\n{crashing.output()}")
+    procs.wait_until(lambda: crashing.proc.poll() is not None, 20, f"the crash point:\n{crashing.output()}")
     assert crashing.proc.returncode == -signal.SIGKILL
     runs = list(Run.objects.filter(job__in=jobs).order_by("pk"))
     assert [run.status for run in runs] == [RunStatus.QUEUED] * 3
@@ -118,7 +108,7 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
     def all_succeeded():
         return Run.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.SUCCEEDED).count() == 3
 
-    wait_until(all_succeeded, 25, f"the orphans to run:\n{restarted.output()}\n{cluster.output()}")
+    procs.wait_until(all_succeeded, 25, f"the orphans to run:\n{restarted.output()}\n{cluster.output()}")
     recovered_in = time.monotonic() - began
     executed_once(watchers)
     for run in runs:
@@ -134,7 +124,9 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
     assert (result.created, result.skipped) == (3, 0)
     following_runs = list(Run.objects.filter(job__in=jobs, scheduled_for=following))
     watchers = watch(following_runs)
-    wait_until(lambda: Run.objects.filter(scheduled_for=following, status=RunStatus.SUCCEEDED).count() == 3, 20, "next")
+    procs.wait_until(
+        lambda: Run.objects.filter(scheduled_for=following, status=RunStatus.SUCCEEDED).count() == 3, 20, "next"
+    )
     executed_once(watchers)
 
 
@@ -173,7 +165,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, star
         long_run.refresh_from_db()
         return long_run.status == RunStatus.RUNNING
 
-    wait_until(long_running, 20, f"the long run to start:\n{first.output()}")
+    procs.wait_until(long_running, 20, f"the long run to start:\n{first.output()}")
     quick = [trigger_run(quick_job, actor=tcast.operator, reason=f"quick {i}") for i in range(3)]
     ids = [run.pk for run in quick]
     watchers = watch(quick)
@@ -190,7 +182,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, star
             locked = OrmQ.objects.filter(lock__gt=timezone.now()).values_list("payload", flat=True)
             return {tasks._run_id(m) for m in locked} & set(ids)
 
-    wait_until(prefetched, 15, f"the cluster to prefetch a task:\n{first.output()}")
+    procs.wait_until(prefetched, 15, f"the cluster to prefetch a task:\n{first.output()}")
     time.sleep(1)  # the pusher takes one more than fits and blocks: let it settle
     taken = prefetched()
     os.killpg(first.proc.pid, signal.SIGKILL)  # the whole cluster: leader, sentinel, pusher, worker
@@ -201,7 +193,7 @@ def test_a_cluster_killed_with_prefetched_tasks_leaves_no_run_behind(tcast, star
     started("worker-2", "qcluster", environ=environ)
     sched = started("scheduler", "run_scheduler", environ=environ)
     began = time.monotonic()
-    wait_until(
+    procs.wait_until(
         lambda: Run.objects.filter(pk__in=ids, status=RunStatus.SUCCEEDED).count() == 3,
         25,
         f"the prefetched run to be recovered:\n{sched.output()}",

@@ -35,23 +35,13 @@ def cluster(tcast, tmp_path):
         worker.stop()
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def kill_worker_mid_run(tcast, cluster, **overrides) -> tuple[Run, Executions]:
     # Attempt 1 hangs; any later one lives a second, long enough to be seen from outside.
     script = '[ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; sleep 1; exit 0'
     job = tcast.make_job(tcast.dev, command=["/bin/sh", "-c", script], **overrides)
     run = trigger_run(job, actor=tcast.operator, reason="worker loss test")
     executions = Executions(run.pk)
-    wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
+    procs.wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
     worker_pid = int(run.worker.rsplit(":", 1)[1])
@@ -67,7 +57,7 @@ def sweep_until_not_running(run: Run) -> float:
         run.refresh_from_db()
         return run.status != RunStatus.RUNNING
 
-    wait_until(settled, LEASE_SECONDS * 5, "the run to be declared lost")
+    procs.wait_until(settled, LEASE_SECONDS * 5, "the run to be declared lost")
     return time.monotonic() - killed_at
 
 
@@ -79,7 +69,7 @@ def test_a_killed_worker_loses_a_non_idempotent_run_which_waits_for_an_operator(
     assert "waiting for an operator" in run.reason
     assert Alert.objects.filter(run=run, kind=AlertKind.LOST_RUN).exists()
     # django-q2 hands the unacknowledged task to the respawned worker; the claim refuses it.
-    wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 2, 30, "django-q2 to redeliver")
+    procs.wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 2, 30, "django-q2 to redeliver")
     time.sleep(0.5)
     assert executions.stop() == ["1"]
     run.refresh_from_db()
@@ -95,9 +85,9 @@ def test_a_killed_worker_retries_an_idempotent_run_exactly_once_more(tcast, clus
         run.refresh_from_db()
         return run.status == RunStatus.SUCCEEDED
 
-    wait_until(finished, 30, f"the retry to succeed:\n{cluster.output()}")
+    procs.wait_until(finished, 30, f"the retry to succeed:\n{cluster.output()}")
     # Let the stale redelivery of the first task arrive too: it must not run the job a third time.
-    wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 3, 30, "django-q2 to redeliver")
+    procs.wait_until(lambda: cluster.output().count(f"processing run-{run.pk}") >= 3, 30, "django-q2 to redeliver")
     time.sleep(0.5)
     assert executions.stop() == ["1", "2"]
     assert [(a.number, a.status) for a in run.attempts.all()] == [(1, "lost"), (2, "succeeded")]

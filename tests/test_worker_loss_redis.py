@@ -89,16 +89,6 @@ def cluster(tcast, redis_env, tmp_path):
         worker.stop()
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_and_kill(tcast, cluster, redis_env, **overrides) -> tuple[Run, float, Executions]:
     # Attempt 1 hangs; any later one lives a second, long enough to be seen from outside.
     script = '[ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 60; sleep 1; exit 0'
@@ -112,7 +102,7 @@ def start_and_kill(tcast, cluster, redis_env, **overrides) -> tuple[Run, float, 
         "shell", "-c", f"from jobs.services import enqueue_run; enqueue_run({run.pk})", env=redis_env
     )
     assert enqueued.returncode == 0, enqueued.stderr
-    wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
+    procs.wait_until(lambda: executions.attempts() == ["1"], 30, f"the job to start:\n{cluster.output()}")
     run.refresh_from_db()
     assert run.status == RunStatus.RUNNING
     os.kill(int(run.worker.rsplit(":", 1)[1]), signal.SIGKILL)
@@ -126,7 +116,7 @@ def test_redis_broker_a_killed_worker_loses_a_non_idempotent_run_for_good(tcast,
         run.refresh_from_db()
         return run.status != RunStatus.RUNNING
 
-    wait_until(settled, LEASE_SECONDS * 5, "the scheduler's sweep to declare the run lost")
+    procs.wait_until(settled, LEASE_SECONDS * 5, "the scheduler's sweep to declare the run lost")
     assert time.monotonic() - killed_at <= LEASE_SECONDS + 3
     assert run.status == RunStatus.LOST and "waiting for an operator" in run.reason
     assert Alert.objects.filter(run=run, kind=AlertKind.LOST_RUN).count() == 1
@@ -148,7 +138,7 @@ def test_redis_broker_a_killed_worker_retries_an_idempotent_run_exactly_once_mor
         run.refresh_from_db()
         return run.status == RunStatus.SUCCEEDED
 
-    wait_until(succeeded, 40, f"the retry to succeed:\n{cluster.output()}")
+    procs.wait_until(succeeded, 40, f"the retry to succeed:\n{cluster.output()}")
     time.sleep(2)  # room for any stray delivery to show itself
     assert executions.stop() == ["1", "2"]
     assert [(a.number, a.status) for a in run.attempts.order_by("number")] == [(1, "lost"), (2, "succeeded")]
