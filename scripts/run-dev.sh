@@ -134,6 +134,11 @@ cat <<EOF
   Ctrl-C stops everything.
 
 EOF
+if [ "$(id -u)" != 0 ]; then
+  echo "  Warning: not running as root, so the workers cannot start a job's sandbox (a uid of its own"
+  echo "  per run): every command run fails with 'Sandbox unavailable' (docs/runbooks.md). HTTP jobs run."
+  echo
+fi
 
 # Returns when any child exits (or a trapped signal arrives): one dead part means a broken
 # whole, so stop the rest instead of limping on.
