@@ -541,7 +541,9 @@ def reconcile_policy(*, reason: str, tenant_id: int | None = None) -> str:
     global _last_failure
     token = policy_token()
     if not token:
-        log.warning(
+        # Expected in web processes and in seed_demo (before Vault is up): the scheduler, which holds
+        # the policy token, reconciles periodically, so this is not worth a warning in every process.
+        log.info(
             "Vault policy not updated (%s): no VAULT_POLICY_TOKEN in this process; the scheduler reconciles it "
             "if it holds one, otherwise run 'manage.py vault_setup --policy-only'",
             reason,
