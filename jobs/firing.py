@@ -23,6 +23,7 @@ from typing import Any
 from . import schedule
 
 FIRE, DEFER, SKIP = "fire", "defer", "skip"
+HOLIDAY, MAINTENANCE, ALLOWED_WINDOWS = "holiday", "maintenance", "allowed_windows"
 # Back-to-back windows chain; past this many the run is skipped rather than deferred forever.
 MAX_WINDOW_CHAIN = 20
 
@@ -35,6 +36,9 @@ class Decision:
     action: str
     reason: str = ""
     deferred_to: datetime | None = None
+    # What decided it: HOLIDAY, MAINTENANCE (with the windows' names) or ALLOWED_WINDOWS; "" when it fires.
+    cause: str = ""
+    windows: tuple[str, ...] = ()
 
 
 @dataclass
@@ -68,9 +72,17 @@ def applicable(windows: Iterable[Any], tenant_id: Any, environment_id: Any) -> l
     return [w for w in windows if w.tenant_id == tenant_id and w.environment_id in (None, environment_id)]
 
 
-def load_rules(definition: dict, *, tenant_id: Any, environment_id: Any, windows: list | None = None) -> Rules:
-    """Rules for a preview, read from the database: the tenant's maintenance windows (unless given,
-    already loaded) and the holiday calendar the definition names. At most two queries."""
+def load_rules(
+    definition: dict,
+    *,
+    tenant_id: Any,
+    environment_id: Any,
+    windows: list | None = None,
+    calendars: dict | None = None,
+) -> Rules:
+    """Rules for a preview, read from the database: the tenant's maintenance windows and the holiday
+    calendar the definition names, unless given already loaded (``windows``: the tenant's windows;
+    ``calendars``: {(tenant id, name): dates}). At most two queries."""
     from django.db.models import Q
 
     from .models import HolidayCalendar, MaintenanceWindow
@@ -83,7 +95,9 @@ def load_rules(definition: dict, *, tenant_id: Any, environment_id: Any, windows
         )
     holidays: set[str] = set()
     name = definition.get("holiday_calendar")
-    if name:
+    if name and calendars is not None:
+        holidays = set(calendars.get((tenant_id, name), ()))
+    elif name:
         calendar = HolidayCalendar.objects.filter(tenant_id=tenant_id, name=name).only("dates").first()
         holidays = set(calendar.dates) if calendar else set()
     return rules_for(definition, maintenance=applicable(windows, tenant_id, environment_id), holidays=holidays)
@@ -128,23 +142,41 @@ def decide(rules: Rules, slot: datetime, at: datetime | None = None) -> Decision
     if rules.holiday_calendar:
         local_day = slot.astimezone(schedule.zone(rules.timezone)).date().isoformat()
         if local_day in rules.holidays:
-            return Decision(slot, SKIP, f"Skipped: {local_day} is a holiday in calendar '{rules.holiday_calendar}'.")
+            reason = f"Skipped: {local_day} is a holiday in calendar '{rules.holiday_calendar}'."
+            return Decision(slot, SKIP, reason, cause=HOLIDAY)
     blocked = maintenance_end(rules.maintenance, at) if rules.maintenance else None
     if blocked:
         until, windows = blocked
-        names = ", ".join(f"'{w.name}'" for w in windows)
+        named = tuple(w.name for w in windows)
+        names = ", ".join(f"'{name}'" for name in named)
         if any(w.policy == "skip" for w in windows):
-            return Decision(slot, SKIP, f"Skipped: inside maintenance window {names} (until {schedule.isoz(until)}).")
-        return Decision(slot, DEFER, f"Deferred to {schedule.isoz(until)}: maintenance window {names}.", until)
+            reason = f"Skipped: inside maintenance window {names} (until {schedule.isoz(until)})."
+            return Decision(slot, SKIP, reason, cause=MAINTENANCE, windows=named)
+        reason = f"Deferred to {schedule.isoz(until)}: maintenance window {names}."
+        return Decision(slot, DEFER, reason, until, cause=MAINTENANCE, windows=named)
     if rules.windows:
         inside, opening = allowed_window(rules, at)
         if not inside:
             if rules.window_policy == "skip" or opening is None:
-                return Decision(slot, SKIP, "Skipped: outside the job's allowed run windows.")
-            return Decision(
-                slot, DEFER, f"Deferred to {schedule.isoz(opening)}: outside the job's allowed run windows.", opening
-            )
+                return Decision(slot, SKIP, "Skipped: outside the job's allowed run windows.", cause=ALLOWED_WINDOWS)
+            reason = f"Deferred to {schedule.isoz(opening)}: outside the job's allowed run windows."
+            return Decision(slot, DEFER, reason, opening, cause=ALLOWED_WINDOWS)
     return Decision(slot, FIRE)
+
+
+def load_calendars(pairs: Iterable[tuple[Any, str]]) -> dict[tuple[Any, str], list[str]]:
+    """{(tenant id, name): dates} of the named holiday calendars, in one query (none when no names)."""
+    from django.db.models import Q
+
+    from .models import HolidayCalendar
+
+    pairs = {(tenant_id, name) for tenant_id, name in pairs if name}
+    if not pairs:
+        return {}
+    match = Q()
+    for tenant_id, name in pairs:
+        match |= Q(tenant_id=tenant_id, name=name)
+    return {(c.tenant_id, c.name): list(c.dates) for c in HolidayCalendar.objects.filter(match)}
 
 
 def concurrency_note(definition: dict) -> str:
