@@ -3,8 +3,9 @@ collisions of the proposed schedule, a freeze that will hold it, and non-standar
 
 ``with_warning_facts`` annotates a queryset of requests with the freeze that holds each one and
 whether any maintenance window could concern it, inside the query that loads them; then
-``change_warnings`` needs at most one more query (the windows, only when some exist) for a whole
-page, and computes the rest in memory. Without the annotations it loads both itself (two queries).
+``change_warnings`` needs at most two more queries (the windows, only when some exist, and the
+holiday calendars the proposals name, only then) for a whole page, and computes the rest in memory
+(jobs.firing decides each upcoming run as the scheduler will). Without the annotations it loads both itself (two queries).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from django.db.models import DateTimeField, Exists, OuterRef, Q, QuerySet, Subqu
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from jobs import schedule
+from jobs import firing, schedule
 from jobs.lifecycle import nonstandard_reasons
 from jobs.models import MaintenanceWindow
 from jobs.preview import window_warnings
@@ -86,6 +87,12 @@ def change_warnings(changes: Iterable[ChangeRequest], *, now: datetime | None = 
             found = _freeze_for(change, candidates, now)
             if found is not None:
                 freezes[change.pk] = (found.ends_at, found.reason)
+    # The holiday calendars the proposals name (a holiday skips a slot before any window): one query, if any.
+    calendars = firing.load_calendars(
+        (c.tenant_id, (c.proposed or {}).get("holiday_calendar") or "")
+        for c in open_changes
+        if windows and _is_job_proposal(c)
+    )
     for change in open_changes:
         warnings = result[change.pk]
         freeze = freezes.get(change.pk)
@@ -104,7 +111,7 @@ def change_warnings(changes: Iterable[ChangeRequest], *, now: datetime | None = 
             warnings.append({"kind": WarningKind.FREEZE.value, "message": message})
         if _is_job_proposal(change):
             where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
-            for message in window_warnings(change.proposed, now=now, windows=windows, **where):
+            for message in window_warnings(change.proposed, now=now, windows=windows, calendars=calendars, **where):
                 warnings.append({"kind": WarningKind.MAINTENANCE_WINDOW.value, "message": message})
             seed = schedule.job_seed(change.tenant_id, change.environment_id, change.proposed.get("name", ""))
             for reason in nonstandard_reasons(change.proposed, seed=seed):

@@ -1,8 +1,12 @@
 """Schedule previews for people deciding: the CLI, the API, the job page and change-request diffs.
 
 Each entry gives the instant in UTC (ISO 8601 with Z), the same instant on the
-job's local wall clock, and a note when daylight saving shaped it or the UTC
-offset changed since the entry before.
+job's local wall clock, a note when daylight saving shaped it or the UTC
+offset changed since the entry before, and what the scheduler will do with it
+(``decision``: fire / defer / skip, ``reason``, ``deferred_to``), decided by
+jobs.firing exactly as the scheduler decides it: holidays, maintenance windows
+(overlapping ones chained), allowed run windows. Concurrency depends on the runs
+live at that time, so it is a note (``concurrency``), not a decision.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from . import schedule
+from . import firing, schedule
 
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
@@ -55,8 +59,12 @@ def preview(
     gap: str = "shift",
     overlap: str = "once",
     seed: str | None = None,
+    rules: firing.Rules | None = None,
+    concurrency: str = "",
 ) -> list[dict[str, Any]]:
-    """The next ``count`` fires as dicts: utc, local, offset, dst (a note or ""). Raises ScheduleError."""
+    """The next ``count`` fires as dicts: utc, local, offset, dst (a note or ""), decision, reason,
+    deferred_to (UTC or None) and concurrency (a note). ``rules``: the job's calendars and windows
+    (jobs.firing.load_rules); without them every fire is decided ``fire``. Raises ScheduleError."""
     if not 1 <= count <= MAX_COUNT:
         raise schedule.ScheduleError(f"count must be between 1 and {MAX_COUNT}.", "count")
     after = after or timezone.now()
@@ -67,9 +75,11 @@ def preview(
         previous = after.astimezone(tz).utcoffset()
     except OverflowError:  # within hours of either end of the calendar
         previous = None
+    rules = rules or firing.Rules(timezone=tz_name)
     entries = []
     fires = schedule.iter_fires(cron, tz_name, after, gap=gap, overlap=overlap, seed=seed)
     for fire in islice(fires, count):
+        decision = firing.decide(rules, fire.at)
         local = fire.at.astimezone(tz)
         offset = local.utcoffset()
         notes = [fire.note] if fire.note else []
@@ -83,17 +93,35 @@ def preview(
                 "zone": local.tzname() or tz_name,
                 "offset": _offset(offset),
                 "dst": "; ".join(notes),
+                "decision": decision.action,
+                "reason": decision.reason,
+                "deferred_to": schedule.isoz(decision.deferred_to) if decision.deferred_to else None,
+                "concurrency": concurrency,
+                "cause": decision.cause,
+                "windows": list(decision.windows),
             }
         )
     return entries
 
 
 def preview_definition(
-    definition: dict, *, tenant_id: Any, environment_id: Any, after: datetime | None = None, count: int = 5
+    definition: dict,
+    *,
+    tenant_id: Any,
+    environment_id: Any,
+    after: datetime | None = None,
+    count: int = 5,
+    windows: list | None = None,
+    calendars: dict | None = None,
 ) -> list[dict[str, Any]]:
-    """Preview a (possibly proposed) job definition; [] when it has no valid schedule."""
+    """Preview a (possibly proposed) job definition in its tenant and environment, with the
+    decisions the scheduler would take (its calendar, allowed windows, the maintenance windows);
+    [] when it has no valid schedule. ``windows``: the tenant's maintenance windows, already loaded."""
     if not definition or not definition.get("cron"):
         return []
+    rules = firing.load_rules(
+        definition, tenant_id=tenant_id, environment_id=environment_id, windows=windows, calendars=calendars
+    )
     try:
         return preview(
             definition["cron"],
@@ -103,12 +131,15 @@ def preview_definition(
             gap=definition.get("gap") or "shift",
             overlap=definition.get("overlap") or "once",
             seed=schedule.job_seed(tenant_id, environment_id, definition.get("name", "")),
+            rules=rules,
+            concurrency=firing.concurrency_note(definition),
         )
     except schedule.ScheduleError:
         return []
 
 
-SCHEDULE_FIELDS = ("cron", "timezone", "gap", "overlap", "name")
+# What changes when or whether a run happens (a preview's instants and decisions).
+SCHEDULE_FIELDS = ("cron", "timezone", "gap", "overlap", "name", "windows", "window_policy", "holiday_calendar")
 
 
 def compare_definitions(
@@ -126,13 +157,16 @@ def compare_definitions(
     if all(before.get(f) == after.get(f) for f in SCHEDULE_FIELDS):
         return None
     now = now or timezone.now()
-    old = preview_definition(before, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count)
-    new = preview_definition(after, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count)
+    where = {"tenant_id": tenant_id, "environment_id": environment_id, "after": now, "count": count}
+    windows = _windows(tenant_id, environment_id)
+    old = preview_definition(before, windows=windows, **where)
+    new = preview_definition(after, windows=windows, **where)
     rows = []
     for i in range(max(len(old), len(new))):
         left = old[i] if i < len(old) else None
         right = new[i] if i < len(new) else None
-        rows.append({"before": left, "after": right, "same": bool(left and right and left["utc"] == right["utc"])})
+        same = bool(left and right and all(left[k] == right[k] for k in ("utc", "decision", "reason")))
+        rows.append({"before": left, "after": right, "same": same})
     return {"rows": rows, "before_count": len(old), "after_count": len(new)}
 
 
@@ -144,39 +178,47 @@ def window_warnings(
     now: datetime | None = None,
     count: int = 20,
     windows: list | None = None,
+    calendars: dict | None = None,
 ) -> list[str]:
     """Warnings for reviewers: upcoming runs of a proposed schedule that fall in a maintenance window.
 
     ``windows``: the tenant's maintenance windows, already loaded (lists of many requests load
-    them once); those of other environments are ignored."""
-    from .models import MaintenanceWindow, WindowPolicy
-
-    entries = preview_definition(
-        definition or {}, tenant_id=tenant_id, environment_id=environment_id, after=now, count=count
-    )
-    if not entries:
+    them once); those of other environments are ignored. ``calendars``: {(tenant id, name): dates},
+    already loaded; otherwise the holiday calendar the definition names is read."""
+    if not definition or not definition.get("cron"):
         return []
     if windows is None:
-        windows = list(
-            MaintenanceWindow.objects.filter(tenant_id=tenant_id).filter(
-                models.Q(environment__isnull=True) | models.Q(environment_id=environment_id)
-            )
-        )
-    else:
-        windows = [
-            w
-            for w in windows
-            if w.tenant_id == tenant_id and (w.environment_id is None or w.environment_id == environment_id)
-        ]
+        windows = _windows(tenant_id, environment_id)
+    if not firing.applicable(windows, tenant_id, environment_id):
+        return []
+    entries = preview_definition(
+        definition,
+        tenant_id=tenant_id,
+        environment_id=environment_id,
+        after=now,
+        count=count,
+        windows=windows,
+        calendars=calendars,
+    )
     warnings = []
     for entry in entries:
-        instant = parse_instant(entry["utc"])
-        for window in windows:
-            span = window.covering(instant)
-            if span:
-                outcome = "skipped" if window.policy == WindowPolicy.SKIP else f"deferred to {schedule.isoz(span[1])}"
-                warnings.append(
-                    f"The run at {entry['utc']} ({entry['local']} {entry['zone']}) falls in maintenance window "
-                    f"'{window.name}' and will be {outcome}."
-                )
+        if entry["cause"] != firing.MAINTENANCE:
+            continue
+        names = ", ".join(f"'{name}'" for name in entry["windows"])
+        plural = "s" if len(entry["windows"]) > 1 else ""
+        outcome = "skipped" if entry["decision"] == firing.SKIP else f"deferred to {entry['deferred_to']}"
+        warnings.append(
+            f"The run at {entry['utc']} ({entry['local']} {entry['zone']}) falls in maintenance window{plural} "
+            f"{names} and will be {outcome}."
+        )
     return warnings
+
+
+def _windows(tenant_id: Any, environment_id: Any) -> list:
+    from .models import MaintenanceWindow
+
+    return list(
+        MaintenanceWindow.objects.filter(tenant_id=tenant_id).filter(
+            models.Q(environment__isnull=True) | models.Q(environment_id=environment_id)
+        )
+    )

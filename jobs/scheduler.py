@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from governance import secrets
 
-from . import hotpath, pools, schedule
+from . import firing, hotpath, pools, schedule
 from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
@@ -52,7 +52,6 @@ from .models import (
     RunStatus,
     SchedulerLease,
     TriggerKind,
-    WindowPolicy,
 )
 from .services import enqueue_run
 
@@ -598,8 +597,8 @@ def release_turns(now: datetime, limit: int = 1000) -> int:
     return len(release)
 
 
-# Back-to-back windows chain; past this many the run is skipped rather than deferred forever.
-MAX_WINDOW_CHAIN = 20
+MAX_WINDOW_CHAIN = firing.MAX_WINDOW_CHAIN
+_STATUS_OF = {firing.SKIP: RunStatus.SKIPPED, firing.DEFER: RunStatus.DEFERRED}
 
 
 class Constraints:
@@ -628,68 +627,37 @@ class Constraints:
         self.pending: dict[int, list[SlotPlan]] = {}
         self.to_cancel: list[tuple[int, str]] = []
 
+    def rules(self, job: Job) -> firing.Rules:
+        """The job's calendars and windows as jobs.firing decides with them (no query)."""
+        windows = firing.applicable(self.windows.get(job.tenant_id, []), job.tenant_id, job.environment_id)
+        holidays = self.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
+        return firing.Rules(
+            timezone=job.timezone,
+            holiday_calendar=job.holiday_calendar or "",
+            holidays=holidays,
+            windows=job.windows or [],
+            window_policy=job.window_policy,
+            maintenance=windows,
+        )
+
     def maintenance(self, job: Job, instant: datetime) -> tuple[datetime, list[MaintenanceWindow]] | None:
         """The end of the maintenance windows covering ``instant`` (back-to-back ones chained) and those windows."""
-        windows = [w for w in self.windows.get(job.tenant_id, []) if w.environment_id in (None, job.environment_id)]
-        hit: list[MaintenanceWindow] = []
-        end = instant
-        for _ in range(MAX_WINDOW_CHAIN):
-            spans = [(w, w.covering(end)) for w in windows]
-            spans = [(w, span) for w, span in spans if span]
-            if not spans:
-                break
-            hit.extend(w for w, _ in spans if w not in hit)
-            end = max(span[1] for _, span in spans)
-        return (end, hit) if hit else None
-
-
-def _allowed_window_start(job: Job, instant: datetime) -> tuple[bool, datetime | None]:
-    """(inside an allowed window?, the next opening after ``instant`` if not)."""
-    openings = []
-    for window in job.windows:
-        length = timedelta(minutes=window["duration_minutes"])
-        tz = window.get("timezone") or job.timezone
-        opened = schedule.next_after(window["cron"], tz, instant - length)
-        if opened is not None and opened <= instant:
-            return True, None
-        following = schedule.next_after(window["cron"], tz, instant)
-        if following is not None:
-            openings.append(following)
-    return False, min(openings) if openings else None
+        return firing.maintenance_end(self.rules(job).maintenance, instant)
 
 
 def apply_constraints(job: Job, plans: list[SlotPlan], constraints: Constraints, now: datetime) -> None:
-    """Turn runnable slots into skipped or deferred ones by holidays, windows and concurrency."""
+    """Turn runnable slots into skipped or deferred ones: holidays and windows as jobs.firing
+    decides them (the previews decide the same way), then concurrency against live runs."""
+    rules = None
     for plan in plans:
         if plan.status != RunStatus.QUEUED:
             continue
-        local_day = plan.slot.astimezone(schedule.zone(job.timezone)).date().isoformat()
-        if job.holiday_calendar and local_day in constraints.holidays.get((job.tenant_id, job.holiday_calendar), ()):
-            plan.status, plan.reason = (
-                RunStatus.SKIPPED,
-                (f"Skipped: {local_day} is a holiday in calendar '{job.holiday_calendar}'."),
-            )
+        rules = rules or constraints.rules(job)
+        decision = firing.decide(rules, plan.slot, now)
+        if decision.action != firing.FIRE:
+            plan.status, plan.reason = _STATUS_OF[decision.action], decision.reason
+            plan.deferred_until = decision.deferred_to
             continue
-        blocked = constraints.maintenance(job, max(plan.slot, now))
-        if blocked:
-            until, windows = blocked
-            names = ", ".join(f"'{w.name}'" for w in windows)
-            if any(w.policy == WindowPolicy.SKIP for w in windows):
-                plan.status = RunStatus.SKIPPED
-                plan.reason = f"Skipped: inside maintenance window {names} (until {schedule.isoz(until)})."
-            else:
-                plan.status, plan.deferred_until = RunStatus.DEFERRED, until
-                plan.reason = f"Deferred to {schedule.isoz(until)}: maintenance window {names}."
-            continue
-        if job.windows:
-            inside, opening = _allowed_window_start(job, max(plan.slot, now))
-            if not inside:
-                if job.window_policy == WindowPolicy.SKIP or opening is None:
-                    plan.status, plan.reason = RunStatus.SKIPPED, "Skipped: outside the job's allowed run windows."
-                else:
-                    plan.status, plan.deferred_until = RunStatus.DEFERRED, opening
-                    plan.reason = f"Deferred to {schedule.isoz(opening)}: outside the job's allowed run windows."
-                continue
         _apply_concurrency(job, plan, constraints, in_line=job.catchup == CatchupPolicy.ALL and len(plans) > 1)
 
 

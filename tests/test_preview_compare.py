@@ -2,9 +2,13 @@
 
 from datetime import UTC, datetime
 
+import pytest
+
 from jobs.preview import compare_definitions, preview_definition
 
 NOW = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
+# A preview decides each run with the tenant's maintenance windows and calendars (jobs.firing): it reads them.
+pytestmark = pytest.mark.django_db
 
 
 def test_a_schedule_change_lists_next_runs_before_and_after_with_dst_marked():

@@ -4,14 +4,17 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs import preview, schedule
+from jobs import firing, preview, schedule
 from jobs.models import GapPolicy, Job, OverlapPolicy
 
 OPTION_OF = {"timezone": "tz"}
 
 
 class Command(BaseCommand):
-    help = "Preview the next fire instants of a schedule (local and UTC; DST transitions marked)."
+    help = (
+        "Preview the next fire instants of a schedule (local and UTC; DST transitions marked); with --job, "
+        "the deferrals and skips its calendar and windows cause."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--cron", help="5-field cron expression, e.g. '30 2 * * *'.")
@@ -28,7 +31,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, cron, tz, after, count, gap, overlap, job, as_json: bool, **options):
-        seed = None
+        seed, rules, concurrency = None, None, ""
         if job is not None:
             found = Job.objects.filter(pk=job).first()
             if found is None:
@@ -38,6 +41,11 @@ class Command(BaseCommand):
             gap = gap or found.gap
             overlap = overlap or found.overlap
             seed = found.schedule_seed
+            definition = found.definition()
+            # Its holiday calendar, allowed windows and maintenance windows, decided as the scheduler does.
+            rules = firing.load_rules(definition, tenant_id=found.tenant_id, environment_id=found.environment_id)
+            rules.timezone = tz
+            concurrency = firing.concurrency_note(definition)
         if not cron:
             raise CommandError("--cron is required (or --job).")
         if not tz:
@@ -45,7 +53,15 @@ class Command(BaseCommand):
         try:
             start = preview.parse_instant(after) if after else None
             entries = preview.preview(
-                cron, tz, after=start, count=count, gap=gap or "shift", overlap=overlap or "once", seed=seed
+                cron,
+                tz,
+                after=start,
+                count=count,
+                gap=gap or "shift",
+                overlap=overlap or "once",
+                seed=seed,
+                rules=rules,
+                concurrency=concurrency,
             )
         except schedule.ScheduleError as exc:
             raise CommandError(f"--{OPTION_OF.get(exc.field, exc.field)}: {exc}") from None
@@ -56,6 +72,14 @@ class Command(BaseCommand):
             line = f"{e['local']} {e['zone']:<6} ({e['offset']})  {e['utc']}"
             if e["dst"]:
                 line += f"  ! {e['dst']}"
+            if e["decision"] != firing.FIRE:
+                line += f"  -> {e['reason']}"
             self.stdout.write(line)
         marked = sum(1 for e in entries if e["dst"])
-        self.stdout.write(f"{len(entries)} fire(s) of '{cron}' in {tz}; {marked} shaped by DST.")
+        summary = f"{len(entries)} fire(s) of '{cron}' in {tz}; {marked} shaped by DST."
+        held = sum(1 for e in entries if e["decision"] != firing.FIRE)
+        if held:
+            summary += f" {held} deferred or skipped."
+        if concurrency:
+            summary += f" {concurrency.capitalize()}."
+        self.stdout.write(summary)
