@@ -210,9 +210,56 @@ def test_a_forbid_job_whose_run_spans_a_database_fault_never_overlaps_its_next_s
         return first.status in FINAL
 
     wait_until(first_recorded, 15, f"the first run to finish:\n{cluster.output()}")
+    # Watch until the first run's process would have ended in any case (it sleeps 16 s).
+    time.sleep(max(0.0, 17.5 - (time.monotonic() - began)))
     assert concurrency.stop() == 1, concurrency.runs
     assert (first.status, first.exit_code) == (RunStatus.SUCCEEDED, 0), first.reason
     assert "forbid-done" in first.output
     following = Run.objects.filter(job=job).exclude(pk=first.pk).get()
     assert following.status == RunStatus.SKIPPED, following.reason
     assert "concurrency=forbid" in following.reason
+
+
+def test_a_fault_longer_than_the_lease_kills_the_job_first_and_leaves_the_runs_to_the_sweep(tcast, started):
+    # Attempt 1 of ``hung`` would sleep 30 s; any later attempt, and ``quick``, live a second.
+    hung = tcast.make_job(
+        tcast.dev,
+        name="payments.ledger.fault-hung",
+        command=["/bin/sh", "-c", '[ "$GOVERNOR_ATTEMPT" = 1 ] && exec sleep 30; sleep 1; echo hung-done'],
+        idempotent=True,
+    )
+    quick = tcast.make_job(
+        tcast.dev,
+        name="payments.ledger.fault-quick",
+        command=["/bin/sh", "-c", "sleep 1; echo quick-done"],
+        idempotent=True,
+    )
+    environ = {**env(lease=5), "GOVERNOR_RECORD_RETRY_SECONDS": "2"}
+    cluster = started("worker", "qcluster", environ=environ)
+    overlap = {job.name: Concurrency(job.name) for job in (hung, quick)}
+    runs = [trigger_run(job, actor=tcast.operator, reason="database fault test") for job in (hung, quick)]
+    watchers = {run.pk: Executions(run.pk) for run in runs}
+    wait_until(
+        lambda: all(w.attempts() == ["1"] for w in watchers.values()), 30, f"both jobs to start:\n{cluster.output()}"
+    )
+    # Longer than the lease and than the recording bound.
+    database_fault(8)
+    hung_run, quick_run = runs
+    log = cluster.output()
+    assert f"run {hung_run.pk}: lease not renewed for" in log, log
+    assert f"run {quick_run.pk} attempt 1: result NOT recorded" in log, log
+    assert Run.objects.get(pk=hung_run.pk).status == RunStatus.RUNNING  # nothing written during the fault
+    # Killed within the lease, with the database still out of reach: no process of it is left.
+    assert not [pid for pid in watchers[hung_run.pk].seen if os.path.exists(f"/proc/{pid}")]
+
+    def both_retried_and_done():
+        sweep()  # the scheduler's sweep: both leases have expired
+        return Run.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.SUCCEEDED).count() == 2
+
+    wait_until(both_retried_and_done, 20, f"the sweep's retries to succeed:\n{cluster.output()}")
+    time.sleep(1)
+    assert {pk: w.stop() for pk, w in watchers.items()} == {run.pk: ["1", "2"] for run in runs}
+    # The hung attempt was killed before its lease expired: its retry never ran beside it.
+    assert {name: c.stop() for name, c in overlap.items()} == {hung.name: 1, quick.name: 1}
+    for run in runs:
+        assert [(a.number, a.status) for a in run.attempts.all()] == [(1, RunStatus.LOST), (2, RunStatus.SUCCEEDED)]
