@@ -1,7 +1,7 @@
 """Supervision outlives the database (issue 19, defect 2), with real workers and real faults: on
 SQLite another connection holds the write lock longer than the workers' busy timeout; on
-PostgreSQL every backend connection of the workers and the scheduler is terminated, again and
-again, for a few seconds. Runs that finish during the fault are recorded with their real exit
+PostgreSQL the database refuses new connections and every backend connection of the workers and
+the scheduler is terminated, for a few seconds. Runs that finish during the fault are recorded with their real exit
 code and output once the database answers again, none executes twice, and a ``forbid`` job
 whose run spans the fault never overlaps with its next slot. Executions are counted from
 outside the sandboxes (tests/sandboxed.py)."""
@@ -68,9 +68,9 @@ def started(tmp_path):
 
 
 def database_fault(seconds: float) -> None:
-    """SQLite: hold the write lock from a second connection. PostgreSQL: terminate every other
-    client backend (the workers', the scheduler's) every 0.2 s, so reconnecting does not help
-    until the fault is over."""
+    """SQLite: hold the write lock from a second connection. PostgreSQL: refuse new connections to
+    the database and terminate every other client backend (the workers', the scheduler's): the
+    database is out of reach for everyone but this test until the fault is over."""
     if connection.vendor == "sqlite":
         holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, timeout=30)
         try:
@@ -80,14 +80,30 @@ def database_fault(seconds: float) -> None:
         finally:
             holder.close()
         return
-    end = time.monotonic() + seconds
+    import psycopg
+
+    db = connection.settings_dict
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        ours = cursor.fetchone()[0]
+    name = connection.ops.quote_name(db["NAME"])
+    # From another database: a database cannot close itself to new connections.
+    admin = psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"], dbname="postgres", autocommit=True
+    )
+    end = time.monotonic() + seconds
+    try:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         while time.monotonic() < end:
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> %s"
+                " AND backend_type = 'client backend'",
+                (db["NAME"], ours),
             )
             time.sleep(0.2)
+    finally:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        admin.close()
 
 
 class Concurrency:
