@@ -22,11 +22,13 @@ def _comm(pid: str) -> str:
 
 class Executions:
     """Every process named ``comm`` of run ``run_id`` seen while the watch runs, in order:
-    [(pid, attempt), ...]. Polls every 20 ms: give the watched job a second of life."""
+    [(pid, attempt), ...]. Polls every 20 ms: give the watched job a second of life. ``job_name``
+    (GOVERNOR_JOB_NAME) tells the run apart from another test database's run of the same id."""
 
-    def __init__(self, run_id: int, comm: str = "sleep") -> None:
+    def __init__(self, run_id: int, comm: str = "sleep", job_name: str | None = None) -> None:
         self.run_id = str(run_id)
         self.comm = comm
+        self.job_name = job_name
         self.seen: dict[int, str] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -43,7 +45,7 @@ class Executions:
                     env = _environ(pid)
                 except OSError:
                     continue
-                if env.get("GOVERNOR_RUN_ID") == self.run_id:
+                if env.get("GOVERNOR_RUN_ID") == self.run_id and self.job_name in (None, env.get("GOVERNOR_JOB_NAME")):
                     self.seen[int(pid)] = env.get("GOVERNOR_ATTEMPT", "")
             time.sleep(0.02)
 

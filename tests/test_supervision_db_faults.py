@@ -158,7 +158,7 @@ def test_runs_that_finish_during_a_database_fault_are_recorded_once_with_their_e
     )
     cluster = started("worker", "qcluster", environ=env(lease=10))
     runs = [trigger_run(job, actor=tcast.operator, reason="database fault test") for job in (short, long)]
-    watchers = {run.pk: Executions(run.pk) for run in runs}
+    watchers = {run.pk: Executions(run.pk, job_name=run.job.name) for run in runs}
     wait_until(
         lambda: all(w.attempts() == ["1"] for w in watchers.values()), 30, f"both jobs to start:\n{cluster.output()}"
     )
@@ -254,7 +254,7 @@ def test_a_fault_longer_than_the_lease_kills_the_job_first_and_leaves_the_runs_t
     cluster = started("worker", "qcluster", environ=environ)
     overlap = {job.name: Concurrency(job.name) for job in (hung, quick)}
     runs = [trigger_run(job, actor=tcast.operator, reason="database fault test") for job in (hung, quick)]
-    watchers = {run.pk: Executions(run.pk) for run in runs}
+    watchers = {run.pk: Executions(run.pk, job_name=run.job.name) for run in runs}
     wait_until(
         lambda: all(w.attempts() == ["1"] for w in watchers.values()), 30, f"both jobs to start:\n{cluster.output()}"
     )
