@@ -89,7 +89,9 @@ def sqlite_database(path: str) -> dict:
             # writers wait (busy timeout) instead of failing on lock upgrade.
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
+            # Seconds a writer waits for the write lock before "database is locked"; keep it
+            # well below GOVERNOR_RUN_LEASE_SECONDS (docs/execution.md, supervision).
+            "timeout": env_int("GOVERNOR_SQLITE_TIMEOUT_SECONDS", 30),
         },
         "CONN_MAX_AGE": 600,
         "TEST": {"NAME": str(BASE_DIR / "var" / "test-governor.sqlite3")},
@@ -318,6 +320,9 @@ GOVERNOR_DEFAULT_LIMITS = {
     "open_files": env_int("GOVERNOR_LIMIT_OPEN_FILES", 1024),
 }
 GOVERNOR_RUN_LEASE_SECONDS = env_int("GOVERNOR_RUN_LEASE_SECONDS", 30)
+# How long a worker whose job has finished keeps trying to record its result while the database
+# is unreachable (0.1 s doubling to 1 s between tries) before it leaves the run to the lease sweep.
+GOVERNOR_RECORD_RETRY_SECONDS = float(env_int("GOVERNOR_RECORD_RETRY_SECONDS", 300))
 # A run whose secrets Vault cannot give (sealed, unreachable) never started: it is retried up to
 # this many attempts in all (or the job's own max_attempts, if higher), the first wait drawn up
 # to this many seconds and doubling, before it fails and alerts.

@@ -12,6 +12,12 @@ The claim is a conditional UPDATE from ``queued``: a task django-q2 delivers
 twice finds the run already taken and does nothing. While running, the worker
 renews a lease on the run; the recovery sweep marks runs whose lease expired as
 ``lost``. Every attempt is recorded as an ``Attempt`` row of the run.
+
+Supervision outlives the database (docs/execution.md, "Supervision through database faults"):
+no database error while the child runs leaves it behind. The worker keeps watching it while
+the lease it last wrote still holds, kills it outright before that lease can expire, and
+records a finished child's result with retries until the database is back
+(``GOVERNOR_RECORD_RETRY_SECONDS``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from governance.secrets import MASK, SecretError, mask, resolve_secrets
@@ -58,6 +64,9 @@ KILL_GRACE_SECONDS = 2.0
 # Output still arriving after the group is gone comes from a process that left it: stop waiting.
 OUTPUT_DRAIN_SECONDS = 5.0
 EXIT_POLL_SECONDS = 0.005
+# Database errors a worker outlives: the server restarted, the connection dropped, SQLite locked.
+DB_FAULTS = (OperationalError, InterfaceError)
+LEASE_LOST = "lease_lost"
 
 
 class OutputBuffer:
@@ -150,6 +159,7 @@ class ProcessResult:
     secrets_unavailable: bool = False  # the run failed closed because Vault could not give its secrets
     sandbox_unavailable: bool = False  # the worker could not start a sandbox: the job never started
     uid: int | None = None  # the run's own uid on the host, while it ran
+    lease_lost: bool = False  # killed: the worker could not renew the run's lease in time
 
 
 def effective_limits(definition: dict) -> dict:
@@ -301,9 +311,18 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
     watch = _ChildWatch(proc, buffer)
     try:
         deadline = spawned_at + timeout
-        outcome = watch.run_until(deadline, should_cancel)
+        try:
+            outcome = watch.run_until(deadline, should_cancel)
+        except BaseException:
+            # Never leave the child behind, whatever went wrong while watching it.
+            watch.kill_group()
+            raise
         timed_out, cancelled = outcome == "timed_out", outcome == "cancelled"
-        if timed_out or cancelled:
+        if outcome == LEASE_LOST:
+            # No grace: the lease may expire soon and another attempt or slot may then start.
+            _killpg(proc.pid, signal.SIGKILL)
+            watch.reap_within(10)
+        elif timed_out or cancelled:
             watch.kill_group()
         else:
             # The leader exited; kill anything it left behind in its group.
@@ -328,6 +347,7 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
         spawned_at=spawned_at,
         exited_at=watch.exited_at,
         uid=uid,
+        lease_lost=outcome == LEASE_LOST,
     )
 
 
@@ -436,8 +456,9 @@ class _ChildWatch:
             if now >= deadline:
                 return "timed_out"
             if now >= next_check:
-                if should_cancel():
-                    return "cancelled"
+                verdict = should_cancel()
+                if verdict:
+                    return LEASE_LOST if verdict == LEASE_LOST else "cancelled"
                 next_check = time.monotonic() + CANCEL_CHECK_SECONDS
             self._wait(min(deadline, next_check) - now)
         return "exited"
@@ -455,8 +476,11 @@ class _ChildWatch:
             alive = not self.reap() or _killpg(pgid, 0)
         if alive:
             _killpg(pgid, signal.SIGKILL)
-        reap_end = time.monotonic() + 10
-        while not self.reap() and time.monotonic() < reap_end:
+        self.reap_within(10)
+
+    def reap_within(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.reap() and time.monotonic() < end:
             self._wait(0.05)
 
     def drain(self, until: float) -> None:
@@ -567,24 +591,73 @@ def make_workdir(run: Run) -> str:
         return tempfile.mkdtemp(prefix=prefix, dir=settings.GOVERNOR_RUN_ROOT)
 
 
-class LeaseKeeper:
-    """Renews the run's lease while it runs and reports an operator's cancel."""
+def drop_connection() -> None:
+    """Close a connection a database error left broken: Django opens a new one on next use."""
+    try:
+        connection.close()
+    except Exception:  # noqa: S110 - already broken; closing is best effort
+        pass
 
-    def __init__(self, run_id: int) -> None:
+
+class LeaseKeeper:
+    """Renews the run's lease while it runs and reports an operator's cancel, through database
+    faults: a failed check is never raised into the watch loop (the child would be left behind).
+
+    The worker counts its lease from the moment it sent the last renewal that succeeded. While
+    renewals fail, the child keeps running as long as that lease still holds for ``margin``
+    more; then ``should_cancel`` answers ``LEASE_LOST`` and the child is killed at once, so it is
+    dead before the lease can expire and the sweep declare the run lost (and an idempotent job
+    be retried, or a ``forbid`` job's next slot start). A renewal finding the run no longer
+    ``running`` (lost, cancelled) stops the child as before.
+    """
+
+    def __init__(self, run_id: int, claimed_at=None) -> None:
         self.run_id = run_id
         self.lease = settings.GOVERNOR_RUN_LEASE_SECONDS
         self.renew_every = max(0.2, self.lease / 3)
-        self.last_renewal = time.monotonic()
-
-    def should_cancel(self) -> bool:
+        self.margin = min(1.0, self.lease / 4)
         now = time.monotonic()
-        if now - self.last_renewal >= self.renew_every:
-            self.last_renewal = now
-            renewed = Run.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
-                lease_expires_at=timezone.now() + timedelta(seconds=self.lease)
+        self.last_renewal = now
+        # The claim wrote the first lease (``claimed_at`` + lease, by the worker's clock).
+        age = (timezone.now() - claimed_at).total_seconds() if claimed_at else 0.0
+        self.held_until = now - max(0.0, age) + self.lease
+        self.failing_since: float | None = None
+
+    def should_cancel(self) -> bool | str:
+        try:
+            verdict = self._check(time.monotonic())
+        except DB_FAULTS as exc:
+            drop_connection()
+            verdict = False
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                log.warning("run %s: database error while supervising (%s); the job keeps running", self.run_id, exc)
+        if not verdict and self.failing_since is not None and time.monotonic() >= self.held_until - self.margin:
+            log.error(
+                "run %s: lease not renewed for %.1f s (database unreachable); killing the job before the lease expires",
+                self.run_id,
+                time.monotonic() - (self.held_until - self.lease),
             )
-            return not renewed
-        return Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists()
+            return LEASE_LOST
+        return verdict
+
+    def _check(self, now: float) -> bool | str:
+        if now - self.last_renewal < self.renew_every and self.failing_since is None:
+            return Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists()
+        # While renewals fail, one is tried at every check.
+        self.last_renewal = now
+        renewed = Run.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=self.lease)
+        )
+        if not renewed:
+            # No longer ours: an operator's cancel keeps its grace; a run declared lost is killed at once.
+            cancelled = Run.objects.filter(pk=self.run_id, status=RunStatus.CANCELLED).exists()
+            return True if cancelled else LEASE_LOST
+        self.held_until = now + self.lease
+        if self.failing_since is not None:
+            log.warning("run %s: database back after %.1f s; lease renewed", self.run_id, now - self.failing_since)
+            self.failing_since = None
+        return False
 
 
 def _resolve_run_secrets(run: Run, refs: dict) -> dict[str, str]:
@@ -611,7 +684,7 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
         grace = (definition.get("heartbeat") or {}).get("grace_seconds")
         if grace:
             Run.objects.filter(pk=run.pk).update(heartbeat_deadline=timezone.now() + timedelta(seconds=grace))
-        keeper = LeaseKeeper(run.pk)
+        keeper = LeaseKeeper(run.pk, claimed_at=run.started_at)
         try:
             # Read at run start only, straight into the child's environment; never stored. Checked
             # against the job's own tenant/environment(/team) prefix again, then read with a token
@@ -721,6 +794,15 @@ def execute_run(run_id: int) -> str:
     except Exception as exc:  # record every failure on the run, never lose it
         log.exception("run %s crashed in the executor", run_id)
         result = ProcessResult(None, "", 0, error=f"Executor error: {exc.__class__.__name__}: {exc}")
+    if result.lease_lost:
+        # Killed before its lease could expire: the sweep declares it lost (idempotency rules apply).
+        log.error(
+            "run %s attempt %s: job killed after losing its lease (exit=%s); left to the lease sweep",
+            run.pk,
+            run.attempt,
+            result.exit_code,
+        )
+        return "lease-lost"
     return record_result(run, result, claimed_mono)
 
 
@@ -811,24 +893,36 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     message = QUEUE_MESSAGE.get()
     if message is not None and (message.run_id != run.pk or message.deleted):
         message = None  # another run's (a step executed inside this task) or already gone
-    with transaction.atomic():
-        updated, downstream = hotpath.record(statements)
-        if message is not None:
-            # The task is done whatever was written: its message goes with the result.
-            hotpath.delete_queue_message(message.id)
-            transaction.on_commit(lambda: setattr(message, "deleted", True))
-        if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
-            from .heartbeats import create_alert
 
-            # Once per run, when no retry is left; the reason names the reference and
-            # Vault's state, never a value.
-            create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
-        if updated and result.sandbox_unavailable:
-            from .heartbeats import create_alert
+    def write() -> tuple[int, bool]:
+        with transaction.atomic():
+            updated, downstream = hotpath.record(statements)
+            if message is not None:
+                # The task is done whatever was written: its message goes with the result.
+                hotpath.delete_queue_message(message.id)
+                transaction.on_commit(lambda: setattr(message, "deleted", True))
+            if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
+                from .heartbeats import create_alert
 
-            create_alert(run, AlertKind.SANDBOX_UNAVAILABLE, f"{run}: not started on {run.worker}. {reason}")
+                # Once per run, when no retry is left; the reason names the reference and
+                # Vault's state, never a value.
+                create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
+            if updated and result.sandbox_unavailable:
+                from .heartbeats import create_alert
+
+                create_alert(run, AlertKind.SANDBOX_UNAVAILABLE, f"{run}: not started on {run.worker}. {reason}")
+        return updated, downstream
+
+    written = _with_retries(write, run, result)
+    if written is None:
+        return "unrecorded"
+    updated, downstream = written
     if not updated:
-        log.warning("run %s changed state while running (lost or cancelled); result not recorded", run.pk)
+        log.warning(
+            "run %s changed state while running (lost or cancelled); result not recorded (exit=%s)",
+            run.pk,
+            result.exit_code,
+        )
         return "superseded"
     log.info("run %s attempt %s finished: %s exit=%s", run.pk, run.attempt, final_status, result.exit_code)
     # What the workflow step reads, without another query.
@@ -838,6 +932,44 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     if final_status != RunStatus.SCHEDULED and (downstream or run.parent_id):
         transaction.on_commit(lambda: _after_finish(run.pk, run))
     return final_status
+
+
+def _with_retries(write, run: Run, result: ProcessResult):
+    """``write()`` until it commits, through database faults, for up to GOVERNOR_RECORD_RETRY_SECONDS
+    (0.1 s doubling to 1 s between tries, a fresh connection each time). None if it never did: the
+    run stays ``running`` and the lease sweep declares it lost."""
+    give_up = time.monotonic() + settings.GOVERNOR_RECORD_RETRY_SECONDS
+    delay, first_error = 0.1, None
+    while True:
+        try:
+            written = write()
+        except DB_FAULTS as exc:
+            if connection.in_atomic_block:
+                raise  # inside a caller's transaction: nothing to retry here
+            drop_connection()
+            if first_error is None:
+                first_error = time.monotonic()
+                log.warning(
+                    "run %s: recording its result failed (%s); retrying until the database is back", run.pk, exc
+                )
+            if time.monotonic() + delay > give_up:
+                log.error(
+                    "run %s attempt %s: result NOT recorded, database unavailable for %.0f s (exit=%s); "
+                    "the run stays running until the lease sweep declares it lost",
+                    run.pk,
+                    run.attempt,
+                    time.monotonic() - first_error,
+                    result.exit_code,
+                )
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        if first_error is not None:
+            log.warning(
+                "run %s: result recorded after %.1f s of database errors", run.pk, time.monotonic() - first_error
+            )
+        return written
 
 
 def _after_finish(run_id: int, run: Run | None = None) -> None:

@@ -37,12 +37,14 @@ def _descends_from(pid: str, ancestor: int) -> bool:
 class Executions:
     """Every process named ``comm`` of run ``run_id`` started by this test process (directly or
     through the workers it started) seen while the watch runs, in order: [(pid, attempt), ...].
-    Polls every 20 ms: give the watched job a second of life."""
+    Polls every 20 ms: give the watched job a second of life. ``job_name`` (GOVERNOR_JOB_NAME)
+    narrows it further to one job."""
 
-    def __init__(self, run_id: int, comm: str = "sleep") -> None:
+    def __init__(self, run_id: int, comm: str = "sleep", job_name: str | None = None) -> None:
         self.run_id = str(run_id)
         self.comm = comm
         self.ancestor = os.getpid()
+        self.job_name = job_name
         self.seen: dict[int, str] = {}
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -61,7 +63,8 @@ class Executions:
                         continue
                 except OSError:
                     continue
-                self.seen[int(pid)] = env.get("GOVERNOR_ATTEMPT", "")
+                if self.job_name in (None, env.get("GOVERNOR_JOB_NAME")):
+                    self.seen[int(pid)] = env.get("GOVERNOR_ATTEMPT", "")
             time.sleep(0.02)
 
     def attempts(self) -> list[str]:
