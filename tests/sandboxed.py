@@ -28,9 +28,12 @@ def _descends_from(pid: str, ancestor: int) -> bool:
     while current > 1:
         if current == ancestor:
             return True
-        with open(f"/proc/{current}/stat") as handle:
-            # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
-            current = int(handle.read().rsplit(")", 1)[1].split()[1])
+        try:
+            with open(f"/proc/{current}/stat") as handle:
+                # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
+                current = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except OSError:  # a process of the chain is gone: no longer anyone's descendant to count
+            return False
     return False
 
 

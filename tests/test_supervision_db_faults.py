@@ -22,7 +22,7 @@ from jobs.heartbeats import sweep
 from jobs.models import Job, Run, RunStatus
 from jobs.services import trigger_run
 from tests import procs
-from tests.sandboxed import Executions, _comm, _environ
+from tests.sandboxed import Executions, _comm, _descends_from, _environ
 
 pytestmark = pytest.mark.slow
 
@@ -112,6 +112,7 @@ class Concurrency:
 
     def __init__(self, job_name: str) -> None:
         self.job_name = job_name
+        self.ancestor = os.getpid()
         self.most = 0
         self.runs: set[str] = set()
         self.stop_event = threading.Event()
@@ -130,7 +131,7 @@ class Concurrency:
                     environ = _environ(pid)
                 except OSError:
                     continue
-                if environ.get("GOVERNOR_JOB_NAME") == self.job_name:
+                if environ.get("GOVERNOR_JOB_NAME") == self.job_name and _descends_from(pid, self.ancestor):
                     alive.add(environ.get("GOVERNOR_RUN_ID", "?"))
             self.runs |= alive
             self.most = max(self.most, len(alive))
