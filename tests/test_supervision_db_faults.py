@@ -29,16 +29,6 @@ pytestmark = pytest.mark.slow
 FINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.LOST, RunStatus.TIMED_OUT, RunStatus.CANCELLED)
 
 
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def env(lease: int) -> dict[str, str]:
     return procs.django_env(
         GOVERNOR_WORKERS="2",
@@ -160,7 +150,7 @@ def test_runs_that_finish_during_a_database_fault_are_recorded_once_with_their_e
     cluster = started("worker", "qcluster", environ=env(lease=10))
     runs = [trigger_run(job, actor=tcast.operator, reason="database fault test") for job in (short, long)]
     watchers = {run.pk: Executions(run.pk, job_name=run.job.name) for run in runs}
-    wait_until(
+    procs.wait_until(
         lambda: all(w.attempts() == ["1"] for w in watchers.values()), 30, f"both jobs to start:\n{cluster.output()}"
     )
     # The short run ends inside the fault (its result must wait), the long one renews its lease
@@ -172,7 +162,7 @@ def test_runs_that_finish_during_a_database_fault_are_recorded_once_with_their_e
         sweep()  # a scheduler would sweep: a run whose lease expired would be declared lost
         return Run.objects.filter(pk__in=[r.pk for r in runs], status__in=FINAL).count() == 2
 
-    wait_until(all_recorded, 15, f"both results to be recorded:\n{cluster.output()}")
+    procs.wait_until(all_recorded, 15, f"both results to be recorded:\n{cluster.output()}")
     recorded_after = time.monotonic() - began
     time.sleep(1.5)  # a second execution would show by now
     seen = {pk: watcher.stop() for pk, watcher in watchers.items()}
@@ -205,7 +195,7 @@ def test_a_forbid_job_whose_run_spans_a_database_fault_never_overlaps_its_next_s
     started("scheduler", "run_scheduler", environ=environ)
     concurrency = Concurrency(name)
     first = trigger_run(job, actor=tcast.operator, reason="database fault test")
-    wait_until(lambda: concurrency.runs == {str(first.pk)}, 30, f"the job to start:\n{cluster.output()}")
+    procs.wait_until(lambda: concurrency.runs == {str(first.pk)}, 30, f"the job to start:\n{cluster.output()}")
     began = time.monotonic()
     time.sleep(0.5)
     # Renewals fail for 4 s: within the lease, so the worker keeps its child and renews afterwards.
@@ -220,13 +210,13 @@ def test_a_forbid_job_whose_run_spans_a_database_fault_never_overlaps_its_next_s
         decided = [*FINAL, RunStatus.SKIPPED, RunStatus.RUNNING]
         return Run.objects.filter(job=job, status__in=decided).exclude(pk=first.pk).exists()
 
-    wait_until(next_slot_decided, 10, "the scheduler to decide the next slot")
+    procs.wait_until(next_slot_decided, 10, "the scheduler to decide the next slot")
 
     def first_recorded():
         first.refresh_from_db()
         return first.status in FINAL
 
-    wait_until(first_recorded, 15, f"the first run to finish:\n{cluster.output()}")
+    procs.wait_until(first_recorded, 15, f"the first run to finish:\n{cluster.output()}")
     # Watch until the first run's process would have ended in any case (it sleeps 16 s).
     time.sleep(max(0.0, 17.5 - (time.monotonic() - began)))
     assert concurrency.stop() == 1, concurrency.runs
@@ -256,7 +246,7 @@ def test_a_fault_longer_than_the_lease_kills_the_job_first_and_leaves_the_runs_t
     overlap = {job.name: Concurrency(job.name) for job in (hung, quick)}
     runs = [trigger_run(job, actor=tcast.operator, reason="database fault test") for job in (hung, quick)]
     watchers = {run.pk: Executions(run.pk, job_name=run.job.name) for run in runs}
-    wait_until(
+    procs.wait_until(
         lambda: all(w.attempts() == ["1"] for w in watchers.values()), 30, f"both jobs to start:\n{cluster.output()}"
     )
     # Longer than the lease and than the recording bound.
@@ -273,7 +263,7 @@ def test_a_fault_longer_than_the_lease_kills_the_job_first_and_leaves_the_runs_t
         sweep()  # the scheduler's sweep: both leases have expired
         return Run.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.SUCCEEDED).count() == 2
 
-    wait_until(both_retried_and_done, 20, f"the sweep's retries to succeed:\n{cluster.output()}")
+    procs.wait_until(both_retried_and_done, 20, f"the sweep's retries to succeed:\n{cluster.output()}")
     time.sleep(1)
     assert {pk: w.stop() for pk, w in watchers.items()} == {run.pk: ["1", "2"] for run in runs}
     # The hung attempt was killed before its lease expired: its retry never ran beside it.
