@@ -10,6 +10,9 @@ workers), so they are comparable:
   ``sandbox_spawn_per_s`` / ``sandbox_spawn_cpu_ms``: the same ``/bin/true`` through the job
   sandbox (``jobs.sandbox``: setpriv, prlimit, bwrap, a leased uid and a fresh run directory),
   and the CPU each spawn costs, against ``spawn_cpu_ms`` without;
+- ``e2e_vs_raw_q2_sandboxed``: end to end against django-q2 tasks spawning the same ``/bin/true``
+  in the same sandbox (target >= 0.7, per round beside it): what Governor costs on top of a
+  queue and a sandbox; ``e2e_vs_raw_q2`` compares with unsandboxed raw tasks, for reference;
 - ``raw_q2_sandboxed_runs_per_s`` / ``raw_q2_sandboxed_cluster_cpu_ms_per_task``: django-q2
   alone running tasks that spawn ``/bin/true`` in the sandbox, in the same rounds as the
   unsandboxed raw tasks, so ``sandbox_cost_cluster_cpu_ms_per_run`` (the difference in the
@@ -101,7 +104,7 @@ def percentile(values: list[float], q: float) -> float:
 
 TITLE = "Execution: scheduler -> django-q2 -> executor -> recorded"
 UNITS = {
-    "e2e_runs_per_s": ("runs/s", ">= 0.5 x raw_q2_runs_per_s"),
+    "e2e_runs_per_s": ("runs/s", ">= 0.7 x raw_q2_sandboxed_runs_per_s"),
     "raw_q2_runs_per_s": ("tasks/s", ""),
     "spawn_per_s": ("spawns/s", ""),
     "sandbox_spawn_per_s": ("spawns/s", ""),
@@ -110,7 +113,8 @@ UNITS = {
     "raw_q2_sandboxed_runs_per_s": ("tasks/s", ""),
     "raw_q2_sandboxed_cluster_cpu_ms_per_task": ("ms", ""),
     "sandbox_cost_cluster_cpu_ms_per_run": ("ms", ""),
-    "e2e_vs_raw_q2": ("ratio", ">= 0.5"),
+    "e2e_vs_raw_q2": ("ratio", ""),
+    "e2e_vs_raw_q2_sandboxed": ("ratio", ">= 0.7"),
     "e2e_vs_spawn": ("ratio", ""),
     "start_lateness_p50_ms": ("ms", ""),
     "start_lateness_p99_ms": ("ms", "< 300"),
@@ -329,11 +333,13 @@ def _driver() -> dict:
                     sandboxed_s, sandboxed_cpu = sandboxed_s + seconds, sandboxed_cpu + cpu
                 else:
                     e2e_s, e2e_cpu = e2e_s + seconds, e2e_cpu + cpu
-            pair_ratios.append(pair[_raw_round] / pair[_e2e_round])
+            # Governor against django-q2 tasks spawning the same command in the same sandbox: what
+            # Governor adds on top of a queue and a sandbox (the unsandboxed raw task is no option).
+            pair_ratios.append(pair[_sandboxed_round] / pair[_e2e_round])
         # How much the ratio moved between neighbouring rounds: the spread the shared machine adds.
-        figures["e2e_vs_raw_q2_round_min"] = round(min(pair_ratios), 3)
-        figures["e2e_vs_raw_q2_round_median"] = round(statistics.median(pair_ratios), 3)
-        figures["e2e_vs_raw_q2_round_max"] = round(max(pair_ratios), 3)
+        figures["e2e_vs_raw_q2_sandboxed_round_min"] = round(min(pair_ratios), 3)
+        figures["e2e_vs_raw_q2_sandboxed_round_median"] = round(statistics.median(pair_ratios), 3)
+        figures["e2e_vs_raw_q2_sandboxed_round_max"] = round(max(pair_ratios), 3)
         figures["raw_q2_runs_per_s"] = round(E2E_RUNS / raw_s, 1)
         figures["e2e_runs_per_s"] = round(E2E_RUNS / e2e_s, 1)
         figures["raw_q2_cluster_cpu_ms_per_task"] = round(raw_cpu / E2E_RUNS * 1000, 2)
@@ -343,6 +349,9 @@ def _driver() -> dict:
         figures["e2e_cluster_cpu_ms_per_run"] = round(e2e_cpu / E2E_RUNS * 1000, 2)
         figures["e2e_succeeded"] = Run.objects.filter(job_id__in=e2e_ids, status="succeeded").count()
         figures["e2e_vs_raw_q2"] = round(figures["e2e_runs_per_s"] / figures["raw_q2_runs_per_s"], 3)
+        figures["e2e_vs_raw_q2_sandboxed"] = round(
+            figures["e2e_runs_per_s"] / figures["raw_q2_sandboxed_runs_per_s"], 3
+        )
         figures["e2e_vs_spawn"] = round(figures["e2e_runs_per_s"] / figures["spawn_per_s"], 3)
         finished = Q(status__in=TERMINAL_STATUSES)
         burst_queue = [
