@@ -190,3 +190,21 @@ def cast(db) -> Cast:
 def tcast(transactional_db) -> Cast:
     """The cast, committed for real: for tests that start other processes (scheduler, workers)."""
     return Cast()
+
+
+@pytest.fixture
+def started(tmp_path):
+    """Start Governor's commands as real processes, by name (``started("worker", "qcluster",
+    environ=...)``); every one is stopped, its whole group, at the end of the test."""
+    from tests import procs
+
+    running: list[procs.Process] = []
+
+    def start(name: str, *args: str, environ: dict[str, str]) -> procs.Process:
+        process = procs.manage(name, *args, env=environ, log_dir=tmp_path)
+        running.append(process)
+        return process
+
+    yield start
+    for process in reversed(running):
+        process.stop()

@@ -60,21 +60,6 @@ def env(**extra: str) -> dict[str, str]:
     )
 
 
-@pytest.fixture
-def started(tmp_path):
-    """Start processes by name; every one is stopped (its whole group) at the end."""
-    running: list[procs.Process] = []
-
-    def start(name: str, *args: str, environ: dict[str, str]) -> procs.Process:
-        process = procs.manage(name, *args, env=environ, log_dir=tmp_path)
-        running.append(process)
-        return process
-
-    yield start
-    for process in reversed(running):
-        process.stop()
-
-
 def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_behind(tcast, started):
     jobs = [
         tcast.make_job(

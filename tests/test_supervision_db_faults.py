@@ -43,20 +43,6 @@ def env(lease: int) -> dict[str, str]:
     )
 
 
-@pytest.fixture
-def started(tmp_path):
-    running: list[procs.Process] = []
-
-    def start(name: str, *args: str, environ: dict[str, str]) -> procs.Process:
-        process = procs.manage(name, *args, env=environ, log_dir=tmp_path)
-        running.append(process)
-        return process
-
-    yield start
-    for process in reversed(running):
-        process.stop()
-
-
 def database_fault(seconds: float) -> None:
     """SQLite: hold the write lock from a second connection. PostgreSQL: refuse new connections to
     the database and terminate every other client backend (the workers', the scheduler's): the
