@@ -9,7 +9,7 @@ import sys
 os.umask(0o077)
 
 if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governor.settings")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

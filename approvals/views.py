@@ -20,7 +20,6 @@ from django.views.decorators.http import require_POST
 from governance.access import Action, get_object_or_404_for, record_denied, restrict
 from governance.models import Team
 from governance.services import AccessDenied
-from governance.views import review_queue
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
@@ -32,6 +31,7 @@ from .services import (
     ChangeError,
     approval_progress,
     approve_change,
+    awaiting_review,
     comment_on_change,
     complete_post_review,
     edit_change,
@@ -62,7 +62,7 @@ def _criticality_rank():
 @login_required
 def change_list(request):
     user = request.user
-    queue = review_queue(user)
+    queue = awaiting_review(user)
     queue_count = queue.count()
     tab = request.GET.get("tab") or ("review" if queue_count else "mine")
     if tab not in TABS:

@@ -129,7 +129,7 @@ def measure() -> dict:
         Path(f"{DB_PATH}{suffix}").unlink(missing_ok=True)
     # DEBUG off, as on any real worker: with it on, Django keeps the text of every query (on SQLite
     # quoting each parameter with an extra query), which taxes Governor's runs more than raw tasks.
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{DB_PATH}", DJANGO_SETTINGS_MODULE="governance.settings", DEBUG="0")
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{DB_PATH}", DJANGO_SETTINGS_MODULE="governor.settings", DEBUG="0")
     env.pop("REDIS_URL", None)
     env.pop("GOVERNOR_Q_BROKER", None)
     done = subprocess.run(

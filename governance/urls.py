@@ -1,17 +1,12 @@
-"""URL map: the browser UI at /, the REST API at /api/, the Django admin at /admin/."""
+"""Browser UI routes of governance: sign-in and the audit log (included by governor/urls.py)."""
 
-from django.contrib import admin
-from django.urls import include, path
+from django.contrib.auth import views as auth_views
+from django.urls import path
 
-from jobs import heartbeats
+from . import views
 
 urlpatterns = [
-    # Pings from jobs (no login: the unguessable token is the credential).
-    path("hb/<uuid:token>", heartbeats.ping_success, name="ping"),
-    path("hb/<uuid:token>/start", heartbeats.ping_start, name="ping-start"),
-    path("hb/<uuid:token>/fail", heartbeats.ping_fail, name="ping-fail"),
-    path("hb/<uuid:token>/<int:exit_code>", heartbeats.ping_exit_code, name="ping-exit-code"),
-    path("admin/", admin.site.urls),
-    path("api/", include("governance.api_urls")),
-    path("", include("governance.ui_urls")),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("audit/", views.audit_list, name="audit_list"),
 ]

@@ -26,6 +26,9 @@ import random
 import subprocess
 import threading
 
+# Re-exported: the settings validate GOVERNOR_SANDBOX_UIDS with the same parser.
+from governance.envparse import parse_uid_range as parse_uid_range
+
 SETPRIV = "/usr/bin/setpriv"
 PRLIMIT = "/usr/bin/prlimit"
 # The sandbox's pid 1 (Debian tini): it forwards signals to the job, reaps orphans and exits
@@ -71,18 +74,6 @@ USR_LINKS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 
 class SandboxUnavailable(Exception):
     """This worker cannot start a sandbox; the run is refused, never started without one."""
-
-
-def parse_uid_range(text: str) -> tuple[int, int]:
-    """``first-last``: uids above the system and usual subuid ranges, at least one of them."""
-    try:
-        first_text, last_text = text.split("-")
-        first, last = int(first_text), int(last_text)
-    except ValueError:
-        raise ValueError(f"must be <first>-<last> (two uids), not {text!r}") from None
-    if not 1000 <= first <= last <= 0xFFFFFFFE - 1:
-        raise ValueError(f"must satisfy 1000 <= first <= last < 4294967294, not {text!r}")
-    return first, last
 
 
 class UidLease:

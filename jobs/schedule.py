@@ -44,6 +44,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from cronsim import CronSim, CronSimError
 from cronsim.cronsim import Field
 
+# Re-exported: jobs format instants as ``schedule.isoz``.
+from governance.utc import isoz as isoz
+
 GAP_POLICIES = ("shift", "skip")
 OVERLAP_POLICIES = ("once", "twice")
 
@@ -628,8 +631,3 @@ def transitions(tz_name: str, start: datetime, end: datetime) -> list[tuple[date
             before = offset
         probe = nxt
     return found
-
-
-def isoz(instant: datetime) -> str:
-    """UTC ISO 8601 with a Z, the one format used in APIs, logs and exports."""
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -14,7 +14,7 @@ VAULT_PORT=${GOVERNOR_VAULT_PORT:-8200}
 LOG_DIR=${GOVERNOR_LOG_DIR:-var/log}
 STOP_GRACE=${GOVERNOR_STOP_GRACE:-15}
 
-export DJANGO_SETTINGS_MODULE=governance.settings
+export DJANGO_SETTINGS_MODULE=governor.settings
 export PYTHONUNBUFFERED=1
 export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 # The dev server's root token; the server keeps everything in memory and forgets it on exit.

@@ -54,7 +54,7 @@ def django_env(**extra: str) -> dict[str, str]:
     """The environment of a child: ours, pointed at the test database."""
     env = dict(os.environ)
     env.update(
-        DJANGO_SETTINGS_MODULE="governance.settings",
+        DJANGO_SETTINGS_MODULE="governor.settings",
         DATABASE_URL=database_url(),
         PYTHONUNBUFFERED="1",
     )

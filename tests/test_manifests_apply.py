@@ -10,8 +10,10 @@ from rest_framework.test import APIClient
 
 from approvals.models import ChangeRequest, ChangeStatus, Review
 from approvals.services import approve_change
-from jobs.manifests import apply_plan, export_tenant, make_plan, read_text, read_texts
 from jobs.models import Job, JobStatus, Run
+from manifests.export import export_tenant
+from manifests.loader import read_text, read_texts
+from manifests.plan import apply_plan, make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / "examples").rglob("*.yaml"))]

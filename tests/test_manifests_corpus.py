@@ -9,8 +9,9 @@ import yaml
 from django.core.management import call_command
 
 from governance.models import Tenant
-from jobs.manifests import check, read_paths, read_texts
 from jobs.models import Job
+from manifests.loader import read_paths, read_texts
+from manifests.validate import check
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "manifests"

@@ -404,7 +404,7 @@ def test_control_plane_files_are_created_private(tmp_path):
     )
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "governance.settings",
+        "DJANGO_SETTINGS_MODULE": "governor.settings",
         "DATABASE_URL": f"sqlite:///{database}",
         "GOVERNOR_RUN_ROOT": str(tmp_path / "runs"),
     }

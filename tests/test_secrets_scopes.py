@@ -13,9 +13,10 @@ from approvals.models import ChangeRequest
 from governance import secrets
 from governance.models import AuditAction, AuditEvent, Environment
 from jobs.executor import execute_run
-from jobs.manifests import make_plan, read_text
 from jobs.models import AlertKind, Job, RunStatus
 from jobs.services import trigger_run
+from manifests.loader import read_text
+from manifests.plan import make_plan
 from tests.api_support import client_for
 from tests.vault import put_secret
 
@@ -151,7 +152,7 @@ def test_a_manifest_with_each_environments_own_secret_plans_cleanly(cast):
 
 
 def test_offline_validation_knows_a_team_scoped_tenant_from_its_tenant_document(db):
-    from jobs.manifests import check
+    from manifests.validate import check
 
     text = (
         "apiVersion: governor/v1\nkind: Tenant\ntenant: acme\nsecrets_by_team: true\n"

@@ -13,7 +13,7 @@ from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
 
-from governance.wsgi import application
+from governor.wsgi import application
 from tests.api_support import token_for
 
 EXAMPLES_PER_OPERATION = 4

@@ -103,7 +103,7 @@ def test_production_cookies_are_secure_and_http_only():
         [
             sys.executable,
             "-c",
-            f"import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'governance.settings'); django.setup(); {code}",
+            f"import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'governor.settings'); django.setup(); {code}",
         ],
         cwd=ROOT,
         env=_production_env(),

@@ -13,8 +13,9 @@ from django.core.exceptions import ValidationError
 from approvals.models import ChangeRequest
 from approvals.services import propose_change
 from governance.patterns import UserSchemaValidator, compile_user_pattern, schema_problems
-from jobs.manifests import make_plan, read_text
 from jobs.models import Job
+from manifests.loader import read_text
+from manifests.plan import make_plan
 from tests.api_support import client_for
 
 EVIL = r"^(a+)+$"
@@ -209,7 +210,7 @@ def test_a_manifest_body_over_the_limit_is_refused_413_naming_it(cast, settings,
 def test_a_manifest_body_without_content_length_stops_at_the_limit(cast, settings):
     from rest_framework.test import APIRequestFactory
 
-    from jobs.manifest_api import ManifestTooLarge, YAMLTextParser
+    from manifests.api import ManifestTooLarge, YAMLTextParser
 
     settings.GOVERNOR_MANIFEST_MAX_BYTES = 1000
     request = APIRequestFactory().post("/", "x" * 5000, content_type="application/yaml")
@@ -270,7 +271,7 @@ def test_a_schema_reference_that_cannot_resolve_is_refused_not_left_to_fail_at_r
 
 
 def test_a_runbook_built_to_make_the_markdown_patterns_backtrack_renders_at_once():
-    from governance.templatetags.governor import runbook
+    from governor.templatetags.governor import runbook
 
     started = time.perf_counter()
     html = runbook("[" * 50_000 + "\n\n**" + "a" * 50_000)

@@ -15,14 +15,14 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
-from governance.settings import database_from_url
+from governor.settings import database_from_url
 from tests import procs
 
 
 def clean_env(**values: str) -> dict[str, str]:
     """Only what a process needs to run, plus ``values``: no setting leaks in from this shell."""
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TMPDIR") if name in os.environ}
-    env["DJANGO_SETTINGS_MODULE"] = "governance.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "governor.settings"
     env.update(values)
     return env
 

@@ -156,7 +156,7 @@ def test_redis_broker_a_killed_worker_retries_an_idempotent_run_exactly_once_mor
 )
 def test_a_broker_setting_that_cannot_work_refuses_to_start(values, message):
     env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
-    env.update(DJANGO_SETTINGS_MODULE="governance.settings", **values)
+    env.update(DJANGO_SETTINGS_MODULE="governor.settings", **values)
     done = procs.run_manage("check", env=env)
     assert done.returncode != 0
     assert message in done.stderr

@@ -4,7 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from jobs.manifests import check, read_paths
+from manifests.loader import read_paths
+from manifests.validate import check
 
 
 class Command(BaseCommand):

@@ -8,5 +8,5 @@ from django.core.asgi import get_asgi_application
 # is private to its user: jobs and other local users read none of it.
 os.umask(0o077)
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governor.settings")
 application = get_asgi_application()

@@ -21,7 +21,9 @@ from rest_framework.views import APIView
 from governance.access import Action, tenant_ids
 from governance.models import Tenant
 
-from .manifests import ApplyError, apply_plan, export_tenant, make_plan, read_texts
+from .export import export_tenant
+from .loader import read_texts
+from .plan import ApplyError, apply_plan, make_plan
 
 MAX_FILES = 500
 

@@ -143,6 +143,8 @@ INSTALLED_APPS = [
     "governance",
     "jobs",
     "approvals",
+    "manifests",
+    "governor",
 ]
 
 MIDDLEWARE = [
@@ -160,8 +162,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-ROOT_URLCONF = "governance.urls"
-WSGI_APPLICATION = "governance.wsgi.application"
+ROOT_URLCONF = "governor.urls"
+WSGI_APPLICATION = "governor.wsgi.application"
 
 TEMPLATES = [
     {
@@ -301,7 +303,7 @@ GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))
 # ranges (useradd hands out 100000-600100000; systemd-nspawn 524288-1879048191).
 GOVERNOR_SANDBOX_UIDS = env_str("GOVERNOR_SANDBOX_UIDS", "1879048192-1879113727")
 try:
-    from jobs.sandbox import parse_uid_range
+    from governance.envparse import parse_uid_range
 
     parse_uid_range(GOVERNOR_SANDBOX_UIDS)
 except ValueError as exc:

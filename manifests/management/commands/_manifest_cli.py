@@ -7,7 +7,7 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from jobs.manifests import Plan
+from manifests.plan import Plan
 
 
 class _ShellOperator:

@@ -4,7 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from jobs.manifests import ApplyError, apply_plan, make_plan, read_paths
+from manifests.loader import read_paths
+from manifests.plan import ApplyError, apply_plan, make_plan
 
 from ._manifest_cli import actor_named, add_common, render
 
@@ -65,7 +66,7 @@ class Command(BaseCommand):
 
 
 def describe(change) -> str:
-    from jobs.manifests.plan import change_url
+    from manifests.plan import change_url
 
     cr = change.change_request
     where = f"{change.tenant}/{change.environment.slug}"

@@ -4,7 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from jobs.manifests import make_plan, read_paths
+from manifests.loader import read_paths
+from manifests.plan import make_plan
 
 from ._manifest_cli import SHELL_OPERATOR, actor_named, add_common, render
 

@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.models import Tenant
-from jobs.manifests import export_tenant, json_schema
+from manifests.export import export_tenant, json_schema
 
 from ._manifest_cli import SHELL_OPERATOR, actor_named
 

@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
+from approvals.services import awaiting_review
+from governance.patterns import linear_pattern
 from jobs import schedule
-
-from ..patterns import linear_pattern
 
 register = template.Library()
 
@@ -229,6 +229,4 @@ def review_count(context) -> int:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return 0
-    from governance.views import review_queue
-
-    return review_queue(user).count()
+    return awaiting_review(user).count()

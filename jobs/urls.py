@@ -1,0 +1,24 @@
+"""Browser UI routes of jobs and runs, and the heartbeat pings (included by governor/urls.py)."""
+
+from django.urls import path
+
+from . import heartbeats, views
+
+urlpatterns = [
+    # Pings from jobs (no login: the unguessable token is the credential).
+    path("hb/<uuid:token>", heartbeats.ping_success, name="ping"),
+    path("hb/<uuid:token>/start", heartbeats.ping_start, name="ping-start"),
+    path("hb/<uuid:token>/fail", heartbeats.ping_fail, name="ping-fail"),
+    path("hb/<uuid:token>/<int:exit_code>", heartbeats.ping_exit_code, name="ping-exit-code"),
+    path("jobs/", views.job_list, name="job_list"),
+    path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/trigger/", views.job_trigger, name="job_trigger"),
+    path("jobs/<int:pk>/pause/", views.job_pause, name="job_pause"),
+    path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
+    path("runs/<int:pk>/", views.run_detail, name="run_detail"),
+    path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
+    *(
+        path(f"runs/<int:pk>/{operation}/", views.run_operate, {"operation": operation}, name=f"run_{operation}")
+        for operation in views.RUN_OPERATIONS
+    ),
+]

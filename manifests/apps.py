@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ManifestsConfig(AppConfig):
+    name = "manifests"
+    verbose_name = "Jobs as code"
