@@ -14,6 +14,7 @@ from governance.access import Action, can, restrict
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
+from . import hooks
 from .models import Job, JobStatus, Run, RunStatus, TriggerKind
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,9 @@ def trigger_run(job: Job, *, actor, reason: str) -> Run:
 
 def pause_requires_change(job: Job) -> bool:
     """Does the approval policy of the job's environment and criticality put pausing and resuming
-    under change control? (Policies live in ``approvals``, which builds on this app: imported late.)"""
-    from approvals.policies import pause_requires_change as policy_says
-
-    return policy_says(job.environment, job.criticality)
+    under change control? (Policies live in ``approvals``, which builds on this app and registers
+    the rule in ``jobs.hooks``.)"""
+    return hooks.pause_requires_change(job)
 
 
 def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id: int | None = None) -> Job:

@@ -7,16 +7,15 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, Prefetch, Q, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from approvals.models import OPEN_STATUSES, ChangeRequest, Review
-from governance.access import Action, can, can_in, get_object_or_404_for, record_denied, restrict
+from governance.access import Action, can, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment, Team, Tenant
 from governance.services import AccessDenied
 
-from . import pools
+from . import hooks, pools
 from .definitions import diff
 from .forms import ReasonForm
 from .graph import dependency_graph
@@ -81,7 +80,8 @@ def job_list(request):
 
 
 def _versions(job: Job) -> list[dict]:
-    """Every version of the job's definition, newest first, with the request that made it and its diff."""
+    """Every version of the job's definition, newest first, with its diff (change control adds the
+    request that made it: ``approvals.job_page``)."""
     records = list(job.history.select_related("history_user").order_by("history_date", "history_id"))
     versions: list[dict] = []
     for record in records:
@@ -102,18 +102,6 @@ def _versions(job: Job) -> list[dict]:
                 "deleted": record.status == JobStatus.DELETED,
             }
         )
-    ids = [v["change_request_id"] for v in versions if v["change_request_id"]]
-    requests = {
-        cr.pk: cr
-        for cr in ChangeRequest.objects.filter(pk__in=ids)
-        .select_related("author")
-        .prefetch_related(Prefetch("reviews", queryset=Review.objects.select_related("reviewer")))
-    }
-    for v in versions:
-        cr = requests.get(v["change_request_id"])
-        v["change_request"] = cr
-        if cr is not None:
-            v["approvers"] = [r.reviewer for r in cr.reviews.all() if r.decision == "approve"]
     versions.reverse()
     return versions
 
@@ -130,18 +118,6 @@ def _extra_settings(job: Job) -> list[dict]:
             continue
         rows.append({"field": field, "value": json.dumps(value, indent=2, sort_keys=True)})
     return rows
-
-
-def _promotion_target(user, job: Job) -> Environment | None:
-    """The next environment, when the user may propose this job there."""
-    from approvals.services import next_environment
-
-    if job.status == JobStatus.DELETED:
-        return None
-    target = next_environment(job.environment)
-    if target is None or not can_in(user, Action.PROPOSE, job.tenant_id, job.team_id, target.pk):
-        return None
-    return target
 
 
 def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200):
@@ -164,20 +140,20 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
         "alerts": list(job.alerts.filter(resolved_at__isnull=True).select_related("run").order_by("-created_at")[:5]),
         "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
         "versions": _versions(job),
-        "open_changes": list(
-            job.change_requests.filter(status__in=OPEN_STATUSES).select_related("author").order_by("-created_at")
-        ),
+        # Filled in by change control (jobs.hooks): the open requests and the promotion target.
+        "open_changes": [],
         "can_trigger": job.status != JobStatus.DELETED and can(user, Action.TRIGGER, job),
         "can_pause": job.status == JobStatus.ENABLED and can(user, Action.PAUSE, job),
         "can_resume": job.status == JobStatus.PAUSED and can(user, Action.RESUME, job),
         # The policy may put pause/resume under change control: the page then offers the proposal instead.
         "pause_needs_change": job.status in (JobStatus.ENABLED, JobStatus.PAUSED) and pause_requires_change(job),
         "can_propose": job.status != JobStatus.DELETED and can(user, Action.PROPOSE, job),
-        "promote_to": _promotion_target(user, job),
+        "promote_to": None,
         "trigger_form": forms.get("trigger") or ReasonForm(),
         "pause_form": forms.get("pause") or ReasonForm(),
         "resume_form": forms.get("resume") or ReasonForm(),
     }
+    hooks.fill_job_page(user, job, context)
     return render(request, "jobs/job_detail.html", context, status=status)
 
 
