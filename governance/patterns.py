@@ -209,3 +209,11 @@ def schema_problems(schema: Any) -> list[str]:
     if "unevaluatedProperties" in keywords and "patternProperties" in keywords:
         return ['"unevaluatedProperties" cannot be combined with "patternProperties" in a job schema.']
     return _reference_problems(schema) if isinstance(schema, dict) else []
+
+
+def schema_errors(schema: Any, field: str) -> list[str]:
+    """``schema_problems`` of a schema given in ``field``, each message naming that field."""
+    if not isinstance(schema, dict):
+        return [f"{field} must be a JSON Schema object."]
+    # User schemas match their patterns with RE2 (linear time); one RE2 refuses is refused here.
+    return [f"{field} is not a valid JSON Schema: {problem}" for problem in schema_problems(schema)]

@@ -21,13 +21,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from governance.models import Environment, Tenant
-from governance.patterns import UserSchemaValidator, schema_problems
+from governance.patterns import UserSchemaValidator, schema_errors
 
 from .models import JobKind
+from .placeholders import ANY_PLACEHOLDER, PARAM_NAME, WHOLE_PLACEHOLDER
 
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-WHOLE_PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
-ANY_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]{0,63}\}")
 SCALAR_TYPES = {"string", "integer", "number", "boolean"}
 LIMIT_KEYS = {
     "cpu_seconds": (1, 7 * 24 * 3600),
@@ -44,13 +42,6 @@ MAX_HEADER_VALUE = 8192
 
 class ParameterError(Exception):
     """Parameter values that do not satisfy the job's schema at run start."""
-
-
-def _schema_errors(schema: Any, field: str) -> list[str]:
-    if not isinstance(schema, dict):
-        return [f"{field} must be a JSON Schema object."]
-    # User schemas match their patterns with RE2 (linear time); one RE2 refuses is refused here.
-    return [f"{field} is not a valid JSON Schema: {problem}" for problem in schema_problems(schema)]
 
 
 def _instance_errors(schema: dict, instance: Any) -> list[str]:
@@ -97,7 +88,7 @@ def clean_parameters(parameters: Any, *, tenant: Tenant, environment: Environmen
         errors["parameters"] = ['Must be {"schema": <JSON Schema>, "values": {<environment>: {<name>: <value>}}}.']
         return {}
     schema = parameters.get("schema") or {"type": "object", "properties": {}}
-    problems = _schema_errors(schema, "The parameter schema")
+    problems = schema_errors(schema, "The parameter schema")
     if not problems:
         if schema.get("type") != "object":
             problems.append('The parameter schema must have "type": "object".')
@@ -304,7 +295,7 @@ def _clean_http(http: Any, kind: str, environment: Environment, errors: dict) ->
     ):
         problems.append("success_status must be a list of HTTP status codes.")
     if "response_schema" in http:
-        problems += _schema_errors(http["response_schema"], "response_schema")
+        problems += schema_errors(http["response_schema"], "response_schema")
     if problems:
         errors["http"] = problems
         return {}
@@ -393,7 +384,7 @@ def _run_schema(schema_json: str) -> tuple[tuple[str, ...], UserSchemaValidator 
     """The schema's own problems, or its validator. Checking a schema against the meta-schema
     costs more than running ``/bin/true``; the answer never changes for the same schema text."""
     schema = json.loads(schema_json)
-    problems = tuple(_schema_errors(schema, "The parameter schema"))
+    problems = tuple(schema_errors(schema, "The parameter schema"))
     return problems, None if problems else UserSchemaValidator(schema)
 
 
@@ -406,7 +397,7 @@ def resolve_parameters(definition: dict, environment_slug: str) -> dict:
         known_problems, validator = _run_schema(json.dumps(schema, sort_keys=True))
         problems = list(known_problems) if validator is None else _messages(validator.iter_errors(values))
     else:
-        problems = _schema_errors(schema, "The parameter schema")
+        problems = schema_errors(schema, "The parameter schema")
     if problems:
         raise ParameterError("Parameters invalid for this environment: " + "; ".join(problems))
     return values

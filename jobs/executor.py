@@ -54,6 +54,7 @@ from .execution_spec import (
 )
 from .models import AlertKind, Job, JobKind, Run, RunStatus
 from .sandbox import SandboxUnavailable
+from .workflows import after_finish
 
 log = logging.getLogger(__name__)
 
@@ -930,7 +931,7 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     run.exit_code, run.output = result.exit_code, result.output
     # Only a partition (its fan-out joins) or a run some job may follow has a next step.
     if final_status != RunStatus.SCHEDULED and (downstream or run.parent_id):
-        transaction.on_commit(lambda: _after_finish(run.pk, run))
+        transaction.on_commit(lambda: after_finish(run.pk, run))
     return final_status
 
 
@@ -970,12 +971,3 @@ def _with_retries(write, run: Run, result: ProcessResult):
                 "run %s: result recorded after %.1f s of database errors", run.pk, time.monotonic() - first_error
             )
         return written
-
-
-def _after_finish(run_id: int, run: Run | None = None) -> None:
-    from .workflows import on_run_finished
-
-    try:
-        on_run_finished(run_id, run=run)
-    except Exception:
-        log.exception("starting the downstream jobs of run %s failed", run_id)

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from . import retries
 from .models import Alert, AlertKind, Attempt, Job, JobKind, JobStatus, Run, RunStatus, TriggerKind
+from .workflows import after_finish
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,9 @@ def record_ping(job: Job, kind: str, exit_code: int | None = None, body: str = "
                 exit_code=exit_code,
                 output=body[:65536],
             )
-            transaction.on_commit(lambda: _after_finish(run.pk))
+            transaction.on_commit(lambda: after_finish(run.pk))
     run.refresh_from_db()
     return run
-
-
-def _after_finish(run_id: int) -> None:
-    from .executor import _after_finish as after
-
-    after(run_id)
 
 
 @dataclass

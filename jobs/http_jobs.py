@@ -27,6 +27,8 @@ import httpx
 from governance.models import Environment
 from governance.patterns import UserSchemaValidator
 
+from .placeholders import WHOLE_PLACEHOLDER
+
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024
 # Cloud metadata endpoints that are not covered by the link-local/private checks.
@@ -160,8 +162,6 @@ class HttpResult:
 
 def render_body(body: Any, values: dict) -> Any:
     """Replace JSON string leaves that are exactly "{name}" with the typed value; nothing is spliced."""
-    from .execution_spec import WHOLE_PLACEHOLDER
-
     if isinstance(body, dict):
         return {k: render_body(v, values) for k, v in body.items()}
     if isinstance(body, list):

@@ -9,10 +9,13 @@ body, valid against ``schema``). A cycle is refused when the change is proposed.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from governance.models import Environment, Tenant
-from governance.patterns import UserSchemaValidator
+from governance.patterns import UserSchemaValidator, schema_errors
+
+log = logging.getLogger(__name__)
 
 EDGE_CONDITIONS = ("success", "failure", "always", "exit_code", "output_schema")
 MAX_UPSTREAMS = 50
@@ -21,7 +24,6 @@ MAX_UPSTREAMS = 50
 def clean_dependencies(
     dependencies: Any, *, tenant: Tenant, environment: Environment, name: Any, job, errors: dict
 ) -> list[dict]:
-    from .execution_spec import _schema_errors
     from .models import Job, JobStatus
 
     if dependencies in (None, []):
@@ -49,7 +51,7 @@ def clean_dependencies(
                 problems.append(f"dependencies[{position}]: exit_code needs a non-empty list exit_codes.")
             item["exit_codes"] = codes
         if condition == "output_schema":
-            problems += [f"dependencies[{position}]: {m}" for m in _schema_errors(edge.get("schema"), "schema")]
+            problems += [f"dependencies[{position}]: {m}" for m in schema_errors(edge.get("schema"), "schema")]
             item["schema"] = edge.get("schema")
         if edge["upstream"] == name:
             problems.append(f"dependencies[{position}]: a job cannot depend on itself ({name}).")
@@ -139,7 +141,7 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
 
     from .hotpath import downstream_candidates
     from .models import TERMINAL_STATUSES, Job, Run, RunStatus, TriggerKind
-    from .services import enqueue_run
+    from .queue import enqueue_run
 
     if run is None or run.pk != run_id:
         run = Run.objects.select_related("job").get(pk=run_id)
@@ -212,6 +214,15 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
     return created
 
 
+def after_finish(run_id: int, run=None) -> None:
+    """``on_run_finished`` once a run's end is committed (executor, pings): a failure to start the
+    downstream jobs is logged, never raised into the path that recorded the run."""
+    try:
+        on_run_finished(run_id, run=run)
+    except Exception:
+        log.exception("starting the downstream jobs of run %s failed", run_id)
+
+
 # --- fan-out over partitions, with a join ---
 
 SETTLED = ("succeeded", "failed", "timed_out", "cancelled", "skipped", "lost")
@@ -225,7 +236,7 @@ def fan_out(run) -> str:
     from django.utils import timezone
 
     from .models import Run, RunStatus
-    from .services import enqueue_run
+    from .queue import enqueue_run
 
     now = timezone.now()
     partitions = run.definition["partitions"]
