@@ -52,6 +52,8 @@ run: install migrate
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# The layers and the no-cycles rule of docs/architecture.md (contracts in pyproject.toml).
+	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 
 test-sqlite: install

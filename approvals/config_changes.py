@@ -1,9 +1,9 @@
 """Change control for the scheduling configuration: maintenance windows, holiday calendars, pools.
 
-These objects are governed like jobs (DESIGN.md, Change control): every create, update and delete
-is a change request, reviewed under the approval policy of the object's environment (tenant-wide
-windows and calendars: the strictest policy of the tenant's environments), never by its author,
-and applied atomically by ``approvals.services`` with the request recorded in the object's history.
+These objects are governed like jobs (docs/change-control.md, "Windows, calendars and pools"): every
+create, update and delete is a change request, reviewed under the approval policy of the object's
+environment (tenant-wide windows and calendars: the strictest policy of the tenant's environments),
+never by its author, and applied atomically by ``approvals.services`` with the request recorded in the object's history.
 
 ``approvals.services`` owns the workflow (submit, review, edit, rebase, withdraw, apply); this
 module supplies what differs per kind: who may propose, how a proposal is validated, what the live

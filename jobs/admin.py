@@ -93,7 +93,7 @@ class HolidayCalendarAdmin(ReadOnlyHistoryAdmin):
 
 @admin.register(Pool)
 class PoolAdmin(ReadOnlyHistoryAdmin):
-    # Pool slots are part of what change control governs (DESIGN.md "Change control").
+    # Pool slots are part of what change control governs (docs/change-control.md, "Windows, calendars and pools").
     read_only_what = "pools"
     list_display = ("name", "tenant", "environment", "slots", "reserved_critical_slots")
     list_filter = ("tenant",)

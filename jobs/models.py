@@ -30,7 +30,7 @@ class JobStatus(models.TextChoices):
     DELETED = "deleted", "Deleted"
 
 
-# --- Scheduling policies (see DESIGN.md "Schedules") ---------------------------------
+# --- Scheduling policies (docs/scheduling.md) -------------------------------------------
 
 
 class GapPolicy(models.TextChoices):
@@ -175,7 +175,7 @@ class Job(models.Model):
     )
     window_policy = models.CharField(max_length=8, choices=WindowPolicy.choices, default=WindowPolicy.DEFER)
     holiday_calendar = models.SlugField(max_length=100, blank=True, help_text="A tenant holiday calendar to skip.")
-    # forbid by default: overlapping runs are non-standard and need a rationale (DESIGN.md "Jobs").
+    # forbid by default: overlapping runs are non-standard and need a rationale (docs/change-control.md, "Job lifecycle").
     concurrency = models.CharField(max_length=8, choices=ConcurrencyPolicy.choices, default=ConcurrencyPolicy.FORBID)
     max_active_runs = models.PositiveSmallIntegerField(default=0, help_text="0: no limit.")
     pool = models.SlugField(
@@ -567,7 +567,7 @@ class EnvironmentExecutionPolicy(models.Model):
 # --- end execution ---
 
 
-# --- Windows and calendars (DESIGN.md "Schedules": windows, holidays) -------------------
+# --- Windows and calendars (docs/scheduling.md, "Windows, calendars, concurrency") -----
 
 
 class MaintenanceWindow(models.Model):
@@ -692,7 +692,7 @@ class HolidayCalendar(models.Model):
 # --- end windows and calendars ------------------------------------------------------------
 
 
-# --- Pools (DESIGN.md "Schedules": concurrency, pools, priorities) -----------------------
+# --- Pools (docs/scheduling.md, "Pools, priorities and backpressure") ------------------
 
 
 class Pool(models.Model):
