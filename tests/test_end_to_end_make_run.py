@@ -71,7 +71,12 @@ def test_the_launcher_serves_the_app_and_stops_every_process_on_sigterm(transact
         vault = httpx.get(f"http://127.0.0.1:{vault_port}/v1/sys/health", timeout=10).json()
         assert vault["initialized"] and not vault["sealed"]
         output = launcher.output()
-        assert f"http://127.0.0.1:{port}/" in output and "acme-approver2" in output and "superuser: admin" in output and "logs" in output
+        assert (
+            f"http://127.0.0.1:{port}/" in output
+            and "acme-approver2" in output
+            and "superuser: admin" in output
+            and "logs" in output
+        )
     finally:
         code = launcher.stop(grace=40)
         for pid in children:
