@@ -62,6 +62,11 @@ def test_the_menu_folds_behind_a_keyboard_button_on_a_phone(browser, live_server
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.className") == "nav-toggle"
+    # Focus is visible: a solid ring, not the browser's default or nothing.
+    ring = page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]; })()"
+    )
+    assert ring == ["solid", "3px"], ring
     page.keyboard.press("Enter")
     assert toggle.get_attribute("aria-expanded") == "true"
     assert jobs_link.is_visible() and page.get_by_role("button", name="Sign out").is_visible()
