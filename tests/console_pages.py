@@ -106,6 +106,13 @@ def populate(cast) -> list[tuple[str, str]]:
         ("change-review-queue", "/changes/?tab=review"),
         ("propose-job", "/changes/new/"),
         ("propose-change", f"/jobs/{close.pk}/propose/"),
+        ("propose-pause", f"/jobs/{close.pk}/propose-pause/"),
+        ("propose-deletion", f"/jobs/{close.pk}/propose-deletion/"),
+        ("promote", f"/jobs/{reconcile.pk}/promote/"),
+        ("propose-window", "/config/maintenance_window/new/"),
+        ("propose-pool", "/config/pool/new/"),
+        ("propose-policy", "/policies/propose/"),
+        ("post-reviews", "/changes/post-reviews/"),
         ("not-found", "/jobs/999999/"),
     ]
 
