@@ -26,8 +26,8 @@ def _header(directives: dict[str, list[str]]) -> str:
 class ContentSecurityPolicyMiddleware:
     """Send a strict CSP on every response (scripts and styles only from our own origin, no framing).
 
-    The API's Swagger page loads its bundle from a CDN with an inline bootstrap, so
-    it gets its own, looser policy; nothing else does.
+    The API's Swagger page (served from our own static files) sets inline styles, so it gets
+    its own policy allowing them; nothing else does.
     """
 
     def __init__(self, get_response):

@@ -15,6 +15,10 @@ LOG_DIR=${GOVERNOR_LOG_DIR:-var/log}
 STOP_GRACE=${GOVERNOR_STOP_GRACE:-15}
 
 export DJANGO_SETTINGS_MODULE=governor.settings
+# The demo runs as it would be served: Governor's own error pages, not Django's technical ones
+# (which list every URL pattern), and no per-query memory growth in the long-lived workers.
+# runserver --insecure still serves the static files (CSS, Swagger UI) with DEBUG off.
+export DEBUG=${DEBUG:-false}
 export PYTHONUNBUFFERED=1
 export VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 # The dev server's root token; the server keeps everything in memory and forgets it on exit.
@@ -110,7 +114,7 @@ if "$BIN/python" manage.py help vault_setup >/dev/null 2>&1; then
   "$BIN/python" manage.py vault_setup || stop_all 1
 fi
 
-start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload
+start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload --insecure
 start scheduler "$BIN/python" manage.py run_scheduler
 start worker "$BIN/python" manage.py run_workers
 wait_http web "http://127.0.0.1:$PORT/login/" 60
@@ -119,7 +123,7 @@ cat <<EOF
 
   Governor is running: http://$HOST:$PORT/
     API         http://$HOST:$PORT/api/v1/   (schema /api/schema/, docs /api/docs/)
-    Admin       http://$HOST:$PORT/admin/
+    Admin       http://$HOST:$PORT/admin/   (superuser: admin)
     OpenBao     $VAULT_ADDR (dev server, root token $VAULT_TOKEN, in memory)
 
   Demo logins (password: ${GOVERNOR_DEMO_PASSWORD:-governor-demo}):
@@ -129,6 +133,7 @@ cat <<EOF
     acme-viewer                     reads everything in acme
     acme-admin                      tenant admin of acme
     globex-admin, globex-author, globex-approver   the other tenant: sees nothing of acme
+    admin                           platform superuser, for the Django admin
 
   Logs: $LOG_DIR/{web,scheduler,worker,vault}.log   (tail -f $LOG_DIR/*.log)
   Ctrl-C stops everything.

@@ -61,10 +61,22 @@ def test_the_launcher_serves_the_app_and_stops_every_process_on_sigterm(transact
         assert login.status_code == 200 and 'name="password"' in login.text
         schema = httpx.get(f"http://127.0.0.1:{port}/api/schema/", timeout=10)
         assert schema.status_code == 200 and "openapi:" in schema.text
+        # DEBUG is off: Governor's own 404 page, never Django's list of URL patterns; the static
+        # files (the stylesheet, Swagger UI's bundle) are served all the same.
+        missing = httpx.get(f"http://127.0.0.1:{port}/no-such-page/", timeout=10)
+        assert missing.status_code == 404 and "<h1>Not found</h1>" in missing.text
+        assert "URLconf" not in missing.text and "api/v1/" not in missing.text
+        for asset in ("css/governor.css", "drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"):
+            assert httpx.get(f"http://127.0.0.1:{port}/static/{asset}", timeout=10).status_code == 200, asset
         vault = httpx.get(f"http://127.0.0.1:{vault_port}/v1/sys/health", timeout=10).json()
         assert vault["initialized"] and not vault["sealed"]
         output = launcher.output()
-        assert f"http://127.0.0.1:{port}/" in output and "acme-approver2" in output and "logs" in output
+        assert (
+            f"http://127.0.0.1:{port}/" in output
+            and "acme-approver2" in output
+            and "superuser: admin" in output
+            and "logs" in output
+        )
     finally:
         code = launcher.stop(grace=40)
         for pid in children:

@@ -53,6 +53,22 @@ def test_pages_carry_a_strict_content_security_policy_and_security_headers(cast,
     assert response["Referrer-Policy"] == "same-origin"
 
 
+def test_the_api_docs_load_swagger_ui_from_this_origin_only(cast, client):
+    client.force_login(cast.viewer)
+    response = client.get("/api/docs/")
+    csp = response["Content-Security-Policy"]
+    script_src = csp.split("script-src")[1].split(";")[0]
+    assert script_src.split() == ["'self'"]
+    assert "http" not in csp
+    page = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "<script>" not in page and "cdn" not in page
+    # The bootstrap is a script of its own, under the same policy.
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle" in script.content.decode()
+
+
 def test_api_responses_carry_the_policy_too(cast):
     api = APIClient()
     api.force_authenticate(cast.viewer)
