@@ -119,6 +119,22 @@ class Cast:
         change.job.refresh_from_db()
         return change.job
 
+    def propose_job(self, environment=None, team=None, *, actor=None, definition=None, **fields):
+        """A change request to create a job, through the real service: by acme-author, for team
+        payments in prod, with the base definition, unless told otherwise (``fields``: the rest of
+        ``propose_change``'s arguments, e.g. ``justification``, ``submit=False``)."""
+        from approvals.services import propose_change
+
+        fields.setdefault("justification", "a new job")
+        return propose_change(
+            actor=actor or self.author,
+            action="create",
+            team=team or self.payments,
+            environment=environment or self.prod,
+            definition=self.definition() if definition is None else definition,
+            **fields,
+        )
+
     def queued_run(self, job, **fields):
         """A run of ``job`` waiting for a worker, as the scheduler leaves it: the job's definition
         snapshot, due now (``fields`` override any column)."""

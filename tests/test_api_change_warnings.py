@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, ChangeStatus
-from approvals.services import create_freeze_window, propose_change, withdraw_change
+from approvals.services import create_freeze_window, withdraw_change
 from jobs.models import MaintenanceWindow
 from tests.api_support import client_for
 
@@ -18,10 +18,7 @@ LIST = "/api/v1/change-requests/"
 
 
 def _propose(cast, environment=None, *, name="payments.ledger.reconcile", emergency=False, **overrides):
-    return propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
+    return cast.propose_job(
         environment=environment or cast.prod,
         definition=cast.definition(name=name, **overrides),
         justification="needed",
@@ -141,11 +138,7 @@ def test_a_freeze_at_the_apply_time_warns_and_both_ways_of_computing_agree(cast)
         reason="release weekend",
     )
     _window(cast, environment=cast.prod)
-    later = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
+    later = cast.propose_job(
         definition=cast.definition(name="payments.ledger.later"),
         justification="align with the release",
         apply_after=now + timedelta(days=1, hours=2),

@@ -43,17 +43,10 @@ def test_login_and_failed_login_are_audited(cast, client):
 
 
 def test_changes_reviews_triggers_and_operator_actions_are_audited(cast):
-    from approvals.services import approve_change, propose_change
+    from approvals.services import approve_change
     from jobs.services import set_paused, trigger_run
 
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="x",
-    )
+    change = cast.propose_job(environment=cast.staging, justification="x")
     approve_change(change, actor=cast.approver)
     job = Job.objects.get()
     trigger_run(job, actor=cast.operator, reason="smoke test")

@@ -39,9 +39,8 @@ def _tenant_with_job(cast: Cast, slug: str, secret_ref: str, capture):
         env = Environment.objects.create(tenant=tenant, slug="dev", name="Dev", order=0, required_approvals=0)
     author = get_user_model().objects.create_user(f"{slug}-author")
     grant_role(author, Role.AUTHOR, tenant=tenant)
-    change = propose_change(
+    change = cast.propose_job(
         actor=author,
-        action="create",
         team=team,
         environment=env,
         definition=cast.definition(

@@ -247,14 +247,8 @@ def test_forged_freeze_posts_are_refused(client, cast):
 
 def _emergency_during_freeze(cast):
     _freeze(cast, environment=cast.prod)
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.hotfix"),
-        justification="stop the bleeding",
-        emergency=True,
+    change = cast.propose_job(
+        definition=cast.definition(name="payments.ledger.hotfix"), justification="stop the bleeding", emergency=True
     )
     approve_change(change, actor=cast.approver)
     change = approve_change(change, actor=cast.approver2)

@@ -37,14 +37,8 @@ def make_run(job, *, status=RunStatus.SUCCEEDED, minutes_ago=5, output="ok\n"):
 
 
 def propose_prod(cast, **overrides):
-    return propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(**overrides),
-        justification="nightly reconciliation for the audit",
-        ticket="FIN-7",
+    return cast.propose_job(
+        definition=cast.definition(**overrides), justification="nightly reconciliation for the audit", ticket="FIN-7"
     )
 
 
@@ -94,9 +88,8 @@ def test_dashboard_has_useful_empty_states(client, cast):
 
 def test_dashboard_does_not_show_another_tenants_jobs_or_requests(client, cast):
     cast.make_job(cast.globex_prod)
-    propose_change(
+    cast.propose_job(
         actor=cast.globex_author,
-        action="create",
         team=cast.ops,
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.backup.secret-thing"),
@@ -474,13 +467,8 @@ def test_viewer_cannot_open_the_proposal_forms(client, cast):
 def test_review_tab_lists_critical_and_old_requests_first(client, cast):
     low = propose_prod(cast, name="payments.ledger.low", criticality="low")
     critical = propose_prod(cast, name="payments.ledger.crit", criticality="critical", rationale="Short runs.")
-    mine = propose_change(
-        actor=cast.author2,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.other"),
-        justification="x",
+    mine = cast.propose_job(
+        actor=cast.author2, definition=cast.definition(name="payments.ledger.other"), justification="x"
     )
     approve_change(mine, actor=cast.approver)  # already reviewed by approver: not in the queue
     response = login(client, cast.approver).get(reverse("change_list"), {"tab": "review"})
@@ -490,13 +478,8 @@ def test_review_tab_lists_critical_and_old_requests_first(client, cast):
 
 def test_change_list_tabs_mine_and_all(client, cast):
     mine = propose_prod(cast)
-    other = propose_change(
-        actor=cast.author2,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.other"),
-        justification="x",
+    other = cast.propose_job(
+        actor=cast.author2, definition=cast.definition(name="payments.ledger.other"), justification="x"
     )
     login(client, cast.author)
     assert [c.pk for c in client.get(reverse("change_list"), {"tab": "mine"}).context["changes"]] == [mine.pk]
