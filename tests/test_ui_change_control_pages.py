@@ -503,22 +503,16 @@ def test_new_pages_do_not_grow_queries_with_rows(client, cast, django_assert_max
     from django.test.utils import CaptureQueriesContext
 
     login(client, getattr(cast, user))
-    _add_rows(cast, 0, 3)
-    propose_policy_change(
-        actor=cast.admin,
-        environment=cast.prod,
-        rule={"criticality": "low", "required_approvals": 1, "separation_of_duties": False},
-        justification="low is cheap",
-    )
+
+    def add(start, count, environment, criticality, approvals, separation, justification):
+        _add_rows(cast, start, count)
+        rule = {"criticality": criticality, "required_approvals": approvals, "separation_of_duties": separation}
+        propose_policy_change(actor=cast.admin, environment=environment, rule=rule, justification=justification)
+
+    add(0, 3, cast.prod, "low", 1, False, "low is cheap")
     with CaptureQueriesContext(connection) as small:
         assert client.get(reverse(url)).status_code == 200
-    _add_rows(cast, 3, 20)
-    propose_policy_change(
-        actor=cast.admin,
-        environment=cast.staging,
-        rule={"criticality": "high", "required_approvals": 2, "separation_of_duties": True},
-        justification="high needs two",
-    )
+    add(3, 20, cast.staging, "high", 2, True, "high needs two")
     with django_assert_max_num_queries(len(small.captured_queries)):
         response = client.get(reverse(url))
     assert response.status_code == 200

@@ -376,47 +376,30 @@ def test_new_job_form_proposes_a_change(client, cast):
 def test_invalid_new_job_form_shows_field_errors_and_writes_nothing(client, cast):
     login(client, cast.author)
     events = AuditEvent.objects.count()
-    response = client.post(
-        reverse("change_new"),
-        form_data(
-            **{
-                "team": cast.payments.pk,
-                "environment": cast.prod.pk,
-                "name": "data.wrong.prefix",
-                "criticality": "high",
-                "command": "/bin/echo",
-                "cron": "61 * * * *",
-                "timezone": "Mars/Olympus",
-                "timeout_seconds": "60",
-                "justification": "",
-            }
-        ),
-    )
-    assert response.status_code == 400
-    errors = response.context["form"].errors
+
+    def post(justification: str):
+        fields = {
+            "team": cast.payments.pk,
+            "environment": cast.prod.pk,
+            "name": "data.wrong.prefix",
+            "criticality": "high",
+            "command": "/bin/echo",
+            "cron": "61 * * * *",
+            "timezone": "Mars/Olympus",
+            "timeout_seconds": "60",
+            "justification": justification,
+        }
+        response = client.post(reverse("change_new"), form_data(**fields))
+        assert response.status_code == 400
+        return response, response.context["form"].errors
+
+    response, errors = post("")
     assert set(errors) >= {"justification"}
     html = response.content.decode()
     assert "A justification is required" in html
     assert not ChangeRequest.objects.exists() and AuditEvent.objects.count() == events
     # With a justification the service's own checks speak, per field.
-    response = client.post(
-        reverse("change_new"),
-        form_data(
-            **{
-                "team": cast.payments.pk,
-                "environment": cast.prod.pk,
-                "name": "data.wrong.prefix",
-                "criticality": "high",
-                "command": "/bin/echo",
-                "cron": "61 * * * *",
-                "timezone": "Mars/Olympus",
-                "timeout_seconds": "60",
-                "justification": "because",
-            }
-        ),
-    )
-    assert response.status_code == 400
-    errors = response.context["form"].errors
+    response, errors = post("because")
     assert {"name", "cron", "timezone"} <= set(errors)
     assert "must start with &#x27;payments.&#x27;" in response.content.decode()
     assert not ChangeRequest.objects.exists() and AuditEvent.objects.count() == events
