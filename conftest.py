@@ -135,6 +135,37 @@ class Cast:
             **fields,
         )
 
+    def update_job(self, job, **fields):
+        """Change a live acme job through change control (proposed by acme-author with ``fields`` as
+        the definition's changes, approved as its environment needs); the job, refreshed."""
+        from approvals.services import approve_change, propose_change
+
+        change = propose_change(actor=self.author, action="update", job=job, definition=fields, justification="tune")
+        for approver in (self.approver, self.approver2)[: change.required_approvals]:
+            change = approve_change(change, actor=approver)
+        assert change.status == "applied", change.failure_reason
+        job.refresh_from_db()
+        return job
+
+    def freeze(self, *, environment=None, hours_from=-1, hours_to=5, reason="quarter close", tenant=None):
+        """A freeze window from ``hours_from`` to ``hours_to`` hours from now (tenant-wide unless
+        ``environment``), created by the tenant's admin."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from approvals.services import create_freeze_window
+
+        now = timezone.now()
+        return create_freeze_window(
+            actor=self.globex_admin if tenant == self.globex else self.admin,
+            tenant=tenant or self.acme,
+            environment=environment,
+            starts_at=now + timedelta(hours=hours_from),
+            ends_at=now + timedelta(hours=hours_to),
+            reason=reason,
+        )
+
     def queued_run(self, job, **fields):
         """A run of ``job`` waiting for a worker, as the scheduler leaves it: the job's definition
         snapshot, due now (``fields`` override any column)."""

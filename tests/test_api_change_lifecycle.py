@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from approvals.models import ApprovalPolicy, ChangeStatus, Comment
-from approvals.services import approve_change, create_freeze_window, propose_change
+from approvals.services import approve_change, propose_change
 from governance.models import AuditAction, AuditEvent
 from jobs.models import Job
 from tests.api_support import client_for, counts, propose_body
@@ -127,14 +127,7 @@ def test_an_apply_time_holds_an_approved_change(cast):
 
 
 def test_an_emergency_change_applies_through_a_freeze(cast):
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(hours=2),
-        reason="year-end close",
-    )
+    cast.freeze(hours_to=2, reason="year-end close")
     normal = create(cast)
     urgent = create(cast, emergency=True, definition=cast.definition(name="payments.ledger.hotfix"))
     assert urgent["emergency"] is True

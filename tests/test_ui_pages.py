@@ -573,17 +573,8 @@ def test_author_and_reviewers_comment_but_viewers_cannot(client, cast):
 
 
 def test_approved_change_held_by_a_freeze_says_why(client, cast):
-    from approvals.services import create_freeze_window
 
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.prod,
-        starts_at=now - timezone.timedelta(hours=1),
-        ends_at=now + timezone.timedelta(hours=5),
-        reason="quarter close",
-    )
+    cast.freeze(environment=cast.prod, reason="quarter close")
     change = propose_prod(cast)
     approve_change(change, actor=cast.approver)
     approve_change(change, actor=cast.approver2)
@@ -594,17 +585,8 @@ def test_approved_change_held_by_a_freeze_says_why(client, cast):
 
 
 def test_emergency_change_during_a_freeze_gets_a_review_after_the_fact(client, cast):
-    from approvals.services import create_freeze_window
 
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.prod,
-        starts_at=now - timezone.timedelta(hours=1),
-        ends_at=now + timezone.timedelta(hours=5),
-        reason="quarter close",
-    )
+    cast.freeze(environment=cast.prod, reason="quarter close")
     login(client, cast.author)
     response = client.post(
         reverse("change_new"),
