@@ -121,17 +121,33 @@ class Cast:
 
     def propose_job(self, environment=None, team=None, *, actor=None, definition=None, **fields):
         """A change request to create a job, through the real service: by acme-author, for team
-        payments in prod, with the base definition, unless told otherwise (``fields``: the rest of
+        payments in prod (in globex: globex-author, team ops), with the base definition, unless told otherwise (``fields``: the rest of
         ``propose_change``'s arguments, e.g. ``justification``, ``submit=False``)."""
         from approvals.services import propose_change
 
+        environment = environment or self.prod
+        globex = environment.tenant_id == self.globex.pk
         fields.setdefault("justification", "a new job")
         return propose_change(
-            actor=actor or self.author,
+            actor=actor or (self.globex_author if globex else self.author),
             action="create",
-            team=team or self.payments,
-            environment=environment or self.prod,
+            team=team or (self.ops if globex else self.payments),
+            environment=environment,
             definition=self.definition() if definition is None else definition,
+            **fields,
+        )
+
+    def bulk_job(self, i: int, **fields):
+        """Job number ``i`` of a bulk set, written straight to the table (no change control, for
+        pages that must cost as many queries with 30 rows as with 5): acme, team payments, in dev,
+        staging and prod in turn."""
+        from jobs.models import Job
+
+        return Job.objects.create(
+            tenant=self.acme,
+            team=self.payments,
+            environment=[self.dev, self.staging, self.prod][i % 3],
+            **self.definition(name=f"payments.bulk.job-{i}"),
             **fields,
         )
 

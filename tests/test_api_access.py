@@ -149,8 +149,6 @@ def test_deleted_job_cannot_be_triggered(cast):
 
 def test_acme_approver_cannot_review_globex_changes(cast):
     change = cast.propose_job(
-        actor=cast.globex_author,
-        team=cast.ops,
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.backup.snapshot"),
         justification="backups",

@@ -56,8 +56,6 @@ def test_the_same_name_is_free_in_another_environment_and_another_tenant(cast):
     _create(cast)
     assert _create(cast, environment=cast.staging).status == "submitted"
     change = cast.propose_job(
-        actor=cast.globex_author,
-        team=cast.ops,
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.ledger.reconcile"),
         justification="x",

@@ -434,18 +434,12 @@ def test_nav_links_to_the_new_pages(client, cast):
 def _add_rows(cast, start: int, count: int) -> None:
     now = timezone.now()
     for i in range(start, start + count):
-        env = [cast.dev, cast.staging, cast.prod][i % 3]
-        job = Job.objects.create(
-            tenant=cast.acme,
-            team=cast.payments,
-            environment=env,
-            **cast.definition(name=f"payments.bulk.job-{i}"),
-            review_due_on=now.date() - timedelta(days=i + 1),
-            sunset_on=now.date() + timedelta(days=2),
+        job = cast.bulk_job(
+            i, review_due_on=now.date() - timedelta(days=i + 1), sunset_on=now.date() + timedelta(days=2)
         )
         FreezeWindow.objects.create(
             tenant=cast.acme,
-            environment=env,
+            environment=job.environment,
             starts_at=now + timedelta(days=i, hours=1),
             ends_at=now + timedelta(days=i, hours=2),
             reason=f"freeze {i}",

@@ -89,8 +89,6 @@ def test_dashboard_has_useful_empty_states(client, cast):
 def test_dashboard_does_not_show_another_tenants_jobs_or_requests(client, cast):
     cast.make_job(cast.globex_prod)
     cast.propose_job(
-        actor=cast.globex_author,
-        team=cast.ops,
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.backup.secret-thing"),
         justification="globex only",
