@@ -32,6 +32,11 @@ CAST_USERS = [
 ]
 
 
+# Where the jobs are: every environment and team of acme, and globex.
+PLACES = [("dev", "payments"), ("staging", "payments"), ("prod", "payments"), ("dev", "data"), ("prod", "data")]
+PLACES += [("globex_prod", "ops")]
+
+
 def _users(cast) -> dict:
     """The cast plus users whose grants are narrowed, granted through a group, or switched off."""
     User = get_user_model()
@@ -65,16 +70,7 @@ def _users(cast) -> dict:
 def _objects(cast) -> list:
     """A job in each environment and team of acme and one of globex, a run and an open change request
     of each, and the teams, environments and tenants themselves."""
-    for i, (environment, team) in enumerate(
-        [
-            (cast.dev, cast.payments),
-            (cast.staging, cast.payments),
-            (cast.prod, cast.payments),
-            (cast.dev, cast.data),
-            (cast.prod, cast.data),
-            (cast.globex_prod, cast.ops),
-        ]
-    ):
+    for i, (environment, team) in enumerate((getattr(cast, e), getattr(cast, t)) for e, t in PLACES):
         definition = cast.definition(name=f"{team.slug}.matrix.job-{i}")
         job = Job.objects.create(tenant=environment.tenant, team=team, environment=environment, **definition)
         cast.queued_run(job)
