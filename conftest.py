@@ -151,12 +151,20 @@ class Cast:
             **fields,
         )
 
+    def propose_update(self, job, definition: dict, *, actor=None, **fields):
+        """A change request to update ``job`` with the ``definition`` changes, through the real
+        service, by acme-author unless told (``fields``: e.g. ``justification``, ``ticket``)."""
+        from approvals.services import propose_change
+
+        fields.setdefault("justification", "tune")
+        return propose_change(actor=actor or self.author, action="update", job=job, definition=definition, **fields)
+
     def update_job(self, job, **fields):
         """Change a live acme job through change control (proposed by acme-author with ``fields`` as
         the definition's changes, approved as its environment needs); the job, refreshed."""
-        from approvals.services import approve_change, propose_change
+        from approvals.services import approve_change
 
-        change = propose_change(actor=self.author, action="update", job=job, definition=fields, justification="tune")
+        change = self.propose_update(job, fields)
         for approver in (self.approver, self.approver2)[: change.required_approvals]:
             change = approve_change(change, actor=approver)
         assert change.status == "applied", change.failure_reason

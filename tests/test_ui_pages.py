@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, ChangeStatus, Review
-from approvals.services import approve_change, propose_change
+from approvals.services import approve_change
 from conftest import PASSWORD
 from governance.models import AuditEvent
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
@@ -131,13 +131,7 @@ def test_job_detail_shows_next_runs_in_utc_and_local_time(client, cast):
 
 def test_job_detail_lists_every_version_with_its_request_and_diff(client, cast):
     job = cast.make_job(cast.dev)
-    change = propose_change(
-        actor=cast.author2,
-        action="update",
-        job=job,
-        definition={"cron": "*/10 * * * *"},
-        justification="faster",
-    )
+    change = cast.propose_update(job, {"cron": "*/10 * * * *"}, actor=cast.author2, justification="faster")
     assert change.status == ChangeStatus.APPLIED
     html = login(client, cast.viewer).get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "v2" in html and "v1" in html
@@ -210,9 +204,7 @@ def test_pausing_needs_a_reason_and_changes_nothing_without_one(client, cast):
 def test_globex_user_gets_404_on_every_acme_page_and_action(client, cast):
     job = cast.make_job(cast.prod)
     run = make_run(job)
-    change = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "*/10 * * * *"}, justification="x"
-    )
+    change = cast.propose_update(job, {"cron": "*/10 * * * *"}, justification="x")
     login(client, cast.globex_admin)
     gets = [
         reverse("job_detail", args=[job.pk]),
@@ -313,13 +305,8 @@ def test_author_withdraws_own_request_and_others_cannot(client, cast):
 
 def test_change_detail_shows_a_side_by_side_diff_with_changed_fields_marked(client, cast):
     job = cast.make_job(cast.prod)
-    change = propose_change(
-        actor=cast.author,
-        action="update",
-        job=job,
-        definition={"cron": "*/10 * * * *", "command": ["/bin/echo", "bye"]},
-        justification="tune",
-        ticket="OPS-1",
+    change = cast.propose_update(
+        job, {"cron": "*/10 * * * *", "command": ["/bin/echo", "bye"]}, justification="tune", ticket="OPS-1"
     )
     html = login(client, cast.approver).get(reverse("change_detail", args=[change.pk])).content.decode()
     assert f"2 of {len(DEFINITION_FIELDS)} fields changed" in html
@@ -497,7 +484,7 @@ def test_audit_page_hides_other_tenants_events(client, cast):
 
 def test_an_earlier_version_can_be_proposed_again(client, cast):
     job = cast.make_job(cast.dev)
-    propose_change(actor=cast.author, action="update", job=job, definition={"cron": "*/9 * * * *"}, justification="x")
+    cast.propose_update(job, {"cron": "*/9 * * * *"}, justification="x")
     login(client, cast.author)
     html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     assert f"{reverse('change_edit', args=[job.pk])}?version=1" in html
@@ -538,12 +525,8 @@ def test_others_cannot_edit_a_request(client, cast):
 
 def test_stale_request_offers_rebase_to_its_author(client, cast):
     job = cast.make_job(cast.prod)
-    stale = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "*/7 * * * *"}, justification="a"
-    )
-    other = propose_change(
-        actor=cast.author2, action="update", job=job, definition={"timeout_seconds": 99}, justification="b"
-    )
+    stale = cast.propose_update(job, {"cron": "*/7 * * * *"}, justification="a")
+    other = cast.propose_update(job, {"timeout_seconds": 99}, actor=cast.author2, justification="b")
     approve_change(other, actor=cast.approver)
     approve_change(other, actor=cast.approver2)
     login(client, cast.author)
