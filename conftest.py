@@ -119,6 +119,77 @@ class Cast:
         change.job.refresh_from_db()
         return change.job
 
+    def propose_job(self, environment=None, team=None, *, actor=None, definition=None, **fields):
+        """A change request to create a job, through the real service: by acme-author, for team
+        payments in prod (in globex: globex-author, team ops), with the base definition, unless told otherwise (``fields``: the rest of
+        ``propose_change``'s arguments, e.g. ``justification``, ``submit=False``)."""
+        from approvals.services import propose_change
+
+        environment = environment or self.prod
+        globex = environment.tenant_id == self.globex.pk
+        fields.setdefault("justification", "a new job")
+        return propose_change(
+            actor=actor or (self.globex_author if globex else self.author),
+            action="create",
+            team=team or (self.ops if globex else self.payments),
+            environment=environment,
+            definition=self.definition() if definition is None else definition,
+            **fields,
+        )
+
+    def bulk_job(self, i: int, **fields):
+        """Job number ``i`` of a bulk set, written straight to the table (no change control, for
+        pages that must cost as many queries with 30 rows as with 5): acme, team payments, in dev,
+        staging and prod in turn."""
+        from jobs.models import Job
+
+        return Job.objects.create(
+            tenant=self.acme,
+            team=self.payments,
+            environment=[self.dev, self.staging, self.prod][i % 3],
+            **self.definition(name=f"payments.bulk.job-{i}"),
+            **fields,
+        )
+
+    def propose_update(self, job, definition: dict, *, actor=None, **fields):
+        """A change request to update ``job`` with the ``definition`` changes, through the real
+        service, by acme-author unless told (``fields``: e.g. ``justification``, ``ticket``)."""
+        from approvals.services import propose_change
+
+        fields.setdefault("justification", "tune")
+        return propose_change(actor=actor or self.author, action="update", job=job, definition=definition, **fields)
+
+    def update_job(self, job, **fields):
+        """Change a live acme job through change control (proposed by acme-author with ``fields`` as
+        the definition's changes, approved as its environment needs); the job, refreshed."""
+        from approvals.services import approve_change
+
+        change = self.propose_update(job, fields)
+        for approver in (self.approver, self.approver2)[: change.required_approvals]:
+            change = approve_change(change, actor=approver)
+        assert change.status == "applied", change.failure_reason
+        job.refresh_from_db()
+        return job
+
+    def freeze(self, *, environment=None, hours_from=-1, hours_to=5, reason="quarter close", tenant=None):
+        """A freeze window from ``hours_from`` to ``hours_to`` hours from now (tenant-wide unless
+        ``environment``), created by the tenant's admin."""
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from approvals.services import create_freeze_window
+
+        now = timezone.now()
+        return create_freeze_window(
+            actor=self.globex_admin if tenant == self.globex else self.admin,
+            tenant=tenant or self.acme,
+            environment=environment,
+            starts_at=now + timedelta(hours=hours_from),
+            ends_at=now + timedelta(hours=hours_to),
+            reason=reason,
+        )
+
     def queued_run(self, job, **fields):
         """A run of ``job`` waiting for a worker, as the scheduler leaves it: the job's definition
         snapshot, due now (``fields`` override any column)."""

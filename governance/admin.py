@@ -27,7 +27,8 @@ from django_q.models import Schedule
 from simple_history.admin import SimpleHistoryAdmin
 
 from . import audit
-from .access import Action, can, restrict, tenant_ids
+from .access import Action, restrict, tenant_ids
+from .backends import permission_name
 from .models import (
     ApiToken,
     AuditAction,
@@ -219,7 +220,7 @@ class TenantScopedAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if user.is_superuser or obj is None:
             return True
         if hasattr(obj, "ACCESS_FIELDS"):
-            return can(user, Action.VIEW, obj)
+            return user.has_perm(permission_name(Action.VIEW, obj), obj)  # governance.backends: access.can
         return self.get_queryset(request).filter(pk=obj.pk).exists()
 
     def has_add_permission(self, request, obj=None):

@@ -186,6 +186,9 @@ AUTHENTICATION_BACKENDS = [
     # First, so a locked-out client is refused before any password is checked.
     "governance.security.LoginThrottleBackend",
     "django.contrib.auth.backends.ModelBackend",
+    # user.has_perm(perm, obj) for jobs, runs, changes, teams...: governance.access decides (see the module).
+    "governance.backends.AccessBackend",
+    # Role permissions on Scope rows, where guardian stores the grants.
     "guardian.backends.ObjectPermissionBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [

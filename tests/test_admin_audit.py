@@ -15,7 +15,6 @@ from django.test import RequestFactory
 from django.urls import reverse
 from guardian.shortcuts import assign_perm
 
-from approvals.services import propose_change
 from conftest import PASSWORD
 from governance import audit
 from governance.admin import AuditedAdminMixin
@@ -122,14 +121,7 @@ def test_superuser_cannot_lower_prod_required_approvals_in_admin(root, cast):
     cast.prod.refresh_from_db()
     assert cast.prod.required_approvals == 2
 
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="the next prod change after the admin edit",
-    )
+    change = cast.propose_job(justification="the next prod change after the admin edit")
     assert change.required_approvals == 2
     assert change.status == "submitted"
 

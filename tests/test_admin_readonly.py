@@ -80,14 +80,7 @@ def test_history_revert_is_refused(root, cast):
 
 
 def test_change_request_change_page_refuses_post(root, cast):
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="x",
-    )
+    change = cast.propose_job(justification="x")
     url = reverse("admin:approvals_changerequest_change", args=[change.pk])
     assert 'name="_save"' not in root.get(url).content.decode()
     assert root.post(url, {"status": "approved"}).status_code == 403

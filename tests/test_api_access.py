@@ -15,14 +15,7 @@ def approve(user, change):
 
 
 def proposed(cast, actor=None, **overrides):
-    return propose_change(
-        actor=actor or cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(**overrides),
-        justification="needed",
-    )
+    return cast.propose_job(actor=actor or cast.author, definition=cast.definition(**overrides), justification="needed")
 
 
 def test_author_cannot_approve_own_change(cast):
@@ -80,15 +73,7 @@ def test_reject_needs_a_reason_and_ends_the_request(cast):
 
 
 def test_only_the_author_withdraws_and_submits(cast):
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="draft first",
-        submit=False,
-    )
+    change = cast.propose_job(justification="draft first", submit=False)
     url = f"/api/v1/change-requests/{change.pk}/"
     assert client_for(cast.author2).post(url + "submit/").status_code == 403
     response = client_for(cast.author).post(url + "submit/")
@@ -163,10 +148,7 @@ def test_deleted_job_cannot_be_triggered(cast):
 
 
 def test_acme_approver_cannot_review_globex_changes(cast):
-    change = propose_change(
-        actor=cast.globex_author,
-        action="create",
-        team=cast.ops,
+    change = cast.propose_job(
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.backup.snapshot"),
         justification="backups",

@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from approvals.models import ApprovalPolicy, ChangeStatus, Comment
-from approvals.services import approve_change, create_freeze_window, propose_change
+from approvals.services import approve_change
 from governance.models import AuditAction, AuditEvent
 from jobs.models import Job
 from tests.api_support import client_for, counts, propose_body
@@ -72,12 +72,8 @@ def test_only_the_author_edits_with_valid_fields(cast):
 
 def test_rebase_moves_a_stale_update_onto_the_live_version(cast):
     job = cast.make_job(cast.prod)
-    stale = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "0 4 * * *"}, justification="later"
-    )
-    other = propose_change(
-        actor=cast.author2, action="update", job=job, definition={"timeout_seconds": 120}, justification="slower"
-    )
+    stale = cast.propose_update(job, {"cron": "0 4 * * *"}, justification="later")
+    other = cast.propose_update(job, {"timeout_seconds": 120}, actor=cast.author2, justification="slower")
     approve_change(other, actor=cast.approver)
     approve_change(other, actor=cast.approver2)
     url = f"/api/v1/change-requests/{stale.pk}/"
@@ -127,14 +123,7 @@ def test_an_apply_time_holds_an_approved_change(cast):
 
 
 def test_an_emergency_change_applies_through_a_freeze(cast):
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(hours=2),
-        reason="year-end close",
-    )
+    cast.freeze(hours_to=2, reason="year-end close")
     normal = create(cast)
     urgent = create(cast, emergency=True, definition=cast.definition(name="payments.ledger.hotfix"))
     assert urgent["emergency"] is True

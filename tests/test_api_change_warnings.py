@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, ChangeStatus
-from approvals.services import create_freeze_window, propose_change, withdraw_change
+from approvals.services import withdraw_change
 from jobs.models import MaintenanceWindow
 from tests.api_support import client_for
 
@@ -18,10 +18,7 @@ LIST = "/api/v1/change-requests/"
 
 
 def _propose(cast, environment=None, *, name="payments.ledger.reconcile", emergency=False, **overrides):
-    return propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
+    return cast.propose_job(
         environment=environment or cast.prod,
         definition=cast.definition(name=name, **overrides),
         justification="needed",
@@ -63,14 +60,7 @@ def test_windows_of_other_environments_and_tenants_do_not_warn(cast):
 
 
 def test_a_freeze_is_a_warning_that_says_what_happens(cast):
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(hours=4),
-        reason="quarter close",
-    )
+    cast.freeze(hours_to=4, reason="quarter close")
     normal = _propose(cast, cron="0 3 * * *", timezone="UTC")
     urgent = _propose(cast, name="payments.ledger.hotfix", cron="0 3 * * *", timezone="UTC", emergency=True)
     client = client_for(cast.approver)
@@ -132,20 +122,9 @@ def test_a_freeze_at_the_apply_time_warns_and_both_ways_of_computing_agree(cast)
     from approvals.warnings import change_warnings, with_warning_facts
 
     now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.prod,
-        starts_at=now + timedelta(days=1),
-        ends_at=now + timedelta(days=2),
-        reason="release weekend",
-    )
+    cast.freeze(environment=cast.prod, hours_from=24, hours_to=48, reason="release weekend")
     _window(cast, environment=cast.prod)
-    later = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
+    later = cast.propose_job(
         definition=cast.definition(name="payments.ledger.later"),
         justification="align with the release",
         apply_after=now + timedelta(days=1, hours=2),

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, ChangeStatus, Review
-from approvals.services import approve_change, propose_change
+from approvals.services import approve_change
 from governance import audit
 from governance.models import AuditAction
 from jobs.models import Job, JobStatus, Run, RunStatus, TriggerKind
@@ -88,14 +88,7 @@ def test_list_query_count_does_not_grow_with_rows(cast, django_assert_max_num_qu
 
 
 def test_change_request_detail_queries_do_not_grow_with_reviews(cast, django_assert_max_num_queries):
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="x",
-    )
+    change = cast.propose_job(justification="x")
     client = client_for(cast.viewer)
     approve_change(change, actor=cast.approver)
     with CaptureQueriesContext(connection) as one:
@@ -143,27 +136,11 @@ def test_runs_and_change_requests_filters(cast):
 
 
 def test_mine_and_awaiting_my_review(cast):
-    mine = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="x",
-    )
-    other = propose_change(
+    mine = cast.propose_job(justification="x")
+    other = cast.propose_job(actor=cast.author2, environment=cast.staging, justification="y")
+    draft = cast.propose_job(
         actor=cast.author2,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="y",
-    )
-    draft = propose_change(
-        actor=cast.author2,
-        action="create",
         team=cast.data,
-        environment=cast.prod,
         definition=cast.definition(name="data.warehouse.load"),
         justification="z",
         submit=False,

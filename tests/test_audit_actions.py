@@ -9,21 +9,18 @@ from governance.models import AuditAction, AuditEvent
 from jobs.models import Job
 
 
-def test_a_visible_object_the_user_may_not_act_on_records_access_denied(cast):
+@pytest.mark.parametrize(
+    ("user", "action", "refusal"),
+    [("viewer", Action.TRIGGER, PermissionDenied), ("globex_admin", Action.VIEW, Http404)],
+    ids=["a visible object the user may not act on: 403", "probing another tenant's object by id: 404"],
+)
+def test_a_refused_object_records_access_denied(cast, user, action, refusal):
     job = cast.make_job(cast.dev)
-    with pytest.raises(PermissionDenied):
-        get_object_or_404_for(cast.viewer, Action.TRIGGER, Job.objects.all(), pk=job.pk)
+    with pytest.raises(refusal):
+        get_object_or_404_for(getattr(cast, user), action, Job.objects.all(), pk=job.pk)
     event = AuditEvent.objects.filter(action=AuditAction.ACCESS_DENIED).get()
-    assert event.actor == cast.viewer and event.tenant == cast.acme
-    assert event.object_id == str(job.pk) and event.data["action"] == "trigger"
-
-
-def test_probing_another_tenants_object_by_id_answers_404_and_is_recorded(cast):
-    job = cast.make_job(cast.dev)
-    with pytest.raises(Http404):
-        get_object_or_404_for(cast.globex_admin, Action.VIEW, Job.objects.all(), pk=job.pk)
-    event = AuditEvent.objects.filter(action=AuditAction.ACCESS_DENIED).get()
-    assert event.actor == cast.globex_admin and event.tenant == cast.acme
+    assert event.actor == getattr(cast, user) and event.tenant == cast.acme
+    assert event.object_id == str(job.pk) and event.data["action"] == action
 
 
 def test_a_truly_missing_object_records_nothing(cast):
@@ -43,17 +40,10 @@ def test_login_and_failed_login_are_audited(cast, client):
 
 
 def test_changes_reviews_triggers_and_operator_actions_are_audited(cast):
-    from approvals.services import approve_change, propose_change
+    from approvals.services import approve_change
     from jobs.services import set_paused, trigger_run
 
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="x",
-    )
+    change = cast.propose_job(environment=cast.staging, justification="x")
     approve_change(change, actor=cast.approver)
     job = Job.objects.get()
     trigger_run(job, actor=cast.operator, reason="smoke test")

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 
 from approvals.config_changes import propose_config_change
 from approvals.models import ApprovalPolicy, ChangeRequest, ChangeStatus
 from approvals.services import (
     ChangeError,
     approve_change,
-    create_freeze_window,
     edit_change,
     rebase_change,
     reject_change,
@@ -281,15 +279,7 @@ def test_editing_a_window_request_resets_approvals_and_validates(cast):
 
 
 def test_a_freeze_holds_an_approved_tenant_wide_change(cast):
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.staging,
-        starts_at=now - timedelta(hours=1),
-        ends_at=now + timedelta(hours=1),
-        reason="release",
-    )
+    cast.freeze(environment=cast.staging, hours_to=1, reason="release")
     change = propose(cast)
     for approver in (cast.approver, cast.approver2):
         change = approve_change(change, actor=approver)

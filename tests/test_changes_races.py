@@ -5,7 +5,7 @@ import threading
 from django.db import connection
 
 from approvals.models import ChangeRequest, ChangeStatus, Review
-from approvals.services import ChangeError, approve_change, propose_change, reject_change
+from approvals.services import ChangeError, approve_change, reject_change
 from jobs.models import Job
 
 
@@ -33,14 +33,7 @@ def _race(*calls):
 
 def test_concurrent_approve_and_reject_end_in_exactly_one_terminal_state(tcast):
     for _ in range(3):
-        change = propose_change(
-            actor=tcast.author,
-            action="create",
-            team=tcast.payments,
-            environment=tcast.staging,
-            definition=tcast.definition(),
-            justification="race",
-        )
+        change = tcast.propose_job(environment=tcast.staging, justification="race")
         results, errors = _race(
             lambda c=change: approve_change(c, actor=tcast.approver),
             lambda c=change: reject_change(c, actor=tcast.approver2),
@@ -57,14 +50,7 @@ def test_concurrent_approve_and_reject_end_in_exactly_one_terminal_state(tcast):
 
 
 def test_two_final_approvals_at_once_apply_the_change_once(tcast):
-    change = propose_change(
-        actor=tcast.author,
-        action="create",
-        team=tcast.payments,
-        environment=tcast.prod,
-        definition=tcast.definition(),
-        justification="race",
-    )
+    change = tcast.propose_job(justification="race")
     results, errors = _race(
         lambda: approve_change(change, actor=tcast.approver),
         lambda: approve_change(change, actor=tcast.approver2),

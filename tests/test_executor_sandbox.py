@@ -14,7 +14,6 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from approvals.services import propose_change
 from jobs.executor import execute_run
 from jobs.models import Run, RunStatus, TenantExecutionPolicy
 from jobs.services import trigger_run
@@ -234,13 +233,8 @@ def test_only_allow_listed_executables_may_be_proposed(cast):
     TenantExecutionPolicy.objects.create(tenant=cast.acme, allowed_executables=["/opt/acme/bin/*"])
     for program in ["/bin/echo", "/opt/acme/bin/../../../bin/sh", "echo"]:
         with pytest.raises(ValidationError) as info:
-            propose_change(
-                actor=cast.author,
-                action="create",
-                team=cast.payments,
-                environment=cast.dev,
-                definition=cast.definition(command=[program, "x"]),
-                justification="x",
+            cast.propose_job(
+                environment=cast.dev, definition=cast.definition(command=[program, "x"]), justification="x"
             )
         assert "command" in info.value.message_dict
 

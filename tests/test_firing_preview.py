@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.services import propose_change
 from conftest import PASSWORD
 from jobs.preview import compare_definitions, preview_definition
 
@@ -95,13 +94,6 @@ def test_the_change_request_page_shows_the_reason_a_proposed_run_is_skipped(clie
         ends_at=now + timedelta(days=2),
         policy="skip",
     )
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(cron="0 * * * *", timezone="UTC"),
-        justification="hourly",
-    )
+    change = cast.propose_job(definition=cast.definition(cron="0 * * * *", timezone="UTC"), justification="hourly")
     html = login(client, cast.approver).get(reverse("change_detail", args=[change.pk])).content.decode()
     assert "Skipped: inside maintenance window &#x27;quiet hours&#x27;" in html

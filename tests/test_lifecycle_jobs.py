@@ -19,9 +19,7 @@ from jobs.services import JobStateError, set_paused
 
 
 def _create(cast, environment=None, team=None, **overrides):
-    return propose_change(
-        actor=cast.author,
-        action="create",
+    return cast.propose_job(
         team=team or cast.payments,
         environment=environment or cast.dev,
         definition=cast.definition(**overrides),
@@ -57,10 +55,7 @@ def test_a_tenant_can_set_its_own_naming_convention(cast):
 def test_the_same_name_is_free_in_another_environment_and_another_tenant(cast):
     _create(cast)
     assert _create(cast, environment=cast.staging).status == "submitted"
-    change = propose_change(
-        actor=cast.globex_author,
-        action="create",
-        team=cast.ops,
+    change = cast.propose_job(
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.ledger.reconcile"),
         justification="x",

@@ -37,18 +37,12 @@ def _user(name):
 
 def test_critical_jobs_need_the_approvals_their_criticality_policy_says(cast):
     _set_policy(cast, cast.staging, criticality="critical", required_approvals=2)
-    critical = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
+    critical = cast.propose_job(
         environment=cast.staging,
         definition=cast.definition(criticality="critical", rationale="Ends in seconds; no heartbeat needed."),
         justification="new",
     )
-    low = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
+    low = cast.propose_job(
         environment=cast.staging,
         definition=cast.definition(name="payments.ledger.cleanup", criticality="low"),
         justification="new",
@@ -171,14 +165,7 @@ def test_separation_of_duties_waits_for_an_approver_from_another_team(cast):
     grant_role(payments_approver, Role.APPROVER, tenant=cast.acme, team=cast.payments)
     # approver2 belongs to the data team (a grant narrowed to it) and approves tenant-wide.
     grant_role(cast.approver2, Role.VIEWER, tenant=cast.acme, team=cast.data)
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="new",
-    )
+    change = cast.propose_job(environment=cast.staging, justification="new")
     assert change.requires_independent_approver
     change = approve_change(change, actor=payments_approver)
     assert change.status == ChangeStatus.SUBMITTED
@@ -203,14 +190,7 @@ def test_lowering_criticality_is_reviewed_under_the_stricter_rule(cast):
 def test_approver_of_another_environment_cannot_approve(cast):
     dev_approver = _user("dev-approver")
     grant_role(dev_approver, Role.APPROVER, tenant=cast.acme, environment=cast.dev)
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="new",
-    )
+    change = cast.propose_job(justification="new")
     for attacker in (dev_approver, cast.globex_approver, cast.admin, cast.author2):
         with pytest.raises(AccessDenied):
             approve_change(change, actor=attacker)

@@ -16,21 +16,26 @@ def preview(*args):
     return out.getvalue()
 
 
-def test_json_output_is_an_array_of_utc_instants_ending_in_z():
+@pytest.mark.parametrize(
+    ("after", "count", "policy", "expected"),
+    [
+        # JSON output is an array of UTC instants ending in Z.
+        (
+            "2026-10-24T12:00:00Z",
+            "3",
+            ["--overlap", "twice"],
+            ["2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z", "2026-10-26T01:30:00Z"],
+        ),
+        # The gap policy skip is honoured.
+        ("2026-03-28T12:00:00Z", "1", ["--gap", "skip"], ["2026-03-30T00:30:00Z"]),
+    ],
+    ids=["json output is an array of utc instants ending in z", "gap skip is honoured"],
+)
+def test_json_output_of_a_berlin_schedule(after, count, policy, expected):
     out = preview(
-        "--cron",
-        "30 2 * * *",
-        "--tz",
-        "Europe/Berlin",
-        "--after",
-        "2026-10-24T12:00:00Z",
-        "--count",
-        "3",
-        "--overlap",
-        "twice",
-        "--json",
+        "--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--after", after, "--count", count, *policy, "--json"
     )
-    assert json.loads(out) == ["2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z", "2026-10-26T01:30:00Z"]
+    assert json.loads(out) == expected
 
 
 def test_text_output_shows_local_and_utc_and_marks_dst():
@@ -42,23 +47,6 @@ def test_text_output_shows_local_and_utc_and_marks_dst():
     assert "does not exist" in lines[0] and "offset changed from +01:00 to +02:00" in lines[0]
     assert "!" not in lines[1]
     assert lines[-1] == "2 fire(s) of '30 2 * * *' in Europe/Berlin; 1 shaped by DST."
-
-
-def test_gap_skip_is_honoured():
-    out = preview(
-        "--cron",
-        "30 2 * * *",
-        "--tz",
-        "Europe/Berlin",
-        "--after",
-        "2026-03-28T12:00:00Z",
-        "--count",
-        "1",
-        "--gap",
-        "skip",
-        "--json",
-    )
-    assert json.loads(out) == ["2026-03-30T00:30:00Z"]
 
 
 def test_h_is_previewed_for_a_job(cast):

@@ -5,7 +5,6 @@ from datetime import timedelta
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.services import propose_change
 from conftest import PASSWORD
 
 
@@ -29,14 +28,7 @@ def test_reviewers_see_when_a_proposed_schedule_runs_into_a_maintenance_window(c
         starts_at=now - timedelta(hours=1),
         ends_at=now + timedelta(days=2),
     )
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(cron="0 * * * *", timezone="UTC"),
-        justification="hourly",
-    )
+    change = cast.propose_job(definition=cast.definition(cron="0 * * * *", timezone="UTC"), justification="hourly")
     html = login(client, cast.approver).get(reverse("change_detail", args=[change.pk])).content.decode()
     assert "falls in maintenance window &#x27;storage migration&#x27;" in html or "storage migration" in html
     assert "will be deferred to" in html

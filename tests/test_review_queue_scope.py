@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from approvals.config_changes import propose_config_change
-from approvals.services import approve_change, awaiting_review, propose_change
+from approvals.services import approve_change, awaiting_review
 from conftest import PASSWORD
 from governance.models import Role
 from governance.services import AccessDenied, grant_role
@@ -34,14 +34,7 @@ def pending(cast):
         definition={"name": "db upgrade", "cron": "0 2 * * SUN", "timezone": "UTC", "duration_minutes": 60},
         justification="quarterly database upgrade",
     )
-    job = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="new job",
-    )
+    job = cast.propose_job(justification="new job")
     return window, job
 
 

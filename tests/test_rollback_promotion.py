@@ -17,19 +17,10 @@ from jobs.models import Job
 SCHEMA = {"type": "object", "properties": {"region": {"type": "string", "enum": ["eu", "us"]}}, "required": ["region"]}
 
 
-def _update(cast, job, **fields):
-    change = propose_change(actor=cast.author, action="update", job=job, definition=fields, justification="tune")
-    for approver in (cast.approver, cast.approver2)[: change.required_approvals]:
-        change = approve_change(change, actor=approver)
-    assert change.status == ChangeStatus.APPLIED, change.failure_reason
-    job.refresh_from_db()
-    return job
-
-
 def test_any_earlier_version_can_be_proposed_again_with_a_diff_against_live(cast):
     job = cast.make_job(cast.staging, timeout_seconds=60)
-    job = _update(cast, job, timeout_seconds=120)
-    job = _update(cast, job, description="Third words.", timeout_seconds=180)
+    job = cast.update_job(job, timeout_seconds=120)
+    job = cast.update_job(job, description="Third words.", timeout_seconds=180)
     change = propose_rollback(job, actor=cast.author, version=1, justification="v3 times out the bank")
     assert change.action == ChangeAction.UPDATE and change.base_version == 3
     assert {row["field"]: (row["before"], row["after"]) for row in change.diff()} == {
@@ -43,7 +34,7 @@ def test_any_earlier_version_can_be_proposed_again_with_a_diff_against_live(cast
 
 
 def test_rolling_back_to_a_missing_or_live_version_is_refused(cast):
-    job = _update(cast, cast.make_job(cast.staging), timeout_seconds=120)
+    job = cast.update_job(cast.make_job(cast.staging), timeout_seconds=120)
     with pytest.raises(ValidationError) as info:
         propose_rollback(job, actor=cast.author, version=7, justification="x")
     assert "no version 7" in info.value.message_dict["version"][0]
@@ -71,7 +62,7 @@ def test_promotion_copies_the_job_to_the_next_environment_as_a_change_request(ca
     assert staging_job.name == dev_job.name and staging_job.parameters["values"]["staging"] == {"region": "us"}
 
     # Promoting again updates the job that is already there.
-    dev_job = _update(cast, dev_job, timeout_seconds=90)
+    dev_job = cast.update_job(dev_job, timeout_seconds=90)
     again = propose_promotion(dev_job, actor=cast.author, justification="new timeout")
     assert again.action == ChangeAction.UPDATE and again.job == staging_job
     assert [row["field"] for row in again.diff()] == ["timeout_seconds"]

@@ -21,7 +21,6 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from approvals.services import propose_change
 from jobs import sandbox
 from jobs.executor import _prepare_run_root, execute_run
 from jobs.models import Alert, AlertKind, Run, RunStatus
@@ -305,14 +304,7 @@ def test_a_worker_whose_uid_range_is_exhausted_refuses_the_run(cast, settings):
 
 def test_a_definition_asking_for_network_is_refused(cast):
     with pytest.raises(ValidationError) as info:
-        propose_change(
-            actor=cast.author,
-            action="create",
-            team=cast.payments,
-            environment=cast.dev,
-            definition=cast.definition(network=True),
-            justification="x",
-        )
+        cast.propose_job(environment=cast.dev, definition=cast.definition(network=True), justification="x")
     assert "no network" in " ".join(info.value.message_dict["network"])
 
 

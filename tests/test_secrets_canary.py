@@ -109,13 +109,8 @@ def test_a_run_whose_secret_cannot_be_read_fails_closed_without_starting(vault, 
 def test_a_job_definition_refuses_another_tenants_secret(cast):
     from django.core.exceptions import ValidationError
 
-    from approvals.services import propose_change
-
     with pytest.raises(ValidationError) as info:
-        propose_change(
-            actor=cast.author,
-            action="create",
-            team=cast.payments,
+        cast.propose_job(
             environment=cast.dev,
             definition=cast.definition(secrets={"DB": "vault:secret/governor/acme/../globex/db#password"}),
             justification="steal",

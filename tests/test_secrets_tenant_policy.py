@@ -18,7 +18,7 @@ from jobs import scheduler
 from jobs.executor import execute_run
 from jobs.models import RunStatus
 from jobs.services import trigger_run
-from tests.vault import free_port, put_secret
+from tests.vault import assert_cannot_read, free_port, put_secret
 
 PY = "/usr/bin/python3"
 PRINT_LENGTH = "import os; print('length', len(os.environ['DB_PASSWORD']))"
@@ -39,9 +39,8 @@ def _tenant_with_job(cast: Cast, slug: str, secret_ref: str, capture):
         env = Environment.objects.create(tenant=tenant, slug="dev", name="Dev", order=0, required_approvals=0)
     author = get_user_model().objects.create_user(f"{slug}-author")
     grant_role(author, Role.AUTHOR, tenant=tenant)
-    change = propose_change(
+    change = cast.propose_job(
         actor=author,
-        action="create",
         team=team,
         environment=env,
         definition=cast.definition(
@@ -114,10 +113,7 @@ def test_the_policy_token_cannot_do_more_than_rewrite_governors_policies(vault, 
 
     client = hvac.Client(url=vault.addr, token=_policy_admin_token(vault))
     put_secret(vault, "governor/acme/dev/payments/db", {"password": "acme-password"})
-    with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.kv.v2.read_secret_version(
-            path="governor/acme/dev/payments/db", mount_point="secret", raise_on_deleted_version=True
-        )
+    assert_cannot_read(client, "governor/acme/dev/payments/db")
     for name in ("escalate", "default", "root", secrets.POLICY_ADMIN_NAME):
         with pytest.raises((hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest)):
             client.sys.create_or_update_policy(name=name, policy='path "*" { capabilities = ["sudo"] }')

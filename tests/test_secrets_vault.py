@@ -6,7 +6,7 @@ import pytest
 from governance import secrets
 from governance.models import AuditAction, AuditEvent, Environment, Team, Tenant
 from governance.secrets import SecretError, resolve_secrets
-from tests.vault import put_secret, start_bao
+from tests.vault import assert_cannot_read, put_secret, start_bao
 
 REF = "vault:secret/governor/acme/dev/payments/db#password"
 
@@ -33,10 +33,7 @@ def test_the_app_logs_in_with_approle_not_the_root_token(vault, cast):
 def test_the_approle_policy_cannot_read_outside_the_tenant_prefixes(vault, cast):
     put_secret(vault, "platform/root-ca", {"key": "platform-only"})
     client = secrets._authenticated_client()
-    with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.kv.v2.read_secret_version(
-            path="platform/root-ca", mount_point="secret", raise_on_deleted_version=True
-        )
+    assert_cannot_read(client, "platform/root-ca")
     with pytest.raises(hvac.exceptions.Forbidden):
         client.sys.create_or_update_policy(name="escalate", policy='path "*" { capabilities = ["sudo"] }')
 

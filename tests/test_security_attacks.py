@@ -5,7 +5,6 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from approvals.models import ChangeStatus, Review
-from approvals.services import propose_change
 from governance.models import AuditAction, AuditEvent, Role, ServiceAccount
 from governance.services import AccessDenied, grant_role
 from governance.tokens import create_service_account, issue_token
@@ -13,14 +12,7 @@ from tests.api_support import client_for
 
 
 def _staging_change(cast, actor):
-    return propose_change(
-        actor=actor,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="x",
-    )
+    return cast.propose_job(actor=actor, environment=cast.staging, justification="x")
 
 
 def test_approving_in_the_browser_without_a_csrf_token_is_refused(cast):

@@ -21,7 +21,6 @@ from approvals.services import (
     approve_change,
     awaiting_review,
     edit_change,
-    propose_change,
 )
 from governance.models import ApiToken, AuditAction, AuditEvent, Role, ServiceAccount
 from governance.services import AccessDenied, grant_role, revoke_role
@@ -56,13 +55,8 @@ def _events_since(last: int) -> list[str]:
 
 
 def _propose(cast, environment, actor=None, **definition):
-    return propose_change(
-        actor=actor or cast.author,
-        action="create",
-        team=cast.payments,
-        environment=environment,
-        definition=cast.definition(**definition),
-        justification="x",
+    return cast.propose_job(
+        actor=actor or cast.author, environment=environment, definition=cast.definition(**definition), justification="x"
     )
 
 
@@ -285,15 +279,7 @@ def test_an_approval_stops_counting_when_the_approver_is_narrowed_past_the_chang
 
 def test_a_held_change_whose_approver_lost_the_role_does_not_apply(cast):
     apply_after = timezone.now() + timedelta(hours=1)
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.staging,
-        definition=cast.definition(),
-        justification="x",
-        apply_after=apply_after,
-    )
+    change = cast.propose_job(environment=cast.staging, justification="x", apply_after=apply_after)
     change = approve_change(change, actor=cast.approver)
     assert change.status == ChangeStatus.APPROVED  # waits for its apply time
     revoke_role(cast.approver, Role.APPROVER, tenant=cast.acme, actor=cast.admin)

@@ -11,7 +11,6 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from approvals.models import ChangeRequest
-from approvals.services import propose_change
 from governance.patterns import UserSchemaValidator, compile_user_pattern, schema_problems
 from jobs.models import Job
 from manifests.loader import read_text
@@ -125,14 +124,7 @@ def test_a_plan_with_a_backreference_answers_400_naming_the_field(cast):
 
 
 def _propose(cast, name):
-    return propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.dev,
-        definition=cast.definition(name=name),
-        justification="x",
-    )
+    return cast.propose_job(environment=cast.dev, definition=cast.definition(name=name), justification="x")
 
 
 def test_a_tenant_naming_pattern_must_be_re2(cast):

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from approvals.models import ChangeStatus, Review
-from approvals.services import ChangeError, approve_change, propose_change, reject_change
+from approvals.services import ChangeError, approve_change, reject_change
 from governance.access import Action, can, restrict
 from governance.services import AccessDenied
 from jobs import scheduler
@@ -16,14 +16,7 @@ from jobs.models import Job, Run, RunStatus
 
 
 def test_prod_job_applies_only_after_two_distinct_approvals(cast):
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="new nightly job",
-    )
+    change = cast.propose_job(justification="new nightly job")
     assert change.status == ChangeStatus.SUBMITTED
     assert not Job.objects.exists()
     change = approve_change(change, actor=cast.approver)
@@ -39,28 +32,14 @@ def test_prod_job_applies_only_after_two_distinct_approvals(cast):
 
 
 def test_superuser_cannot_approve_own_change(cast):
-    change = propose_change(
-        actor=cast.superuser,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="mine",
-    )
+    change = cast.propose_job(actor=cast.superuser, justification="mine")
     with pytest.raises(AccessDenied):
         approve_change(change, actor=cast.superuser)
     assert not Review.objects.exists()
 
 
 def test_rejection_ends_the_request(cast):
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(),
-        justification="x",
-    )
+    change = cast.propose_job(justification="x")
     change = reject_change(change, actor=cast.approver, comment="no")
     assert change.status == ChangeStatus.REJECTED
     with pytest.raises(ChangeError):
@@ -75,20 +54,14 @@ def test_ungoverned_environment_applies_at_once(cast):
 
 def test_bad_definition_is_refused_with_field_errors(cast):
     with pytest.raises(ValidationError) as info:
-        propose_change(
-            actor=cast.author,
-            action="create",
-            team=cast.payments,
+        cast.propose_job(
             environment=cast.dev,
             definition=cast.definition(cron="61 * * * *", timezone="Mars/Olympus", command="echo hi"),
             justification="",
         )
     assert set(info.value.message_dict) == {"justification"}
     with pytest.raises(ValidationError) as info:
-        propose_change(
-            actor=cast.author,
-            action="create",
-            team=cast.payments,
+        cast.propose_job(
             environment=cast.dev,
             definition=cast.definition(cron="61 * * * *", timezone="Mars/Olympus", command="echo hi"),
             justification="ok",

@@ -12,8 +12,6 @@ from django.utils import timezone
 from approvals.models import ApprovalPolicy, ChangeAction, ChangeRequest, ChangeStatus, FreezeWindow, PostReview
 from approvals.services import (
     approve_change,
-    create_freeze_window,
-    propose_change,
     propose_policy_change,
 )
 from conftest import PASSWORD
@@ -34,27 +32,6 @@ SCHEMA = {
 def login(client, user):
     assert client.login(username=user.username, password=PASSWORD)
     return client
-
-
-def _update(cast, job, **fields):
-    change = propose_change(actor=cast.author, action="update", job=job, definition=fields, justification="tune")
-    for approver in (cast.approver, cast.approver2)[: change.required_approvals]:
-        change = approve_change(change, actor=approver)
-    assert change.status == ChangeStatus.APPLIED, change.failure_reason
-    job.refresh_from_db()
-    return job
-
-
-def _freeze(cast, *, environment=None, hours_from=-1, hours_to=5, reason="quarter close", tenant=None):
-    now = timezone.now()
-    return create_freeze_window(
-        actor=cast.globex_admin if tenant == cast.globex else cast.admin,
-        tenant=tenant or cast.acme,
-        environment=environment,
-        starts_at=now + timedelta(hours=hours_from),
-        ends_at=now + timedelta(hours=hours_to),
-        reason=reason,
-    )
 
 
 # Approval policies
@@ -163,8 +140,8 @@ def test_forged_policy_proposals_are_refused(client, cast):
 
 
 def test_freeze_calendar_lists_current_upcoming_and_past_freezes(client, cast):
-    _freeze(cast, environment=cast.prod, reason="quarter close")
-    _freeze(cast, hours_from=48, hours_to=72, reason="black friday")
+    cast.freeze(environment=cast.prod, reason="quarter close")
+    cast.freeze(hours_from=48, hours_to=72, reason="black friday")
     FreezeWindow.objects.create(
         tenant=cast.acme,
         environment=cast.staging,
@@ -173,7 +150,7 @@ def test_freeze_calendar_lists_current_upcoming_and_past_freezes(client, cast):
         reason="old release",
         created_by=cast.admin,
     )
-    _freeze(cast, tenant=cast.globex, reason="globex secret freeze")
+    cast.freeze(tenant=cast.globex, reason="globex secret freeze")
     response = login(client, cast.viewer).get(reverse("freeze_list"))
     assert response.status_code == 200
     ctx = response.context
@@ -246,15 +223,9 @@ def test_forged_freeze_posts_are_refused(client, cast):
 
 
 def _emergency_during_freeze(cast):
-    _freeze(cast, environment=cast.prod)
-    change = propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.hotfix"),
-        justification="stop the bleeding",
-        emergency=True,
+    cast.freeze(environment=cast.prod)
+    change = cast.propose_job(
+        definition=cast.definition(name="payments.ledger.hotfix"), justification="stop the bleeding", emergency=True
     )
     approve_change(change, actor=cast.approver)
     change = approve_change(change, actor=cast.approver2)
@@ -290,7 +261,7 @@ def test_post_review_queue_has_an_empty_state(client, cast):
 
 def test_rollback_page_shows_the_diff_against_live_and_proposes_the_version(client, cast):
     job = cast.make_job(cast.staging, timeout_seconds=60)
-    job = _update(cast, job, timeout_seconds=120)
+    job = cast.update_job(job, timeout_seconds=120)
     login(client, cast.author)
     html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     assert reverse("job_rollback", args=[job.pk, 1]) in html
@@ -308,7 +279,7 @@ def test_rollback_page_shows_the_diff_against_live_and_proposes_the_version(clie
 
 
 def test_rollback_refusals_are_specific_and_change_nothing(client, cast):
-    job = _update(cast, cast.make_job(cast.staging), timeout_seconds=120)
+    job = cast.update_job(cast.make_job(cast.staging), timeout_seconds=120)
     login(client, cast.author)
     response = client.post(reverse("job_rollback", args=[job.pk, 1]), {"justification": ""})
     assert response.status_code == 400 and "justification" in response.context["form"].errors
@@ -463,18 +434,12 @@ def test_nav_links_to_the_new_pages(client, cast):
 def _add_rows(cast, start: int, count: int) -> None:
     now = timezone.now()
     for i in range(start, start + count):
-        env = [cast.dev, cast.staging, cast.prod][i % 3]
-        job = Job.objects.create(
-            tenant=cast.acme,
-            team=cast.payments,
-            environment=env,
-            **cast.definition(name=f"payments.bulk.job-{i}"),
-            review_due_on=now.date() - timedelta(days=i + 1),
-            sunset_on=now.date() + timedelta(days=2),
+        job = cast.bulk_job(
+            i, review_due_on=now.date() - timedelta(days=i + 1), sunset_on=now.date() + timedelta(days=2)
         )
         FreezeWindow.objects.create(
             tenant=cast.acme,
-            environment=env,
+            environment=job.environment,
             starts_at=now + timedelta(days=i, hours=1),
             ends_at=now + timedelta(days=i, hours=2),
             reason=f"freeze {i}",
@@ -509,22 +474,16 @@ def test_new_pages_do_not_grow_queries_with_rows(client, cast, django_assert_max
     from django.test.utils import CaptureQueriesContext
 
     login(client, getattr(cast, user))
-    _add_rows(cast, 0, 3)
-    propose_policy_change(
-        actor=cast.admin,
-        environment=cast.prod,
-        rule={"criticality": "low", "required_approvals": 1, "separation_of_duties": False},
-        justification="low is cheap",
-    )
+
+    def add(start, count, environment, criticality, approvals, separation, justification):
+        _add_rows(cast, start, count)
+        rule = {"criticality": criticality, "required_approvals": approvals, "separation_of_duties": separation}
+        propose_policy_change(actor=cast.admin, environment=environment, rule=rule, justification=justification)
+
+    add(0, 3, cast.prod, "low", 1, False, "low is cheap")
     with CaptureQueriesContext(connection) as small:
         assert client.get(reverse(url)).status_code == 200
-    _add_rows(cast, 3, 20)
-    propose_policy_change(
-        actor=cast.admin,
-        environment=cast.staging,
-        rule={"criticality": "high", "required_approvals": 2, "separation_of_duties": True},
-        justification="high needs two",
-    )
+    add(3, 20, cast.staging, "high", 2, True, "high needs two")
     with django_assert_max_num_queries(len(small.captured_queries)):
         response = client.get(reverse(url))
     assert response.status_code == 200

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, ChangeStatus, Review
-from approvals.services import approve_change, propose_change
+from approvals.services import approve_change
 from conftest import PASSWORD
 from governance.models import AuditEvent
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus, Run, RunStatus
@@ -37,14 +37,8 @@ def make_run(job, *, status=RunStatus.SUCCEEDED, minutes_ago=5, output="ok\n"):
 
 
 def propose_prod(cast, **overrides):
-    return propose_change(
-        actor=cast.author,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(**overrides),
-        justification="nightly reconciliation for the audit",
-        ticket="FIN-7",
+    return cast.propose_job(
+        definition=cast.definition(**overrides), justification="nightly reconciliation for the audit", ticket="FIN-7"
     )
 
 
@@ -94,10 +88,7 @@ def test_dashboard_has_useful_empty_states(client, cast):
 
 def test_dashboard_does_not_show_another_tenants_jobs_or_requests(client, cast):
     cast.make_job(cast.globex_prod)
-    propose_change(
-        actor=cast.globex_author,
-        action="create",
-        team=cast.ops,
+    cast.propose_job(
         environment=cast.globex_prod,
         definition=cast.definition(name="ops.backup.secret-thing"),
         justification="globex only",
@@ -140,13 +131,7 @@ def test_job_detail_shows_next_runs_in_utc_and_local_time(client, cast):
 
 def test_job_detail_lists_every_version_with_its_request_and_diff(client, cast):
     job = cast.make_job(cast.dev)
-    change = propose_change(
-        actor=cast.author2,
-        action="update",
-        job=job,
-        definition={"cron": "*/10 * * * *"},
-        justification="faster",
-    )
+    change = cast.propose_update(job, {"cron": "*/10 * * * *"}, actor=cast.author2, justification="faster")
     assert change.status == ChangeStatus.APPLIED
     html = login(client, cast.viewer).get(reverse("job_detail", args=[job.pk])).content.decode()
     assert "v2" in html and "v1" in html
@@ -219,9 +204,7 @@ def test_pausing_needs_a_reason_and_changes_nothing_without_one(client, cast):
 def test_globex_user_gets_404_on_every_acme_page_and_action(client, cast):
     job = cast.make_job(cast.prod)
     run = make_run(job)
-    change = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "*/10 * * * *"}, justification="x"
-    )
+    change = cast.propose_update(job, {"cron": "*/10 * * * *"}, justification="x")
     login(client, cast.globex_admin)
     gets = [
         reverse("job_detail", args=[job.pk]),
@@ -322,13 +305,8 @@ def test_author_withdraws_own_request_and_others_cannot(client, cast):
 
 def test_change_detail_shows_a_side_by_side_diff_with_changed_fields_marked(client, cast):
     job = cast.make_job(cast.prod)
-    change = propose_change(
-        actor=cast.author,
-        action="update",
-        job=job,
-        definition={"cron": "*/10 * * * *", "command": ["/bin/echo", "bye"]},
-        justification="tune",
-        ticket="OPS-1",
+    change = cast.propose_update(
+        job, {"cron": "*/10 * * * *", "command": ["/bin/echo", "bye"]}, justification="tune", ticket="OPS-1"
     )
     html = login(client, cast.approver).get(reverse("change_detail", args=[change.pk])).content.decode()
     assert f"2 of {len(DEFINITION_FIELDS)} fields changed" in html
@@ -383,47 +361,30 @@ def test_new_job_form_proposes_a_change(client, cast):
 def test_invalid_new_job_form_shows_field_errors_and_writes_nothing(client, cast):
     login(client, cast.author)
     events = AuditEvent.objects.count()
-    response = client.post(
-        reverse("change_new"),
-        form_data(
-            **{
-                "team": cast.payments.pk,
-                "environment": cast.prod.pk,
-                "name": "data.wrong.prefix",
-                "criticality": "high",
-                "command": "/bin/echo",
-                "cron": "61 * * * *",
-                "timezone": "Mars/Olympus",
-                "timeout_seconds": "60",
-                "justification": "",
-            }
-        ),
-    )
-    assert response.status_code == 400
-    errors = response.context["form"].errors
+
+    def post(justification: str):
+        fields = {
+            "team": cast.payments.pk,
+            "environment": cast.prod.pk,
+            "name": "data.wrong.prefix",
+            "criticality": "high",
+            "command": "/bin/echo",
+            "cron": "61 * * * *",
+            "timezone": "Mars/Olympus",
+            "timeout_seconds": "60",
+            "justification": justification,
+        }
+        response = client.post(reverse("change_new"), form_data(**fields))
+        assert response.status_code == 400
+        return response, response.context["form"].errors
+
+    response, errors = post("")
     assert set(errors) >= {"justification"}
     html = response.content.decode()
     assert "A justification is required" in html
     assert not ChangeRequest.objects.exists() and AuditEvent.objects.count() == events
     # With a justification the service's own checks speak, per field.
-    response = client.post(
-        reverse("change_new"),
-        form_data(
-            **{
-                "team": cast.payments.pk,
-                "environment": cast.prod.pk,
-                "name": "data.wrong.prefix",
-                "criticality": "high",
-                "command": "/bin/echo",
-                "cron": "61 * * * *",
-                "timezone": "Mars/Olympus",
-                "timeout_seconds": "60",
-                "justification": "because",
-            }
-        ),
-    )
-    assert response.status_code == 400
-    errors = response.context["form"].errors
+    response, errors = post("because")
     assert {"name", "cron", "timezone"} <= set(errors)
     assert "must start with &#x27;payments.&#x27;" in response.content.decode()
     assert not ChangeRequest.objects.exists() and AuditEvent.objects.count() == events
@@ -474,13 +435,8 @@ def test_viewer_cannot_open_the_proposal_forms(client, cast):
 def test_review_tab_lists_critical_and_old_requests_first(client, cast):
     low = propose_prod(cast, name="payments.ledger.low", criticality="low")
     critical = propose_prod(cast, name="payments.ledger.crit", criticality="critical", rationale="Short runs.")
-    mine = propose_change(
-        actor=cast.author2,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.other"),
-        justification="x",
+    mine = cast.propose_job(
+        actor=cast.author2, definition=cast.definition(name="payments.ledger.other"), justification="x"
     )
     approve_change(mine, actor=cast.approver)  # already reviewed by approver: not in the queue
     response = login(client, cast.approver).get(reverse("change_list"), {"tab": "review"})
@@ -490,13 +446,8 @@ def test_review_tab_lists_critical_and_old_requests_first(client, cast):
 
 def test_change_list_tabs_mine_and_all(client, cast):
     mine = propose_prod(cast)
-    other = propose_change(
-        actor=cast.author2,
-        action="create",
-        team=cast.payments,
-        environment=cast.prod,
-        definition=cast.definition(name="payments.ledger.other"),
-        justification="x",
+    other = cast.propose_job(
+        actor=cast.author2, definition=cast.definition(name="payments.ledger.other"), justification="x"
     )
     login(client, cast.author)
     assert [c.pk for c in client.get(reverse("change_list"), {"tab": "mine"}).context["changes"]] == [mine.pk]
@@ -533,7 +484,7 @@ def test_audit_page_hides_other_tenants_events(client, cast):
 
 def test_an_earlier_version_can_be_proposed_again(client, cast):
     job = cast.make_job(cast.dev)
-    propose_change(actor=cast.author, action="update", job=job, definition={"cron": "*/9 * * * *"}, justification="x")
+    cast.propose_update(job, {"cron": "*/9 * * * *"}, justification="x")
     login(client, cast.author)
     html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     assert f"{reverse('change_edit', args=[job.pk])}?version=1" in html
@@ -574,12 +525,8 @@ def test_others_cannot_edit_a_request(client, cast):
 
 def test_stale_request_offers_rebase_to_its_author(client, cast):
     job = cast.make_job(cast.prod)
-    stale = propose_change(
-        actor=cast.author, action="update", job=job, definition={"cron": "*/7 * * * *"}, justification="a"
-    )
-    other = propose_change(
-        actor=cast.author2, action="update", job=job, definition={"timeout_seconds": 99}, justification="b"
-    )
+    stale = cast.propose_update(job, {"cron": "*/7 * * * *"}, justification="a")
+    other = cast.propose_update(job, {"timeout_seconds": 99}, actor=cast.author2, justification="b")
     approve_change(other, actor=cast.approver)
     approve_change(other, actor=cast.approver2)
     login(client, cast.author)
@@ -607,17 +554,8 @@ def test_author_and_reviewers_comment_but_viewers_cannot(client, cast):
 
 
 def test_approved_change_held_by_a_freeze_says_why(client, cast):
-    from approvals.services import create_freeze_window
 
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.prod,
-        starts_at=now - timezone.timedelta(hours=1),
-        ends_at=now + timezone.timedelta(hours=5),
-        reason="quarter close",
-    )
+    cast.freeze(environment=cast.prod, reason="quarter close")
     change = propose_prod(cast)
     approve_change(change, actor=cast.approver)
     approve_change(change, actor=cast.approver2)
@@ -628,17 +566,8 @@ def test_approved_change_held_by_a_freeze_says_why(client, cast):
 
 
 def test_emergency_change_during_a_freeze_gets_a_review_after_the_fact(client, cast):
-    from approvals.services import create_freeze_window
 
-    now = timezone.now()
-    create_freeze_window(
-        actor=cast.admin,
-        tenant=cast.acme,
-        environment=cast.prod,
-        starts_at=now - timezone.timedelta(hours=1),
-        ends_at=now + timezone.timedelta(hours=5),
-        reason="quarter close",
-    )
+    cast.freeze(environment=cast.prod, reason="quarter close")
     login(client, cast.author)
     response = client.post(
         reverse("change_new"),

@@ -19,14 +19,7 @@ from jobs.models import HolidayCalendar, Job, MaintenanceWindow, Pool, Run
 def add_jobs(cast, start: int, count: int) -> None:
     now = timezone.now()
     for i in range(start, start + count):
-        env = [cast.dev, cast.staging, cast.prod][i % 3]
-        job = Job.objects.create(
-            tenant=cast.acme,
-            team=cast.payments,
-            environment=env,
-            **cast.definition(name=f"payments.bulk.job-{i}"),
-            next_fire_at=now,
-        )
+        job = cast.bulk_job(i, next_fire_at=now)
         Run.objects.create(
             job=job,
             tenant=cast.acme,

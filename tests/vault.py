@@ -138,3 +138,9 @@ def vault(bao_server, settings, tmp_path, request):
 
 def put_secret(server: BaoServer, path: str, data: dict, mount: str = "secret") -> None:
     server.root_client().secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point=mount)
+
+
+def assert_cannot_read(client: hvac.Client, path: str) -> None:
+    """``client``'s token is refused (403) reading the secret at ``path`` of the ``secret`` mount."""
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)
