@@ -288,10 +288,6 @@ def rule(change: ChangeRequest) -> policies.Rule:
     return policies.rule_for_config(change.tenant_id, change.environment)
 
 
-def may_review(user, change: ChangeRequest) -> bool:
-    return policies.may_review_config(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
-
-
 def check_not_stale(change: ChangeRequest) -> None:
     """Refuse (409) a request whose object was changed or deleted after it was made."""
     from .services import ChangeError

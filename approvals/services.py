@@ -26,9 +26,6 @@ from governance.access import (
     distinct_identities,
     identity_keys,
     prime_grants,
-    restrict,
-    same_identity,
-    same_identity_q,
 )
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
@@ -39,7 +36,6 @@ from jobs.models import Job, JobStatus
 
 from . import config_changes, policies
 from .models import (
-    CONFIG_KINDS,
     OPEN_STATUSES,
     STATE_ACTIONS,
     ApprovalPolicy,
@@ -426,59 +422,13 @@ def reject_change(change: ChangeRequest, *, actor, comment: str = "", revision: 
 
 
 def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
-    """Submitted requests the user may review: not their own (nor their service accounts'), not yet
-    reviewed by them at this revision. Policy, window, calendar and pool changes only for approvers
-    not narrowed to a team (and, for tenant-wide objects, not narrowed to an environment), as
-    policies.may_review_* decide. One query whatever the number of grants: the UI queue, its nav
-    badge and the API filter share it."""
+    """Submitted requests the user may review (``policies.reviewable``) and has not reviewed at this
+    revision. One query whatever the number of grants: the UI queue, its nav badge and the API filter
+    share it."""
     from django.db.models import Exists, OuterRef
 
-    from governance.access import ROLES_FOR_ACTION, grants_for
-
-    base = ChangeRequest.objects.all() if queryset is None else queryset
     reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
-    queryset = (
-        restrict(base, user, Action.REVIEW)
-        .filter(status=ChangeStatus.SUBMITTED)
-        .exclude(same_identity_q(user, "author"))
-        .exclude(Exists(reviewed))
-    )
-    if getattr(user, "is_superuser", False):
-        return queryset
-    whole_scope = Q(pk__in=[])
-    for grant in grants_for(user):
-        if grant.role in ROLES_FOR_ACTION[Action.REVIEW] and grant.team_id is None:
-            clause = Q(tenant_id=grant.tenant_id)
-            if grant.environment_id is not None:
-                clause &= Q(environment_id=grant.environment_id)
-            whole_scope |= clause
-    return queryset.exclude((Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~whole_scope)
-
-
-def review_refusal(user, change: ChangeRequest, *, author_identity: bool = True) -> str:
-    """Why ``user`` may not review this request under today's grants ('' when they may). The one
-    rule for who reviews: the API, the UI, its buttons and the approval count all use it, so an
-    approval given by someone who has since lost the role stops counting.
-    ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
-    if author_identity and same_identity(user, change.author_id):
-        if change.author_id == getattr(user, "pk", None):
-            return "Nobody reviews their own change, administrators included."
-        return (
-            "Separation of duties counts you and this change's author as one identity (a person and the "
-            "service accounts they created or issued tokens for); someone else must review it."
-        )
-    if not can(user, Action.REVIEW, change):
-        return "You need the approver role for this team and environment to review changes."
-    if change.action == ChangeAction.POLICY and not policies.may_review_policy(
-        user, tenant_id=change.tenant_id, environment_id=change.environment_id
-    ):
-        return "Policy changes are reviewed by approvers of the whole environment, not of one team."
-    if change.is_config_change and not config_changes.may_review(user, change):
-        return (
-            "Window, calendar and pool changes are reviewed by approvers of the whole environment "
-            "(of the whole tenant for tenant-wide ones), not of one team."
-        )
-    return ""
+    return policies.reviewable(user, queryset).filter(status=ChangeStatus.SUBMITTED).exclude(Exists(reviewed))
 
 
 def _review(
@@ -486,7 +436,7 @@ def _review(
 ) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
-        refusal = review_refusal(actor, change)
+        refusal = policies.review_refusal(actor, change)
         if refusal:
             raise AccessDenied(refusal)
         if change.status != ChangeStatus.SUBMITTED:
@@ -563,7 +513,7 @@ def approval_progress(
         u
         for u in approvers
         if not (keys.get(u.pk, frozenset({u.pk})) & author_keys)
-        and not review_refusal(u, change, author_identity=False)
+        and not policies.review_refusal(u, change, author_identity=False)
     ]
     by_pk = {u.pk: u for u in valid}
     counted = [by_pk[group[0]] for group in distinct_identities([u.pk for u in valid], keys)]
@@ -622,7 +572,7 @@ def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
         raise ValidationError({"body": ["Write a comment."]})
     if len(body) > 10000:
         raise ValidationError({"body": ["At most 10000 characters."]})
-    if change.author_id != actor.pk and not can(actor, Action.REVIEW, change):
+    if change.author_id != actor.pk and policies.review_refusal(actor, change):
         raise AccessDenied("Only the author and approvers of this team and environment can comment.")
     with transaction.atomic():
         change = _locked(change)
@@ -1153,9 +1103,9 @@ def _describe(exc: Exception) -> str:
 
 
 def open_post_reviews(user) -> QuerySet[PostReview]:
-    return restrict(PostReview.objects.filter(reviewed_at__isnull=True), user, Action.REVIEW).select_related(
-        "change_request"
-    )
+    return PostReview.objects.filter(
+        reviewed_at__isnull=True, change_request__in=policies.reviewable(user).values("pk")
+    ).select_related("change_request")
 
 
 def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
@@ -1165,10 +1115,9 @@ def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
     with transaction.atomic():
         item = PostReview.objects.select_for_update().select_related("change_request").get(pk=item.pk)
         change = item.change_request
-        if change.author_id == actor.pk:
-            raise AccessDenied("Nobody reviews their own change, administrators included.")
-        if not can(actor, Action.REVIEW, change):
-            raise AccessDenied("You need the approver role for this team and environment.")
+        refusal = policies.review_refusal(actor, change)
+        if refusal:
+            raise AccessDenied(refusal)
         if item.reviewed_at is not None:
             raise ChangeError("This emergency change was already reviewed.", conflict=True, code="already_reviewed")
         item.reviewer = actor

@@ -27,6 +27,7 @@ from jobs.preview import compare_definitions, preview_definition, window_warning
 from .config_changes import is_stale as config_stale
 from .forms import CommentForm, JobDefinitionForm, PauseProposalForm, PostReviewForm, ProposalForm, ReviewForm
 from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from .policies import review_refusal
 from .services import (
     OPEN_FOR_WITHDRAW,
     ChangeError,
@@ -41,7 +42,6 @@ from .services import (
     propose_pause_change,
     rebase_change,
     reject_change,
-    review_refusal,
     with_valid_approvals,
     withdraw_change,
 )
