@@ -10,35 +10,27 @@ reviews of one request are serialised and end in exactly one terminal state.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
-from governance.access import (
-    Action,
-    can,
-    can_in,
-    can_over,
-    distinct_identities,
-    identity_keys,
-    prime_grants,
-)
+from governance.access import Action, can_over, distinct_identities, identity_keys, prime_grants
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
 from jobs import services as job_services
-from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
+from jobs.definitions import DEFINITION_FIELDS, diff
 from jobs.models import Job, JobStatus
 
-from . import config_changes, policies
+from . import policies
+from .kinds import JOB, JOB_STATE, POLICY, kind_of
+from .kinds.base import Actor, ChangeError, Definition, check_apply_after
 from .models import (
-    OPEN_STATUSES,
-    STATE_ACTIONS,
-    ApprovalPolicy,
     ChangeAction,
     ChangeRequest,
     ChangeStatus,
@@ -47,55 +39,39 @@ from .models import (
     PostReview,
     Review,
     ReviewDecision,
-    TargetKind,
 )
 
-_UNSET = object()
+__all__ = ["ChangeError"]  # re-exported: callers catch services.ChangeError
 
-
-class ChangeError(Exception):
-    """A change-control rule refused the operation; nothing was changed.
-
-    ``conflict`` marks state conflicts (HTTP 409); ``code`` names the rule for callers and tests.
-    """
-
-    def __init__(self, message: str, *, conflict: bool = False, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.conflict = conflict
-        self.code = code
+_UNSET: Any = object()
 
 
 def _expiry(now: datetime) -> datetime:
     return now + timedelta(hours=settings.GOVERNOR_CHANGE_EXPIRY_HOURS)
 
 
-def _check_apply_after(apply_after: datetime | None) -> None:
-    if apply_after is not None and timezone.is_naive(apply_after):
-        raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
-
-
-def _open_change(*, actor, justification: str, ticket: str, submit: bool, audit_data: dict, **fields) -> ChangeRequest:
-    """Create a draft request (author, trimmed justification and ticket, expiry), record it, and
-    submit it when asked. Every kind of proposal ends here; call it inside the caller's transaction."""
-    change = ChangeRequest.objects.create(
-        author=actor,
-        justification=justification.strip(),
-        ticket=(ticket or "").strip(),
-        status=ChangeStatus.DRAFT,
-        expires_at=_expiry(timezone.now()),
-        **fields,
-    )
+def _open_change(
+    change: ChangeRequest, *, actor: Actor, justification: str, ticket: str, submit: bool, audit_data: dict[str, Any]
+) -> ChangeRequest:
+    """Save a validated proposal (built unsaved by its kind) as a draft (author, trimmed justification
+    and ticket, expiry), record it, and submit it when asked. Every kind of proposal ends here; call it
+    inside the caller's transaction."""
+    change.author = actor  # type: ignore[assignment]  # a proposal always has a user
+    change.justification = justification.strip()
+    change.ticket = (ticket or "").strip()
+    change.status = ChangeStatus.DRAFT
+    change.expires_at = _expiry(timezone.now())
+    change.save()
     audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data=audit_data)
     return submit_change(change, actor=actor) if submit else change
 
 
 def propose_change(
     *,
-    actor,
+    actor: Actor,
     action: ChangeAction | str,
     justification: str,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     job: Job | None = None,
     team: Team | None = None,
     environment: Environment | None = None,
@@ -110,70 +86,33 @@ def propose_change(
     propose for that team and environment, ChangeError for workflow rules.
     """
     action = ChangeAction(action)
-    if action == ChangeAction.POLICY:
-        raise ValidationError({"action": ["Use propose_policy_change for approval policies."]})
-    if action in STATE_ACTIONS:
-        raise ValidationError({"action": ["Use propose_pause_change to pause or resume a job."]})
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = ["A justification is required: say why this change is needed."]
-    if action == ChangeAction.CREATE:
-        if job is not None:
-            errors["job"] = ["A create request must not name an existing job."]
-        if team is None:
-            errors["team"] = ["Choose the owning team."]
-        if environment is None:
-            errors["environment"] = ["Choose the environment."]
-        if team is not None and environment is not None and team.tenant_id != environment.tenant_id:
-            errors["environment"] = ["The environment belongs to another tenant than the team."]
-    else:
-        if job is None:
-            errors["job"] = ["Name the job to change."]
-        elif job.status == JobStatus.DELETED:
-            errors["job"] = ["This job is deleted."]
-        else:
-            team, environment = job.team, job.environment
-    try:
-        _check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    if errors:
-        raise ValidationError(errors)
-    assert team is not None and environment is not None
-    if not can_in(actor, Action.PROPOSE, team.tenant_id, team.pk, environment.pk):
-        raise AccessDenied("You need the author role for this team and environment to propose changes.")
-
-    proposed: dict = {}
-    if action != ChangeAction.DELETE:
-        proposed = clean_definition(definition or {}, tenant=team.tenant, team=team, environment=environment, job=job)
-        if job is not None and not diff(job.definition(), proposed):
-            raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
-
+    change = JOB.new_change(
+        actor=actor,
+        action=action,
+        justification=justification,
+        definition=definition,
+        job=job,
+        team=team,
+        environment=environment,
+        apply_after=apply_after,
+        emergency=emergency,
+    )
     with transaction.atomic():
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
             audit_data={"action": action.value, "emergency": bool(emergency)},
-            tenant_id=team.tenant_id,
-            team=team,
-            environment=environment,
-            job=job,
-            action=action,
-            proposed=proposed,
-            base_version=job.version if job else None,
-            base_definition=job.definition() if job else None,
-            emergency=bool(emergency),
-            apply_after=apply_after,
         )
 
 
 def propose_policy_change(
     *,
-    actor,
+    actor: Actor,
     environment: Environment,
-    rule: dict,
+    rule: object,
     justification: str,
     ticket: str = "",
     submit: bool = True,
@@ -183,42 +122,22 @@ def propose_policy_change(
     Only tenant admins propose; approvers of the whole environment review it, and
     at least one approval is always needed, so nobody weakens review alone.
     """
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = ["A justification is required: say why this change is needed."]
-    try:
-        cleaned = policies.clean_rule(environment, rule)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-        cleaned = {}
-    if errors:
-        raise ValidationError(errors)
-    if not can_over(actor, Action.ADMINISTER, environment.tenant_id, None, environment.pk):
-        raise AccessDenied("Only a tenant admin may propose approval policy changes.")
-    base = policies.current_rule(environment, cleaned["criticality"])
-    if base == cleaned:
-        raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
+    change = POLICY.new_change(actor=actor, environment=environment, rule=rule, justification=justification)
     with transaction.atomic():
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
-            audit_data={"action": "policy", "rule": cleaned},
-            tenant_id=environment.tenant_id,
-            team=None,
-            environment=environment,
-            target_kind=TargetKind.POLICY,
-            action=ChangeAction.POLICY,
-            proposed=cleaned,
-            base_definition=base,
+            audit_data={"action": "policy", "rule": change.proposed},
         )
 
 
 def propose_pause_change(
     job: Job,
     *,
-    actor,
+    actor: Actor,
     paused: bool,
     justification: str,
     ticket: str = "",
@@ -233,73 +152,27 @@ def propose_pause_change(
     before any approval, and opens a post-review that an approver must complete; resuming is
     never an emergency.
     """
-    action = ChangeAction.PAUSE if paused else ChangeAction.RESUME
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = [
-            f"A justification is required: say why the job should be {'paused' if paused else 'resumed'}."
-        ]
-    if emergency and not paused:
-        errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
-    if emergency and apply_after is not None:
-        errors["apply_after"] = ["An emergency pause applies at once; it takes no apply time."]
-    try:
-        _check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    if errors:
-        raise ValidationError(errors)
-    verb = "pause" if paused else "resume"
-    if not can(actor, Action.PAUSE if paused else Action.RESUME, job):
-        raise AccessDenied(f"You need the operator role for this job to propose to {verb} it.")
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("team", "environment").get(pk=job.pk)
-        expected = JobStatus.ENABLED if paused else JobStatus.PAUSED
-        if job.status != expected:
-            raise ChangeError(
-                f"The job is {job.get_status_display().lower()}; "
-                + ("only an enabled job can be paused." if paused else "only a paused job can be resumed."),
-                conflict=True,
-                code=f"not_{expected}",
-            )
-        pending = (
-            ChangeRequest.objects.filter(job=job, action__in=STATE_ACTIONS, status__in=OPEN_STATUSES)
-            .values_list("pk", flat=True)
-            .first()
+        change = JOB_STATE.new_change(
+            job,
+            actor=actor,
+            paused=paused,
+            justification=justification,
+            emergency=emergency,
+            apply_after=apply_after,
         )
-        if pending is not None:
-            raise ChangeError(
-                f"CR-{pending} already proposes to pause or resume this job; review or withdraw it first.",
-                conflict=True,
-                code="pending",
-            )
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
-            audit_data={"action": action.value, "emergency": bool(emergency)},
-            tenant_id=job.tenant_id,
-            team=job.team,
-            environment=job.environment,
-            job=job,
-            action=action,
-            # Name and criticality ride along so queues and pages rank and label it like other job changes.
-            proposed={
-                "name": job.name,
-                "criticality": job.criticality,
-                "status": JobStatus.PAUSED if paused else JobStatus.ENABLED,
-            },
-            base_version=job.version,
-            base_definition={"name": job.name, "criticality": job.criticality, "status": job.status},
-            emergency=bool(emergency),
-            apply_after=apply_after,
+            audit_data={"action": change.action, "emergency": bool(emergency)},
         )
 
 
 def _applies_before_review(change: ChangeRequest) -> bool:
-    """An emergency pause stops the job at once; its approvals come after the fact (post-review)."""
-    return change.action == ChangeAction.PAUSE and change.emergency
+    return kind_of(change).applies_before_review(change)
 
 
 def _locked(change: ChangeRequest) -> ChangeRequest:
@@ -311,19 +184,7 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
 
 
 def _rule(change: ChangeRequest) -> policies.Rule:
-    if change.is_config_change:
-        return config_changes.rule(change)
-    if change.action == ChangeAction.POLICY:
-        return policies.rule_for_policy_change(change.environment)
-    if change.action in STATE_ACTIONS:
-        # Reviewed like an update of the job as it is now.
-        return policies.rule_for(change.environment, [change.job.criticality])
-    criticalities = set()
-    if change.action != ChangeAction.DELETE and change.proposed.get("criticality"):
-        criticalities.add(change.proposed["criticality"])
-    if (change.base_definition or {}).get("criticality"):
-        criticalities.add(change.base_definition["criticality"])
-    return policies.rule_for(change.environment, sorted(criticalities))
+    return kind_of(change).rule(change)
 
 
 def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
@@ -364,48 +225,8 @@ def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     return change
 
 
-def _live_state(change: ChangeRequest):
-    if change.action == ChangeAction.POLICY:
-        return policies.current_rule(change.environment, (change.proposed or {}).get("criticality", ""))
-    return Job.objects.get(pk=change.job_id)
-
-
 def _check_not_stale(change: ChangeRequest) -> None:
-    if change.is_config_change:
-        config_changes.check_not_stale(change)
-        return
-    if change.action == ChangeAction.CREATE:
-        return
-    if change.action == ChangeAction.POLICY:
-        if _live_state(change) != change.base_definition:
-            raise ChangeError(
-                "The approval policy changed after this request was made; rebase the request.",
-                conflict=True,
-                code="stale",
-            )
-        return
-    live = _live_state(change)
-    if live.status == JobStatus.DELETED:
-        raise ChangeError(
-            "The job was deleted after this request was made; it can no longer apply.", conflict=True, code="deleted"
-        )
-    if change.action in STATE_ACTIONS:
-        # Only the job's state matters: an update of its definition meanwhile does not stale a pause.
-        if live.status != (change.base_definition or {}).get("status"):
-            raise ChangeError(
-                f"The job is {live.get_status_display().lower()} now; this request to "
-                f"{change.action} it can no longer apply. Withdraw it.",
-                conflict=True,
-                code="state_changed",
-            )
-        return
-    if live.version != change.base_version:
-        raise ChangeError(
-            f"The job changed after this request was made (based on v{change.base_version}, live is v{live.version}); "
-            "rebase the request before it can be reviewed.",
-            conflict=True,
-            code="stale",
-        )
+    kind_of(change).check_not_stale(change)
 
 
 def approve_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
@@ -425,7 +246,6 @@ def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> Qu
     """Submitted requests the user may review (``policies.reviewable``) and has not reviewed at this
     revision. One query whatever the number of grants: the UI queue, its nav badge and the API filter
     share it."""
-    from django.db.models import Exists, OuterRef
 
     reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
     return policies.reviewable(user, queryset).filter(status=ChangeStatus.SUBMITTED).exclude(Exists(reviewed))
@@ -535,7 +355,6 @@ def approval_progress(
 
 def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
     """``approval_progress`` of many requests in a few queries whatever their number (list pages)."""
-    from django.db.models import F
 
     reviews = list(
         Review.objects.filter(
@@ -631,26 +450,24 @@ def edit_change(
             errors["justification"] = ["A justification is required: say why this change is needed."]
         if apply_after is not _UNSET:
             try:
-                _check_apply_after(apply_after)
+                check_apply_after(apply_after)
             except ValidationError as exc:
                 errors.update(exc.message_dict)
         proposed = change.proposed
         if definition is not None:
             if change.action == ChangeAction.DELETE:
                 errors["definition"] = ["A delete request has no definition to edit."]
-            elif change.action in STATE_ACTIONS:
-                errors["definition"] = [f"A {change.action} request has no definition to edit."]
             else:
                 try:
-                    proposed = _clean_proposal(change, definition)
+                    proposed = kind_of(change).clean(change, definition)
                 except ValidationError as exc:
                     errors.update(exc.message_dict)
         if errors:
             raise ValidationError(errors)
         before = change.diff()
         change.proposed = proposed
-        if change.action == ChangeAction.POLICY and definition is not None:
-            change.base_definition = policies.current_rule(change.environment, proposed["criticality"])
+        if definition is not None:
+            kind_of(change).on_edit(change)
         if justification is not None:
             change.justification = justification.strip()
         if ticket is not None:
@@ -673,23 +490,6 @@ def edit_change(
     return change
 
 
-def _clean_proposal(change: ChangeRequest, definition: dict) -> dict:
-    if change.is_config_change:
-        return config_changes.clean_proposal(change, definition)
-    if change.action == ChangeAction.POLICY:
-        cleaned = policies.clean_rule(change.environment, definition)
-        if policies.current_rule(change.environment, cleaned["criticality"]) == cleaned:
-            raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
-        return cleaned
-    job = Job.objects.get(pk=change.job_id) if change.job_id else None
-    cleaned = clean_definition(
-        definition, tenant=change.tenant, team=change.team, environment=change.environment, job=job
-    )
-    if job is not None and not diff(job.definition(), cleaned):
-        raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
-    return cleaned
-
-
 def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     """Move a request onto the live version: the author's changes are replayed on top of the
     live definition (fields the author did not touch take the live values), approvals reset."""
@@ -698,58 +498,7 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
         _require_author_and_open(change, actor, "rebas")
         if change.action == ChangeAction.CREATE:
             raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
-        if change.action in STATE_ACTIONS:
-            raise ChangeError(
-                f"A {change.action} request does not depend on the job's version; there is nothing to rebase.",
-                conflict=True,
-                code="no_base",
-            )
-        conflicts: list[str] = []
-        if change.is_config_change:
-            conflicts = config_changes.rebase(change)
-        elif change.action == ChangeAction.POLICY:
-            live_rule = _live_state(change)
-            if live_rule == change.base_definition:
-                raise ChangeError("This request is already based on the live policy.", conflict=True, code="current")
-            change.base_definition = live_rule
-        else:
-            live = Job.objects.select_for_update().get(pk=change.job_id)
-            if live.status == JobStatus.DELETED:
-                raise ChangeError(
-                    "The job was deleted; a request for it cannot be rebased. Withdraw it.",
-                    conflict=True,
-                    code="deleted",
-                )
-            if live.version == change.base_version:
-                raise ChangeError(
-                    f"This request is already based on the live version v{live.version}.",
-                    conflict=True,
-                    code="current",
-                )
-            old_base = change.base_definition or {}
-            live_definition = live.definition()
-            if change.action != ChangeAction.DELETE:
-                merged = dict(live_definition)
-                for field in DEFINITION_FIELDS:
-                    if change.proposed.get(field) != old_base.get(field):
-                        if live_definition.get(field) != old_base.get(field) and live_definition.get(
-                            field
-                        ) != change.proposed.get(field):
-                            conflicts.append(field)
-                        merged[field] = change.proposed.get(field)
-                proposed = clean_definition(
-                    merged, tenant=change.tenant, team=change.team, environment=change.environment, job=live
-                )
-                if not diff(live_definition, proposed):
-                    raise ChangeError(
-                        "After rebasing nothing is left to change: the live job already has this definition. "
-                        "Withdraw the request.",
-                        conflict=True,
-                        code="empty",
-                    )
-                change.proposed = proposed
-            change.base_version = live.version
-            change.base_definition = live_definition
+        conflicts = kind_of(change).rebase(change)
         reset = _new_revision(change)
         change._change_reason = f"rebased to revision {change.revision}"
         change.save()
@@ -986,26 +735,7 @@ def _apply(change: ChangeRequest, *, actor) -> None:
         with transaction.atomic():
             _check_not_stale(change)
             freeze = freeze_for(change)
-            if change.is_config_change:
-                config_changes.apply(change, actor=actor, reason=reason)
-                version = None
-            elif change.action == ChangeAction.POLICY:
-                _apply_policy(change, actor=actor, reason=reason)
-                version = None
-            elif change.action in STATE_ACTIONS:
-                # The approved request is the authorisation; history and audit name it.
-                job_services.set_paused(
-                    change.job,
-                    actor=actor,
-                    paused=change.action == ChangeAction.PAUSE,
-                    reason=change.justification,
-                    change_request_id=change.pk,
-                )
-                version = None
-            else:
-                job = _apply_job(change, actor=actor, reason=reason)
-                change.job = job
-                version = job.version
+            version = kind_of(change).apply(change, actor=actor, reason=reason)
             change.status = ChangeStatus.APPLIED
             change.applied_at = timezone.now()
             change.applied_version = version
@@ -1038,57 +768,6 @@ def _apply(change: ChangeRequest, *, actor) -> None:
         change.failure_reason = reason
         change.save()
         audit.record(AuditAction.CHANGE_FAILED, actor=actor, obj=change, data={"reason": reason})
-
-
-def _apply_job(change: ChangeRequest, *, actor, reason: str) -> Job:
-    if change.action == ChangeAction.DELETE:
-        return job_services.delete_job(actor=actor, job=change.job, change_request_id=change.pk, change_reason=reason)
-    # Validate again against the live state: names may have been taken meanwhile.
-    definition = clean_definition(
-        change.proposed,
-        tenant=change.tenant,
-        team=change.team,
-        environment=change.environment,
-        job=change.job,
-    )
-    return job_services.apply_definition(
-        actor=actor,
-        team=change.team,
-        environment=change.environment,
-        definition=definition,
-        job=change.job,
-        change_request_id=change.pk,
-        change_reason=reason,
-    )
-
-
-def _apply_policy(change: ChangeRequest, *, actor, reason: str) -> None:
-    rule = policies.clean_policy(change.proposed)
-    history_user = actor if getattr(actor, "is_authenticated", False) else None
-    policy = ApprovalPolicy.objects.filter(environment=change.environment, criticality=rule["criticality"]).first()
-    if policy is None:
-        policy = ApprovalPolicy(tenant_id=change.tenant_id, environment=change.environment, **rule)
-    else:
-        policy.required_approvals = rule["required_approvals"]
-        policy.separation_of_duties = rule["separation_of_duties"]
-    policy.change_request_id = change.pk
-    policy._change_reason = reason
-    policy._history_user = history_user
-    policy.save()
-    if rule["criticality"] == "":
-        # The default rule is the environment's own setting: keep `governed` truthful.
-        environment = Environment.objects.select_for_update().get(pk=change.environment_id)
-        environment.required_approvals = rule["required_approvals"]
-        environment._change_reason = reason
-        environment._history_user = history_user
-        environment.save()
-        change.environment = environment
-    audit.record(
-        AuditAction.POLICY_CHANGED,
-        actor=actor,
-        obj=policy,
-        data={"change_request": change.pk, "before": change.base_definition, "after": rule},
-    )
 
 
 def _describe(exc: Exception) -> str:
