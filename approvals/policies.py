@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as User
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
@@ -30,8 +31,8 @@ from jobs.models import Criticality
 
 from .models import CONFIG_KINDS, ApprovalPolicy, ChangeRequest, TargetKind
 
-# Whoever acts: a user (a person or a service account), anonymous, or None for the system.
-User: TypeAlias = AbstractBaseUser | AnonymousUser
+# Whoever asks: a user (a person or a service account; ``User``) or an anonymous visitor.
+AnyUser: TypeAlias = User | AnonymousUser
 
 MAX_REQUIRED_APPROVALS = 10
 
@@ -113,12 +114,12 @@ def _as_dict(rule: Rule) -> dict[str, Any]:
     return {"required_approvals": rule.required_approvals, "separation_of_duties": rule.separation_of_duties}
 
 
-def team_ids_of(user: User, tenant_id: int) -> set[int]:
+def team_ids_of(user: AnyUser, tenant_id: int) -> set[int]:
     """Teams the user belongs to in a tenant (any role grant narrowed to the team)."""
     return {g.team_id for g in grants_for(user) if g.tenant_id == tenant_id and g.team_id is not None}
 
 
-def is_independent(user: User, *, tenant_id: int, owning_team_id: int | None) -> bool:
+def is_independent(user: AnyUser, *, tenant_id: int, owning_team_id: int | None) -> bool:
     teams = team_ids_of(user, tenant_id)
     return bool(teams) and owning_team_id not in teams
 
@@ -142,7 +143,7 @@ WHOLE_SCOPE_KINDS: dict[str, str] = {
 }
 
 
-def review_refusal(user: User, change: ChangeRequest, *, author_identity: bool = True) -> str | None:
+def review_refusal(user: AnyUser, change: ChangeRequest, *, author_identity: bool = True) -> str | None:
     """Why ``user`` may not review this request under today's grants (None when they may).
     ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
     if author_identity and same_identity(user, change.author_id):
@@ -160,7 +161,7 @@ def review_refusal(user: User, change: ChangeRequest, *, author_identity: bool =
     return None
 
 
-def reviewable(user: User, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
+def reviewable(user: AnyUser, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
     """The requests (of ``queryset``, default all) that ``user`` may review, whatever their status:
     ``review_refusal`` as one query, whatever the number of grants."""
     base = ChangeRequest.objects.all() if queryset is None else queryset
@@ -262,7 +263,7 @@ def rule_for_config(tenant_id: int, environment: Environment | None) -> Rule:
     return Rule(required, False)
 
 
-def may_propose_config(user: User, *, tenant_id: int, environment_id: int | None) -> bool:
+def may_propose_config(user: AnyUser, *, tenant_id: int, environment_id: int | None) -> bool:
     """Tenant admins propose every window, calendar and pool change; authors not narrowed to a team
     propose windows and pools of an environment they author in. Tenant-wide objects are admins' only."""
     if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):

@@ -24,8 +24,8 @@ from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
 from jobs import services as job_services
-from jobs.definitions import DEFINITION_FIELDS, diff
-from jobs.models import Job, JobStatus
+from jobs.definitions import diff
+from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
 from . import policies
 from .kinds import JOB, JOB_STATE, POLICY, kind_of
@@ -40,6 +40,7 @@ from .models import (
     Review,
     ReviewDecision,
 )
+from .policies import User
 
 __all__ = ["ChangeError"]  # re-exported: callers catch services.ChangeError
 
@@ -51,12 +52,12 @@ def _expiry(now: datetime) -> datetime:
 
 
 def _open_change(
-    change: ChangeRequest, *, actor: Actor, justification: str, ticket: str, submit: bool, audit_data: dict[str, Any]
+    change: ChangeRequest, *, actor: User, justification: str, ticket: str, submit: bool, audit_data: dict[str, Any]
 ) -> ChangeRequest:
     """Save a validated proposal (built unsaved by its kind) as a draft (author, trimmed justification
     and ticket, expiry), record it, and submit it when asked. Every kind of proposal ends here; call it
     inside the caller's transaction."""
-    change.author = actor  # type: ignore[assignment]  # a proposal always has a user
+    change.author = actor
     change.justification = justification.strip()
     change.ticket = (ticket or "").strip()
     change.status = ChangeStatus.DRAFT
@@ -68,7 +69,7 @@ def _open_change(
 
 def propose_change(
     *,
-    actor: Actor,
+    actor: User,
     action: ChangeAction | str,
     justification: str,
     definition: Definition | None = None,
@@ -110,7 +111,7 @@ def propose_change(
 
 def propose_policy_change(
     *,
-    actor: Actor,
+    actor: User,
     environment: Environment,
     rule: object,
     justification: str,
@@ -137,7 +138,7 @@ def propose_policy_change(
 def propose_pause_change(
     job: Job,
     *,
-    actor: Actor,
+    actor: User,
     paused: bool,
     justification: str,
     ticket: str = "",
@@ -187,7 +188,7 @@ def _rule(change: ChangeRequest) -> policies.Rule:
     return kind_of(change).rule(change)
 
 
-def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
+def submit_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
         if change.author_id != actor.pk:
@@ -229,20 +230,24 @@ def _check_not_stale(change: ChangeRequest) -> None:
     kind_of(change).check_not_stale(change)
 
 
-def approve_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+def approve_change(
+    change: ChangeRequest, *, actor: User, comment: str = "", revision: int | None = None
+) -> ChangeRequest:
     """Approve ``revision``, the one the reviewer read (the API and the UI always name it); a request
     edited since answers 409 and records nothing. ``None`` (internal callers: seed, tests) means the
     current revision."""
     return _review(change, actor=actor, decision=ReviewDecision.APPROVE, comment=comment, revision=revision)
 
 
-def reject_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+def reject_change(
+    change: ChangeRequest, *, actor: User, comment: str = "", revision: int | None = None
+) -> ChangeRequest:
     """Reject ``revision``: a rejection is final and recorded against a revision, so it too must be
     the one the reviewer read (a fixed revision is not rejected for the faults of an earlier one)."""
     return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment, revision=revision)
 
 
-def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
+def awaiting_review(user: User, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
     """Submitted requests the user may review (``policies.reviewable``) and has not reviewed at this
     revision. One query whatever the number of grants: the UI queue, its nav badge and the API filter
     share it."""
@@ -252,7 +257,7 @@ def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> Qu
 
 
 def _review(
-    change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str, revision: int | None = None
+    change: ChangeRequest, *, actor: User, decision: ReviewDecision, comment: str, revision: int | None = None
 ) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
@@ -313,7 +318,7 @@ def _review(
 
 def approval_progress(
     change: ChangeRequest, reviews: list[Review] | None = None, keys: dict[int, frozenset[int]] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Approvals of the current revision that still count, against the policy snapshot taken at
     submit. An approval counts only while its reviewer may still review the request under today's
     grants (``review_refusal``); one identity (a person and the service accounts they control)
@@ -353,7 +358,7 @@ def approval_progress(
     }
 
 
-def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
+def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict[str, Any]]:
     """``approval_progress`` of many requests in a few queries whatever their number (list pages)."""
 
     reviews = list(
@@ -363,7 +368,7 @@ def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
             revision=F("change_request__revision"),
         ).select_related("reviewer")
     )
-    users = {}
+    users: dict[int, Any] = {}
     for review in reviews:
         # One object per reviewer, so its grants load once for the whole page.
         review.reviewer = users.setdefault(review.reviewer_id, review.reviewer)
@@ -380,11 +385,11 @@ def with_valid_approvals(changes: list[ChangeRequest]) -> list[ChangeRequest]:
     of rows in a few queries whatever their number."""
     progress = approval_progress_for(changes)
     for change in changes:
-        change.approvals = progress[change.pk]["approvals"]
+        change.approvals = progress[change.pk]["approvals"]  # type: ignore[attr-defined]
     return changes
 
 
-def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
+def comment_on_change(change: ChangeRequest, *, actor: User, body: str) -> Comment:
     """Authors and anyone who may review add remarks; comments never count as approvals."""
     body = (body or "").strip()
     if not body:
@@ -400,7 +405,7 @@ def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
     return comment
 
 
-def _require_author_and_open(change: ChangeRequest, actor, verb: str) -> None:
+def _require_author_and_open(change: ChangeRequest, actor: User, verb: str) -> None:
     if change.author_id != actor.pk:
         raise AccessDenied(f"Only the author can {verb} this change request.")
     if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
@@ -425,12 +430,12 @@ def _new_revision(change: ChangeRequest) -> int:
 def edit_change(
     change: ChangeRequest,
     *,
-    actor,
+    actor: User,
     based_on_revision: int,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     justification: str | None = None,
     ticket: str | None = None,
-    apply_after=_UNSET,
+    apply_after: datetime | None = _UNSET,
 ) -> ChangeRequest:
     """Edit a draft or submitted request. ``based_on_revision`` is the revision the editor saw:
     an edit made on an older revision is refused (optimistic concurrency). Every edit bumps the
@@ -490,7 +495,7 @@ def edit_change(
     return change
 
 
-def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
+def rebase_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
     """Move a request onto the live version: the author's changes are replayed on top of the
     live definition (fields the author did not touch take the live values), approvals reset."""
     with transaction.atomic():
@@ -516,7 +521,7 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     return change
 
 
-def withdraw_change(change: ChangeRequest, *, actor, reason: str = "") -> ChangeRequest:
+def withdraw_change(change: ChangeRequest, *, actor: User, reason: str = "") -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
         if change.author_id != actor.pk:
@@ -551,7 +556,8 @@ def expire_changes(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             change = _locked(ChangeRequest(pk=pk))
             # Re-checked under the lock: an approval may have landed meanwhile.
-            if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED) or change.expires_at > now:
+            expires_at = change.expires_at
+            if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED) or not expires_at or expires_at > now:
                 continue
             change.status = ChangeStatus.EXPIRED
             change.decided_at = now
@@ -561,7 +567,7 @@ def expire_changes(*, now: datetime | None = None) -> int:
                 AuditAction.CHANGE_EXPIRED,
                 actor=None,
                 obj=change,
-                data={"expires_at": change.expires_at.isoformat()},
+                data={"expires_at": expires_at.isoformat()},
             )
             expired += 1
     return expired
@@ -582,7 +588,7 @@ def active_freeze(environment: Environment, at: datetime | None = None) -> Freez
 
 def create_freeze_window(
     *,
-    actor,
+    actor: User,
     tenant: Tenant,
     starts_at: datetime,
     ends_at: datetime,
@@ -626,7 +632,7 @@ def create_freeze_window(
 
 
 def freeze_for(change: ChangeRequest, at: datetime | None = None) -> FreezeWindow | None:
-    if change.environment_id is not None:
+    if change.environment is not None:
         return active_freeze(change.environment, at)
     # A tenant-wide object touches every environment: a freeze of any of them holds it.
     at = at or timezone.now()
@@ -648,7 +654,7 @@ def hold_reason(change: ChangeRequest, now: datetime | None = None) -> str:
     return ""
 
 
-def _apply_or_hold(change: ChangeRequest, *, actor) -> None:
+def _apply_or_hold(change: ChangeRequest, *, actor: Actor) -> None:
     reason = hold_reason(change)
     if reason:
         audit.record(AuditAction.CHANGE_HELD, actor=actor, obj=change, data={"reason": reason})
@@ -694,7 +700,7 @@ def _apply_reason(change: ChangeRequest) -> str:
     return reason[:100]
 
 
-def _approvals_lapsed(change: ChangeRequest, *, actor) -> bool:
+def _approvals_lapsed(change: ChangeRequest, *, actor: Actor) -> bool:
     """Has an approved request fallen below its required approvals (an approver lost the role or
     was narrowed past it)? Then it returns to submitted, waiting for more, and the hold is audited."""
     if change.status != ChangeStatus.APPROVED or _applies_before_review(change):
@@ -723,7 +729,7 @@ def _approvals_lapsed(change: ChangeRequest, *, actor) -> bool:
     return True
 
 
-def _apply(change: ChangeRequest, *, actor) -> None:
+def _apply(change: ChangeRequest, *, actor: Actor) -> None:
     """Make the change live in one savepoint; on failure nothing of it is applied and the request
     is marked failed with the reason. The approvals are counted again first, under today's grants:
     a request whose approvers lost their role meanwhile goes back to waiting for approvals."""
@@ -781,13 +787,13 @@ def _describe(exc: Exception) -> str:
 # Post-reviews of emergency changes
 
 
-def open_post_reviews(user) -> QuerySet[PostReview]:
+def open_post_reviews(user: User) -> QuerySet[PostReview]:
     return PostReview.objects.filter(
         reviewed_at__isnull=True, change_request__in=policies.reviewable(user).values("pk")
     ).select_related("change_request")
 
 
-def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
+def complete_post_review(item: PostReview, *, actor: User, notes: str) -> PostReview:
     """An approver (never the change's author) reviews an emergency change after the fact."""
     if not (notes or "").strip():
         raise ValidationError({"notes": ["Record what the review found."]})
@@ -811,16 +817,16 @@ def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
 # Rollback and promotion: both end in an ordinary change request, reviewed like any other.
 
 
-def _historical_definition(record) -> dict:
-    definition = {}
+def _historical_definition(record: Any) -> Definition:
+    definition: Definition = {}
     for field in DEFINITION_FIELDS:
-        value = getattr(record, field, None)
+        value: Any = getattr(record, field, None)
         definition[field] = value.isoformat() if hasattr(value, "isoformat") else value
     return definition
 
 
 def propose_rollback(
-    job: Job, *, actor, version: int, justification: str, ticket: str = "", submit: bool = True
+    job: Job, *, actor: User, version: int, justification: str, ticket: str = "", submit: bool = True
 ) -> ChangeRequest:
     """Propose an earlier version of a job again: a change request whose diff is against live."""
     if isinstance(version, bool) or not isinstance(version, int):
@@ -856,10 +862,10 @@ def next_environment(environment: Environment) -> Environment | None:
 def propose_promotion(
     job: Job,
     *,
-    actor,
+    actor: User,
     justification: str,
     target: Environment | None = None,
-    parameter_values: dict | None = None,
+    parameter_values: dict[str, Any] | None = None,
     ticket: str = "",
     submit: bool = True,
 ) -> ChangeRequest:

@@ -10,15 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from ..models import ChangeRequest
-from ..policies import Rule
+from ..policies import Rule, User
 
 # Whoever acts: a user (a person or a service account), or None for the system (sweeps).
-Actor: TypeAlias = AbstractBaseUser | AnonymousUser | None
+Actor: TypeAlias = User | None
 Definition: TypeAlias = dict[str, Any]
 
 

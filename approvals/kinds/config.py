@@ -3,6 +3,8 @@ on top of the per-kind specification in ``approvals.config_changes``."""
 
 from __future__ import annotations
 
+from django.contrib.auth.models import AnonymousUser
+
 from .. import config_changes, policies
 from ..models import ChangeRequest
 from .base import Actor, Definition, FlatDiff
@@ -20,7 +22,7 @@ class ConfigKind(FlatDiff):
     def proposal_refusal(self, user: Actor, change: ChangeRequest) -> str | None:
         environment = change.environment
         if policies.may_propose_config(
-            user,  # type: ignore[arg-type]  # None (the system) is refused inside
+            user or AnonymousUser(),
             tenant_id=change.tenant_id,
             environment_id=environment.pk if environment is not None else None,
         ):

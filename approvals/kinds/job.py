@@ -11,8 +11,8 @@ from governance.access import Action, can, can_in
 from governance.models import Environment, Team
 from governance.services import AccessDenied
 from jobs import services as job_services
-from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
-from jobs.models import Job, JobStatus
+from jobs.definitions import clean_definition, diff
+from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
 from .. import policies
 from ..models import OPEN_STATUSES, STATE_ACTIONS, ChangeAction, ChangeRequest
@@ -22,6 +22,13 @@ from .base import Actor, ChangeError, Definition, FlatDiff, check_apply_after, r
 def _job(change: ChangeRequest) -> Job:
     assert change.job is not None
     return change.job
+
+
+def _live_job(change: ChangeRequest, *, lock: bool = False) -> Job:
+    """The job as it is now (re-read: the request's own copy may be older)."""
+    assert change.job_id is not None
+    jobs = Job.objects.select_for_update() if lock else Job.objects.all()
+    return jobs.get(pk=change.job_id)
 
 
 def _place(change: ChangeRequest) -> tuple[Team, Environment]:
@@ -115,7 +122,7 @@ class JobDefinitionKind:
         return policies.rule_for(change.environment, sorted(criticalities))
 
     def clean(self, change: ChangeRequest, definition: Definition) -> Definition:
-        job = Job.objects.get(pk=change.job_id) if change.job_id else None
+        job = _live_job(change) if change.job_id else None
         team, environment = _place(change)
         cleaned = clean_definition(definition, tenant=change.tenant, team=team, environment=environment, job=job)
         if job is not None and not diff(job.definition(), cleaned):
@@ -128,13 +135,13 @@ class JobDefinitionKind:
     def live_version(self, change: ChangeRequest) -> Definition | None:
         if change.job_id is None:
             return None
-        job = Job.objects.get(pk=change.job_id)
+        job = _live_job(change)
         return None if job.status == JobStatus.DELETED else job.definition()
 
     def check_not_stale(self, change: ChangeRequest) -> None:
         if change.action == ChangeAction.CREATE:
             return
-        live = Job.objects.get(pk=change.job_id)
+        live = _live_job(change)
         if live.status == JobStatus.DELETED:
             raise ChangeError(
                 "The job was deleted after this request was made; it can no longer apply.",
@@ -153,7 +160,7 @@ class JobDefinitionKind:
         return diff(change.base_definition, {} if change.action == ChangeAction.DELETE else change.proposed)
 
     def rebase(self, change: ChangeRequest) -> list[str]:
-        live = Job.objects.select_for_update().get(pk=change.job_id)
+        live = _live_job(change, lock=True)
         if live.status == JobStatus.DELETED:
             raise ChangeError(
                 "The job was deleted; a request for it cannot be rebased. Withdraw it.",
@@ -310,11 +317,11 @@ class JobStateKind(FlatDiff):
         raise ValidationError({"definition": [f"A {change.action} request has no definition to edit."]})
 
     def live_version(self, change: ChangeRequest) -> Definition | None:
-        job = Job.objects.get(pk=change.job_id)
+        job = _live_job(change)
         return None if job.status == JobStatus.DELETED else _state(job)
 
     def check_not_stale(self, change: ChangeRequest) -> None:
-        live = Job.objects.get(pk=change.job_id)
+        live = _live_job(change)
         if live.status == JobStatus.DELETED:
             raise ChangeError(
                 "The job was deleted after this request was made; it can no longer apply.",
