@@ -13,6 +13,8 @@ from typing import Any, Protocol, TypeAlias
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from governance.errors import ServiceError
+
 from ..models import ChangeRequest
 from ..policies import Rule, User
 
@@ -21,7 +23,7 @@ Actor: TypeAlias = User | None
 Definition: TypeAlias = dict[str, Any]
 
 
-class ChangeError(Exception):
+class ChangeError(ServiceError):
     """A change-control rule refused the operation; nothing was changed.
 
     ``conflict`` marks state conflicts (HTTP 409); ``code`` names the rule for callers and tests.
