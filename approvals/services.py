@@ -5,6 +5,11 @@ background tasks) goes through these functions. Each runs in one transaction
 that also writes the audit events; the request row is locked first
 (``select_for_update``; IMMEDIATE transactions on SQLite), so concurrent
 reviews of one request are serialised and end in exactly one terminal state.
+
+This module is the state machine only. What differs per kind of change (job, job state, policy,
+window, calendar, pool: validation, rule, live version, staleness, rebase, apply, who proposes) is
+asked of the request's kind (``approvals.kinds.kind_of``); who may review is
+``approvals.policies.review_refusal`` / ``reviewable``.
 """
 
 from __future__ import annotations
