@@ -25,7 +25,6 @@ from governance.services import AccessDenied
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 
-from . import policies
 from .models import ChangeAction, ChangeRequest, TargetKind
 
 
@@ -193,6 +192,8 @@ def propose_config_change(
     ChangeError for workflow rules. Nothing is saved unless the proposal is valid.
     """
     from . import services
+    from .kinds import kind_of as change_kind_of
+    from .kinds.base import check_apply_after
 
     spec = kind_of(kind)
     try:
@@ -224,20 +225,25 @@ def propose_config_change(
             raise ValidationError({"target": [f"Not a {spec.label}."]})
         tenant, environment = target.tenant, _environment_of(target)
     try:
-        services._check_apply_after(apply_after)
+        check_apply_after(apply_after)
     except ValidationError as exc:
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
     assert tenant is not None
-    environment_id = environment.pk if environment is not None else None
-    if not policies.may_propose_config(actor, tenant_id=tenant.pk, environment_id=environment_id):
-        if environment is None:
-            raise AccessDenied(f"Only a tenant admin may propose changes to a tenant-wide {spec.label}.")
-        raise AccessDenied(
-            f"You need the tenant admin role, or the author role for the whole {environment.slug} environment, "
-            f"to propose {spec.label} changes."
-        )
+    change = ChangeRequest(
+        tenant=tenant,
+        team=None,
+        environment=environment,
+        target_kind=spec.kind,
+        target_id=target.pk if target is not None else None,
+        action=action,
+        emergency=bool(emergency),
+        apply_after=apply_after,
+    )
+    refusal = change_kind_of(change).proposal_refusal(actor, change)
+    if refusal:
+        raise AccessDenied(refusal)
 
     base = spec.definition(target) if target is not None else None
     proposed: dict = {}
@@ -248,23 +254,16 @@ def propose_config_change(
         if base is not None and base == proposed:
             raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
 
+    change.proposed = proposed
+    change.base_definition = base
     with transaction.atomic():
         return services._open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
             audit_data={"action": action.value, "kind": spec.kind.value, "target": target.pk if target else None},
-            tenant=tenant,
-            team=None,
-            environment=environment,
-            target_kind=spec.kind,
-            target_id=target.pk if target is not None else None,
-            action=action,
-            proposed=proposed,
-            base_definition=base,
-            emergency=bool(emergency),
-            apply_after=apply_after,
         )
 
 
@@ -284,17 +283,9 @@ def _check_deletable(spec: Kind, target) -> None:
             )
 
 
-def rule(change: ChangeRequest) -> policies.Rule:
-    return policies.rule_for_config(change.tenant_id, change.environment)
-
-
-def may_review(user, change: ChangeRequest) -> bool:
-    return policies.may_review_config(user, tenant_id=change.tenant_id, environment_id=change.environment_id)
-
-
 def check_not_stale(change: ChangeRequest) -> None:
     """Refuse (409) a request whose object was changed or deleted after it was made."""
-    from .services import ChangeError
+    from .kinds.base import ChangeError
 
     if change.action == ChangeAction.CREATE:
         return
@@ -332,7 +323,7 @@ def clean_proposal(change: ChangeRequest, definition: dict) -> dict:
 def rebase(change: ChangeRequest) -> list[str]:
     """Move the request onto the live object (fields the author did not touch take the live values);
     returns the fields both the author and the live object changed (the author's value wins)."""
-    from .services import ChangeError
+    from .kinds.base import ChangeError
 
     spec = kind_of(change)
     if change.action == ChangeAction.CREATE:

@@ -12,14 +12,13 @@ from django.shortcuts import redirect, render
 
 from governance.access import Action, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment, Tenant
-from governance.services import AccessDenied
+from governance.ui_errors import UI_ERRORS, form_error
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 from jobs.pools import busy_counts
 
 from . import config_changes, policies
 from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
-from .services import ChangeError
 from .views import announce
 
 FORMS = {
@@ -164,11 +163,8 @@ def config_propose(request, kind: str, pk: int | None = None, delete: bool = Fal
                     emergency=form.cleaned_data.get("emergency", False),
                     apply_after=form.cleaned_data.get("apply_after"),
                 )
-            except ValidationError as exc:
-                form.add_service_errors(exc)
-            except (AccessDenied, ChangeError) as exc:
-                form.add_error(None, str(exc))
-                status = 403 if isinstance(exc, AccessDenied) else 409
+            except (ValidationError, *UI_ERRORS) as exc:
+                status = form_error(form, exc)
             else:
                 announce(request, change)
                 return redirect("change_detail", pk=change.pk)

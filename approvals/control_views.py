@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from governance.access import Action, can, can_in, get_object_or_404_for, record_denied, restrict
 from governance.models import Environment
-from governance.services import AccessDenied
+from governance.ui_errors import form_error, service_errors
 from jobs.definitions import diff
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 
@@ -83,6 +83,7 @@ def policy_list(request):
 
 
 @login_required
+@service_errors()
 def policy_propose(request):
     user = request.user
     if not PolicyChangeForm(user=user).fields["environment"].queryset.exists():
@@ -100,8 +101,6 @@ def policy_propose(request):
                 )
             except ValidationError as exc:
                 add_service_errors(form, exc)
-            except AccessDenied as exc:
-                raise PermissionDenied(str(exc)) from None
             else:
                 _announce(request, change)
                 return redirect("change_detail", pk=change.pk)
@@ -126,6 +125,7 @@ def policy_propose(request):
 
 
 @login_required
+@service_errors()
 def freeze_list(request):
     user = request.user
     form = FreezeForm(request.POST or None, user=user)
@@ -146,8 +146,6 @@ def freeze_list(request):
                 )
             except ValidationError as exc:
                 add_service_errors(form, exc)
-            except AccessDenied as exc:
-                raise PermissionDenied(str(exc)) from None
             else:
                 messages.success(request, f"Freeze declared: {freeze}.")
                 return redirect("freeze_list")
@@ -200,6 +198,7 @@ def post_review_list(request):
 
 
 @login_required
+@service_errors()
 def job_rollback(request, pk: int, version: int):
     """Confirm "propose this version again": the version's diff against live, then a justification."""
     job = _job_for_change(request, pk)
@@ -216,12 +215,8 @@ def job_rollback(request, pk: int, version: int):
                     justification=form.cleaned_data["justification"],
                     ticket=form.cleaned_data["ticket"],
                 )
-            except ValidationError as exc:
-                add_service_errors(form, exc)
-            except ChangeError as exc:
-                form.add_error(None, exc.message)
-            except AccessDenied as exc:
-                raise PermissionDenied(str(exc)) from None
+            except (ValidationError, ChangeError) as exc:
+                form_error(form, exc)
             else:
                 _announce(request, change)
                 return redirect("change_detail", pk=change.pk)
@@ -249,6 +244,7 @@ def _promotion_values(job: Job, target: Environment) -> dict:
 
 
 @login_required
+@service_errors()
 def job_promote(request, pk: int):
     job = get_object_or_404_for(
         request.user, Action.VIEW, Job.objects.select_related("tenant", "team", "environment"), pk=pk
@@ -279,9 +275,7 @@ def job_promote(request, pk: int):
             except ValidationError as exc:
                 form.add_promotion_errors(exc, target.slug)
             except ChangeError as exc:
-                form.add_error(None, exc.message)
-            except AccessDenied as exc:
-                raise PermissionDenied(str(exc)) from None
+                form_error(form, exc)
             else:
                 _announce(request, change)
                 return redirect("change_detail", pk=change.pk)
@@ -325,6 +319,7 @@ def overdue_list(request):
 
 @login_required
 @require_POST
+@service_errors()
 def job_recertify(request, pk: int):
     job = get_object_or_404_for(request.user, Action.PROPOSE, Job.objects.select_related("team", "environment"), pk=pk)
     form = RecertifyForm(request.POST)
@@ -332,12 +327,9 @@ def job_recertify(request, pk: int):
         try:
             job = lifecycle.recertify_job(job, actor=request.user, note=form.cleaned_data["note"])
         except ValidationError as exc:
-            add_service_errors(form, exc)
+            form_error(form, exc)
         except ChangeError as exc:
-            form.add_error(None, exc.message)
-            return _overdue_page(request, error_job=job.pk, form=form, status=409)
-        except AccessDenied as exc:
-            raise PermissionDenied(str(exc)) from None
+            return _overdue_page(request, error_job=job.pk, form=form, status=form_error(form, exc))
         else:
             messages.success(request, f"{job.name} recertified; next review due {job.review_due_on.isoformat()}.")
             return redirect("overdue_list")

@@ -197,18 +197,9 @@ class ChangeRequest(models.Model):
 
     def diff(self) -> list[dict]:
         """[{field, before, after}] between the base it was made against and the proposal."""
-        if self.action == ChangeAction.POLICY or self.action in STATE_ACTIONS or self.is_config_change:
-            before = {} if self.action == ChangeAction.CREATE else (self.base_definition or {})
-            after = {} if self.action == ChangeAction.DELETE else (self.proposed or {})
-            fields = self.field_order(before, after)
-            return [
-                {"field": f, "before": before.get(f), "after": after.get(f)}
-                for f in fields
-                if before.get(f) != after.get(f)
-            ]
-        from jobs.definitions import diff
+        from .kinds import kind_of
 
-        return diff(self.base_definition, {} if self.action == ChangeAction.DELETE else self.proposed)
+        return kind_of(self).diff(self)
 
 
 class ApprovalPolicy(models.Model):

@@ -18,14 +18,21 @@ of the tenant and not to the team that owns the job.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as User
 from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
 
-from governance.access import Action, can_over, grants_for
-from governance.models import Environment
+from governance.access import Action, can, can_over, grants_for, over_q, restrict, same_identity, same_identity_q
+from governance.models import Environment, Role
 from jobs.models import Criticality
 
-from .models import ApprovalPolicy
+from .models import CONFIG_KINDS, ApprovalPolicy, ChangeRequest, TargetKind
+
+# Whoever asks: a user (a person or a service account; ``User``) or an anonymous visitor.
+AnyUser: TypeAlias = User | AnonymousUser
 
 MAX_REQUIRED_APPROVALS = 10
 
@@ -76,13 +83,13 @@ def rule_for_policy_change(environment: Environment, policies: list[ApprovalPoli
     return Rule(max(1, strictest), False)
 
 
-def effective_rules(environments: list[Environment]) -> dict[int, dict]:
+def effective_rules(environments: list[Environment]) -> dict[int, dict[str, Any]]:
     """Per environment: the rule each criticality gets (explicit row or inherited default) and
     the rule for changing the policy itself, from one query for all environments."""
     by_env: dict[int, list[ApprovalPolicy]] = {env.pk: [] for env in environments}
     for policy in ApprovalPolicy.objects.filter(environment__in=[env.pk for env in environments]):
         by_env[policy.environment_id].append(policy)
-    result = {}
+    result: dict[int, dict[str, Any]] = {}
     for env in environments:
         policies = by_env[env.pk]
         by_criticality = {p.criticality: p for p in policies}
@@ -103,26 +110,72 @@ def effective_rules(environments: list[Environment]) -> dict[int, dict]:
     return result
 
 
-def _as_dict(rule: Rule) -> dict:
+def _as_dict(rule: Rule) -> dict[str, Any]:
     return {"required_approvals": rule.required_approvals, "separation_of_duties": rule.separation_of_duties}
 
 
-def team_ids_of(user, tenant_id: int) -> set[int]:
+def team_ids_of(user: AnyUser, tenant_id: int) -> set[int]:
     """Teams the user belongs to in a tenant (any role grant narrowed to the team)."""
     return {g.team_id for g in grants_for(user) if g.tenant_id == tenant_id and g.team_id is not None}
 
 
-def is_independent(user, *, tenant_id: int, owning_team_id: int | None) -> bool:
+def is_independent(user: AnyUser, *, tenant_id: int, owning_team_id: int | None) -> bool:
     teams = team_ids_of(user, tenant_id)
     return bool(teams) and owning_team_id not in teams
 
 
-def may_review_policy(user, *, tenant_id: int, environment_id: int) -> bool:
-    """Policy changes are reviewed by approvers of the whole environment, not of one team."""
-    return can_over(user, Action.REVIEW, tenant_id, None, environment_id)
+# --- Who may review -----------------------------------------------------------------------------
+# The one rule, in two forms that answer alike: ``review_refusal`` for one request (the API, the UI,
+# its buttons, the approval count, post-reviews and comments), ``reviewable`` as a queryset (the
+# review queue, its nav badge, the API filter, open post-reviews). Both rest on governance.access:
+# an approver grant covering the request (``can`` / ``restrict``); for the kinds in
+# ``WHOLE_SCOPE_KINDS`` a grant covering the request's WHOLE scope (``can_over`` / ``over_q``),
+# since a policy, window, calendar or pool governs every team of its environment (or of the tenant);
+# never the author, nor a service account the author controls (``same_identity``).
+
+WHOLE_SCOPE_KINDS: dict[str, str] = {
+    TargetKind.POLICY: "Policy changes are reviewed by approvers of the whole environment, not of one team.",
+    **dict.fromkeys(
+        CONFIG_KINDS,
+        "Window, calendar and pool changes are reviewed by approvers of the whole environment "
+        "(of the whole tenant for tenant-wide ones), not of one team.",
+    ),
+}
 
 
-def current_rule(environment: Environment, criticality: str) -> dict:
+def review_refusal(user: AnyUser, change: ChangeRequest, *, author_identity: bool = True) -> str | None:
+    """Why ``user`` may not review this request under today's grants (None when they may).
+    ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
+    if author_identity and same_identity(user, change.author_id):
+        if change.author_id == getattr(user, "pk", None):
+            return "Nobody reviews their own change, administrators included."
+        return (
+            "Separation of duties counts you and this change's author as one identity (a person and the "
+            "service accounts they created or issued tokens for); someone else must review it."
+        )
+    if not can(user, Action.REVIEW, change):
+        return "You need the approver role for this team and environment to review changes."
+    whole_scope = WHOLE_SCOPE_KINDS.get(change.target_kind)
+    if whole_scope and not can_over(user, Action.REVIEW, change.tenant_id, None, change.environment_id):
+        return whole_scope
+    return None
+
+
+def reviewable(user: AnyUser, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
+    """The requests (of ``queryset``, default all) that ``user`` may review, whatever their status:
+    ``review_refusal`` as one query, whatever the number of grants."""
+    base = ChangeRequest.objects.all() if queryset is None else queryset
+    allowed = restrict(base, user, Action.REVIEW)
+    if not getattr(user, "is_authenticated", False):
+        return allowed
+    allowed = allowed.exclude(same_identity_q(user, "author"))
+    if getattr(user, "is_superuser", False):
+        return allowed
+    whole_scope = over_q(user, Action.REVIEW, ChangeRequest)
+    return allowed.exclude(Q(target_kind__in=list(WHOLE_SCOPE_KINDS)) & ~whole_scope)
+
+
+def current_rule(environment: Environment, criticality: str) -> dict[str, Any]:
     """The live rule for exactly (environment, criticality), as a policy change's base."""
     policy = ApprovalPolicy.objects.filter(environment=environment, criticality=criticality).first()
     if policy is not None:
@@ -146,16 +199,16 @@ def current_rule(environment: Environment, criticality: str) -> dict:
 RULE_FIELDS = ("criticality", "required_approvals", "separation_of_duties", "pause_requires_change")
 
 
-def clean_rule(environment: Environment, data) -> dict:
+def clean_rule(environment: Environment, data: object) -> dict[str, Any]:
     """``clean_policy`` for a proposal: a rule that does not mention ``pause_requires_change``
     keeps the live value, so changing approval counts never silently drops it."""
     cleaned = clean_policy(data)
-    if "pause_requires_change" not in data:
+    if isinstance(data, dict) and "pause_requires_change" not in data:
         cleaned["pause_requires_change"] = current_rule(environment, cleaned["criticality"])["pause_requires_change"]
     return cleaned
 
 
-def clean_policy(data) -> dict:
+def clean_policy(data: object) -> dict[str, Any]:
     """Validate a proposed rule or raise ValidationError({field: [messages]})."""
     if not isinstance(data, dict):
         raise ValidationError(
@@ -210,21 +263,13 @@ def rule_for_config(tenant_id: int, environment: Environment | None) -> Rule:
     return Rule(required, False)
 
 
-def may_review_config(user, *, tenant_id: int, environment_id: int | None) -> bool:
-    """Window, calendar and pool changes are reviewed by approvers not narrowed to a team, covering
-    the object's environment; a tenant-wide object needs a tenant-wide approver."""
-    return can_over(user, Action.REVIEW, tenant_id, None, environment_id)
-
-
-def may_propose_config(user, *, tenant_id: int, environment_id: int | None) -> bool:
+def may_propose_config(user: AnyUser, *, tenant_id: int, environment_id: int | None) -> bool:
     """Tenant admins propose every window, calendar and pool change; authors not narrowed to a team
     propose windows and pools of an environment they author in. Tenant-wide objects are admins' only."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
         return False
-    if user.is_superuser:
+    if getattr(user, "is_superuser", False):
         return True
-    from governance.models import Role
-
     for g in grants_for(user):
         if g.tenant_id != tenant_id or g.team_id is not None:
             continue

@@ -5,44 +5,37 @@ background tasks) goes through these functions. Each runs in one transaction
 that also writes the audit events; the request row is locked first
 (``select_for_update``; IMMEDIATE transactions on SQLite), so concurrent
 reviews of one request are serialised and end in exactly one terminal state.
+
+This module is the state machine only. What differs per kind of change (job, job state, policy,
+window, calendar, pool: validation, rule, live version, staleness, rebase, apply, who proposes) is
+asked of the request's kind (``approvals.kinds.kind_of``); who may review is
+``approvals.policies.review_refusal`` / ``reviewable``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
-from governance.access import (
-    Action,
-    can,
-    can_in,
-    can_over,
-    distinct_identities,
-    identity_keys,
-    prime_grants,
-    restrict,
-    same_identity,
-    same_identity_q,
-)
+from governance.access import Action, can_over, distinct_identities, identity_keys, prime_grants
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
 from jobs import services as job_services
-from jobs.definitions import DEFINITION_FIELDS, clean_definition, diff
-from jobs.models import Job, JobStatus
+from jobs.definitions import diff
+from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
-from . import config_changes, policies
+from . import policies
+from .kinds import JOB, JOB_STATE, POLICY, kind_of
+from .kinds.base import Actor, ChangeError, Definition, check_apply_after
 from .models import (
-    CONFIG_KINDS,
-    OPEN_STATUSES,
-    STATE_ACTIONS,
-    ApprovalPolicy,
     ChangeAction,
     ChangeRequest,
     ChangeStatus,
@@ -51,55 +44,40 @@ from .models import (
     PostReview,
     Review,
     ReviewDecision,
-    TargetKind,
 )
+from .policies import User
 
-_UNSET = object()
+__all__ = ["ChangeError"]  # re-exported: callers catch services.ChangeError
 
-
-class ChangeError(Exception):
-    """A change-control rule refused the operation; nothing was changed.
-
-    ``conflict`` marks state conflicts (HTTP 409); ``code`` names the rule for callers and tests.
-    """
-
-    def __init__(self, message: str, *, conflict: bool = False, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.conflict = conflict
-        self.code = code
+_UNSET: Any = object()
 
 
 def _expiry(now: datetime) -> datetime:
     return now + timedelta(hours=settings.GOVERNOR_CHANGE_EXPIRY_HOURS)
 
 
-def _check_apply_after(apply_after: datetime | None) -> None:
-    if apply_after is not None and timezone.is_naive(apply_after):
-        raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
-
-
-def _open_change(*, actor, justification: str, ticket: str, submit: bool, audit_data: dict, **fields) -> ChangeRequest:
-    """Create a draft request (author, trimmed justification and ticket, expiry), record it, and
-    submit it when asked. Every kind of proposal ends here; call it inside the caller's transaction."""
-    change = ChangeRequest.objects.create(
-        author=actor,
-        justification=justification.strip(),
-        ticket=(ticket or "").strip(),
-        status=ChangeStatus.DRAFT,
-        expires_at=_expiry(timezone.now()),
-        **fields,
-    )
+def _open_change(
+    change: ChangeRequest, *, actor: User, justification: str, ticket: str, submit: bool, audit_data: dict[str, Any]
+) -> ChangeRequest:
+    """Save a validated proposal (built unsaved by its kind) as a draft (author, trimmed justification
+    and ticket, expiry), record it, and submit it when asked. Every kind of proposal ends here; call it
+    inside the caller's transaction."""
+    change.author = actor
+    change.justification = justification.strip()
+    change.ticket = (ticket or "").strip()
+    change.status = ChangeStatus.DRAFT
+    change.expires_at = _expiry(timezone.now())
+    change.save()
     audit.record(AuditAction.CHANGE_CREATED, actor=actor, obj=change, data=audit_data)
     return submit_change(change, actor=actor) if submit else change
 
 
 def propose_change(
     *,
-    actor,
+    actor: User,
     action: ChangeAction | str,
     justification: str,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     job: Job | None = None,
     team: Team | None = None,
     environment: Environment | None = None,
@@ -114,70 +92,33 @@ def propose_change(
     propose for that team and environment, ChangeError for workflow rules.
     """
     action = ChangeAction(action)
-    if action == ChangeAction.POLICY:
-        raise ValidationError({"action": ["Use propose_policy_change for approval policies."]})
-    if action in STATE_ACTIONS:
-        raise ValidationError({"action": ["Use propose_pause_change to pause or resume a job."]})
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = ["A justification is required: say why this change is needed."]
-    if action == ChangeAction.CREATE:
-        if job is not None:
-            errors["job"] = ["A create request must not name an existing job."]
-        if team is None:
-            errors["team"] = ["Choose the owning team."]
-        if environment is None:
-            errors["environment"] = ["Choose the environment."]
-        if team is not None and environment is not None and team.tenant_id != environment.tenant_id:
-            errors["environment"] = ["The environment belongs to another tenant than the team."]
-    else:
-        if job is None:
-            errors["job"] = ["Name the job to change."]
-        elif job.status == JobStatus.DELETED:
-            errors["job"] = ["This job is deleted."]
-        else:
-            team, environment = job.team, job.environment
-    try:
-        _check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    if errors:
-        raise ValidationError(errors)
-    assert team is not None and environment is not None
-    if not can_in(actor, Action.PROPOSE, team.tenant_id, team.pk, environment.pk):
-        raise AccessDenied("You need the author role for this team and environment to propose changes.")
-
-    proposed: dict = {}
-    if action != ChangeAction.DELETE:
-        proposed = clean_definition(definition or {}, tenant=team.tenant, team=team, environment=environment, job=job)
-        if job is not None and not diff(job.definition(), proposed):
-            raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
-
+    change = JOB.new_change(
+        actor=actor,
+        action=action,
+        justification=justification,
+        definition=definition,
+        job=job,
+        team=team,
+        environment=environment,
+        apply_after=apply_after,
+        emergency=emergency,
+    )
     with transaction.atomic():
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
             audit_data={"action": action.value, "emergency": bool(emergency)},
-            tenant_id=team.tenant_id,
-            team=team,
-            environment=environment,
-            job=job,
-            action=action,
-            proposed=proposed,
-            base_version=job.version if job else None,
-            base_definition=job.definition() if job else None,
-            emergency=bool(emergency),
-            apply_after=apply_after,
         )
 
 
 def propose_policy_change(
     *,
-    actor,
+    actor: User,
     environment: Environment,
-    rule: dict,
+    rule: object,
     justification: str,
     ticket: str = "",
     submit: bool = True,
@@ -187,42 +128,22 @@ def propose_policy_change(
     Only tenant admins propose; approvers of the whole environment review it, and
     at least one approval is always needed, so nobody weakens review alone.
     """
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = ["A justification is required: say why this change is needed."]
-    try:
-        cleaned = policies.clean_rule(environment, rule)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-        cleaned = {}
-    if errors:
-        raise ValidationError(errors)
-    if not can_over(actor, Action.ADMINISTER, environment.tenant_id, None, environment.pk):
-        raise AccessDenied("Only a tenant admin may propose approval policy changes.")
-    base = policies.current_rule(environment, cleaned["criticality"])
-    if base == cleaned:
-        raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
+    change = POLICY.new_change(actor=actor, environment=environment, rule=rule, justification=justification)
     with transaction.atomic():
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
-            audit_data={"action": "policy", "rule": cleaned},
-            tenant_id=environment.tenant_id,
-            team=None,
-            environment=environment,
-            target_kind=TargetKind.POLICY,
-            action=ChangeAction.POLICY,
-            proposed=cleaned,
-            base_definition=base,
+            audit_data={"action": "policy", "rule": change.proposed},
         )
 
 
 def propose_pause_change(
     job: Job,
     *,
-    actor,
+    actor: User,
     paused: bool,
     justification: str,
     ticket: str = "",
@@ -237,73 +158,27 @@ def propose_pause_change(
     before any approval, and opens a post-review that an approver must complete; resuming is
     never an emergency.
     """
-    action = ChangeAction.PAUSE if paused else ChangeAction.RESUME
-    errors: dict[str, list[str]] = {}
-    if not (justification or "").strip():
-        errors["justification"] = [
-            f"A justification is required: say why the job should be {'paused' if paused else 'resumed'}."
-        ]
-    if emergency and not paused:
-        errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
-    if emergency and apply_after is not None:
-        errors["apply_after"] = ["An emergency pause applies at once; it takes no apply time."]
-    try:
-        _check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    if errors:
-        raise ValidationError(errors)
-    verb = "pause" if paused else "resume"
-    if not can(actor, Action.PAUSE if paused else Action.RESUME, job):
-        raise AccessDenied(f"You need the operator role for this job to propose to {verb} it.")
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("team", "environment").get(pk=job.pk)
-        expected = JobStatus.ENABLED if paused else JobStatus.PAUSED
-        if job.status != expected:
-            raise ChangeError(
-                f"The job is {job.get_status_display().lower()}; "
-                + ("only an enabled job can be paused." if paused else "only a paused job can be resumed."),
-                conflict=True,
-                code=f"not_{expected}",
-            )
-        pending = (
-            ChangeRequest.objects.filter(job=job, action__in=STATE_ACTIONS, status__in=OPEN_STATUSES)
-            .values_list("pk", flat=True)
-            .first()
+        change = JOB_STATE.new_change(
+            job,
+            actor=actor,
+            paused=paused,
+            justification=justification,
+            emergency=emergency,
+            apply_after=apply_after,
         )
-        if pending is not None:
-            raise ChangeError(
-                f"CR-{pending} already proposes to pause or resume this job; review or withdraw it first.",
-                conflict=True,
-                code="pending",
-            )
         return _open_change(
+            change,
             actor=actor,
             justification=justification,
             ticket=ticket,
             submit=submit,
-            audit_data={"action": action.value, "emergency": bool(emergency)},
-            tenant_id=job.tenant_id,
-            team=job.team,
-            environment=job.environment,
-            job=job,
-            action=action,
-            # Name and criticality ride along so queues and pages rank and label it like other job changes.
-            proposed={
-                "name": job.name,
-                "criticality": job.criticality,
-                "status": JobStatus.PAUSED if paused else JobStatus.ENABLED,
-            },
-            base_version=job.version,
-            base_definition={"name": job.name, "criticality": job.criticality, "status": job.status},
-            emergency=bool(emergency),
-            apply_after=apply_after,
+            audit_data={"action": change.action, "emergency": bool(emergency)},
         )
 
 
 def _applies_before_review(change: ChangeRequest) -> bool:
-    """An emergency pause stops the job at once; its approvals come after the fact (post-review)."""
-    return change.action == ChangeAction.PAUSE and change.emergency
+    return kind_of(change).applies_before_review(change)
 
 
 def _locked(change: ChangeRequest) -> ChangeRequest:
@@ -315,22 +190,10 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
 
 
 def _rule(change: ChangeRequest) -> policies.Rule:
-    if change.is_config_change:
-        return config_changes.rule(change)
-    if change.action == ChangeAction.POLICY:
-        return policies.rule_for_policy_change(change.environment)
-    if change.action in STATE_ACTIONS:
-        # Reviewed like an update of the job as it is now.
-        return policies.rule_for(change.environment, [change.job.criticality])
-    criticalities = set()
-    if change.action != ChangeAction.DELETE and change.proposed.get("criticality"):
-        criticalities.add(change.proposed["criticality"])
-    if (change.base_definition or {}).get("criticality"):
-        criticalities.add(change.base_definition["criticality"])
-    return policies.rule_for(change.environment, sorted(criticalities))
+    return kind_of(change).rule(change)
 
 
-def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
+def submit_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
         if change.author_id != actor.pk:
@@ -368,125 +231,42 @@ def submit_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     return change
 
 
-def _live_state(change: ChangeRequest):
-    if change.action == ChangeAction.POLICY:
-        return policies.current_rule(change.environment, (change.proposed or {}).get("criticality", ""))
-    return Job.objects.get(pk=change.job_id)
-
-
 def _check_not_stale(change: ChangeRequest) -> None:
-    if change.is_config_change:
-        config_changes.check_not_stale(change)
-        return
-    if change.action == ChangeAction.CREATE:
-        return
-    if change.action == ChangeAction.POLICY:
-        if _live_state(change) != change.base_definition:
-            raise ChangeError(
-                "The approval policy changed after this request was made; rebase the request.",
-                conflict=True,
-                code="stale",
-            )
-        return
-    live = _live_state(change)
-    if live.status == JobStatus.DELETED:
-        raise ChangeError(
-            "The job was deleted after this request was made; it can no longer apply.", conflict=True, code="deleted"
-        )
-    if change.action in STATE_ACTIONS:
-        # Only the job's state matters: an update of its definition meanwhile does not stale a pause.
-        if live.status != (change.base_definition or {}).get("status"):
-            raise ChangeError(
-                f"The job is {live.get_status_display().lower()} now; this request to "
-                f"{change.action} it can no longer apply. Withdraw it.",
-                conflict=True,
-                code="state_changed",
-            )
-        return
-    if live.version != change.base_version:
-        raise ChangeError(
-            f"The job changed after this request was made (based on v{change.base_version}, live is v{live.version}); "
-            "rebase the request before it can be reviewed.",
-            conflict=True,
-            code="stale",
-        )
+    kind_of(change).check_not_stale(change)
 
 
-def approve_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+def approve_change(
+    change: ChangeRequest, *, actor: User, comment: str = "", revision: int | None = None
+) -> ChangeRequest:
     """Approve ``revision``, the one the reviewer read (the API and the UI always name it); a request
     edited since answers 409 and records nothing. ``None`` (internal callers: seed, tests) means the
     current revision."""
     return _review(change, actor=actor, decision=ReviewDecision.APPROVE, comment=comment, revision=revision)
 
 
-def reject_change(change: ChangeRequest, *, actor, comment: str = "", revision: int | None = None) -> ChangeRequest:
+def reject_change(
+    change: ChangeRequest, *, actor: User, comment: str = "", revision: int | None = None
+) -> ChangeRequest:
     """Reject ``revision``: a rejection is final and recorded against a revision, so it too must be
     the one the reviewer read (a fixed revision is not rejected for the faults of an earlier one)."""
     return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment, revision=revision)
 
 
-def awaiting_review(user, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
-    """Submitted requests the user may review: not their own (nor their service accounts'), not yet
-    reviewed by them at this revision. Policy, window, calendar and pool changes only for approvers
-    not narrowed to a team (and, for tenant-wide objects, not narrowed to an environment), as
-    policies.may_review_* decide. One query whatever the number of grants: the UI queue, its nav
-    badge and the API filter share it."""
-    from django.db.models import Exists, OuterRef
+def awaiting_review(user: User, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
+    """Submitted requests the user may review (``policies.reviewable``) and has not reviewed at this
+    revision. One query whatever the number of grants: the UI queue, its nav badge and the API filter
+    share it."""
 
-    from governance.access import ROLES_FOR_ACTION, grants_for
-
-    base = ChangeRequest.objects.all() if queryset is None else queryset
     reviewed = Review.objects.filter(change_request=OuterRef("pk"), revision=OuterRef("revision"), reviewer=user)
-    queryset = (
-        restrict(base, user, Action.REVIEW)
-        .filter(status=ChangeStatus.SUBMITTED)
-        .exclude(same_identity_q(user, "author"))
-        .exclude(Exists(reviewed))
-    )
-    if getattr(user, "is_superuser", False):
-        return queryset
-    whole_scope = Q(pk__in=[])
-    for grant in grants_for(user):
-        if grant.role in ROLES_FOR_ACTION[Action.REVIEW] and grant.team_id is None:
-            clause = Q(tenant_id=grant.tenant_id)
-            if grant.environment_id is not None:
-                clause &= Q(environment_id=grant.environment_id)
-            whole_scope |= clause
-    return queryset.exclude((Q(action=ChangeAction.POLICY) | Q(target_kind__in=CONFIG_KINDS)) & ~whole_scope)
-
-
-def review_refusal(user, change: ChangeRequest, *, author_identity: bool = True) -> str:
-    """Why ``user`` may not review this request under today's grants ('' when they may). The one
-    rule for who reviews: the API, the UI, its buttons and the approval count all use it, so an
-    approval given by someone who has since lost the role stops counting.
-    ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
-    if author_identity and same_identity(user, change.author_id):
-        if change.author_id == getattr(user, "pk", None):
-            return "Nobody reviews their own change, administrators included."
-        return (
-            "Separation of duties counts you and this change's author as one identity (a person and the "
-            "service accounts they created or issued tokens for); someone else must review it."
-        )
-    if not can(user, Action.REVIEW, change):
-        return "You need the approver role for this team and environment to review changes."
-    if change.action == ChangeAction.POLICY and not policies.may_review_policy(
-        user, tenant_id=change.tenant_id, environment_id=change.environment_id
-    ):
-        return "Policy changes are reviewed by approvers of the whole environment, not of one team."
-    if change.is_config_change and not config_changes.may_review(user, change):
-        return (
-            "Window, calendar and pool changes are reviewed by approvers of the whole environment "
-            "(of the whole tenant for tenant-wide ones), not of one team."
-        )
-    return ""
+    return policies.reviewable(user, queryset).filter(status=ChangeStatus.SUBMITTED).exclude(Exists(reviewed))
 
 
 def _review(
-    change: ChangeRequest, *, actor, decision: ReviewDecision, comment: str, revision: int | None = None
+    change: ChangeRequest, *, actor: User, decision: ReviewDecision, comment: str, revision: int | None = None
 ) -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
-        refusal = review_refusal(actor, change)
+        refusal = policies.review_refusal(actor, change)
         if refusal:
             raise AccessDenied(refusal)
         if change.status != ChangeStatus.SUBMITTED:
@@ -543,7 +323,7 @@ def _review(
 
 def approval_progress(
     change: ChangeRequest, reviews: list[Review] | None = None, keys: dict[int, frozenset[int]] | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Approvals of the current revision that still count, against the policy snapshot taken at
     submit. An approval counts only while its reviewer may still review the request under today's
     grants (``review_refusal``); one identity (a person and the service accounts they control)
@@ -563,7 +343,7 @@ def approval_progress(
         u
         for u in approvers
         if not (keys.get(u.pk, frozenset({u.pk})) & author_keys)
-        and not review_refusal(u, change, author_identity=False)
+        and not policies.review_refusal(u, change, author_identity=False)
     ]
     by_pk = {u.pk: u for u in valid}
     counted = [by_pk[group[0]] for group in distinct_identities([u.pk for u in valid], keys)]
@@ -583,9 +363,8 @@ def approval_progress(
     }
 
 
-def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
+def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict[str, Any]]:
     """``approval_progress`` of many requests in a few queries whatever their number (list pages)."""
-    from django.db.models import F
 
     reviews = list(
         Review.objects.filter(
@@ -594,7 +373,7 @@ def approval_progress_for(changes: list[ChangeRequest]) -> dict[int, dict]:
             revision=F("change_request__revision"),
         ).select_related("reviewer")
     )
-    users = {}
+    users: dict[int, Any] = {}
     for review in reviews:
         # One object per reviewer, so its grants load once for the whole page.
         review.reviewer = users.setdefault(review.reviewer_id, review.reviewer)
@@ -611,18 +390,18 @@ def with_valid_approvals(changes: list[ChangeRequest]) -> list[ChangeRequest]:
     of rows in a few queries whatever their number."""
     progress = approval_progress_for(changes)
     for change in changes:
-        change.approvals = progress[change.pk]["approvals"]
+        change.approvals = progress[change.pk]["approvals"]  # type: ignore[attr-defined]
     return changes
 
 
-def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
+def comment_on_change(change: ChangeRequest, *, actor: User, body: str) -> Comment:
     """Authors and anyone who may review add remarks; comments never count as approvals."""
     body = (body or "").strip()
     if not body:
         raise ValidationError({"body": ["Write a comment."]})
     if len(body) > 10000:
         raise ValidationError({"body": ["At most 10000 characters."]})
-    if change.author_id != actor.pk and not can(actor, Action.REVIEW, change):
+    if change.author_id != actor.pk and policies.review_refusal(actor, change):
         raise AccessDenied("Only the author and approvers of this team and environment can comment.")
     with transaction.atomic():
         change = _locked(change)
@@ -631,7 +410,7 @@ def comment_on_change(change: ChangeRequest, *, actor, body: str) -> Comment:
     return comment
 
 
-def _require_author_and_open(change: ChangeRequest, actor, verb: str) -> None:
+def _require_author_and_open(change: ChangeRequest, actor: User, verb: str) -> None:
     if change.author_id != actor.pk:
         raise AccessDenied(f"Only the author can {verb} this change request.")
     if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED):
@@ -656,12 +435,12 @@ def _new_revision(change: ChangeRequest) -> int:
 def edit_change(
     change: ChangeRequest,
     *,
-    actor,
+    actor: User,
     based_on_revision: int,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     justification: str | None = None,
     ticket: str | None = None,
-    apply_after=_UNSET,
+    apply_after: datetime | None = _UNSET,
 ) -> ChangeRequest:
     """Edit a draft or submitted request. ``based_on_revision`` is the revision the editor saw:
     an edit made on an older revision is refused (optimistic concurrency). Every edit bumps the
@@ -681,26 +460,24 @@ def edit_change(
             errors["justification"] = ["A justification is required: say why this change is needed."]
         if apply_after is not _UNSET:
             try:
-                _check_apply_after(apply_after)
+                check_apply_after(apply_after)
             except ValidationError as exc:
                 errors.update(exc.message_dict)
         proposed = change.proposed
         if definition is not None:
             if change.action == ChangeAction.DELETE:
                 errors["definition"] = ["A delete request has no definition to edit."]
-            elif change.action in STATE_ACTIONS:
-                errors["definition"] = [f"A {change.action} request has no definition to edit."]
             else:
                 try:
-                    proposed = _clean_proposal(change, definition)
+                    proposed = kind_of(change).clean(change, definition)
                 except ValidationError as exc:
                     errors.update(exc.message_dict)
         if errors:
             raise ValidationError(errors)
         before = change.diff()
         change.proposed = proposed
-        if change.action == ChangeAction.POLICY and definition is not None:
-            change.base_definition = policies.current_rule(change.environment, proposed["criticality"])
+        if definition is not None:
+            kind_of(change).on_edit(change)
         if justification is not None:
             change.justification = justification.strip()
         if ticket is not None:
@@ -723,24 +500,7 @@ def edit_change(
     return change
 
 
-def _clean_proposal(change: ChangeRequest, definition: dict) -> dict:
-    if change.is_config_change:
-        return config_changes.clean_proposal(change, definition)
-    if change.action == ChangeAction.POLICY:
-        cleaned = policies.clean_rule(change.environment, definition)
-        if policies.current_rule(change.environment, cleaned["criticality"]) == cleaned:
-            raise ValidationError({"definition": ["The proposed rule is identical to the live one."]})
-        return cleaned
-    job = Job.objects.get(pk=change.job_id) if change.job_id else None
-    cleaned = clean_definition(
-        definition, tenant=change.tenant, team=change.team, environment=change.environment, job=job
-    )
-    if job is not None and not diff(job.definition(), cleaned):
-        raise ValidationError({"definition": ["The proposed definition is identical to the live one."]})
-    return cleaned
-
-
-def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
+def rebase_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
     """Move a request onto the live version: the author's changes are replayed on top of the
     live definition (fields the author did not touch take the live values), approvals reset."""
     with transaction.atomic():
@@ -748,58 +508,7 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
         _require_author_and_open(change, actor, "rebas")
         if change.action == ChangeAction.CREATE:
             raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
-        if change.action in STATE_ACTIONS:
-            raise ChangeError(
-                f"A {change.action} request does not depend on the job's version; there is nothing to rebase.",
-                conflict=True,
-                code="no_base",
-            )
-        conflicts: list[str] = []
-        if change.is_config_change:
-            conflicts = config_changes.rebase(change)
-        elif change.action == ChangeAction.POLICY:
-            live_rule = _live_state(change)
-            if live_rule == change.base_definition:
-                raise ChangeError("This request is already based on the live policy.", conflict=True, code="current")
-            change.base_definition = live_rule
-        else:
-            live = Job.objects.select_for_update().get(pk=change.job_id)
-            if live.status == JobStatus.DELETED:
-                raise ChangeError(
-                    "The job was deleted; a request for it cannot be rebased. Withdraw it.",
-                    conflict=True,
-                    code="deleted",
-                )
-            if live.version == change.base_version:
-                raise ChangeError(
-                    f"This request is already based on the live version v{live.version}.",
-                    conflict=True,
-                    code="current",
-                )
-            old_base = change.base_definition or {}
-            live_definition = live.definition()
-            if change.action != ChangeAction.DELETE:
-                merged = dict(live_definition)
-                for field in DEFINITION_FIELDS:
-                    if change.proposed.get(field) != old_base.get(field):
-                        if live_definition.get(field) != old_base.get(field) and live_definition.get(
-                            field
-                        ) != change.proposed.get(field):
-                            conflicts.append(field)
-                        merged[field] = change.proposed.get(field)
-                proposed = clean_definition(
-                    merged, tenant=change.tenant, team=change.team, environment=change.environment, job=live
-                )
-                if not diff(live_definition, proposed):
-                    raise ChangeError(
-                        "After rebasing nothing is left to change: the live job already has this definition. "
-                        "Withdraw the request.",
-                        conflict=True,
-                        code="empty",
-                    )
-                change.proposed = proposed
-            change.base_version = live.version
-            change.base_definition = live_definition
+        conflicts = kind_of(change).rebase(change)
         reset = _new_revision(change)
         change._change_reason = f"rebased to revision {change.revision}"
         change.save()
@@ -817,7 +526,7 @@ def rebase_change(change: ChangeRequest, *, actor) -> ChangeRequest:
     return change
 
 
-def withdraw_change(change: ChangeRequest, *, actor, reason: str = "") -> ChangeRequest:
+def withdraw_change(change: ChangeRequest, *, actor: User, reason: str = "") -> ChangeRequest:
     with transaction.atomic():
         change = _locked(change)
         if change.author_id != actor.pk:
@@ -852,7 +561,8 @@ def expire_changes(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             change = _locked(ChangeRequest(pk=pk))
             # Re-checked under the lock: an approval may have landed meanwhile.
-            if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED) or change.expires_at > now:
+            expires_at = change.expires_at
+            if change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED) or not expires_at or expires_at > now:
                 continue
             change.status = ChangeStatus.EXPIRED
             change.decided_at = now
@@ -862,7 +572,7 @@ def expire_changes(*, now: datetime | None = None) -> int:
                 AuditAction.CHANGE_EXPIRED,
                 actor=None,
                 obj=change,
-                data={"expires_at": change.expires_at.isoformat()},
+                data={"expires_at": expires_at.isoformat()},
             )
             expired += 1
     return expired
@@ -883,7 +593,7 @@ def active_freeze(environment: Environment, at: datetime | None = None) -> Freez
 
 def create_freeze_window(
     *,
-    actor,
+    actor: User,
     tenant: Tenant,
     starts_at: datetime,
     ends_at: datetime,
@@ -927,7 +637,7 @@ def create_freeze_window(
 
 
 def freeze_for(change: ChangeRequest, at: datetime | None = None) -> FreezeWindow | None:
-    if change.environment_id is not None:
+    if change.environment is not None:
         return active_freeze(change.environment, at)
     # A tenant-wide object touches every environment: a freeze of any of them holds it.
     at = at or timezone.now()
@@ -949,7 +659,7 @@ def hold_reason(change: ChangeRequest, now: datetime | None = None) -> str:
     return ""
 
 
-def _apply_or_hold(change: ChangeRequest, *, actor) -> None:
+def _apply_or_hold(change: ChangeRequest, *, actor: Actor) -> None:
     reason = hold_reason(change)
     if reason:
         audit.record(AuditAction.CHANGE_HELD, actor=actor, obj=change, data={"reason": reason})
@@ -995,7 +705,7 @@ def _apply_reason(change: ChangeRequest) -> str:
     return reason[:100]
 
 
-def _approvals_lapsed(change: ChangeRequest, *, actor) -> bool:
+def _approvals_lapsed(change: ChangeRequest, *, actor: Actor) -> bool:
     """Has an approved request fallen below its required approvals (an approver lost the role or
     was narrowed past it)? Then it returns to submitted, waiting for more, and the hold is audited."""
     if change.status != ChangeStatus.APPROVED or _applies_before_review(change):
@@ -1024,7 +734,7 @@ def _approvals_lapsed(change: ChangeRequest, *, actor) -> bool:
     return True
 
 
-def _apply(change: ChangeRequest, *, actor) -> None:
+def _apply(change: ChangeRequest, *, actor: Actor) -> None:
     """Make the change live in one savepoint; on failure nothing of it is applied and the request
     is marked failed with the reason. The approvals are counted again first, under today's grants:
     a request whose approvers lost their role meanwhile goes back to waiting for approvals."""
@@ -1036,26 +746,7 @@ def _apply(change: ChangeRequest, *, actor) -> None:
         with transaction.atomic():
             _check_not_stale(change)
             freeze = freeze_for(change)
-            if change.is_config_change:
-                config_changes.apply(change, actor=actor, reason=reason)
-                version = None
-            elif change.action == ChangeAction.POLICY:
-                _apply_policy(change, actor=actor, reason=reason)
-                version = None
-            elif change.action in STATE_ACTIONS:
-                # The approved request is the authorisation; history and audit name it.
-                job_services.set_paused(
-                    change.job,
-                    actor=actor,
-                    paused=change.action == ChangeAction.PAUSE,
-                    reason=change.justification,
-                    change_request_id=change.pk,
-                )
-                version = None
-            else:
-                job = _apply_job(change, actor=actor, reason=reason)
-                change.job = job
-                version = job.version
+            version = kind_of(change).apply(change, actor=actor, reason=reason)
             change.status = ChangeStatus.APPLIED
             change.applied_at = timezone.now()
             change.applied_version = version
@@ -1090,57 +781,6 @@ def _apply(change: ChangeRequest, *, actor) -> None:
         audit.record(AuditAction.CHANGE_FAILED, actor=actor, obj=change, data={"reason": reason})
 
 
-def _apply_job(change: ChangeRequest, *, actor, reason: str) -> Job:
-    if change.action == ChangeAction.DELETE:
-        return job_services.delete_job(actor=actor, job=change.job, change_request_id=change.pk, change_reason=reason)
-    # Validate again against the live state: names may have been taken meanwhile.
-    definition = clean_definition(
-        change.proposed,
-        tenant=change.tenant,
-        team=change.team,
-        environment=change.environment,
-        job=change.job,
-    )
-    return job_services.apply_definition(
-        actor=actor,
-        team=change.team,
-        environment=change.environment,
-        definition=definition,
-        job=change.job,
-        change_request_id=change.pk,
-        change_reason=reason,
-    )
-
-
-def _apply_policy(change: ChangeRequest, *, actor, reason: str) -> None:
-    rule = policies.clean_policy(change.proposed)
-    history_user = actor if getattr(actor, "is_authenticated", False) else None
-    policy = ApprovalPolicy.objects.filter(environment=change.environment, criticality=rule["criticality"]).first()
-    if policy is None:
-        policy = ApprovalPolicy(tenant_id=change.tenant_id, environment=change.environment, **rule)
-    else:
-        policy.required_approvals = rule["required_approvals"]
-        policy.separation_of_duties = rule["separation_of_duties"]
-    policy.change_request_id = change.pk
-    policy._change_reason = reason
-    policy._history_user = history_user
-    policy.save()
-    if rule["criticality"] == "":
-        # The default rule is the environment's own setting: keep `governed` truthful.
-        environment = Environment.objects.select_for_update().get(pk=change.environment_id)
-        environment.required_approvals = rule["required_approvals"]
-        environment._change_reason = reason
-        environment._history_user = history_user
-        environment.save()
-        change.environment = environment
-    audit.record(
-        AuditAction.POLICY_CHANGED,
-        actor=actor,
-        obj=policy,
-        data={"change_request": change.pk, "before": change.base_definition, "after": rule},
-    )
-
-
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         if hasattr(exc, "message_dict"):
@@ -1152,23 +792,22 @@ def _describe(exc: Exception) -> str:
 # Post-reviews of emergency changes
 
 
-def open_post_reviews(user) -> QuerySet[PostReview]:
-    return restrict(PostReview.objects.filter(reviewed_at__isnull=True), user, Action.REVIEW).select_related(
-        "change_request"
-    )
+def open_post_reviews(user: User) -> QuerySet[PostReview]:
+    return PostReview.objects.filter(
+        reviewed_at__isnull=True, change_request__in=policies.reviewable(user).values("pk")
+    ).select_related("change_request")
 
 
-def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
+def complete_post_review(item: PostReview, *, actor: User, notes: str) -> PostReview:
     """An approver (never the change's author) reviews an emergency change after the fact."""
     if not (notes or "").strip():
         raise ValidationError({"notes": ["Record what the review found."]})
     with transaction.atomic():
         item = PostReview.objects.select_for_update().select_related("change_request").get(pk=item.pk)
         change = item.change_request
-        if change.author_id == actor.pk:
-            raise AccessDenied("Nobody reviews their own change, administrators included.")
-        if not can(actor, Action.REVIEW, change):
-            raise AccessDenied("You need the approver role for this team and environment.")
+        refusal = policies.review_refusal(actor, change)
+        if refusal:
+            raise AccessDenied(refusal)
         if item.reviewed_at is not None:
             raise ChangeError("This emergency change was already reviewed.", conflict=True, code="already_reviewed")
         item.reviewer = actor
@@ -1183,16 +822,16 @@ def complete_post_review(item: PostReview, *, actor, notes: str) -> PostReview:
 # Rollback and promotion: both end in an ordinary change request, reviewed like any other.
 
 
-def _historical_definition(record) -> dict:
-    definition = {}
+def _historical_definition(record: Any) -> Definition:
+    definition: Definition = {}
     for field in DEFINITION_FIELDS:
-        value = getattr(record, field, None)
+        value: Any = getattr(record, field, None)
         definition[field] = value.isoformat() if hasattr(value, "isoformat") else value
     return definition
 
 
 def propose_rollback(
-    job: Job, *, actor, version: int, justification: str, ticket: str = "", submit: bool = True
+    job: Job, *, actor: User, version: int, justification: str, ticket: str = "", submit: bool = True
 ) -> ChangeRequest:
     """Propose an earlier version of a job again: a change request whose diff is against live."""
     if isinstance(version, bool) or not isinstance(version, int):
@@ -1228,10 +867,10 @@ def next_environment(environment: Environment) -> Environment | None:
 def propose_promotion(
     job: Job,
     *,
-    actor,
+    actor: User,
     justification: str,
     target: Environment | None = None,
-    parameter_values: dict | None = None,
+    parameter_values: dict[str, Any] | None = None,
     ticket: str = "",
     submit: bool = True,
 ) -> ChangeRequest:

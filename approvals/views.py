@@ -6,6 +6,7 @@ import difflib
 import json
 from zoneinfo import available_timezones
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,16 +20,16 @@ from django.views.decorators.http import require_POST
 
 from governance.access import Action, get_object_or_404_for, record_denied, restrict
 from governance.models import Team
-from governance.services import AccessDenied
+from governance.ui_errors import UI_ERRORS, UIError, form_error, service_errors
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
 from .config_changes import is_stale as config_stale
 from .forms import CommentForm, JobDefinitionForm, PauseProposalForm, PostReviewForm, ProposalForm, ReviewForm
 from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
+from .policies import review_refusal
 from .services import (
     OPEN_FOR_WITHDRAW,
-    ChangeError,
     approval_progress,
     approve_change,
     awaiting_review,
@@ -41,7 +42,6 @@ from .services import (
     propose_pause_change,
     rebase_change,
     reject_change,
-    review_refusal,
     with_valid_approvals,
     withdraw_change,
 )
@@ -113,11 +113,8 @@ def _propose(request, form, **kwargs):
             apply_after=form.cleaned_data.get("apply_after"),
             **kwargs,
         )
-    except ValidationError as exc:
-        form.add_service_errors(exc)
-        return None
-    except (AccessDenied, ChangeError) as exc:
-        form.add_error(None, str(exc))
+    except (ValidationError, *UI_ERRORS) as exc:
+        form_error(form, exc)
         return None
     announce(request, change)
     return change
@@ -235,11 +232,8 @@ def change_pause(request, pk: int, paused: bool):
                 emergency=form.cleaned_data.get("emergency", False),
                 apply_after=form.cleaned_data.get("apply_after"),
             )
-        except ValidationError as exc:
-            form.add_service_errors(exc)
-        except ChangeError as exc:
-            form.add_error(None, str(exc))
-            status = 409 if exc.conflict else 400
+        except (ValidationError, *UI_ERRORS) as exc:
+            status = form_error(form, exc)
         else:
             verb = "paused" if paused else "resumed"
             if change.status == ChangeStatus.APPLIED:
@@ -417,6 +411,32 @@ def change_detail(request, pk: int):
     return _change_page(request, _change(request, pk))
 
 
+def _change_error_page(action: str, form: type[forms.Form] | None = None, form_arg: str = ""):
+    """``service_errors`` page for the actions on a change request's page: the page again, with the
+    error (and the posted form, for a refusal), a refusal recorded under ``action``."""
+
+    def page(request, error: UIError, pk: int, **kwargs):
+        change = _change(request, pk)
+        error.record(request, action, change)
+        bound = {form_arg: form(request.POST)} if form is not None else {}
+        return _change_page(request, change, error=error.message, status=error.status, **bound)
+
+    return page
+
+
+def _review_error_page(request, error: UIError, pk: int, **kwargs):
+    change = _change(request, pk)
+    if error.denied:
+        error.record(request, Action.REVIEW, change)
+        form = ReviewForm(request.POST)
+        form.is_valid()
+    else:
+        # The page now shows the current revision; the form carries it, keeping the comment.
+        comment = (request.POST.get("comment") or "").strip()
+        form = ReviewForm(initial={"revision": change.revision, "comment": comment})
+    return _change_page(request, change, form=form, error=error.message, status=error.status)
+
+
 def _decide(request, pk: int, service, verb: str):
     change = _change(request, pk)
     form = ReviewForm(request.POST)
@@ -425,21 +445,12 @@ def _decide(request, pk: int, service, verb: str):
         if set(form.errors) == {"revision"}:
             form = ReviewForm(initial={"revision": change.revision, "comment": form.data.get("comment", "")})
         return _change_page(request, change, form=form, error=error, status=400)
-    try:
-        change = service(
-            change,
-            actor=request.user,
-            comment=form.cleaned_data["comment"],
-            revision=form.cleaned_data["revision"],
-        )
-    except AccessDenied as exc:
-        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
-        return _change_page(request, _change(request, pk), form=form, error=str(exc), status=403)
-    except ChangeError as exc:
-        # The page now shows the current revision; the form carries it, keeping the comment.
-        fresh = _change(request, pk)
-        form = ReviewForm(initial={"revision": fresh.revision, "comment": form.cleaned_data["comment"]})
-        return _change_page(request, fresh, form=form, error=exc.message, status=409)
+    change = service(
+        change,
+        actor=request.user,
+        comment=form.cleaned_data["comment"],
+        revision=form.cleaned_data["revision"],
+    )
     if change.status == ChangeStatus.APPLIED:
         messages.success(request, f"You {verb} CR-{change.pk}; that was the last approval needed, so it is now live.")
     elif change.status == ChangeStatus.FAILED:
@@ -451,33 +462,31 @@ def _decide(request, pk: int, service, verb: str):
 
 @login_required
 @require_POST
+@service_errors(_review_error_page)
 def change_approve(request, pk: int):
     return _decide(request, pk, approve_change, "approved")
 
 
 @login_required
 @require_POST
+@service_errors(_review_error_page)
 def change_reject(request, pk: int):
     return _decide(request, pk, reject_change, "rejected")
 
 
 @login_required
 @require_POST
+@service_errors(_change_error_page("withdraw"))
 def change_withdraw(request, pk: int):
     change = _change(request, pk)
-    try:
-        withdraw_change(change, actor=request.user, reason=request.POST.get("reason", "").strip()[:1000])
-    except AccessDenied as exc:
-        record_denied(request.user, "withdraw", change, reason=str(exc))
-        return _change_page(request, _change(request, pk), error=str(exc), status=403)
-    except ChangeError as exc:
-        return _change_page(request, _change(request, pk), error=exc.message, status=409)
+    withdraw_change(change, actor=request.user, reason=request.POST.get("reason", "").strip()[:1000])
     messages.success(request, f"CR-{change.pk} withdrawn.")
     return redirect("change_detail", pk=change.pk)
 
 
 @login_required
 @require_POST
+@service_errors(_change_error_page("comment", CommentForm, "comment_form"))
 def change_comment(request, pk: int):
     change = _change(request, pk)
     form = CommentForm(request.POST)
@@ -488,24 +497,17 @@ def change_comment(request, pk: int):
     except ValidationError as exc:
         form.add_error("body", exc.message_dict.get("body", exc.messages))
         return _change_page(request, change, comment_form=form, status=400)
-    except AccessDenied as exc:
-        record_denied(request.user, "comment", change, reason=str(exc))
-        return _change_page(request, change, comment_form=form, error=str(exc), status=403)
     messages.success(request, "Comment added.")
     return redirect(reverse("change_detail", args=[change.pk]) + "#comments")
 
 
 @login_required
 @require_POST
+@service_errors(_change_error_page("rebase"))
 def change_rebase(request, pk: int):
     change = _change(request, pk)
     try:
         change = rebase_change(change, actor=request.user)
-    except AccessDenied as exc:
-        record_denied(request.user, "rebase", change, reason=str(exc))
-        return _change_page(request, _change(request, pk), error=str(exc), status=403)
-    except ChangeError as exc:
-        return _change_page(request, _change(request, pk), error=exc.message, status=409)
     except ValidationError as exc:
         return _change_page(request, _change(request, pk), error=" ".join(exc.messages), status=400)
     messages.success(
@@ -516,6 +518,7 @@ def change_rebase(request, pk: int):
 
 @login_required
 @require_POST
+@service_errors(_change_error_page(Action.REVIEW, PostReviewForm, "post_form"))
 def change_post_review(request, pk: int):
     change = _change(request, pk)
     item = _post_review(change)
@@ -524,13 +527,7 @@ def change_post_review(request, pk: int):
     form = PostReviewForm(request.POST)
     if not form.is_valid():
         return _change_page(request, change, post_form=form, status=400)
-    try:
-        complete_post_review(item, actor=request.user, notes=form.cleaned_data["notes"])
-    except AccessDenied as exc:
-        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
-        return _change_page(request, change, post_form=form, error=str(exc), status=403)
-    except ChangeError as exc:
-        return _change_page(request, change, post_form=form, error=exc.message, status=409)
+    complete_post_review(item, actor=request.user, notes=form.cleaned_data["notes"])
     messages.success(request, "Review after the fact recorded.")
     return redirect("change_detail", pk=change.pk)
 
@@ -571,10 +568,8 @@ def change_revise(request, pk: int):
                     justification=form.cleaned_data["justification"],
                     ticket=form.cleaned_data["ticket"],
                 )
-            except ValidationError as exc:
-                form.add_service_errors(exc)
-            except (AccessDenied, ChangeError) as exc:
-                form.add_error(None, str(exc))
+            except (ValidationError, *UI_ERRORS) as exc:
+                form_error(form, exc)
             else:
                 messages.success(
                     request, f"CR-{change.pk} is now revision {change.revision}; earlier approvals no longer count."

@@ -280,6 +280,26 @@ def restrict(queryset: QuerySet, user, action: Action | str = Action.VIEW) -> Qu
     return queryset.filter(condition)
 
 
+def over_q(user, action: Action | str, model: type[Model]) -> Q:
+    """``can_over`` as a query condition on ``model`` (by its ACCESS_FIELDS): rows whose WHOLE
+    (tenant, team, environment) one of the user's grants for ``action`` covers. A grant narrowed to
+    a team or environment reaches only rows of that team or environment, never rows without one."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return Q(pk__in=[])
+    if user.is_superuser:
+        return Q()
+    tenant_f, team_f, env_f = model.ACCESS_FIELDS  # type: ignore[attr-defined]
+    condition = Q(pk__in=[])
+    for grant in _grants(user, action):
+        clause = Q(**{tenant_f: grant.tenant_id})
+        if grant.team_id is not None:
+            clause &= Q(**{team_f: grant.team_id}) if team_f is not None else Q(pk__in=[])
+        if grant.environment_id is not None:
+            clause &= Q(**{env_f: grant.environment_id}) if env_f is not None else Q(pk__in=[])
+        condition |= clause
+    return condition
+
+
 def tenant_ids(user, action: Action | str = Action.VIEW) -> set[int]:
     """Tenants in which the user holds any role allowing ``action``."""
     return {g.tenant_id for g in _grants(user, action)}

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can, restrict
+from governance.errors import ServiceError
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
@@ -21,7 +22,7 @@ from .queue import enqueue_run
 log = logging.getLogger(__name__)
 
 
-class JobStateError(Exception):
+class JobStateError(ServiceError):
     """The job or run is not in a state that allows this."""
 
     # Read by the API's error mapping (governance.api): a state conflict answers 409.

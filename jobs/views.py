@@ -11,9 +11,9 @@ from django.db.models import OuterRef, Q, Subquery
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, can, get_object_or_404_for, record_denied, restrict
+from governance.access import Action, can, get_object_or_404_for, restrict
 from governance.models import Environment, Team, Tenant
-from governance.services import AccessDenied
+from governance.ui_errors import UIError, service_errors
 
 from . import hooks, pools
 from .definitions import diff
@@ -24,7 +24,6 @@ from .preview import preview_definition
 from .services import (
     FAILED_STEP,
     RERUNNABLE,
-    JobStateError,
     cancel_run,
     mark_run_succeeded,
     pause_requires_change,
@@ -168,19 +167,22 @@ def job_detail(request, pk: int):
     return _job_page(request, _job(request, pk))
 
 
+def _job_error_page(request, error: UIError, pk: int, **kwargs):
+    """``service_errors`` page for the operations on a job's page: the page again, with the error."""
+    messages.error(request, error.message)
+    return _job_page(request, _job(request, pk), status=error.status)
+
+
 @login_required
 @require_POST
+@service_errors(_job_error_page)
 def job_trigger(request, pk: int):
     job = _job(request, pk, Action.TRIGGER)
     form = ReasonForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Triggering needs a reason: nothing was started.")
         return _job_page(request, job, forms={"trigger": form}, status=400)
-    try:
-        run = trigger_run(job, actor=request.user, reason=form.cleaned_data["reason"])
-    except JobStateError as exc:
-        messages.error(request, str(exc))
-        return _job_page(request, job, status=409)
+    run = trigger_run(job, actor=request.user, reason=form.cleaned_data["reason"])
     messages.success(request, f"Run #{run.pk} queued.")
     return redirect("run_detail", pk=run.pk)
 
@@ -192,23 +194,21 @@ def _set_paused(request, pk: int, *, paused: bool):
     if not form.is_valid():
         messages.error(request, f"{'Pausing' if paused else 'Resuming'} needs a reason: nothing was changed.")
         return _job_page(request, job, forms={name: form}, status=400)
-    try:
-        set_paused(job, actor=request.user, paused=paused, reason=form.cleaned_data["reason"])
-    except JobStateError as exc:
-        messages.error(request, str(exc))
-        return _job_page(request, job, status=409)
+    set_paused(job, actor=request.user, paused=paused, reason=form.cleaned_data["reason"])
     messages.success(request, "Job paused: it will not be scheduled until resumed." if paused else "Job resumed.")
     return redirect("job_detail", pk=job.pk)
 
 
 @login_required
 @require_POST
+@service_errors(_job_error_page)
 def job_pause(request, pk: int):
     return _set_paused(request, pk, paused=True)
 
 
 @login_required
 @require_POST
+@service_errors(_job_error_page)
 def job_resume(request, pk: int):
     return _set_paused(request, pk, paused=False)
 
@@ -246,22 +246,28 @@ def run_detail(request, pk: int):
     return _run_page(request, _run(request, pk))
 
 
+def _run_error_page(action: Action):
+    """``service_errors`` page for the operations on a run's page: the page again, with the error,
+    a refusal recorded under ``action``."""
+
+    def page(request, error: UIError, pk: int, **kwargs):
+        run = _run(request, pk)
+        error.record(request, action, run)
+        messages.error(request, error.message)
+        return _run_page(request, run, status=error.status)
+
+    return page
+
+
 @login_required
 @require_POST
+@service_errors(_run_error_page(Action.CANCEL))
 def run_cancel(request, pk: int):
     run = _run(request, pk, Action.CANCEL)
     form = ReasonForm(request.POST)
     if not form.is_valid():
         return _run_page(request, run, cancel_form=form, status=400)
-    try:
-        cancel_run(run, actor=request.user, reason=form.cleaned_data["reason"])
-    except JobStateError as exc:
-        messages.error(request, str(exc))
-        return _run_page(request, run, status=409)
-    except AccessDenied as exc:
-        record_denied(request.user, Action.CANCEL, run, reason=str(exc))
-        messages.error(request, str(exc))
-        return _run_page(request, run, status=403)
+    cancel_run(run, actor=request.user, reason=form.cleaned_data["reason"])
     messages.success(request, "Run cancelled.")
     return redirect("run_detail", pk=run.pk)
 
@@ -275,6 +281,7 @@ RUN_OPERATIONS = {
 
 @login_required
 @require_POST
+@service_errors(_run_error_page(Action.TRIGGER))
 def run_operate(request, pk: int, operation: str):
     """Rerun, rerun the failed steps, or mark succeeded: each needs a reason for the audit trail."""
     run = _run(request, pk, Action.TRIGGER)
@@ -282,15 +289,7 @@ def run_operate(request, pk: int, operation: str):
     form = ReasonForm(request.POST)
     if not form.is_valid():
         return _run_page(request, run, settle_form=form, status=400)
-    try:
-        result = service(run, actor=request.user, reason=form.cleaned_data["reason"])
-    except JobStateError as exc:
-        messages.error(request, str(exc))
-        return _run_page(request, run, status=409)
-    except AccessDenied as exc:
-        record_denied(request.user, Action.TRIGGER, run, reason=str(exc))
-        messages.error(request, str(exc))
-        return _run_page(request, run, status=403)
+    result = service(run, actor=request.user, reason=form.cleaned_data["reason"])
     # Rerunning failed steps says how many it queued and how many it left alone (outside your scope).
     messages.success(request, getattr(result, "message", done))
     return redirect("run_detail", pk=run.pk)
