@@ -210,8 +210,8 @@ class Cast:
     def make_config(self, kind: str, *, tenant=None, environment=None, target=None, action=None, **definition):
         """Create, update (``target``) or delete (``action="delete"``) a maintenance window, holiday
         calendar or pool through change control: proposed by the tenant admin, approved as the policy needs."""
-        from approvals.config_changes import kind_of, propose_config_change
-        from approvals.services import approve_change
+        from approvals.config_changes import kind_of
+        from approvals.services import approve_change, propose_config_change
 
         if target is not None and action is None:
             definition = {**kind_of(kind).definition(target), **definition}

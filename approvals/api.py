@@ -631,7 +631,7 @@ class ChangeRequestViewSet(
         if target is not None and data["action"] == ChangeAction.UPDATE and isinstance(definition, dict):
             # Like a job update, only the fields that change are sent; the rest stay as live.
             definition = {**config_changes.kind_of(data["target_kind"]).definition(target), **definition}
-        change = config_changes.propose_config_change(
+        change = services.propose_config_change(
             actor=request.user,
             kind=data["target_kind"],
             action=data["action"],

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 
-from governance.models import Environment, Tenant
-from governance.services import AccessDenied
+from governance.models import Environment
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 
-from .models import ChangeAction, ChangeRequest, TargetKind
+from .errors import ChangeError
+from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind
 
 
 @dataclass(frozen=True)
@@ -135,11 +134,7 @@ KINDS: dict[str, Kind] = {
 
 
 # The order fields are shown in diffs.
-FIELD_ORDER = {
-    TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
-    TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
-    TargetKind.POOL: pools.POOL_FIELDS,
-}
+FIELD_ORDER = CONFIG_FIELD_ORDER
 
 
 def kind_of(change_or_kind) -> Kind:
@@ -165,109 +160,11 @@ def live_definition(change: ChangeRequest) -> dict | None:
     return None if target is None else kind_of(change).definition(target)
 
 
-def _environment_of(target) -> Environment | None:
+def environment_of(target) -> Environment | None:
     return getattr(target, "environment", None) if getattr(target, "environment_id", None) else None
 
 
-def propose_config_change(
-    *,
-    actor,
-    kind: TargetKind | str,
-    action: ChangeAction | str,
-    justification: str,
-    tenant: Tenant | None = None,
-    environment: Environment | None = None,
-    target: models.Model | None = None,
-    definition: dict | None = None,
-    ticket: str = "",
-    submit: bool = True,
-    emergency: bool = False,
-    apply_after: datetime | None = None,
-) -> ChangeRequest:
-    """Propose creating, updating or deleting a maintenance window, holiday calendar or pool.
-
-    A create names the tenant (and the environment, where the kind has one); an update or a
-    delete names the live ``target``, whose tenant and environment it keeps. Raises
-    ValidationError with field errors, AccessDenied when the actor may not propose here,
-    ChangeError for workflow rules. Nothing is saved unless the proposal is valid.
-    """
-    from . import services
-    from .kinds import kind_of as change_kind_of
-    from .kinds.base import check_apply_after
-
-    spec = kind_of(kind)
-    try:
-        action = ChangeAction(action)
-    except ValueError:
-        raise ValidationError({"action": ["Must be create, update or delete."]}) from None
-    errors: dict[str, list[str]] = {}
-    if action == ChangeAction.POLICY:
-        errors["action"] = ["Must be create, update or delete."]
-    if not (justification or "").strip():
-        errors["justification"] = ["A justification is required: say why this change is needed."]
-    if action == ChangeAction.CREATE:
-        if target is not None:
-            errors["target"] = [f"A create request must not name an existing {spec.label}."]
-        if tenant is None and environment is not None:
-            tenant = environment.tenant
-        if tenant is None:
-            errors["tenant"] = ["Choose the tenant."]
-        if environment is not None and tenant is not None and environment.tenant_id != tenant.pk:
-            errors["environment"] = ["The environment belongs to another tenant."]
-        if spec.environment == "never" and environment is not None:
-            errors["environment"] = [f"A {spec.label} is tenant-wide: give no environment."]
-        if spec.environment == "required" and environment is None:
-            errors["environment"] = [f"A {spec.label} belongs to one environment: choose it."]
-    elif target is None:
-        errors["target"] = [f"Name the {spec.label} to {action.value}."]
-    else:
-        if not isinstance(target, spec.model):
-            raise ValidationError({"target": [f"Not a {spec.label}."]})
-        tenant, environment = target.tenant, _environment_of(target)
-    try:
-        check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
-    if errors:
-        raise ValidationError(errors)
-    assert tenant is not None
-    change = ChangeRequest(
-        tenant=tenant,
-        team=None,
-        environment=environment,
-        target_kind=spec.kind,
-        target_id=target.pk if target is not None else None,
-        action=action,
-        emergency=bool(emergency),
-        apply_after=apply_after,
-    )
-    refusal = change_kind_of(change).proposal_refusal(actor, change)
-    if refusal:
-        raise AccessDenied(refusal)
-
-    base = spec.definition(target) if target is not None else None
-    proposed: dict = {}
-    if action == ChangeAction.DELETE:
-        _check_deletable(spec, target)
-    else:
-        proposed = spec.clean(definition or {}, tenant=tenant, environment=environment, target=target)
-        if base is not None and base == proposed:
-            raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
-
-    change.proposed = proposed
-    change.base_definition = base
-    with transaction.atomic():
-        return services._open_change(
-            change,
-            actor=actor,
-            justification=justification,
-            ticket=ticket,
-            submit=submit,
-            audit_data={"action": action.value, "kind": spec.kind.value, "target": target.pk if target else None},
-        )
-
-
-def _check_deletable(spec: Kind, target) -> None:
+def check_deletable(spec: Kind, target) -> None:
     """Jobs name calendars and pools: one still in use is not deleted (a 400 naming the jobs)."""
     if spec.kind == TargetKind.HOLIDAY_CALENDAR:
         users = calendars.calendar_references(target.tenant_id, target.name)
@@ -285,7 +182,6 @@ def _check_deletable(spec: Kind, target) -> None:
 
 def check_not_stale(change: ChangeRequest) -> None:
     """Refuse (409) a request whose object was changed or deleted after it was made."""
-    from .kinds.base import ChangeError
 
     if change.action == ChangeAction.CREATE:
         return
@@ -323,7 +219,6 @@ def clean_proposal(change: ChangeRequest, definition: dict) -> dict:
 def rebase(change: ChangeRequest) -> list[str]:
     """Move the request onto the live object (fields the author did not touch take the live values);
     returns the fields both the author and the live object changed (the author's value wins)."""
-    from .kinds.base import ChangeError
 
     spec = kind_of(change)
     if change.action == ChangeAction.CREATE:
@@ -365,7 +260,7 @@ def apply(change: ChangeRequest, *, actor, reason: str) -> None:
     spec = kind_of(change)
     target = live_target(change, lock=True)
     if change.action == ChangeAction.DELETE:
-        _check_deletable(spec, target)
+        check_deletable(spec, target)
         spec.delete(actor=actor, target=target, change_request_id=change.pk, change_reason=reason)
         return
     # Validated again against the live state: a calendar name may have been taken meanwhile.

@@ -16,7 +16,7 @@ from governance.ui_errors import UI_ERRORS, form_error
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 from jobs.pools import busy_counts
 
-from . import config_changes, policies
+from . import config_changes, policies, services
 from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
 from .views import announce
@@ -150,7 +150,7 @@ def config_propose(request, kind: str, pk: int | None = None, delete: bool = Fal
             if places is not None:
                 tenant, environment = _place(form.cleaned_data["place"])
             try:
-                change = config_changes.propose_config_change(
+                change = services.propose_config_change(
                     actor=request.user,
                     kind=spec.kind,
                     action=action,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from simple_history.models import HistoricalRecords
 
 from governance.models import Environment, Team, Tenant
+from jobs import calendars, pools
 from jobs.models import Criticality, Job
 
 
@@ -38,6 +40,12 @@ class TargetKind(models.TextChoices):
 
 
 CONFIG_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL})
+# The order a window's, calendar's or pool's fields are shown in diffs.
+CONFIG_FIELD_ORDER = {
+    TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
+    TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
+    TargetKind.POOL: pools.POOL_FIELDS,
+}
 # Kinds that may be tenant-wide: their requests have no environment.
 TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR})
 
@@ -173,9 +181,7 @@ class ChangeRequest(models.Model):
         jsonb does not keep the order keys were written in)."""
         keys = [*(before or {}), *(after or {})]
         if self.is_config_change:
-            from .config_changes import FIELD_ORDER
-
-            known = FIELD_ORDER.get(self.target_kind, ())
+            known = CONFIG_FIELD_ORDER.get(self.target_kind, ())
             return [*(f for f in known if f in keys), *sorted(set(keys) - set(known))]
         return list(dict.fromkeys(keys))
 
@@ -183,9 +189,7 @@ class ChangeRequest(models.Model):
         """The live window, calendar or pool this request changes (None for other kinds, or once deleted)."""
         if not self.is_config_change:
             return None
-        from .config_changes import live_target
-
-        return live_target(self)
+        return apps.get_app_config("approvals").live_target(self)
 
     @property
     def target_name(self) -> str:
@@ -197,9 +201,7 @@ class ChangeRequest(models.Model):
 
     def diff(self) -> list[dict]:
         """[{field, before, after}] between the base it was made against and the proposal."""
-        from .kinds import kind_of
-
-        return kind_of(self).diff(self)
+        return apps.get_app_config("approvals").kind_of(self).diff(self)
 
 
 class ApprovalPolicy(models.Model):

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, Model, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from governance import audit
@@ -32,9 +32,10 @@ from jobs import services as job_services
 from jobs.definitions import diff
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
-from . import policies
+from . import config_changes, policies
+from .errors import ChangeError, check_apply_after
 from .kinds import JOB, JOB_STATE, POLICY, kind_of
-from .kinds.base import Actor, ChangeError, Definition, check_apply_after
+from .kinds.base import Actor, Definition
 from .models import (
     ChangeAction,
     ChangeRequest,
@@ -44,6 +45,7 @@ from .models import (
     PostReview,
     Review,
     ReviewDecision,
+    TargetKind,
 )
 from .policies import User
 
@@ -939,3 +941,97 @@ def propose_promotion(
         ticket=ticket,
         submit=submit,
     )
+
+
+def propose_config_change(
+    *,
+    actor,
+    kind: TargetKind | str,
+    action: ChangeAction | str,
+    justification: str,
+    tenant: Tenant | None = None,
+    environment: Environment | None = None,
+    target: Model | None = None,
+    definition: dict | None = None,
+    ticket: str = "",
+    submit: bool = True,
+    emergency: bool = False,
+    apply_after: datetime | None = None,
+) -> ChangeRequest:
+    """Propose creating, updating or deleting a maintenance window, holiday calendar or pool.
+
+    A create names the tenant (and the environment, where the kind has one); an update or a
+    delete names the live ``target``, whose tenant and environment it keeps. Raises
+    ValidationError with field errors, AccessDenied when the actor may not propose here,
+    ChangeError for workflow rules. Nothing is saved unless the proposal is valid.
+    """
+    spec = config_changes.kind_of(kind)
+    try:
+        action = ChangeAction(action)
+    except ValueError:
+        raise ValidationError({"action": ["Must be create, update or delete."]}) from None
+    errors: dict[str, list[str]] = {}
+    if action == ChangeAction.POLICY:
+        errors["action"] = ["Must be create, update or delete."]
+    if not (justification or "").strip():
+        errors["justification"] = ["A justification is required: say why this change is needed."]
+    if action == ChangeAction.CREATE:
+        if target is not None:
+            errors["target"] = [f"A create request must not name an existing {spec.label}."]
+        if tenant is None and environment is not None:
+            tenant = environment.tenant
+        if tenant is None:
+            errors["tenant"] = ["Choose the tenant."]
+        if environment is not None and tenant is not None and environment.tenant_id != tenant.pk:
+            errors["environment"] = ["The environment belongs to another tenant."]
+        if spec.environment == "never" and environment is not None:
+            errors["environment"] = [f"A {spec.label} is tenant-wide: give no environment."]
+        if spec.environment == "required" and environment is None:
+            errors["environment"] = [f"A {spec.label} belongs to one environment: choose it."]
+    elif target is None:
+        errors["target"] = [f"Name the {spec.label} to {action.value}."]
+    else:
+        if not isinstance(target, spec.model):
+            raise ValidationError({"target": [f"Not a {spec.label}."]})
+        tenant, environment = target.tenant, config_changes.environment_of(target)
+    try:
+        check_apply_after(apply_after)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    assert tenant is not None
+    change = ChangeRequest(
+        tenant=tenant,
+        team=None,
+        environment=environment,
+        target_kind=spec.kind,
+        target_id=target.pk if target is not None else None,
+        action=action,
+        emergency=bool(emergency),
+        apply_after=apply_after,
+    )
+    refusal = kind_of(change).proposal_refusal(actor, change)
+    if refusal:
+        raise AccessDenied(refusal)
+
+    base = spec.definition(target) if target is not None else None
+    proposed: dict = {}
+    if action == ChangeAction.DELETE:
+        config_changes.check_deletable(spec, target)
+    else:
+        proposed = spec.clean(definition or {}, tenant=tenant, environment=environment, target=target)
+        if base is not None and base == proposed:
+            raise ValidationError({"definition": [f"The proposed {spec.label} is identical to the live one."]})
+
+    change.proposed = proposed
+    change.base_definition = base
+    with transaction.atomic():
+        return _open_change(
+            change,
+            actor=actor,
+            justification=justification,
+            ticket=ticket,
+            submit=submit,
+            audit_data={"action": action.value, "kind": spec.kind.value, "target": target.pk if target else None},
+        )

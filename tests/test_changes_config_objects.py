@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from django.core.exceptions import ValidationError
 
-from approvals.config_changes import propose_config_change
 from approvals.models import ApprovalPolicy, ChangeRequest, ChangeStatus
 from approvals.services import (
     ChangeError,
     approve_change,
     edit_change,
+    propose_config_change,
     rebase_change,
     reject_change,
 )

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from approvals.config_changes import propose_config_change
-from approvals.services import approve_change, awaiting_review
+from approvals.services import approve_change, awaiting_review, propose_config_change
 from conftest import PASSWORD
 from governance.models import Role
 from governance.services import AccessDenied, grant_role

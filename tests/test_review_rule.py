@@ -12,7 +12,6 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from approvals import policies
-from approvals.config_changes import propose_config_change
 from approvals.models import ChangeRequest, ChangeStatus, PostReview
 from approvals.services import (
     comment_on_change,
@@ -20,6 +19,7 @@ from approvals.services import (
     create_freeze_window,
     open_post_reviews,
     propose_change,
+    propose_config_change,
     propose_policy_change,
 )
 from conftest import PASSWORD

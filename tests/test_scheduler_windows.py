@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 
-from approvals.config_changes import propose_config_change
+from approvals.services import propose_config_change
 from governance.services import AccessDenied
 from jobs import scheduler
 from jobs.definitions import clean_definition

@@ -15,8 +15,9 @@ job's pause and resume (``STATE_ACTIONS``) are a kind of their own (key ``job_st
 from __future__ import annotations
 
 from ..config_changes import KINDS as CONFIG_SPECS
+from ..errors import ChangeError
 from ..models import STATE_ACTIONS, ChangeRequest, TargetKind
-from .base import ChangeError, ChangeKind
+from .base import ChangeKind
 from .config import ConfigKind
 from .job import JOB, JOB_STATE
 from .policy import POLICY

@@ -7,13 +7,7 @@ apply) and knows nothing of jobs, policies or configuration objects: it asks the
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Protocol, TypeAlias
-
-from django.core.exceptions import ValidationError
-from django.utils import timezone
-
-from governance.errors import ServiceError
 
 from ..models import ChangeRequest
 from ..policies import Rule, User
@@ -21,19 +15,6 @@ from ..policies import Rule, User
 # Whoever acts: a user (a person or a service account), or None for the system (sweeps).
 Actor: TypeAlias = User | None
 Definition: TypeAlias = dict[str, Any]
-
-
-class ChangeError(ServiceError):
-    """A change-control rule refused the operation; nothing was changed.
-
-    ``conflict`` marks state conflicts (HTTP 409); ``code`` names the rule for callers and tests.
-    """
-
-    def __init__(self, message: str, *, conflict: bool = False, code: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.conflict = conflict
-        self.code = code
 
 
 class ChangeKind(Protocol):
@@ -72,16 +53,6 @@ class ChangeKind(Protocol):
 
     def applies_before_review(self, change: ChangeRequest) -> bool:
         """Does the request apply at submit, before its approvals (which then come after the fact)?"""
-
-
-def check_apply_after(apply_after: datetime | None) -> None:
-    if apply_after is not None and timezone.is_naive(apply_after):
-        raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
-
-
-def require_justification(justification: str, errors: dict[str, list[str]], message: str = "") -> None:
-    if not (justification or "").strip():
-        errors["justification"] = [message or "A justification is required: say why this change is needed."]
 
 
 def field_diff(change: ChangeRequest) -> list[dict[str, Any]]:

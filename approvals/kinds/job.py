@@ -15,8 +15,9 @@ from jobs.definitions import clean_definition, diff
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
 from .. import policies
+from ..errors import ChangeError, check_apply_after, require_justification
 from ..models import OPEN_STATUSES, STATE_ACTIONS, ChangeAction, ChangeRequest
-from .base import Actor, ChangeError, Definition, FlatDiff, check_apply_after, require_justification
+from .base import Actor, Definition, FlatDiff
 
 
 def _job(change: ChangeRequest) -> Job:

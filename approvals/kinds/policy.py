@@ -10,8 +10,9 @@ from governance.models import AuditAction, Environment
 from governance.services import AccessDenied
 
 from .. import policies
+from ..errors import ChangeError, require_justification
 from ..models import ApprovalPolicy, ChangeAction, ChangeRequest, TargetKind
-from .base import Actor, ChangeError, Definition, FlatDiff, require_justification
+from .base import Actor, Definition, FlatDiff
 
 
 def _environment(change: ChangeRequest) -> Environment:

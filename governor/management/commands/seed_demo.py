@@ -150,7 +150,7 @@ class Command(BaseCommand):
 
             # Pools, windows and calendars are governed too: created through change requests like the
             # jobs (pools first: jobs name them).
-            from approvals.config_changes import propose_config_change
+            from approvals.services import propose_config_change
             from jobs.models import HolidayCalendar, MaintenanceWindow
 
             acme = tenants["acme"]
