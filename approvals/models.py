@@ -168,6 +168,11 @@ class ChangeRequest(models.Model):
     def is_config_change(self) -> bool:
         return self.target_kind in CONFIG_KINDS
 
+    def is_applying(self) -> bool:
+        """Is this request, as stored, approved and so being applied? (``jobs.authority``: the
+        approved request is what authorises change control to write the job.)"""
+        return self.pk is not None and ChangeRequest.objects.filter(pk=self.pk, status=ChangeStatus.APPROVED).exists()
+
     def field_order(self, before: dict | None, after: dict | None) -> list[str]:
         """The fields of a policy, state or configuration diff in a stable, readable order (PostgreSQL's
         jsonb does not keep the order keys were written in)."""

@@ -30,6 +30,7 @@ from governance.access import (
     same_identity,
     same_identity_q,
 )
+from governance.actors import SYSTEM
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
@@ -975,7 +976,7 @@ def apply_due_changes(*, now: datetime | None = None) -> list[ChangeRequest]:
             change = _locked(ChangeRequest(pk=pk))
             if change.status != ChangeStatus.APPROVED or hold_reason(change, now):
                 continue
-            _apply(change, actor=None)
+            _apply(change, actor=SYSTEM)
             if change.status != ChangeStatus.SUBMITTED:
                 applied.append(change)
     return applied
@@ -1049,7 +1050,7 @@ def _apply(change: ChangeRequest, *, actor) -> None:
                     actor=actor,
                     paused=change.action == ChangeAction.PAUSE,
                     reason=change.justification,
-                    change_request_id=change.pk,
+                    authority=change,
                 )
                 version = None
             else:
@@ -1092,7 +1093,7 @@ def _apply(change: ChangeRequest, *, actor) -> None:
 
 def _apply_job(change: ChangeRequest, *, actor, reason: str) -> Job:
     if change.action == ChangeAction.DELETE:
-        return job_services.delete_job(actor=actor, job=change.job, change_request_id=change.pk, change_reason=reason)
+        return job_services.delete_job(actor=actor, job=change.job, authority=change, change_reason=reason)
     # Validate again against the live state: names may have been taken meanwhile.
     definition = clean_definition(
         change.proposed,
@@ -1107,7 +1108,7 @@ def _apply_job(change: ChangeRequest, *, actor, reason: str) -> Job:
         environment=change.environment,
         definition=definition,
         job=change.job,
-        change_request_id=change.pk,
+        authority=change,
         change_reason=reason,
     )
 

@@ -15,6 +15,8 @@ from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from governance import audit
+from governance.actors import Actor
+from governance.history import delete_with_history, save_with_history
 from governance.models import AuditAction, Environment, Tenant
 
 from . import schedule
@@ -239,12 +241,8 @@ def clean_calendar(data, *, tenant: Tenant, calendar: HolidayCalendar | None = N
     return {"name": name, "dates": sorted(cleaned), "country": country}
 
 
-def _stamp(obj, *, actor, change_request_id: int | None, change_reason: str | None) -> None:
-    obj.change_request_id = change_request_id
-    obj._change_reason = change_reason or (
-        f"change request #{change_request_id}" if change_request_id else "direct change"
-    )
-    obj._history_user = actor if getattr(actor, "is_authenticated", False) else None
+def _reason(change_request_id: int | None, change_reason: str | None) -> str:
+    return change_reason or (f"change request #{change_request_id}" if change_request_id else "direct change")
 
 
 def _record(obj, *, actor, kind: str, operation: str, change_request_id, environment_id=None) -> None:
@@ -260,7 +258,7 @@ def _record(obj, *, actor, kind: str, operation: str, change_request_id, environ
 
 def apply_maintenance_window(
     *,
-    actor,
+    actor: Actor,
     tenant: Tenant,
     environment: Environment | None,
     definition: dict,
@@ -282,8 +280,8 @@ def apply_maintenance_window(
                 value = parse_datetime(value)
             setattr(window, field, value)
         window.full_clean()
-        _stamp(window, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
-        window.save()
+        window.change_request_id = change_request_id
+        save_with_history(window, actor=actor, reason=_reason(change_request_id, change_reason))
         _record(
             window,
             actor=actor,
@@ -296,11 +294,11 @@ def apply_maintenance_window(
 
 
 def delete_maintenance_window(
-    *, actor, window: MaintenanceWindow, change_request_id: int | None = None, change_reason: str | None = None
+    *, actor: Actor, window: MaintenanceWindow, change_request_id: int | None = None, change_reason: str | None = None
 ) -> None:
     with transaction.atomic():
         window = MaintenanceWindow.objects.select_for_update().get(pk=window.pk)
-        _stamp(window, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
+        window.change_request_id = change_request_id
         _record(
             window,
             actor=actor,
@@ -310,12 +308,12 @@ def delete_maintenance_window(
             environment_id=window.environment_id,
         )
         # The history keeps the deleted window, stamped with the request that removed it.
-        window.delete()
+        delete_with_history(window, actor=actor, reason=_reason(change_request_id, change_reason))
 
 
 def apply_holiday_calendar(
     *,
-    actor,
+    actor: Actor,
     tenant: Tenant,
     definition: dict,
     calendar: HolidayCalendar | None = None,
@@ -334,8 +332,8 @@ def apply_holiday_calendar(
         calendar.dates = list(definition.get("dates") or [])
         calendar.country = definition.get("country") or ""
         calendar.full_clean(validate_unique=False)
-        _stamp(calendar, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
-        calendar.save()
+        calendar.change_request_id = change_request_id
+        save_with_history(calendar, actor=actor, reason=_reason(change_request_id, change_reason))
         _record(
             calendar, actor=actor, kind="holiday_calendar", operation=operation, change_request_id=change_request_id
         )
@@ -343,7 +341,7 @@ def apply_holiday_calendar(
 
 
 def delete_holiday_calendar(
-    *, actor, calendar: HolidayCalendar, change_request_id: int | None = None, change_reason: str | None = None
+    *, actor: Actor, calendar: HolidayCalendar, change_request_id: int | None = None, change_reason: str | None = None
 ) -> None:
     with transaction.atomic():
         calendar = HolidayCalendar.objects.select_for_update().get(pk=calendar.pk)
@@ -352,6 +350,6 @@ def delete_holiday_calendar(
             raise ValidationError(
                 {"name": [f"Jobs still skip the holidays of {calendar.name}: {', '.join(users)}. Change them first."]}
             )
-        _stamp(calendar, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
+        calendar.change_request_id = change_request_id
         _record(calendar, actor=actor, kind="holiday_calendar", operation="delete", change_request_id=change_request_id)
-        calendar.delete()
+        delete_with_history(calendar, actor=actor, reason=_reason(change_request_id, change_reason))
