@@ -68,6 +68,6 @@ def require_actor(actor: object) -> Actor:
     raise TypeError(f"A service needs an actor (a user, or governance.actors.SYSTEM), not {actor!r}.")
 
 
-def history_user(actor: object) -> User | None:
-    """The user a history row names: the signed-in user who acted, none for the system."""
+def user_of(actor: object) -> User | None:
+    """The signed-in user who acted (named in history rows and foreign keys), or None for the system."""
     return actor if isinstance(actor, User) and actor.is_authenticated else None

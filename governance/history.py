@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from django.db.models import Model
 
-from .actors import Actor, history_user
+from .actors import Actor, user_of
 
 REASON_LENGTH = 100
 
@@ -26,7 +26,7 @@ def stamp_history(obj: Model, *, actor: Actor, reason: str | None) -> None:
     save or delete."""
     if reason is not None:
         obj._change_reason = history_reason(reason)  # type: ignore[attr-defined]
-    obj._history_user = history_user(actor)  # type: ignore[attr-defined]
+    obj._history_user = user_of(actor)  # type: ignore[attr-defined]
 
 
 def save_with_history(

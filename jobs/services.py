@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -12,7 +14,7 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can, restrict
-from governance.actors import Actor, require_actor
+from governance.actors import Actor, require_actor, user_of
 from governance.history import save_with_history
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
@@ -43,7 +45,7 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def compute_next_fire(job: Job, after=None):
+def compute_next_fire(job: Job, after: datetime | None = None) -> datetime | None:
     if job.status != JobStatus.ENABLED:
         return None
     return job.next_fire_after(after or timezone.now())
@@ -112,7 +114,7 @@ def enqueue_run(run_id: int) -> None:
     async_task("jobs.tasks.execute_run", run_id, task_name=f"run-{run_id}", save=False)
 
 
-def trigger_run(job: Job, *, actor, reason: str) -> Run:
+def trigger_run(job: Job, *, actor: Actor, reason: str) -> Run:
     """Start a run now, outside the schedule (operators and above), for the reason given."""
     if not can(actor, Action.TRIGGER, job):
         raise AccessDenied("You need the operator role for this job to trigger it.")
@@ -126,7 +128,7 @@ def trigger_run(job: Job, *, actor, reason: str) -> Run:
             tenant_id=job.tenant_id,
             scheduled_for=now,
             trigger=TriggerKind.MANUAL,
-            triggered_by=actor,
+            triggered_by=user_of(actor),
             reason=reason,
             status=RunStatus.QUEUED,
             queued_at=now,
@@ -200,7 +202,7 @@ def set_paused(job: Job, *, actor: Actor, paused: bool, reason: str, authority: 
     return job
 
 
-def cancel_run(run: Run, *, actor, reason: str) -> Run:
+def cancel_run(run: Run, *, actor: Actor, reason: str) -> Run:
     if not can(actor, Action.CANCEL, run):
         raise AccessDenied("You need the operator role for this job to cancel its runs.")
     reason = _require_reason(reason)
@@ -242,7 +244,7 @@ def refuse_unless_runnable(job: Job) -> None:
         raise JobStateError(f"The job {job.name} reached its sunset date {job.sunset_on} and cannot run.")
 
 
-def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
+def _requeue(run: Run, *, actor: Actor, reason: str, statuses: Iterable[str], operation: str) -> bool:
     """Queue a finished run again as its next attempt (same run, same key), on the job's live definition.
 
     The run's snapshot is replaced by the job's current approved version: executing an older version
@@ -279,7 +281,7 @@ def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
     return bool(updated)
 
 
-def rerun_run(run: Run, *, actor, reason: str) -> Run:
+def rerun_run(run: Run, *, actor: Actor, reason: str) -> Run:
     """Run a finished (or lost) run again as a new attempt of the same run, on the job's live
     (approved) definition; refused (409) while the job is paused, deleted or past its sunset."""
     reason = _require_reason(reason)
@@ -311,7 +313,7 @@ class RerunFailedResult:
         return text
 
 
-def rerun_failed_steps(run: Run, *, actor, reason: str) -> RerunFailedResult:
+def rerun_failed_steps(run: Run, *, actor: Actor, reason: str) -> RerunFailedResult:
     """Rerun the failed steps of the workflow instance ``run`` belongs to (same tenant, environment
     and slot) that ``actor`` may trigger; steps that were skipped because of them are re-evaluated
     when they finish. Failed steps of jobs outside the actor's scope are left alone and only counted.
@@ -349,7 +351,7 @@ def rerun_failed_steps(run: Run, *, actor, reason: str) -> RerunFailedResult:
     return RerunFailedResult(requeued=requeued, not_in_scope=not_in_scope)
 
 
-def mark_run_succeeded(run: Run, *, actor, reason: str) -> Run:
+def mark_run_succeeded(run: Run, *, actor: Actor, reason: str) -> Run:
     """Record that an operator settled a failed or lost run by hand; downstream steps may proceed."""
     reason = _require_reason(reason)
     if not can(actor, Action.TRIGGER, run):
