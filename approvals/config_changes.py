@@ -136,7 +136,7 @@ KINDS: dict[str, Kind] = {
 
 
 # The order fields are shown in diffs.
-FIELD_ORDER = {
+FIELD_ORDER: dict[str, tuple[str, ...]] = {
     TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
     TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
     TargetKind.POOL: pools.POOL_FIELDS,
@@ -155,7 +155,7 @@ def live_target(change: ChangeRequest, *, lock: bool = False):
     """The live object a request updates or deletes, or None when it no longer exists."""
     if change.target_id is None:
         return None
-    queryset = kind_of(change).model.objects.filter(tenant_id=change.tenant_id, pk=change.target_id)
+    queryset = kind_of(change).model._default_manager.filter(tenant_id=change.tenant_id, pk=change.target_id)
     if lock:
         queryset = queryset.select_for_update()
     return queryset.first()
@@ -178,7 +178,7 @@ def propose_config_change(
     justification: str,
     tenant: Tenant | None = None,
     environment: Environment | None = None,
-    target: models.Model | None = None,
+    target: MaintenanceWindow | HolidayCalendar | Pool | None = None,
     definition: dict | None = None,
     ticket: str = "",
     submit: bool = True,

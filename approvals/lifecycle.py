@@ -39,6 +39,8 @@ def warn_sunsets(*, today: date | None = None) -> list[Job]:
         sunset_on__isnull=False, sunset_on__gt=today, sunset_on__lte=horizon, sunset_warned_on__isnull=True
     ).exclude(status=JobStatus.DELETED)
     for job in candidates:
+        sunset_on = job.sunset_on
+        assert sunset_on is not None  # the query asks for a sunset date
         with transaction.atomic():
             # The conditional update is the claim: two sweeps never warn twice.
             if not Job.objects.filter(pk=job.pk, sunset_warned_on__isnull=True).update(sunset_warned_on=today):
@@ -47,7 +49,7 @@ def warn_sunsets(*, today: date | None = None) -> list[Job]:
                 AuditAction.JOB_SUNSET_WARNING,
                 actor=SYSTEM,
                 obj=job,
-                data={"sunset_on": job.sunset_on.isoformat(), "days_left": (job.sunset_on - today).days},
+                data={"sunset_on": sunset_on.isoformat(), "days_left": (sunset_on - today).days},
             )
             warned.append(job)
     return warned

@@ -151,10 +151,10 @@ class ChangeRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        name = (self.proposed or {}).get("name") or (self.job.name if self.job_id else "") or self.target_name or "?"
+        name = (self.proposed or {}).get("name") or (self.job.name if self.job is not None else "") or self.target_name or "?"
         return f"CR-{self.pk}: {self.get_action_display().lower()} {name}"
 
-    def get_action_display(self) -> str:
+    def get_action_display(self) -> str:  # type: ignore[no-redef]  # replaces the generated one
         # "Create job" reads wrong for a window: name the kind of object for configuration changes.
         if self.target_kind in CONFIG_KINDS:
             return f"{self.action.capitalize()} {TargetKind(self.target_kind).label.lower()}"
@@ -298,7 +298,7 @@ class FreezeWindow(models.Model):
         ]
 
     def __str__(self) -> str:
-        where = self.environment.slug if self.environment_id else "all environments"
+        where = self.environment.slug if self.environment is not None else "all environments"
         return f"freeze {where} {self.starts_at:%Y-%m-%d %H:%M}Z-{self.ends_at:%Y-%m-%d %H:%M}Z: {self.reason}"
 
 

@@ -85,7 +85,7 @@ def object_types() -> dict[str, str]:
         label = model._meta.label_lower
         names[label] = label
         short = model._meta.model_name
-        if short in ambiguous:
+        if short is None or short in ambiguous:
             continue
         if short in names and names[short] != label:
             ambiguous.add(short)

@@ -56,6 +56,7 @@ def _instant(data: dict, field: str, errors: dict) -> datetime | None:
     value = data.get(field)
     if value in (None, ""):
         return None
+    parsed: datetime | None
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -197,8 +198,8 @@ def clean_calendar(data, *, tenant: Tenant, calendar: HolidayCalendar | None = N
             errors["name"] = ["At most 100 characters."]
     renamed = calendar is not None and name != calendar.name
     if name and "name" not in errors and (calendar is None or renamed):
-        users = calendar_references(calendar.tenant_id, calendar.name) if renamed else []
-        if users:
+        users = calendar_references(calendar.tenant_id, calendar.name) if calendar is not None and renamed else []
+        if calendar is not None and users:
             errors["name"] = [f"Jobs refer to {calendar.name} by name ({', '.join(users)}): it keeps its name."]
         elif HolidayCalendar.objects.filter(tenant=tenant, name=name).exists():
             errors["name"] = [f"This tenant already has a holiday calendar named {name!r}."]

@@ -253,11 +253,13 @@ class Admission:
         tenants = {job.tenant_id for job in jobs if is_low_priority(job)}
         if tenants:
             default = settings.GOVERNOR_QUEUE_DEPTH_LIMIT
-            overrides = dict(
-                TenantExecutionPolicy.objects.filter(
+            overrides = {
+                tenant_id: limit
+                for tenant_id, limit in TenantExecutionPolicy.objects.filter(
                     tenant_id__in=tenants, queue_depth_limit__isnull=False
                 ).values_list("tenant_id", "queue_depth_limit")
-            )
+                if limit is not None
+            }
             self.limits = {t: overrides.get(t, default) for t in tenants}
             bounded = [t for t, limit in self.limits.items() if limit]
             if bounded:
