@@ -151,7 +151,12 @@ class ChangeRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        name = (self.proposed or {}).get("name") or (self.job.name if self.job is not None else "") or self.target_name or "?"
+        name = (
+            (self.proposed or {}).get("name")
+            or (self.job.name if self.job is not None else "")
+            or self.target_name
+            or "?"
+        )
         return f"CR-{self.pk}: {self.get_action_display().lower()} {name}"
 
     def get_action_display(self) -> str:  # type: ignore[no-redef]  # replaces the generated one
