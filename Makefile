@@ -53,6 +53,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+	$(BIN)/mypy
 
 test-sqlite: install
 	bash scripts/pytest.sh $(PYTEST_BASE) $(PYTEST_ARGS)
