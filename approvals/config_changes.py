@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
+from governance.actors import Actor
 from governance.models import Environment, Tenant
 from governance.services import AccessDenied
 from jobs import calendars, pools
@@ -51,7 +53,7 @@ def _clean_window(data, *, tenant, environment, target):
     return calendars.clean_window(data, tenant=tenant, environment=environment)
 
 
-def _apply_window(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_window(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return calendars.apply_maintenance_window(
         actor=actor,
         tenant=tenant,
@@ -63,7 +65,7 @@ def _apply_window(*, actor, tenant, environment, definition, target, change_requ
     )
 
 
-def _delete_window(*, actor, target, change_request_id, change_reason):
+def _delete_window(*, actor: Actor, target, change_request_id, change_reason):
     calendars.delete_maintenance_window(
         actor=actor, window=target, change_request_id=change_request_id, change_reason=change_reason
     )
@@ -73,7 +75,7 @@ def _clean_calendar(data, *, tenant, environment, target):
     return calendars.clean_calendar(data, tenant=tenant, calendar=target)
 
 
-def _apply_calendar(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_calendar(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return calendars.apply_holiday_calendar(
         actor=actor,
         tenant=tenant,
@@ -84,7 +86,7 @@ def _apply_calendar(*, actor, tenant, environment, definition, target, change_re
     )
 
 
-def _delete_calendar(*, actor, target, change_request_id, change_reason):
+def _delete_calendar(*, actor: Actor, target, change_request_id, change_reason):
     calendars.delete_holiday_calendar(
         actor=actor, calendar=target, change_request_id=change_request_id, change_reason=change_reason
     )
@@ -94,7 +96,7 @@ def _clean_pool(data, *, tenant, environment, target):
     return pools.clean_pool_change(data, tenant=tenant, environment=environment, pool=target)
 
 
-def _apply_pool(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_pool(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return pools.apply_pool(
         actor=actor,
         tenant=tenant,
@@ -106,7 +108,7 @@ def _apply_pool(*, actor, tenant, environment, definition, target, change_reques
     )
 
 
-def _delete_pool(*, actor, target, change_request_id, change_reason):
+def _delete_pool(*, actor: Actor, target, change_request_id, change_reason):
     pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
 
 
@@ -172,7 +174,7 @@ def _environment_of(target) -> Environment | None:
 
 def propose_config_change(
     *,
-    actor,
+    actor: User,
     kind: TargetKind | str,
     action: ChangeAction | str,
     justification: str,
@@ -369,7 +371,7 @@ def rebase(change: ChangeRequest) -> list[str]:
     return conflicts
 
 
-def apply(change: ChangeRequest, *, actor, reason: str) -> None:
+def apply(change: ChangeRequest, *, actor: Actor, reason: str) -> None:
     """Make an approved request live (inside the caller's savepoint); sets ``change.target_id``."""
     spec = kind_of(change)
     target = live_target(change, lock=True)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, cast
 
 from django.contrib.auth.models import User
 from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
@@ -74,8 +74,13 @@ class Grant:
 
 
 def _member(user: Subject | None) -> User | None:
-    """The active signed-in user ``user`` is, or None (anonymous, deactivated, the system actor)."""
-    return user if isinstance(user, User) and user.is_authenticated and user.is_active else None
+    """The active signed-in user ``user`` is, or None (anonymous, deactivated, the system actor).
+
+    Duck-typed on purpose: the manifest commands' shell operator (``jobs.management.commands.
+    _manifest_cli``) is a read-only stand-in for a superuser, not a User row."""
+    if getattr(user, "is_authenticated", False) and getattr(user, "is_active", False):
+        return cast(User, user)
+    return None
 
 
 def access_fields(model: type[Model] | Model) -> AccessFields:

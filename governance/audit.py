@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from .actors import Subject, user_of
 from .models import AuditChain, AuditEvent, Tenant
 
 
@@ -40,7 +41,7 @@ def _label(obj: Model | None) -> tuple[str, str, str]:
 def record(
     action: str,
     *,
-    actor=None,
+    actor: Subject | None = None,
     obj: Model | None = None,
     tenant: Tenant | int | None = None,
     team_id: int | None = None,
@@ -57,7 +58,7 @@ def record(
         team_id = team_id if team_id is not None else getattr(obj, "team_id", None)
         environment_id = environment_id if environment_id is not None else getattr(obj, "environment_id", None)
     object_type, object_id, object_repr = _label(obj)
-    user = actor if getattr(actor, "is_authenticated", False) else None
+    user = user_of(actor)
     with transaction.atomic():
         chain, _ = AuditChain.objects.get_or_create(tenant_id=tenant_id)  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
         # Lock the chain head: appends to one tenant's chain are serialised.

@@ -246,7 +246,7 @@ def _reason(change_request_id: int | None, change_reason: str | None) -> str:
     return change_reason or (f"change request #{change_request_id}" if change_request_id else "direct change")
 
 
-def _record(obj, *, actor, kind: str, operation: str, change_request_id, environment_id=None) -> None:
+def _record(obj, *, actor: Actor, kind: str, operation: str, change_request_id, environment_id=None) -> None:
     audit.record(
         AuditAction.CONFIG_CHANGED,
         actor=actor,
