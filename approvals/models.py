@@ -174,9 +174,21 @@ class ChangeRequest(models.Model):
         return self.target_kind in CONFIG_KINDS
 
     def is_applying(self) -> bool:
-        """Is this request, as stored, approved and so being applied? (``jobs.authority``: the
-        approved request is what authorises change control to write the job.)"""
-        return self.pk is not None and ChangeRequest.objects.filter(pk=self.pk, status=ChangeStatus.APPROVED).exists()
+        """Is this request, as stored, approved and so being applied, with the placement, target and
+        action this instance says? (``jobs.authority``: the approved request is what authorises change
+        control to write the job, so an instance edited in memory authorises nothing.)"""
+        return (
+            self.pk is not None
+            and ChangeRequest.objects.filter(  # type: ignore[misc]  # None matches NULL
+                pk=self.pk,
+                status=ChangeStatus.APPROVED,
+                tenant_id=self.tenant_id,
+                team_id=self.team_id,
+                environment_id=self.environment_id,
+                job_id=self.job_id,
+                action=self.action,
+            ).exists()
+        )
 
     def field_order(self, before: dict | None, after: dict | None) -> list[str]:
         """The fields of a policy, state or configuration diff in a stable, readable order (PostgreSQL's

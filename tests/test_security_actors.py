@@ -68,7 +68,15 @@ def test_the_system_cannot_pause_a_job_without_an_approved_request(cast):
 
 @pytest.mark.parametrize(
     "forgery",
-    ["submitted", "approved_in_memory_only", "resume_for_a_pause", "another_job", "another_tenant", "unsaved"],
+    [
+        "submitted",
+        "approved_in_memory_only",
+        "approved_for_another_job_retargeted_in_memory",
+        "resume_for_a_pause",
+        "another_job",
+        "another_tenant",
+        "unsaved",
+    ],
 )
 def test_a_forged_or_unapproved_change_request_does_not_pause_a_job(cast, forgery):
     job = cast.make_job(cast.prod)
@@ -78,6 +86,9 @@ def test_a_forged_or_unapproved_change_request_does_not_pause_a_job(cast, forger
     elif forgery == "approved_in_memory_only":
         authority = _request(cast, job, action="pause", status=ChangeStatus.SUBMITTED)
         authority.status = ChangeStatus.APPROVED
+    elif forgery == "approved_for_another_job_retargeted_in_memory":
+        authority = _request(cast, other, action="pause")
+        authority.job_id = job.pk
     elif forgery == "resume_for_a_pause":
         authority = _request(cast, job, action="resume")
     elif forgery == "another_job":
