@@ -55,6 +55,7 @@ lint: install
 	# The layers and the no-cycles rule of docs/architecture.md (contracts in pyproject.toml).
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+	$(BIN)/mypy
 
 test-sqlite: install
 	bash scripts/pytest.sh $(PYTEST_BASE) $(PYTEST_ARGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
+from governance.actors import SYSTEM
 from governance.models import Environment, Role, Team, Tenant
 from governance.services import grant_role
 
@@ -67,15 +68,15 @@ class Cast:
             (self.operator, Role.OPERATOR),
             (self.viewer, Role.VIEWER),
         ]:
-            grant_role(u, role, tenant=self.acme)
+            grant_role(u, role, tenant=self.acme, actor=SYSTEM)
         for u, role in [
             (self.globex_admin, Role.TENANT_ADMIN),
             (self.globex_author, Role.AUTHOR),
             (self.globex_approver, Role.APPROVER),
         ]:
-            grant_role(u, role, tenant=self.globex)
+            grant_role(u, role, tenant=self.globex, actor=SYSTEM)
         # The superuser also authors in acme, so self-approval by a superuser can be attacked.
-        grant_role(self.superuser, Role.AUTHOR, tenant=self.acme)
+        grant_role(self.superuser, Role.AUTHOR, tenant=self.acme, actor=SYSTEM)
 
     def definition(self, **overrides) -> dict:
         base = {

@@ -6,6 +6,8 @@ validate the request's shape; ``approvals.services`` decides everything else.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -153,7 +155,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
         return known[change.pk]
 
     def _progress(self, change: ChangeRequest) -> dict:
-        known = self.context.setdefault("approval_progress", {})
+        known = cast(dict[str, Any], self.context).setdefault("approval_progress", {})
         if change.pk not in known:
             # Constant queries however many reviews (grants of all reviewers load together).
             known.update(services.approval_progress_for([change]))
@@ -213,7 +215,7 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
 
     @extend_schema_field(ReviewSerializer(many=True))
     def get_reviews(self, change: ChangeRequest) -> list:
-        return ReviewSerializer(change.reviews.all(), many=True, context={"revision": change.revision}).data
+        return list(ReviewSerializer(change.reviews.all(), many=True, context={"revision": change.revision}).data)
 
     def get_approvers(self, change: ChangeRequest) -> list[str]:
         return self._progress(change)["approvers"]
@@ -244,7 +246,7 @@ class ChangeRequestDetailSerializer(ChangeRequestSerializer):
 
 
 # API routes of the configuration objects a change request may target (links.target).
-TARGET_ROUTES = {
+TARGET_ROUTES: dict[str, str] = {
     TargetKind.MAINTENANCE_WINDOW: "api-maintenance-window-detail",
     TargetKind.HOLIDAY_CALENDAR: "api-holiday-calendar-detail",
     TargetKind.POOL: "api-pool-detail",

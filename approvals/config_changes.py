@@ -19,6 +19,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from governance.actors import Actor
 from governance.models import Environment
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
@@ -49,7 +50,7 @@ def _clean_window(data, *, tenant, environment, target):
     return calendars.clean_window(data, tenant=tenant, environment=environment)
 
 
-def _apply_window(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_window(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return calendars.apply_maintenance_window(
         actor=actor,
         tenant=tenant,
@@ -61,7 +62,7 @@ def _apply_window(*, actor, tenant, environment, definition, target, change_requ
     )
 
 
-def _delete_window(*, actor, target, change_request_id, change_reason):
+def _delete_window(*, actor: Actor, target, change_request_id, change_reason):
     calendars.delete_maintenance_window(
         actor=actor, window=target, change_request_id=change_request_id, change_reason=change_reason
     )
@@ -71,7 +72,7 @@ def _clean_calendar(data, *, tenant, environment, target):
     return calendars.clean_calendar(data, tenant=tenant, calendar=target)
 
 
-def _apply_calendar(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_calendar(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return calendars.apply_holiday_calendar(
         actor=actor,
         tenant=tenant,
@@ -82,7 +83,7 @@ def _apply_calendar(*, actor, tenant, environment, definition, target, change_re
     )
 
 
-def _delete_calendar(*, actor, target, change_request_id, change_reason):
+def _delete_calendar(*, actor: Actor, target, change_request_id, change_reason):
     calendars.delete_holiday_calendar(
         actor=actor, calendar=target, change_request_id=change_request_id, change_reason=change_reason
     )
@@ -92,7 +93,7 @@ def _clean_pool(data, *, tenant, environment, target):
     return pools.clean_pool_change(data, tenant=tenant, environment=environment, pool=target)
 
 
-def _apply_pool(*, actor, tenant, environment, definition, target, change_request_id, change_reason):
+def _apply_pool(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
     return pools.apply_pool(
         actor=actor,
         tenant=tenant,
@@ -104,7 +105,7 @@ def _apply_pool(*, actor, tenant, environment, definition, target, change_reques
     )
 
 
-def _delete_pool(*, actor, target, change_request_id, change_reason):
+def _delete_pool(*, actor: Actor, target, change_request_id, change_reason):
     pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
 
 
@@ -149,7 +150,7 @@ def live_target(change: ChangeRequest, *, lock: bool = False):
     """The live object a request updates or deletes, or None when it no longer exists."""
     if change.target_id is None:
         return None
-    queryset = kind_of(change).model.objects.filter(tenant_id=change.tenant_id, pk=change.target_id)
+    queryset = kind_of(change).model._default_manager.filter(tenant_id=change.tenant_id, pk=change.target_id)
     if lock:
         queryset = queryset.select_for_update()
     return queryset.first()
@@ -255,7 +256,7 @@ def rebase(change: ChangeRequest) -> list[str]:
     return conflicts
 
 
-def apply(change: ChangeRequest, *, actor, reason: str) -> None:
+def apply(change: ChangeRequest, *, actor: Actor, reason: str) -> None:
     """Make an approved request live (inside the caller's savepoint); sets ``change.target_id``."""
     spec = kind_of(change)
     target = live_target(change, lock=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from jobs.models import WindowPolicy
@@ -20,7 +22,7 @@ class ConfigProposalForm(ProposalForm):
         if places is None:
             del self.fields["place"]
         else:
-            self.fields["place"].choices = [("", "Choose where it applies"), *places]
+            cast(forms.ChoiceField, self.fields["place"]).choices = [("", "Choose where it applies"), *places]
 
     service_field_names = {"environment": "place", "tenant": "place", "target": None}
 

@@ -3,6 +3,7 @@ pools, and the forms that propose changes to them (reviewed on the ordinary chan
 
 from __future__ import annotations
 
+from typing import Any
 from zoneinfo import available_timezones
 
 from django.contrib.auth.decorators import login_required
@@ -21,7 +22,7 @@ from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
 from .views import announce
 
-FORMS = {
+FORMS: dict[str, Any] = {
     TargetKind.MAINTENANCE_WINDOW: WindowForm,
     TargetKind.HOLIDAY_CALENDAR: CalendarForm,
     TargetKind.POOL: PoolForm,
@@ -119,7 +120,7 @@ def _kind(kind: str) -> config_changes.Kind:
 
 
 def _target(request, spec: config_changes.Kind, pk: int):
-    target = get_object_or_404_for(request.user, Action.VIEW, spec.model.objects.all(), pk=pk)
+    target: Any = get_object_or_404_for(request.user, Action.VIEW, spec.model._default_manager.all(), pk=pk)
     environment_id = getattr(target, "environment_id", None)
     if not policies.may_propose_config(request.user, tenant_id=target.tenant_id, environment_id=environment_id):
         # Recorded in the object's own tenant chain, where its admins see it.
@@ -137,7 +138,7 @@ def config_propose(request, kind: str, pk: int | None = None, delete: bool = Fal
     places = _places(request.user, spec) if target is None else None
     if places is not None and not places:
         raise PermissionDenied(f"You need the tenant admin role to propose a {spec.label}.")
-    form_class = DeleteConfigForm if delete else FORMS[kind]
+    form_class: Any = DeleteConfigForm if delete else FORMS[kind]
     initial = {}
     if target is not None and not delete:
         initial = form_class.initial_from(spec.definition(target))

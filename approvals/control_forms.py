@@ -3,6 +3,8 @@ rollback, promotion and recertification. They check shape only; the services dec
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from governance.access import Action, restrict, tenant_ids
@@ -96,7 +98,7 @@ class FreezeForm(forms.Form):
 
     @property
     def offered(self) -> bool:
-        return bool(self.fields["scope"].choices)
+        return bool(cast(forms.ChoiceField, self.fields["scope"]).choices)
 
     def place(self) -> tuple[Tenant, Environment | None]:
         kind, _, pk = self.cleaned_data["scope"].partition(":")

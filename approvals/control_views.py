@@ -7,6 +7,8 @@ views only pick what the user may see (``governance.access``) and show the servi
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -41,7 +43,9 @@ PAST_FREEZES_SHOWN = 20
 def _announce(request, change: ChangeRequest) -> None:
     n = change.required_approvals
     if change.status == "applied":
-        messages.success(request, f"CR-{change.pk} applied at once: {change.environment.name} needs no approvals.")
+        messages.success(
+            request, f"CR-{change.pk} applied at once: {(change.environment or change.tenant).name} needs no approvals."
+        )
     elif change.status == "failed":
         messages.error(request, f"CR-{change.pk} could not apply: {change.failure_reason}")
     else:
@@ -54,7 +58,7 @@ def _announce(request, change: ChangeRequest) -> None:
 def _policy_context(user) -> dict:
     environments = list(restrict(Environment.objects.select_related("tenant"), user).order_by("tenant__slug", "order"))
     rules = policies.effective_rules(environments)
-    pending: dict[int, list[ChangeRequest]] = {}
+    pending: dict[int | None, list[ChangeRequest]] = {}
     open_changes = restrict(
         ChangeRequest.objects.filter(action=ChangeAction.POLICY, status__in=OPEN_STATUSES), user
     ).select_related("author")
@@ -292,8 +296,9 @@ def job_promote(request, pk: int):
 def _overdue_page(request, *, error_job: int | None = None, form=None, status: int = 200):
     user = request.user
     today = timezone.now().date()
-    due = list(lifecycle.due_for_review(user, today=today))
-    sunset = list(lifecycle.sunset_jobs(user, today=today))
+    # Jobs decorated for the template (days_left, days_ago, can_recertify): not plain Job rows.
+    due: list[Any] = list(lifecycle.due_for_review(user, today=today))
+    sunset: list[Any] = list(lifecycle.sunset_jobs(user, today=today))
     for job in due:
         job.days_left = (job.review_due_on - today).days
         job.days_ago = -job.days_left
@@ -331,6 +336,6 @@ def job_recertify(request, pk: int):
         except ChangeError as exc:
             return _overdue_page(request, error_job=job.pk, form=form, status=form_error(form, exc))
         else:
-            messages.success(request, f"{job.name} recertified; next review due {job.review_due_on.isoformat()}.")
+            messages.success(request, f"{job.name} recertified; next review due {job.review_due_on}.")
             return redirect("overdue_list")
     return _overdue_page(request, error_job=job.pk, form=form, status=400)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -192,8 +194,10 @@ class JobDefinitionForm(ProposalForm):
             del self.fields["team"]
             del self.fields["environment"]
         else:
-            self.fields["team"].queryset = restrict(Team.objects.select_related("tenant"), user, Action.PROPOSE)
-            self.fields["environment"].queryset = restrict(
+            cast(forms.ModelChoiceField, self.fields["team"]).queryset = restrict(
+                Team.objects.select_related("tenant"), user, Action.PROPOSE
+            )
+            cast(forms.ModelChoiceField, self.fields["environment"]).queryset = restrict(
                 Environment.objects.select_related("tenant"), user, Action.PROPOSE
             )
 

@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can, restrict
+from governance.actors import SYSTEM, Actor, Subject
+from governance.history import save_with_history
 from governance.models import AuditAction
 from governance.services import AccessDenied
 from jobs.models import Job, JobStatus
@@ -37,15 +39,17 @@ def warn_sunsets(*, today: date | None = None) -> list[Job]:
         sunset_on__isnull=False, sunset_on__gt=today, sunset_on__lte=horizon, sunset_warned_on__isnull=True
     ).exclude(status=JobStatus.DELETED)
     for job in candidates:
+        sunset_on = job.sunset_on
+        assert sunset_on is not None  # the query asks for a sunset date
         with transaction.atomic():
             # The conditional update is the claim: two sweeps never warn twice.
             if not Job.objects.filter(pk=job.pk, sunset_warned_on__isnull=True).update(sunset_warned_on=today):
                 continue
             audit.record(
                 AuditAction.JOB_SUNSET_WARNING,
-                actor=None,
+                actor=SYSTEM,
                 obj=job,
-                data={"sunset_on": job.sunset_on.isoformat(), "days_left": (job.sunset_on - today).days},
+                data={"sunset_on": sunset_on.isoformat(), "days_left": (sunset_on - today).days},
             )
             warned.append(job)
     return warned
@@ -62,15 +66,15 @@ def disable_sunset_jobs(*, today: date | None = None) -> list[Job]:
                 continue
             job.status = JobStatus.PAUSED
             job.next_fire_at = None
-            job._change_reason = f"system: sunset date {job.sunset_on.isoformat()} reached, job disabled"
-            job._history_user = None
-            job.save()
-            audit.record(AuditAction.JOB_SUNSET, actor=None, obj=job, data={"sunset_on": job.sunset_on.isoformat()})
+            save_with_history(
+                job, actor=SYSTEM, reason=f"system: sunset date {job.sunset_on.isoformat()} reached, job disabled"
+            )
+            audit.record(AuditAction.JOB_SUNSET, actor=SYSTEM, obj=job, data={"sunset_on": job.sunset_on.isoformat()})
             disabled.append(job)
     return disabled
 
 
-def nearing_sunset(user, *, today: date | None = None) -> QuerySet[Job]:
+def nearing_sunset(user: Subject, *, today: date | None = None) -> QuerySet[Job]:
     """Deprecated jobs the user can see whose sunset is within the warning period, soonest first."""
     today = today or _today()
     horizon = today + timedelta(days=settings.GOVERNOR_SUNSET_WARNING_DAYS)
@@ -80,14 +84,14 @@ def nearing_sunset(user, *, today: date | None = None) -> QuerySet[Job]:
     return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("sunset_on", "name")
 
 
-def overdue_jobs(user, *, today: date | None = None) -> QuerySet[Job]:
+def overdue_jobs(user: Subject, *, today: date | None = None) -> QuerySet[Job]:
     """Live jobs the user can see whose recertification is overdue, most overdue first."""
     today = today or _today()
     jobs = Job.objects.filter(review_due_on__lt=today).exclude(status=JobStatus.DELETED)
     return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("review_due_on", "name")
 
 
-def due_for_review(user, *, today: date | None = None, within_days: int | None = None) -> QuerySet[Job]:
+def due_for_review(user: Subject, *, today: date | None = None, within_days: int | None = None) -> QuerySet[Job]:
     """Live jobs the user can see whose review falls due within the warning period (overdue ones
     included), soonest first."""
     today = today or _today()
@@ -96,7 +100,7 @@ def due_for_review(user, *, today: date | None = None, within_days: int | None =
     return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("review_due_on", "name")
 
 
-def sunset_jobs(user, *, today: date | None = None) -> QuerySet[Job]:
+def sunset_jobs(user: Subject, *, today: date | None = None) -> QuerySet[Job]:
     """Deprecated jobs the user can see whose sunset is near or already past, soonest first."""
     today = today or _today()
     horizon = today + timedelta(days=settings.GOVERNOR_SUNSET_WARNING_DAYS)
@@ -104,7 +108,7 @@ def sunset_jobs(user, *, today: date | None = None) -> QuerySet[Job]:
     return restrict(jobs, user, Action.VIEW).select_related("team", "environment").order_by("sunset_on", "name")
 
 
-def recertify_job(job: Job, *, actor, note: str) -> Job:
+def recertify_job(job: Job, *, actor: Actor, note: str) -> Job:
     """An owner (author of the owning team in that environment) confirms the job is still needed
     and correct; the next review falls due one review period later."""
     if not (note or "").strip():
@@ -117,9 +121,7 @@ def recertify_job(job: Job, *, actor, note: str) -> Job:
             raise ChangeError("This job is deleted; there is nothing to recertify.", conflict=True, code="deleted")
         previous = job.review_due_on
         job.review_due_on = _today() + timedelta(days=settings.GOVERNOR_REVIEW_PERIOD_DAYS)
-        job._change_reason = f"recertified by {actor.get_username()}"[:100]
-        job._history_user = actor
-        job.save()
+        save_with_history(job, actor=actor, reason=f"recertified by {actor.get_username()}")
         audit.record(
             AuditAction.JOB_RECERTIFIED,
             actor=actor,

@@ -159,10 +159,15 @@ class ChangeRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        name = (self.proposed or {}).get("name") or (self.job.name if self.job_id else "") or self.target_name or "?"
+        name = (
+            (self.proposed or {}).get("name")
+            or (self.job.name if self.job is not None else "")
+            or self.target_name
+            or "?"
+        )
         return f"CR-{self.pk}: {self.get_action_display().lower()} {name}"
 
-    def get_action_display(self) -> str:
+    def get_action_display(self) -> str:  # type: ignore[no-redef]  # replaces the generated one
         # "Create job" reads wrong for a window: name the kind of object for configuration changes.
         if self.target_kind in CONFIG_KINDS:
             return f"{self.action.capitalize()} {TargetKind(self.target_kind).label.lower()}"
@@ -175,6 +180,23 @@ class ChangeRequest(models.Model):
     @property
     def is_config_change(self) -> bool:
         return self.target_kind in CONFIG_KINDS
+
+    def is_applying(self) -> bool:
+        """Is this request, as stored, approved and so being applied, with the placement, target and
+        action this instance says? (``jobs.authority``: the approved request is what authorises change
+        control to write the job, so an instance edited in memory authorises nothing.)"""
+        return (
+            self.pk is not None
+            and ChangeRequest.objects.filter(  # type: ignore[misc]  # None matches NULL
+                pk=self.pk,
+                status=ChangeStatus.APPROVED,
+                tenant_id=self.tenant_id,
+                team_id=self.team_id,
+                environment_id=self.environment_id,
+                job_id=self.job_id,
+                action=self.action,
+            ).exists()
+        )
 
     def field_order(self, before: dict | None, after: dict | None) -> list[str]:
         """The fields of a policy, state or configuration diff in a stable, readable order (PostgreSQL's
@@ -286,7 +308,7 @@ class FreezeWindow(models.Model):
         ]
 
     def __str__(self) -> str:
-        where = self.environment.slug if self.environment_id else "all environments"
+        where = self.environment.slug if self.environment is not None else "all environments"
         return f"freeze {where} {self.starts_at:%Y-%m-%d %H:%M}Z-{self.ends_at:%Y-%m-%d %H:%M}Z: {self.reason}"
 
 

@@ -25,6 +25,8 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can_over, distinct_identities, identity_keys, prime_grants
+from governance.actors import SYSTEM
+from governance.history import save_with_history
 from governance.models import AuditAction, Environment, Team, Tenant
 from governance.secrets import SecretScope, rebase_references
 from governance.services import AccessDenied
@@ -487,8 +489,7 @@ def edit_change(
         if apply_after is not _UNSET:
             change.apply_after = apply_after
         reset = _new_revision(change)
-        change._change_reason = f"edited to revision {change.revision}"
-        change.save()
+        save_with_history(change, actor=actor, reason=f"edited to revision {change.revision}")
         audit.record(
             AuditAction.CHANGE_EDITED,
             actor=actor,
@@ -512,8 +513,7 @@ def rebase_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
             raise ChangeError("A create request has no live base to rebase onto.", conflict=True, code="no_base")
         conflicts = kind_of(change).rebase(change)
         reset = _new_revision(change)
-        change._change_reason = f"rebased to revision {change.revision}"
-        change.save()
+        save_with_history(change, actor=actor, reason=f"rebased to revision {change.revision}")
         audit.record(
             AuditAction.CHANGE_REBASED,
             actor=actor,
@@ -568,11 +568,10 @@ def expire_changes(*, now: datetime | None = None) -> int:
                 continue
             change.status = ChangeStatus.EXPIRED
             change.decided_at = now
-            change._change_reason = "expired"
-            change.save()
+            save_with_history(change, actor=SYSTEM, reason="expired")
             audit.record(
                 AuditAction.CHANGE_EXPIRED,
-                actor=None,
+                actor=SYSTEM,
                 obj=change,
                 data={"expires_at": expires_at.isoformat()},
             )
@@ -687,7 +686,7 @@ def apply_due_changes(*, now: datetime | None = None) -> list[ChangeRequest]:
             change = _locked(ChangeRequest(pk=pk))
             if change.status != ChangeStatus.APPROVED or hold_reason(change, now):
                 continue
-            _apply(change, actor=None)
+            _apply(change, actor=SYSTEM)
             if change.status != ChangeStatus.SUBMITTED:
                 applied.append(change)
     return applied
@@ -717,8 +716,7 @@ def _approvals_lapsed(change: ChangeRequest, *, actor: Actor) -> bool:
         return False
     change.status = ChangeStatus.SUBMITTED
     change.decided_at = None
-    change._change_reason = "approvals no longer count"
-    change.save()
+    save_with_history(change, actor=actor, reason="approvals no longer count")
     reason = f"approvals no longer count: {progress['approvals']} of {progress['required']} still valid"
     if progress["no_longer_counting"]:
         reason += f" ({', '.join(progress['no_longer_counting'])} may no longer review it)"
@@ -743,7 +741,6 @@ def _apply(change: ChangeRequest, *, actor: Actor) -> None:
     if _approvals_lapsed(change, actor=actor):
         return
     reason = _apply_reason(change)
-    history_user = actor if getattr(actor, "is_authenticated", False) else None
     try:
         with transaction.atomic():
             _check_not_stale(change)
@@ -752,9 +749,7 @@ def _apply(change: ChangeRequest, *, actor: Actor) -> None:
             change.status = ChangeStatus.APPLIED
             change.applied_at = timezone.now()
             change.applied_version = version
-            change._change_reason = reason
-            change._history_user = history_user
-            change.save()
+            save_with_history(change, actor=actor, reason=reason)
             if change.emergency and (freeze is not None or _applies_before_review(change)):
                 PostReview.objects.create(change_request=change)
             audit.record(
@@ -815,8 +810,7 @@ def complete_post_review(item: PostReview, *, actor: User, notes: str) -> PostRe
         item.reviewer = actor
         item.reviewed_at = timezone.now()
         item.notes = notes.strip()
-        item._history_user = actor
-        item.save()
+        save_with_history(item, actor=actor, reason=None)
         audit.record(AuditAction.CHANGE_POST_REVIEWED, actor=actor, obj=change, data={"notes": item.notes})
     return item
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import Any
 from zoneinfo import available_timezones
 
 from django import forms
@@ -123,7 +124,7 @@ def _propose(request, form, **kwargs):
 def announce(request, change: ChangeRequest) -> None:
     """Tell the proposer what became of a request just submitted (applied, held, failed or waiting)."""
     if change.status == ChangeStatus.APPLIED:
-        where = change.environment.name if change.environment_id else change.tenant.name
+        where = change.environment.name if change.environment is not None else change.tenant.name
         messages.success(request, f"CR-{change.pk} applied at once: {where} needs no approvals.")
     elif change.status == ChangeStatus.APPROVED:
         messages.info(request, f"CR-{change.pk} needs no approvals but {hold_reason(change) or 'waits to apply'}.")
@@ -362,11 +363,11 @@ def _change_page(
     upcoming = []
     warnings_for_reviewers = []
     if is_definition_change:
-        where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
+        where: dict[str, Any] = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
         if change.action == ChangeAction.UPDATE:
             schedule = compare_definitions(before, after, **where)
         else:
-            upcoming = preview_definition(after or before, **where)
+            upcoming = preview_definition(after or before or {}, **where)
         if after:
             warnings_for_reviewers = window_warnings(after, **where)
     post_review = _post_review(change)
@@ -441,7 +442,7 @@ def _decide(request, pk: int, service, verb: str):
     change = _change(request, pk)
     form = ReviewForm(request.POST)
     if not form.is_valid():
-        error = " ".join(form.errors.get("revision", []))
+        error = " ".join(str(e) for e in form.errors.get("revision", []))
         if set(form.errors) == {"revision"}:
             form = ReviewForm(initial={"revision": change.revision, "comment": form.data.get("comment", "")})
         return _change_page(request, change, form=form, error=error, status=400)
@@ -546,7 +547,7 @@ def change_revise(request, pk: int):
     ):
         raise PermissionDenied("Only an open job change request can be edited here.")
     with_definition = change.action != ChangeAction.DELETE
-    form_class = JobDefinitionForm if with_definition else ProposalForm
+    form_class: type[Any] = JobDefinitionForm if with_definition else ProposalForm
     kwargs = {"user": request.user, "job": change.job, "fixed_place": True} if with_definition else {}
     if request.method == "POST":
         form = form_class(request.POST, **kwargs)

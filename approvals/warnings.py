@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import models
 from django.db.models import DateTimeField, Exists, OuterRef, Q, QuerySet, Subquery, Value
@@ -66,7 +67,8 @@ def change_warnings(changes: Iterable[ChangeRequest], *, now: datetime | None = 
     """{change pk: [{kind, message}]}; closed requests have none (nothing is left to decide)."""
     changes = list(changes)
     result: dict[int, list[dict]] = {change.pk: [] for change in changes}
-    open_changes = [c for c in changes if c.status in OPEN_STATUSES]
+    # Rows of ``with_warning_data`` carry annotations (warning_*) besides the model's fields.
+    open_changes: list[Any] = [c for c in changes if c.status in OPEN_STATUSES]
     if not open_changes:
         return result
     now = now or timezone.now()
@@ -110,7 +112,7 @@ def change_warnings(changes: Iterable[ChangeRequest], *, now: datetime | None = 
                 )
             warnings.append({"kind": WarningKind.FREEZE.value, "message": message})
         if _is_job_proposal(change):
-            where = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
+            where: dict[str, Any] = {"tenant_id": change.tenant_id, "environment_id": change.environment_id}
             for message in window_warnings(change.proposed, now=now, windows=windows, calendars=calendars, **where):
                 warnings.append({"kind": WarningKind.MAINTENANCE_WINDOW.value, "message": message})
             seed = schedule.job_seed(change.tenant_id, change.environment_id, change.proposed.get("name", ""))

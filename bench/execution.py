@@ -38,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,17 +369,16 @@ def _driver() -> dict:
             start_new_session=True,
         )
         try:
-            first = timezone.now() + timezone.timedelta(seconds=3)
+            first = timezone.now() + timedelta(seconds=3)
             for i, job_id in enumerate(late_ids):
-                Job.objects.filter(pk=job_id).update(
-                    next_fire_at=first + timezone.timedelta(seconds=i * LATENESS_SPACING_S)
-                )
+                Job.objects.filter(pk=job_id).update(next_fire_at=first + timedelta(seconds=i * LATENESS_SPACING_S))
             _wait(lambda: Run.objects.filter(finished, job_id__in=late_ids).count() >= LATENESS_RUNS, 300)
         finally:
             _stop(scheduler)
         late = [
             (r.started_at - r.scheduled_for).total_seconds() * 1000
             for r in Run.objects.filter(job_id__in=late_ids).only("started_at", "scheduled_for")
+            if r.started_at is not None
         ]
         figures["start_lateness_p50_ms"] = round(percentile(late, 50), 1)
         figures["start_lateness_p99_ms"] = round(percentile(late, 99), 1)
@@ -391,11 +391,11 @@ def _driver() -> dict:
     finally:
         _stop(cluster)
 
-    overhead = [q + s + r for q, s, _, r in parts if None not in (q, s, r)]
+    overhead = [q + s + r for q, s, _, r in parts if q is not None and s is not None and r is not None]
     figures["overhead_p50_ms"] = round(percentile(overhead, 50), 2)
     figures["overhead_p99_ms"] = round(percentile(overhead, 99), 2)
     for index, name in enumerate(("queue_wait", "startup", "execution", "recording")):
-        values = [row[index] for row in parts if row[index] is not None]
+        values = [value for row in parts if (value := row[index]) is not None]
         figures[f"{name}_p50_ms"] = round(percentile(values, 50), 2)
         figures[f"{name}_p99_ms"] = round(percentile(values, 99), 2)
     figures["burst_queue_wait_p50_ms"] = round(percentile(burst_queue, 50), 1)

@@ -6,8 +6,12 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,7 +53,7 @@ class Report:
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, object]:
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     """(seconds, result) of one call."""
     start = time.perf_counter()
     result = fn(*args, **kwargs)

@@ -12,15 +12,23 @@ Each model names the fields that place it in a tenant, team and environment via
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias, TypeVar, cast
 
+from django.contrib.auth.models import User
+from django.core.exceptions import MultipleObjectsReturned, ObjectDoesNotExist
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 
+from .actors import Subject
 from .models import ApiToken, Role, ScopeGroupRole, ScopeUserRole, ServiceAccount
+
+M = TypeVar("M", bound=Model)
+# (tenant field, team field or None, environment field or None): see the module docstring.
+AccessFields: TypeAlias = tuple[str, str | None, str | None]
 
 
 class Action(StrEnum):
@@ -65,11 +73,27 @@ class Grant:
         )
 
 
-def grants_for(user) -> list[Grant]:
+def _member(user: Subject | None) -> User | None:
+    """The active signed-in user ``user`` is, or None (anonymous, deactivated, the system actor).
+
+    Duck-typed on purpose: the manifest commands' shell operator (``jobs.management.commands.
+    _manifest_cli``) is a read-only stand-in for a superuser, not a User row."""
+    if getattr(user, "is_authenticated", False) and getattr(user, "is_active", False):
+        return cast(User, user)
+    return None
+
+
+def access_fields(model: type[Model] | Model) -> AccessFields:
+    fields: AccessFields = model.ACCESS_FIELDS  # type: ignore[union-attr]
+    return fields
+
+
+def grants_for(user: Subject | None) -> list[Grant]:
     """All role grants of a user (direct and through groups), cached on the user object."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    member = _member(user)
+    if member is None:
         return []
-    cached = getattr(user, "_governor_grants", None)
+    cached: list[Grant] | None = getattr(member, "_governor_grants", None)
     if cached is not None:
         return cached
     fields = (
@@ -78,24 +102,20 @@ def grants_for(user) -> list[Grant]:
         "content_object__team_id",
         "content_object__environment_id",
     )
-    rows = list(ScopeUserRole.objects.filter(user=user).values_list(*fields))
-    rows += list(ScopeGroupRole.objects.filter(group__user=user).values_list(*fields))
+    rows = list(ScopeUserRole.objects.filter(user=member).values_list(*fields))
+    rows += list(ScopeGroupRole.objects.filter(group__user=member).values_list(*fields))
     grants = [
         Grant(codename.removeprefix("role_"), tenant_id, team_id, env_id)
         for codename, tenant_id, team_id, env_id in rows
         if codename.startswith("role_")
     ]
-    user._governor_grants = grants
+    member._governor_grants = grants  # type: ignore[attr-defined]
     return grants
 
 
-def prime_grants(users) -> None:
+def prime_grants(users: Iterable[Subject]) -> None:
     """Load the grants of many users in one query (for pages that check each row's reviewers)."""
-    pending = {
-        u.pk: u
-        for u in users
-        if getattr(u, "is_authenticated", False) and u.is_active and getattr(u, "_governor_grants", None) is None
-    }
+    pending = {u.pk: u for u in map(_member, users) if u is not None and getattr(u, "_governor_grants", None) is None}
     if not pending:
         return
     fields = (
@@ -114,15 +134,15 @@ def prime_grants(users) -> None:
         if codename.startswith("role_"):
             found[user_id].append(Grant(codename.removeprefix("role_"), tenant_id, team_id, env_id))
     for pk, user in pending.items():
-        user._governor_grants = found[pk]
+        user._governor_grants = found[pk]  # type: ignore[attr-defined]
 
 
-def forget_grants(user) -> None:
+def forget_grants(user: Subject) -> None:
     if hasattr(user, "_governor_grants"):
         del user._governor_grants
 
 
-def _grants(user, action: Action | str) -> list[Grant]:
+def _grants(user: Subject | None, action: Action | str) -> list[Grant]:
     roles = ROLES_FOR_ACTION[Action(action)]
     return [g for g in grants_for(user) if g.role in roles]
 
@@ -139,29 +159,35 @@ def _value(obj: Model, path: str | None) -> Any:
 
 
 def access_key(obj: Model) -> tuple[Any, Any, Any]:
-    tenant_f, team_f, env_f = obj.ACCESS_FIELDS
+    tenant_f, team_f, env_f = access_fields(obj)
     return _value(obj, tenant_f), _value(obj, team_f), _value(obj, env_f)
 
 
-def can_in(user, action: Action | str, tenant_id: Any, team_id: Any = None, environment_id: Any = None) -> bool:
+def can_in(
+    user: Subject | None, action: Action | str, tenant_id: Any, team_id: Any = None, environment_id: Any = None
+) -> bool:
     """May the user do ``action`` on something placed at (tenant, team, environment)?"""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    member = _member(user)
+    if member is None:
         return False
-    if user.is_superuser:
+    if member.is_superuser:
         return True
     return any(g.covers(tenant_id, team_id, environment_id) for g in _grants(user, action))
 
 
-def can_over(user, action: Action | str, tenant_id: Any, team_id: Any = None, environment_id: Any = None) -> bool:
+def can_over(
+    user: Subject | None, action: Action | str, tenant_id: Any, team_id: Any = None, environment_id: Any = None
+) -> bool:
     """May the user do ``action`` over the WHOLE of (tenant, team?, environment?)?
 
     ``can_in`` lets a grant narrowed to one team or environment act on tenant-level rows (it may read
     them). Writes whose effect reaches past one team or environment (granting roles, a tenant-wide
     freeze) need a grant at least as broad as their target, or a narrowed admin could widen itself.
     """
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    member = _member(user)
+    if member is None:
         return False
-    if user.is_superuser:
+    if member.is_superuser:
         return True
     return any(
         g.tenant_id == tenant_id
@@ -171,7 +197,7 @@ def can_over(user, action: Action | str, tenant_id: Any, team_id: Any = None, en
     )
 
 
-def can_over_all(user, action: Action | str, scopes: list[tuple[Any, Any, Any]]) -> bool:
+def can_over_all(user: Subject | None, action: Action | str, scopes: list[tuple[Any, Any, Any]]) -> bool:
     """``can_over`` for every (tenant, team, environment) scope in the list (an empty list: never)."""
     return bool(scopes) and all(can_over(user, action, *scope) for scope in scopes)
 
@@ -183,7 +209,7 @@ def service_account_scopes(account: ServiceAccount) -> list[tuple[Any, Any, Any]
     return scopes or [(account.tenant_id, None, None)]
 
 
-def can_manage_service_account(user, account: ServiceAccount) -> bool:
+def can_manage_service_account(user: Subject | None, account: ServiceAccount) -> bool:
     """Issuing or revoking a service account's tokens needs a tenant-admin grant over all it reaches:
     an admin narrowed to one team must not borrow a tenant-wide account's powers."""
     return can_over_all(user, Action.ADMINISTER, service_account_scopes(account))
@@ -197,7 +223,7 @@ def can_manage_service_account(user, account: ServiceAccount) -> bool:
 # it). Two users are the same identity when their key sets meet.
 
 
-def identity_keys(user_ids) -> dict[int, frozenset[int]]:
+def identity_keys(user_ids: Iterable[int | None]) -> dict[int, frozenset[int]]:
     """Identity keys of each user id, in one query whatever the number of users."""
     ids = {pk for pk in user_ids if pk is not None}
     keys: dict[int, set[int]] = {pk: {pk} for pk in ids}
@@ -215,9 +241,10 @@ def identity_keys(user_ids) -> dict[int, frozenset[int]]:
     return {pk: frozenset(k) for pk, k in keys.items()}
 
 
-def same_identity(user, other) -> bool:
+def same_identity(user: User | int | None, other: User | int | None) -> bool:
     """Is ``other`` the same person as ``user``, or a service account one of them controls?"""
-    a, b = getattr(user, "pk", user), getattr(other, "pk", other)
+    a = user.pk if isinstance(user, User) else user
+    b = other.pk if isinstance(other, User) else other
     if a is None or b is None:
         return False
     if a == b:
@@ -226,7 +253,7 @@ def same_identity(user, other) -> bool:
     return bool(keys[a] & keys[b])
 
 
-def distinct_identities(user_ids, keys: dict[int, frozenset[int]] | None = None) -> list[list[int]]:
+def distinct_identities(user_ids: Iterable[int], keys: dict[int, frozenset[int]] | None = None) -> list[list[int]]:
     """Group user ids into identities (in first-seen order): users whose key sets meet, directly or
     through another member, are one identity."""
     ordered = list(dict.fromkeys(user_ids))
@@ -243,7 +270,7 @@ def distinct_identities(user_ids, keys: dict[int, frozenset[int]] | None = None)
     return [members for _, members in groups]
 
 
-def same_identity_q(user, field: str) -> Q:
+def same_identity_q(user: User, field: str) -> Q:
     """Rows whose ``field`` (a user foreign key) is the same identity as ``user`` (see above), as
     subqueries: the review queue and its nav badge pay no extra round trip for it."""
     from django.contrib.auth import get_user_model
@@ -257,17 +284,18 @@ def same_identity_q(user, field: str) -> Q:
     return Q(**{f"{field}__in": keys}) | Q(**{f"{field}__in": controlled}) | Q(**{f"{field}__in": issued})
 
 
-def can(user, action: Action | str, obj: Model) -> bool:
+def can(user: Subject | None, action: Action | str, obj: Model) -> bool:
     return can_in(user, action, *access_key(obj))
 
 
-def restrict(queryset: QuerySet, user, action: Action | str = Action.VIEW) -> QuerySet:
+def restrict(queryset: QuerySet[M], user: Subject | None, action: Action | str = Action.VIEW) -> QuerySet[M]:
     """Filter a tenant-owned queryset to the rows the user may ``action``."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    member = _member(user)
+    if member is None:
         return queryset.none()
-    if user.is_superuser:
+    if member.is_superuser:
         return queryset
-    tenant_f, team_f, env_f = queryset.model.ACCESS_FIELDS
+    tenant_f, team_f, env_f = access_fields(queryset.model)
     condition = Q(pk__in=[])
     for grant in _grants(user, action):
         clause = Q(**{tenant_f: grant.tenant_id})
@@ -280,11 +308,11 @@ def restrict(queryset: QuerySet, user, action: Action | str = Action.VIEW) -> Qu
     return queryset.filter(condition)
 
 
-def over_q(user, action: Action | str, model: type[Model]) -> Q:
+def over_q(user: Subject | None, action: Action | str, model: type[Model]) -> Q:
     """``can_over`` as a query condition on ``model`` (by its ACCESS_FIELDS): rows whose WHOLE
     (tenant, team, environment) one of the user's grants for ``action`` covers. A grant narrowed to
     a team or environment reaches only rows of that team or environment, never rows without one."""
-    if not getattr(user, "is_authenticated", False) or not user.is_active:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return Q(pk__in=[])
     if user.is_superuser:
         return Q()
@@ -300,16 +328,16 @@ def over_q(user, action: Action | str, model: type[Model]) -> Q:
     return condition
 
 
-def tenant_ids(user, action: Action | str = Action.VIEW) -> set[int]:
+def tenant_ids(user: Subject | None, action: Action | str = Action.VIEW) -> set[int]:
     """Tenants in which the user holds any role allowing ``action``."""
     return {g.tenant_id for g in _grants(user, action)}
 
 
-def get_object_or_404_for(user, action: Action | str, queryset: QuerySet, **lookup) -> Model:
+def get_object_or_404_for(user: Subject | None, action: Action | str, queryset: QuerySet[M], **lookup: Any) -> M:
     """Fetch one object the user may ``action``; missing and not-yours are the same 404."""
     try:
         obj = restrict(queryset, user, Action.VIEW).get(**lookup)
-    except (queryset.model.DoesNotExist, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValueError, TypeError):
         _audit_hidden(user, action, queryset, lookup)
         raise Http404("Not found.") from None
     if action != Action.VIEW and not can(user, action, obj):
@@ -326,7 +354,7 @@ def get_object_or_404_for(user, action: Action | str, queryset: QuerySet, **look
 denials_recorded: ContextVar[int] = ContextVar("governor_denials_recorded", default=0)
 
 
-def record_denied(user, action: Action | str, obj: Model, *, reason: str) -> None:
+def record_denied(user: Subject | None, action: Action | str, obj: Model, *, reason: str) -> None:
     """Audit a refused attempt in the object's tenant chain (the caller answers 403 or 404)."""
     from . import audit
     from .models import AuditAction
@@ -344,12 +372,12 @@ def record_denied(user, action: Action | str, obj: Model, *, reason: str) -> Non
     )
 
 
-def _audit_hidden(user, action: Action | str, queryset: QuerySet, lookup: dict) -> None:
+def _audit_hidden(user: Subject | None, action: Action | str, queryset: QuerySet[M], lookup: dict[str, Any]) -> None:
     """A 404 for an object that exists but is hidden is a probe worth recording; a truly missing one is not."""
     if not getattr(user, "is_authenticated", False):
         return
     try:
         obj = queryset.get(**lookup)
-    except (queryset.model.DoesNotExist, queryset.model.MultipleObjectsReturned, ValueError, TypeError):
+    except (ObjectDoesNotExist, MultipleObjectsReturned, ValueError, TypeError):
         return
     record_denied(user, action, obj, reason="object not visible to the user")

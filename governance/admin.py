@@ -65,6 +65,7 @@ class AuditedAdminMixin:
     tenants are those they hold roles in.
     """
 
+    model: Any  # the ModelAdmin it is mixed into sets it
     audit_tenant_paths: tuple[str, ...] = ()
     audit_tenant_fixed = True
     audit_redacted_fields = frozenset({"password"})

@@ -134,7 +134,8 @@ class RestrictedViewSet(viewsets.GenericViewSet):
         # another tenant's ids) and stays silent for one that is truly missing; its answer is ours.
         lookup = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
         try:
-            get_object_or_404_for(self.request.user, Action.VIEW, self.queryset.model._default_manager.all(), pk=lookup)
+            model = self.get_queryset().model
+            get_object_or_404_for(self.request.user, Action.VIEW, model._default_manager.all(), pk=lookup)
         except Http404:
             pass
 

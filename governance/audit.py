@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from .actors import Subject, user_of
 from .models import AuditChain, AuditEvent, Tenant
 
 
@@ -40,7 +41,7 @@ def _label(obj: Model | None) -> tuple[str, str, str]:
 def record(
     action: str,
     *,
-    actor=None,
+    actor: Subject | None = None,
     obj: Model | None = None,
     tenant: Tenant | int | None = None,
     team_id: int | None = None,
@@ -57,9 +58,9 @@ def record(
         team_id = team_id if team_id is not None else getattr(obj, "team_id", None)
         environment_id = environment_id if environment_id is not None else getattr(obj, "environment_id", None)
     object_type, object_id, object_repr = _label(obj)
-    user = actor if getattr(actor, "is_authenticated", False) else None
+    user = user_of(actor)
     with transaction.atomic():
-        chain, _ = AuditChain.objects.get_or_create(tenant_id=tenant_id)
+        chain, _ = AuditChain.objects.get_or_create(tenant_id=tenant_id)  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
         # Lock the chain head: appends to one tenant's chain are serialised.
         chain = AuditChain.objects.select_for_update().get(pk=chain.pk)
         event = AuditEvent(
@@ -206,11 +207,11 @@ def _walk(tenant_id: int | None, start: Checkpoint | None) -> tuple[int, AuditEv
     system) are left for the next run instead of looking like a mismatch with the head.
     """
     key = _key()
-    head = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", "last_hash").first()
+    head = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", "last_hash").first()  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
     previous = ""
     expected_seq = 1
     checked = 0
-    events = AuditEvent.objects.filter(tenant_id=tenant_id)
+    events = AuditEvent.objects.filter(tenant_id=tenant_id)  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
     if head is not None:
         events = events.filter(seq__lte=head[0])
     if start is not None and start.seq:
@@ -238,10 +239,10 @@ def _walk(tenant_id: int | None, start: Checkpoint | None) -> tuple[int, AuditEv
         return checked, None, "chain head hash does not match the last event (last event changed or replaced)", ""
     # Rows past the head that the head has not reached since: written beside the chain, not by it.
     # The rows are read before the head: an event committed in between moved the head with it.
-    last = AuditEvent.objects.filter(tenant_id=tenant_id).order_by("-seq").first()
-    now = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0
+    last = AuditEvent.objects.filter(tenant_id=tenant_id).order_by("-seq").first()  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
+    now = AuditChain.objects.filter(tenant_id=tenant_id).values_list("last_seq", flat=True).first() or 0  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
     if last is not None and last.seq > now:
-        stray = AuditEvent.objects.filter(tenant_id=tenant_id, seq__gt=now).order_by("seq").first() or last
+        stray = AuditEvent.objects.filter(tenant_id=tenant_id, seq__gt=now).order_by("seq").first() or last  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
         return checked, stray, f"event seq {stray.seq} lies past the chain head (inserted beside the chain)", ""
     return checked, None, "", previous
 
@@ -252,7 +253,7 @@ def _against_checkpoint(tenant_id: int | None, checked: int, point: Checkpoint) 
         return checked + 1, (
             f"truncated: the checkpoint of {point.at} covers seq {point.seq}, the chain ends at seq {checked}"
         )
-    stored = AuditEvent.objects.filter(tenant_id=tenant_id, seq=point.seq).values_list("hash", flat=True).first()
+    stored = AuditEvent.objects.filter(tenant_id=tenant_id, seq=point.seq).values_list("hash", flat=True).first()  # type: ignore[misc]  # None: the global chain (stubs want a non-null id)
     if stored != point.hash:
         return point.seq, f"event {point.seq} differs from the checkpoint of {point.at} (chain rewritten)"
     return None, ""

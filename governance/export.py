@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from . import audit
+from .actors import Actor
 from .models import AuditAction, Tenant
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
@@ -85,7 +86,7 @@ def object_types() -> dict[str, str]:
         label = model._meta.label_lower
         names[label] = label
         short = model._meta.model_name
-        if short in ambiguous:
+        if short is None or short in ambiguous:
             continue
         if short in names and names[short] != label:
             ambiguous.add(short)
@@ -252,7 +253,7 @@ def stream(queryset: QuerySet, fmt: str) -> Iterator[str]:
     return stream_csv(rows) if fmt == "csv" else stream_jsonl(rows)
 
 
-def record_export(*, actor, tenant_ids: Iterable[int | None], filters: dict, surface: str, ip=None) -> None:
+def record_export(*, actor: Actor, tenant_ids: Iterable[int | None], filters: dict, surface: str, ip=None) -> None:
     """Audit the export itself, once in every chain whose events it may contain."""
     described = {
         key: (value.isoformat() if isinstance(value, datetime) else value)

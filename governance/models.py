@@ -142,9 +142,9 @@ class Scope(models.Model):
 
     def __str__(self) -> str:
         parts = [self.tenant.slug]
-        if self.team_id:
+        if self.team is not None:
             parts.append(f"team {self.team.slug}")
-        if self.environment_id:
+        if self.environment is not None:
             parts.append(f"env {self.environment.slug}")
         return " / ".join(parts)
 

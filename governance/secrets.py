@@ -412,7 +412,7 @@ def current_scopes() -> list[SecretScope]:
     for tenant_id, slug in Team.objects.values_list("tenant_id", "slug"):
         teams.setdefault(tenant_id, []).append(slug)
     by_team = dict(Tenant.objects.values_list("pk", "secrets_by_team"))
-    scopes = []
+    scopes: list[SecretScope] = []
     for tenant_id, tenant_slug, env_slug in Environment.objects.values_list("tenant_id", "tenant__slug", "slug"):
         if by_team.get(tenant_id):
             scopes.extend(SecretScope(tenant_slug, env_slug, team) for team in teams.get(tenant_id, []))

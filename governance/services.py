@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
 from . import audit
 from .access import Action, can_over, forget_grants
+from .actors import Actor, is_system, require_actor
 from .models import AuditAction, Environment, Role, Scope, ScopeUserRole, Team, Tenant
 
 
@@ -23,21 +25,28 @@ def _scope(tenant: Tenant, team: Team | None, environment: Environment | None) -
     return scope
 
 
+def _may_administer(actor: Actor, tenant: Tenant, team: Team | None, environment: Environment | None) -> bool:
+    """The system (seed, commands) administers every scope; a user needs a tenant-admin grant over it."""
+    if is_system(require_actor(actor)):
+        return True
+    return can_over(
+        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
+    )
+
+
 @transaction.atomic
 def grant_role(
-    user,
+    user: User,
     role: Role | str,
     *,
     tenant: Tenant,
-    actor=None,
+    actor: Actor,
     team: Team | None = None,
     environment: Environment | None = None,
 ) -> Scope:
     """Give ``user`` a role in a tenant, optionally narrowed to a team and/or environment."""
     role = Role(role)
-    if actor is not None and not can_over(
-        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
-    ):
+    if not _may_administer(actor, tenant, team, environment):
         raise AccessDenied("Only a tenant admin whose own role covers that whole scope may grant roles in it.")
     scope = _scope(tenant, team, environment)
     if ScopeUserRole.objects.filter(user=user, content_object=scope, permission__codename=f"role_{role}").exists():
@@ -58,18 +67,16 @@ def grant_role(
 
 @transaction.atomic
 def revoke_role(
-    user,
+    user: User,
     role: Role | str,
     *,
     tenant: Tenant,
-    actor=None,
+    actor: Actor,
     team: Team | None = None,
     environment: Environment | None = None,
 ) -> None:
     role = Role(role)
-    if actor is not None and not can_over(
-        actor, Action.ADMINISTER, tenant.pk, team.pk if team else None, environment.pk if environment else None
-    ):
+    if not _may_administer(actor, tenant, team, environment):
         raise AccessDenied("Only a tenant admin whose own role covers that whole scope may revoke roles in it.")
     scope = _scope(tenant, team, environment)
     remove_perm(f"governance.role_{role}", user, scope)

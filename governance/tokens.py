@@ -14,12 +14,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from . import audit
 from .access import Action, can_in, can_manage_service_account, can_over
+from .actors import Actor
 from .models import ApiToken, AuditAction, Environment, Role, ServiceAccount, Team, Tenant
 from .services import AccessDenied, grant_role
 
@@ -37,7 +39,7 @@ def _account_of(user) -> ServiceAccount | None:
     return ServiceAccount.objects.filter(user=user).select_related("tenant", "user").first()
 
 
-def may_manage_tokens(actor, user) -> bool:
+def may_manage_tokens(actor: Actor, user: User) -> bool:
     """Anyone manages their own tokens; a service account's tokens are managed by a tenant admin
     whose grant covers everything the account reaches (``access.can_manage_service_account``)."""
     if actor.pk == user.pk:
@@ -47,7 +49,9 @@ def may_manage_tokens(actor, user) -> bool:
 
 
 @transaction.atomic
-def issue_token(user, *, actor, name: str = "", expires_in_days: int | None = None, ip=None) -> tuple[ApiToken, str]:
+def issue_token(
+    user: User, *, actor: User, name: str = "", expires_in_days: int | None = None, ip: str | None = None
+) -> tuple[ApiToken, str]:
     """Issue a token for ``user``; return the row and the raw token (shown once, never stored)."""
     max_days = settings.GOVERNOR_TOKEN_MAX_DAYS
     days = settings.GOVERNOR_TOKEN_DAYS if expires_in_days is None else expires_in_days
@@ -88,7 +92,7 @@ def issue_token(user, *, actor, name: str = "", expires_in_days: int | None = No
 
 
 @transaction.atomic
-def revoke_token(token: ApiToken, *, actor, ip=None) -> ApiToken:
+def revoke_token(token: ApiToken, *, actor: User, ip: str | None = None) -> ApiToken:
     account = _account_of(token.user)
     tenant = account.tenant if account else None
     if not may_manage_tokens(actor, token.user):
@@ -130,7 +134,7 @@ def authenticate_token(raw: str, *, ip=None) -> ApiToken | None:
 @transaction.atomic
 def create_service_account(
     *,
-    actor,
+    actor: User,
     tenant: Tenant,
     name: str,
     role: Role | str,

@@ -26,6 +26,7 @@ from governance.api import (
     UsernameField,
     ref_filter,
 )
+from governance.models import Environment, Team
 from governance.services import AccessDenied
 
 from . import schedule, services
@@ -182,8 +183,10 @@ class JobFilter(filters.FilterSet):
 
 class JobRefSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api-job-detail")
-    team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    environment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    team: serializers.SlugRelatedField[Team] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    environment: serializers.SlugRelatedField[Environment] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
 
     class Meta:
         model = Job
@@ -276,7 +279,7 @@ class RunDetailSerializer(RunSerializer):
     @extend_schema_field(AlertSerializer(many=True))
     def get_open_alerts(self, run: Run) -> list:
         alerts = [a for a in run.alerts.all() if a.resolved_at is None]
-        return AlertSerializer(alerts, many=True).data
+        return list(AlertSerializer(alerts, many=True).data)
 
 
 @extend_schema_view(

@@ -15,6 +15,8 @@ from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
 from governance import audit
+from governance.actors import Actor
+from governance.history import delete_with_history, save_with_history
 from governance.models import AuditAction, Environment, Tenant
 
 from . import schedule
@@ -54,6 +56,7 @@ def _instant(data: dict, field: str, errors: dict) -> datetime | None:
     value = data.get(field)
     if value in (None, ""):
         return None
+    parsed: datetime | None
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -195,8 +198,8 @@ def clean_calendar(data, *, tenant: Tenant, calendar: HolidayCalendar | None = N
             errors["name"] = ["At most 100 characters."]
     renamed = calendar is not None and name != calendar.name
     if name and "name" not in errors and (calendar is None or renamed):
-        users = calendar_references(calendar.tenant_id, calendar.name) if renamed else []
-        if users:
+        users = calendar_references(calendar.tenant_id, calendar.name) if calendar is not None and renamed else []
+        if calendar is not None and users:
             errors["name"] = [f"Jobs refer to {calendar.name} by name ({', '.join(users)}): it keeps its name."]
         elif HolidayCalendar.objects.filter(tenant=tenant, name=name).exists():
             errors["name"] = [f"This tenant already has a holiday calendar named {name!r}."]
@@ -239,15 +242,11 @@ def clean_calendar(data, *, tenant: Tenant, calendar: HolidayCalendar | None = N
     return {"name": name, "dates": sorted(cleaned), "country": country}
 
 
-def _stamp(obj, *, actor, change_request_id: int | None, change_reason: str | None) -> None:
-    obj.change_request_id = change_request_id
-    obj._change_reason = change_reason or (
-        f"change request #{change_request_id}" if change_request_id else "direct change"
-    )
-    obj._history_user = actor if getattr(actor, "is_authenticated", False) else None
+def _reason(change_request_id: int | None, change_reason: str | None) -> str:
+    return change_reason or (f"change request #{change_request_id}" if change_request_id else "direct change")
 
 
-def _record(obj, *, actor, kind: str, operation: str, change_request_id, environment_id=None) -> None:
+def _record(obj, *, actor: Actor, kind: str, operation: str, change_request_id, environment_id=None) -> None:
     audit.record(
         AuditAction.CONFIG_CHANGED,
         actor=actor,
@@ -260,7 +259,7 @@ def _record(obj, *, actor, kind: str, operation: str, change_request_id, environ
 
 def apply_maintenance_window(
     *,
-    actor,
+    actor: Actor,
     tenant: Tenant,
     environment: Environment | None,
     definition: dict,
@@ -282,8 +281,8 @@ def apply_maintenance_window(
                 value = parse_datetime(value)
             setattr(window, field, value)
         window.full_clean()
-        _stamp(window, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
-        window.save()
+        window.change_request_id = change_request_id
+        save_with_history(window, actor=actor, reason=_reason(change_request_id, change_reason))
         _record(
             window,
             actor=actor,
@@ -296,11 +295,11 @@ def apply_maintenance_window(
 
 
 def delete_maintenance_window(
-    *, actor, window: MaintenanceWindow, change_request_id: int | None = None, change_reason: str | None = None
+    *, actor: Actor, window: MaintenanceWindow, change_request_id: int | None = None, change_reason: str | None = None
 ) -> None:
     with transaction.atomic():
         window = MaintenanceWindow.objects.select_for_update().get(pk=window.pk)
-        _stamp(window, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
+        window.change_request_id = change_request_id
         _record(
             window,
             actor=actor,
@@ -310,12 +309,12 @@ def delete_maintenance_window(
             environment_id=window.environment_id,
         )
         # The history keeps the deleted window, stamped with the request that removed it.
-        window.delete()
+        delete_with_history(window, actor=actor, reason=_reason(change_request_id, change_reason))
 
 
 def apply_holiday_calendar(
     *,
-    actor,
+    actor: Actor,
     tenant: Tenant,
     definition: dict,
     calendar: HolidayCalendar | None = None,
@@ -334,8 +333,8 @@ def apply_holiday_calendar(
         calendar.dates = list(definition.get("dates") or [])
         calendar.country = definition.get("country") or ""
         calendar.full_clean(validate_unique=False)
-        _stamp(calendar, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
-        calendar.save()
+        calendar.change_request_id = change_request_id
+        save_with_history(calendar, actor=actor, reason=_reason(change_request_id, change_reason))
         _record(
             calendar, actor=actor, kind="holiday_calendar", operation=operation, change_request_id=change_request_id
         )
@@ -343,7 +342,7 @@ def apply_holiday_calendar(
 
 
 def delete_holiday_calendar(
-    *, actor, calendar: HolidayCalendar, change_request_id: int | None = None, change_reason: str | None = None
+    *, actor: Actor, calendar: HolidayCalendar, change_request_id: int | None = None, change_reason: str | None = None
 ) -> None:
     with transaction.atomic():
         calendar = HolidayCalendar.objects.select_for_update().get(pk=calendar.pk)
@@ -352,6 +351,6 @@ def delete_holiday_calendar(
             raise ValidationError(
                 {"name": [f"Jobs still skip the holidays of {calendar.name}: {', '.join(users)}. Change them first."]}
             )
-        _stamp(calendar, actor=actor, change_request_id=change_request_id, change_reason=change_reason)
+        calendar.change_request_id = change_request_id
         _record(calendar, actor=actor, kind="holiday_calendar", operation="delete", change_request_id=change_request_id)
-        calendar.delete()
+        delete_with_history(calendar, actor=actor, reason=_reason(change_request_id, change_reason))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from governance.models import Environment, Team, Tenant
 from governance.patterns import compile_user_pattern, pattern_problem
@@ -222,7 +223,7 @@ def stored_secret_problems(*, tenant: str | None = None) -> tuple[int, list[dict
 # --- scheduling policies ---------------------------------------------------------------
 
 
-def _choice(data: dict, field: str, choices: type, default: str, errors: dict) -> str:
+def _choice(data: dict, field: str, choices: type[models.TextChoices], default: str, errors: dict) -> str:
     value = data.get(field, default)
     if value is None:
         value = default

@@ -380,7 +380,7 @@ def clean_execution(
 
 
 @functools.lru_cache(maxsize=512)
-def _run_schema(schema_json: str) -> tuple[tuple[str, ...], UserSchemaValidator | None]:
+def _run_schema(schema_json: str) -> tuple[tuple[str, ...], Any]:
     """The schema's own problems, or its validator. Checking a schema against the meta-schema
     costs more than running ``/bin/true``; the answer never changes for the same schema text."""
     schema = json.loads(schema_json)

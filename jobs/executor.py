@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import resource
 import selectors
 import shutil
 import signal
@@ -395,7 +396,7 @@ class _ChildWatch:
         self.proc = proc
         self.buffer = buffer
         self.status: int | None = None
-        self.usage = None
+        self.usage: resource.struct_rusage | None = None
         self.exited_at: float | None = None
         self.selector = selectors.DefaultSelector()
         assert proc.stdout is not None

@@ -14,9 +14,11 @@ conditional UPDATE so that several sweepers never act twice:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -84,7 +86,7 @@ def record_ping(job: Job, kind: str, exit_code: int | None = None, body: str = "
         if kind == PingKind.START or not is_external:
             # A start (or a progress ping from a long command run) moves the deadline on.
             grace = grace_seconds(run.definition)
-            updates = {"heartbeat_at": now}
+            updates: dict[str, Any] = {"heartbeat_at": now}
             if grace:
                 updates["heartbeat_deadline"] = now + timedelta(seconds=grace)
             if is_external:
@@ -184,7 +186,7 @@ def _sweep_lost(now: datetime, result: SweepResult) -> None:
                 pid=run.pid,
             )
             if retry:
-                transaction.on_commit(lambda run_id=run.pk: enqueue_run(run_id))
+                transaction.on_commit(functools.partial(enqueue_run, run.pk))
                 result.retried_lost += 1
             else:
                 create_alert(run, AlertKind.LOST_RUN, f"{run}: {reason} Rerun it or mark it succeeded.")
@@ -206,7 +208,7 @@ def _sweep_retries(now: datetime, result: SweepResult) -> None:
                 status=RunStatus.QUEUED, queued_at=now, next_attempt_at=None
             )
             if won:
-                transaction.on_commit(lambda run_id=run_id: enqueue_run(run_id))
+                transaction.on_commit(functools.partial(enqueue_run, run_id))
                 result.requeued += 1
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.db import connections, models
 
@@ -299,7 +300,7 @@ def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: st
     rows it returns are parsed and checked exactly."""
     names = ("id", "dependencies")
     with connections[DB].cursor() as cursor:
-        params = [tenant_id, environment_id, JobStatus.ENABLED.value, _like_name(upstream_name)]
+        params: list[Any] = [tenant_id, environment_id, JobStatus.ENABLED.value, _like_name(upstream_name)]
         cursor.execute(_downstream_sql(), params)
         rows = cursor.fetchall()
     matching = []

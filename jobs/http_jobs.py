@@ -120,7 +120,7 @@ def resolve_host(host: str, port: int) -> list[str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise httpx.ConnectError(f"Cannot resolve {host!r}: {exc}") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 class GuardedBackend(httpcore.SyncBackend):

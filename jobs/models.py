@@ -650,10 +650,10 @@ class MaintenanceWindow(models.Model):
     def covering(self, instant: datetime) -> tuple[datetime, datetime] | None:
         """The (start, end) of this window's interval containing ``instant``, if any."""
         if not self.cron:
-            if self.starts_at <= instant < self.ends_at:
+            if self.starts_at is not None and self.ends_at is not None and self.starts_at <= instant < self.ends_at:
                 return self.starts_at, self.ends_at
             return None
-        length = timedelta(minutes=self.duration_minutes)
+        length = timedelta(minutes=self.duration_minutes or 0)
         opened = schedule.next_after(self.cron, self.timezone, instant - length)
         if opened is not None and opened <= instant:
             return opened, opened + length

@@ -24,6 +24,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest
 
+from governance.actors import Actor
+from governance.history import delete_with_history, save_with_history
 from governance.models import Environment, Tenant
 
 from .models import Criticality, Job, Pool, Run, RunStatus, TenantExecutionPolicy
@@ -155,7 +157,7 @@ def clean_pool_change(data: Any, *, tenant: Tenant, environment: Environment, po
 
 def apply_pool(
     *,
-    actor,
+    actor: Actor,
     tenant: Tenant,
     environment: Environment,
     definition: dict,
@@ -180,9 +182,7 @@ def apply_pool(
             setattr(pool, field, definition[field])
         pool.full_clean()
         pool.change_request_id = change_request_id
-        pool._change_reason = change_reason or f"change request #{change_request_id}"
-        pool._history_user = actor if getattr(actor, "is_authenticated", False) else None
-        pool.save()
+        save_with_history(pool, actor=actor, reason=change_reason or f"change request #{change_request_id}")
         audit.record(
             AuditAction.CONFIG_CHANGED,
             actor=actor,
@@ -192,7 +192,9 @@ def apply_pool(
     return pool
 
 
-def delete_pool(*, actor, pool: Pool, change_request_id: int | None = None, change_reason: str | None = None) -> None:
+def delete_pool(
+    *, actor: Actor, pool: Pool, change_request_id: int | None = None, change_reason: str | None = None
+) -> None:
     from django.db import transaction
 
     from governance import audit
@@ -204,15 +206,13 @@ def delete_pool(*, actor, pool: Pool, change_request_id: int | None = None, chan
         if users:
             raise ValidationError({"target": [f"Jobs still run in pool {pool.name}: {', '.join(users)}."]})
         pool.change_request_id = change_request_id
-        pool._change_reason = change_reason or f"change request #{change_request_id}"
-        pool._history_user = actor if getattr(actor, "is_authenticated", False) else None
         audit.record(
             AuditAction.CONFIG_CHANGED,
             actor=actor,
             obj=pool,
             data={"kind": "pool", "operation": "delete", "name": pool.name, "change_request": change_request_id},
         )
-        pool.delete()
+        delete_with_history(pool, actor=actor, reason=change_reason or f"change request #{change_request_id}")
 
 
 # --- admission ---------------------------------------------------------------------------
@@ -253,11 +253,13 @@ class Admission:
         tenants = {job.tenant_id for job in jobs if is_low_priority(job)}
         if tenants:
             default = settings.GOVERNOR_QUEUE_DEPTH_LIMIT
-            overrides = dict(
-                TenantExecutionPolicy.objects.filter(
+            overrides = {
+                tenant_id: limit
+                for tenant_id, limit in TenantExecutionPolicy.objects.filter(
                     tenant_id__in=tenants, queue_depth_limit__isnull=False
                 ).values_list("tenant_id", "queue_depth_limit")
-            )
+                if limit is not None
+            }
             self.limits = {t: overrides.get(t, default) for t in tenants}
             bounded = [t for t, limit in self.limits.items() if limit]
             if bounded:

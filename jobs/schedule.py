@@ -430,10 +430,17 @@ class Fire:
 _NORMAL, _GAP, _OVERLAP = 0, 1, 2
 
 
+def _offset(local: datetime) -> timedelta:
+    """The UTC offset of a time in a zone (a ZoneInfo always has one)."""
+    offset = local.utcoffset()
+    assert offset is not None
+    return offset
+
+
 def _classify(naive: datetime, tz: ZoneInfo) -> int:
     """Whether a local time is normal, inside a gap (does not exist) or inside an overlap (exists twice)."""
-    before = naive.replace(tzinfo=tz, fold=0).utcoffset()
-    after = naive.replace(tzinfo=tz, fold=1).utcoffset()
+    before = _offset(naive.replace(tzinfo=tz, fold=0))
+    after = _offset(naive.replace(tzinfo=tz, fold=1))
     if before == after:
         return _NORMAL
     # Clocks moving forward leave a gap, moving back repeat an interval.
@@ -459,19 +466,19 @@ def _lookback(after: datetime, offset: timedelta, tz: ZoneInfo) -> timedelta:
     sets the clocks back by D, local times up to D before now's come again.
     ``offset`` is the zone's offset at ``after``.
     """
-    near = (offset, (after - _NEAR).astimezone(tz).utcoffset(), (after + _NEAR).astimezone(tz).utcoffset())
+    near = (offset, _offset((after - _NEAR).astimezone(tz)), _offset((after + _NEAR).astimezone(tz)))
     back = max(near) - min(near)
     if after < _WIDE_UNTIL:
         # Clocks set back by more than _NEAR at once: Pacific/Kwajalein 1969, Antarctica/Vostok 1994.
-        wide = (*near, (after - _FAR).astimezone(tz).utcoffset(), (after + _FAR).astimezone(tz).utcoffset())
+        wide = (*near, _offset((after - _FAR).astimezone(tz)), _offset((after + _FAR).astimezone(tz)))
         back = max(back, max(wide) - min(wide))
     return back
 
 
 def _placements(naive: datetime, tz: ZoneInfo, gap: str, overlap: str) -> list[tuple[datetime, str]]:
     """Where a local wall-clock match lands on the time line (UTC), earliest first, with its note."""
-    first = naive.replace(tzinfo=tz, fold=0).utcoffset()
-    second = naive.replace(tzinfo=tz, fold=1).utcoffset()
+    first = _offset(naive.replace(tzinfo=tz, fold=0))
+    second = _offset(naive.replace(tzinfo=tz, fold=1))
     if first == second:
         return [((naive - first).replace(tzinfo=UTC), "")]
     if first < second:  # a gap: the local time does not exist
@@ -503,7 +510,7 @@ def _fires(compiled: _Compiled, tz: ZoneInfo, after: datetime, gap: str, overlap
             return  # within hours of year 10000: nothing left to fire
         local, start = None, _LOCAL_MIN
     try:
-        back = _lookback(after, local.utcoffset(), tz) if local is not None else _FAR
+        back = _lookback(after, _offset(local), tz) if local is not None else _FAR
     except OverflowError:
         back = _FAR  # within a day of either end of the calendar
     if back:
@@ -618,14 +625,14 @@ def transitions(tz_name: str, start: datetime, end: datetime) -> list[tuple[date
     found = []
     step = timedelta(hours=1)
     probe = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    before = probe.astimezone(tz).utcoffset()
+    before = _offset(probe.astimezone(tz))
     while probe < end:
         nxt = probe + step
-        offset = nxt.astimezone(tz).utcoffset()
+        offset = _offset(nxt.astimezone(tz))
         if offset != before:
             # Narrow to the minute: some zones change on the half hour.
             low = probe
-            while low.astimezone(tz).utcoffset() == before:
+            while _offset(low.astimezone(tz)) == before:
                 low += _MINUTE
             found.append((low, before, offset))
             before = offset

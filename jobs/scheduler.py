@@ -136,10 +136,12 @@ def plan_slots(job: Job, slots: list[datetime], now: datetime, grace: float) -> 
 
 def _due_slots(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
     """The due slots of a job (oldest first) and the first slot after them."""
-    slots = [job.next_fire_at]
+    first = job.next_fire_at
+    assert first is not None, "only jobs with a next slot are due"
+    slots = [first]
     following = None
     for fire in schedule.iter_fires(
-        job.cron, job.timezone, job.next_fire_at, gap=job.gap, overlap=job.overlap, seed=job.schedule_seed
+        job.cron, job.timezone, first, gap=job.gap, overlap=job.overlap, seed=job.schedule_seed
     ):
         if fire.at > now or len(slots) >= MISSED_SCAN_LIMIT:
             following = fire.at
@@ -497,6 +499,7 @@ def _enqueue_all(run_ids: list[int]) -> None:
         else:
             OrmQ.objects.using(Conf.ORM).bulk_create(tasks, batch_size=1000)
     else:
+        assert pipeline is not None
         pipe = pipeline()
         for package in packages:
             pipe.rpush(broker.list_key, package)
@@ -630,7 +633,7 @@ class Constraints:
     def rules(self, job: Job) -> firing.Rules:
         """The job's calendars and windows as jobs.firing decides with them (no query)."""
         windows = firing.applicable(self.windows.get(job.tenant_id, []), job.tenant_id, job.environment_id)
-        holidays = self.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
+        holidays: frozenset[str] | set[str] = self.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
         return firing.Rules(
             timezone=job.timezone,
             holiday_calendar=job.holiday_calendar or "",
@@ -800,7 +803,7 @@ def reconcile_queue(now: datetime | None = None, limit: int = RECONCILE_BATCH) -
     for run in stale:
         if run.pk in live:
             continue
-        since = run.requeued_at if _requeues(run) else (run.queued_at or run.created_at)
+        since = (run.requeued_at if _requeues(run) else None) or run.queued_at or run.created_at
         waited = int((now - since).total_seconds())
         unchanged = Run.objects.filter(
             pk=run.pk,

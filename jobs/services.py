@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -11,11 +14,14 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can, restrict
+from governance.actors import Actor, require_actor, user_of
 from governance.errors import ServiceError
+from governance.history import save_with_history
 from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
 from . import hooks
+from .authority import ChangeAuthority, check_authority
 from .models import Job, JobStatus, Run, RunStatus, TriggerKind
 from .queue import enqueue_run
 
@@ -42,12 +48,7 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def _history_reason(text: str) -> str:
-    # simple-history keeps 100 characters; the audit event keeps the whole reason.
-    return text if len(text) <= 100 else text[:99] + "…"
-
-
-def compute_next_fire(job: Job, after=None):
+def compute_next_fire(job: Job, after: datetime | None = None) -> datetime | None:
     if job.status != JobStatus.ENABLED:
         return None
     return job.next_fire_after(after or timezone.now())
@@ -55,17 +56,27 @@ def compute_next_fire(job: Job, after=None):
 
 def apply_definition(
     *,
-    actor,
+    actor: Actor,
+    authority: ChangeAuthority,
     team: Team,
     environment: Environment,
-    definition: dict,
+    definition: dict[str, Any],
     job: Job | None = None,
-    change_request_id: int | None = None,
     change_reason: str | None = None,
 ) -> Job:
-    """Make a validated definition live (create when ``job`` is None). Called by change control only.
+    """Make a validated definition live (create when ``job`` is None). Change control only: the
+    approved request being applied (``authority``) must be a create or update of this job.
 
     ``change_reason`` lands in the job's history (change control names the request and its approvers)."""
+    actor = require_actor(actor)
+    change_request_id = check_authority(
+        authority,
+        operations=("update",) if job is not None else ("create",),
+        tenant_id=team.tenant_id,
+        job=job,
+        team_id=team.pk,
+        environment_id=environment.pk,
+    )
     with transaction.atomic():
         if job is None:
             job = Job(tenant_id=team.tenant_id, team=team, environment=environment, version=1)
@@ -78,33 +89,28 @@ def apply_definition(
             setattr(job, field, value)
         job.change_request_id = change_request_id
         job.next_fire_at = compute_next_fire(job)
-        job._change_reason = change_reason or (
-            f"change request #{change_request_id}" if change_request_id else "direct change"
-        )
-        job._history_user = actor if getattr(actor, "is_authenticated", False) else None
-        job.save()
+        save_with_history(job, actor=actor, reason=change_reason or f"change request #{change_request_id}")
         audit.record(action, actor=actor, obj=job, data={"version": job.version, "change_request": change_request_id})
     return job
 
 
-def delete_job(*, actor, job: Job, change_request_id: int | None = None, change_reason: str | None = None) -> Job:
-    """Retire a job: it stops being scheduled; its runs and history stay."""
+def delete_job(*, actor: Actor, job: Job, authority: ChangeAuthority, change_reason: str | None = None) -> Job:
+    """Retire a job: it stops being scheduled; its runs and history stay. Change control only: the
+    approved request being applied (``authority``) must be this job's delete."""
+    actor = require_actor(actor)
+    change_request_id = check_authority(authority, operations=("delete",), tenant_id=job.tenant_id, job=job)
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         job.status = JobStatus.DELETED
         job.version += 1
         job.next_fire_at = None
         job.change_request_id = change_request_id
-        job._change_reason = change_reason or (
-            f"change request #{change_request_id}" if change_request_id else "direct change"
-        )
-        job._history_user = actor if getattr(actor, "is_authenticated", False) else None
-        job.save()
+        save_with_history(job, actor=actor, reason=change_reason or f"change request #{change_request_id}")
         audit.record(AuditAction.JOB_DELETED, actor=actor, obj=job, data={"change_request": change_request_id})
     return job
 
 
-def trigger_run(job: Job, *, actor, reason: str) -> Run:
+def trigger_run(job: Job, *, actor: Actor, reason: str) -> Run:
     """Start a run now, outside the schedule (operators and above), for the reason given."""
     if not can(actor, Action.TRIGGER, job):
         raise AccessDenied("You need the operator role for this job to trigger it.")
@@ -118,7 +124,7 @@ def trigger_run(job: Job, *, actor, reason: str) -> Run:
             tenant_id=job.tenant_id,
             scheduled_for=now,
             trigger=TriggerKind.MANUAL,
-            triggered_by=actor,
+            triggered_by=user_of(actor),
             reason=reason,
             status=RunStatus.QUEUED,
             queued_at=now,
@@ -144,18 +150,21 @@ def pause_requires_change(job: Job) -> bool:
     return hooks.pause_requires_change(job)
 
 
-def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id: int | None = None) -> Job:
+def set_paused(job: Job, *, actor: Actor, paused: bool, reason: str, authority: ChangeAuthority | None = None) -> Job:
     """Pause or resume a job's schedule for the reason given.
 
     Operators do it directly unless the policy puts it under change control (then ChangeRequired,
-    409). Change control calls it with ``change_request_id`` when it applies an approved pause or
-    resume request: the approved request is then the authorisation, and history and audit name it.
+    409). Change control calls it with ``authority``, the approved pause or resume request of this
+    job it applies: that request is then the authorisation, and history and audit name it.
     """
     action = Action.PAUSE if paused else Action.RESUME
-    if change_request_id is None and not can(actor, action, job):
+    change_request_id = None
+    if authority is not None:
+        change_request_id = check_authority(authority, operations=(action.value,), tenant_id=job.tenant_id, job=job)
+    elif not can(actor, action, job):
         raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
     reason = _require_reason(reason)
-    if change_request_id is None and pause_requires_change(job):
+    if authority is None and pause_requires_change(job):
         raise ChangeRequired(
             f"{'Pausing' if paused else 'Resuming'} {job.criticality} jobs in {job.environment.slug} needs an approved "
             f"change request under the environment's approval policy: propose a {action.value} "
@@ -178,10 +187,7 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id:
             job.next_fire_at = job.next_fire_at or compute_next_fire(job)
         verb = "paused" if paused else "resumed"
         via = f" through change request #{change_request_id}" if change_request_id else ""
-        job._change_reason = _history_reason(f"{verb}{via}: {reason}")
-        if getattr(actor, "is_authenticated", False):
-            job._history_user = actor
-        job.save()
+        save_with_history(job, actor=actor, reason=f"{verb}{via}: {reason}")
         audit.record(
             AuditAction.JOB_PAUSED if paused else AuditAction.JOB_RESUMED,
             actor=actor,
@@ -191,7 +197,7 @@ def set_paused(job: Job, *, actor, paused: bool, reason: str, change_request_id:
     return job
 
 
-def cancel_run(run: Run, *, actor, reason: str) -> Run:
+def cancel_run(run: Run, *, actor: Actor, reason: str) -> Run:
     if not can(actor, Action.CANCEL, run):
         raise AccessDenied("You need the operator role for this job to cancel its runs.")
     reason = _require_reason(reason)
@@ -233,7 +239,7 @@ def refuse_unless_runnable(job: Job) -> None:
         raise JobStateError(f"The job {job.name} reached its sunset date {job.sunset_on} and cannot run.")
 
 
-def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
+def _requeue(run: Run, *, actor: Actor, reason: str, statuses: Iterable[str], operation: str) -> bool:
     """Queue a finished run again as its next attempt (same run, same key), on the job's live definition.
 
     The run's snapshot is replaced by the job's current approved version: executing an older version
@@ -270,7 +276,7 @@ def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
     return bool(updated)
 
 
-def rerun_run(run: Run, *, actor, reason: str) -> Run:
+def rerun_run(run: Run, *, actor: Actor, reason: str) -> Run:
     """Run a finished (or lost) run again as a new attempt of the same run, on the job's live
     (approved) definition; refused (409) while the job is paused, deleted or past its sunset."""
     reason = _require_reason(reason)
@@ -302,7 +308,7 @@ class RerunFailedResult:
         return text
 
 
-def rerun_failed_steps(run: Run, *, actor, reason: str) -> RerunFailedResult:
+def rerun_failed_steps(run: Run, *, actor: Actor, reason: str) -> RerunFailedResult:
     """Rerun the failed steps of the workflow instance ``run`` belongs to (same tenant, environment
     and slot) that ``actor`` may trigger; steps that were skipped because of them are re-evaluated
     when they finish. Failed steps of jobs outside the actor's scope are left alone and only counted.
@@ -340,7 +346,7 @@ def rerun_failed_steps(run: Run, *, actor, reason: str) -> RerunFailedResult:
     return RerunFailedResult(requeued=requeued, not_in_scope=not_in_scope)
 
 
-def mark_run_succeeded(run: Run, *, actor, reason: str) -> Run:
+def mark_run_succeeded(run: Run, *, actor: Actor, reason: str) -> Run:
     """Record that an operator settled a failed or lost run by hand; downstream steps may proceed."""
     reason = _require_reason(reason)
     if not can(actor, Action.TRIGGER, run):

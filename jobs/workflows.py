@@ -8,6 +8,7 @@ body, valid against ``schema``). A cycle is refused when the change is proposed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -194,7 +195,7 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
                     definition=job.definition(),
                 )
                 if not reasons:
-                    transaction.on_commit(lambda run_id=downstream.pk: enqueue_run(run_id))
+                    transaction.on_commit(functools.partial(enqueue_run, downstream.pk))
         except IntegrityError:
             # This slot's downstream run exists already. If it was skipped and its upstreams now
             # allow it (a rerun of a failed step, or one marked succeeded), it runs after all.
@@ -204,7 +205,7 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
                 ).update(status=RunStatus.QUEUED, queued_at=now, finished_at=None, reason=f"After {', '.join(names)}.")
                 if requeued:
                     existing = Run.objects.get(job=job, scheduled_for=run.scheduled_for, partition="")
-                    transaction.on_commit(lambda run_id=existing.pk: enqueue_run(run_id))
+                    transaction.on_commit(functools.partial(enqueue_run, existing.pk))
                     created.append(existing.pk)
             continue
         created.append(downstream.pk)
@@ -269,7 +270,7 @@ def fan_out(run) -> str:
         )
         pending = list(Run.objects.filter(parent=run, status=RunStatus.QUEUED).values_list("pk", flat=True))
         for child_id in pending:
-            transaction.on_commit(lambda child_id=child_id: enqueue_run(child_id))
+            transaction.on_commit(functools.partial(enqueue_run, child_id))
     if not pending:
         join_partitions(run.pk)
     return RunStatus.RUNNING

@@ -93,7 +93,7 @@ class FileSerializer(serializers.Serializer):
 
 
 class ManifestRequestSerializer(serializers.Serializer):
-    files = FileSerializer(many=True, allow_empty=False, max_length=MAX_FILES)
+    files = FileSerializer(many=True, allow_empty=False, max_length=MAX_FILES)  # type: ignore[call-arg]  # for the list
     prune = serializers.BooleanField(default=False)
     commit = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
     pipeline_url = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
@@ -110,7 +110,7 @@ class ManifestErrorSerializer(serializers.Serializer):
 
 class ManifestPlanSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    errors = ManifestErrorSerializer(many=True)
+    errors = ManifestErrorSerializer(many=True)  # type: ignore[assignment]  # the response field shadows .errors
     changes = serializers.ListField(child=serializers.DictField())
     applied = serializers.ListField(child=serializers.DictField(), required=False)
     summary = serializers.DictField(child=serializers.IntegerField())

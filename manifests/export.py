@@ -127,6 +127,8 @@ def _field_schema(name: str) -> dict:
         model_field = Job._meta.get_field(name)
     except FieldDoesNotExist:  # not a model column: any JSON value, checked by the server
         return {}
+    if not isinstance(model_field, models.Field):  # a reverse relation is no definition field
+        return {}
     schema: dict[str, Any] = {}
     if model_field.choices:
         schema["enum"] = [value for value, _ in model_field.choices]
@@ -169,7 +171,7 @@ def json_schema() -> dict:
         fields[name] = schema
     slug = {"type": "string", "pattern": r"^[a-z0-9]+(-[a-z0-9]+)*$"}
     override_fields = {k: v for k, v in fields.items() if k != "name"}
-    job = {
+    job: dict[str, Any] = {
         "type": "object",
         "required": ["name", "environments"],
         "properties": {

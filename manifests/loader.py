@@ -12,7 +12,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from django.conf import settings
@@ -30,7 +30,7 @@ DOCUMENT_KEYS = {
 # Keys of a job entry that are not definition fields.
 ENTRY_KEYS = ("environments", "overrides")
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-_SLUG = re.compile(slug_validator.regex.pattern)
+_SLUG = re.compile(cast(re.Pattern[str], slug_validator.regex).pattern)
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
@@ -142,9 +142,9 @@ class JobEntry:
     def find(self, env: str | None, path: list[str | int]) -> yaml.Node | None:
         """The node at exactly ``path`` (override first), or None."""
         for start in self._starts(env, path):
-            node = start
+            node: yaml.Node | None = start
             for part in path:
-                node = value_node(node, part)
+                node = value_node(node, part) if node is not None else None
                 if node is None:
                     break
             if node is not None:
@@ -364,7 +364,9 @@ class _Reader:
             return
         if tenant is None or team is None:
             return
-        doc = JobsDoc(self.file, node, tenant, value_node(node, "tenant"), team, value_node(node, "team"))
+        tenant_node, team_node = value_node(node, "tenant"), value_node(node, "team")
+        assert tenant_node is not None and team_node is not None  # both were read above
+        doc = JobsDoc(self.file, node, tenant, tenant_node, team, team_node)
         for entry_node, entry in zip(jobs_node.value, jobs, strict=True):
             job = self.entry(entry_node, entry, doc)
             if job is not None:
@@ -435,7 +437,7 @@ class _Reader:
             tenant_node=doc.tenant_node,
             team=doc.team,
             team_node=doc.team_node,
-            name=name,
+            name=str(name),
             environments=list(environments.items()),
             base=base,
             overrides=overrides,

@@ -120,10 +120,15 @@ def _pending(open_requests: list[ChangeRequest], change: Change) -> ChangeReques
         if cr.environment_id != change.environment.pk:
             continue
         if change.action == DELETE:
-            if cr.action == ChangeAction.DELETE and cr.job_id == change.live.pk:
+            if cr.action == ChangeAction.DELETE and change.live is not None and cr.job_id == change.live.pk:
                 return cr
         elif change.action == UPDATE:
-            if cr.action == ChangeAction.UPDATE and cr.job_id == change.live.pk and cr.proposed == change.desired:
+            if (
+                cr.action == ChangeAction.UPDATE
+                and change.live is not None
+                and cr.job_id == change.live.pk
+                and cr.proposed == change.desired
+            ):
                 return cr
         elif cr.action == ChangeAction.CREATE and cr.proposed == change.desired:
             return cr
@@ -168,7 +173,7 @@ def make_plan(mset: ManifestSet, *, actor, prune: bool = False, for_apply: bool 
         for doc in mset.documents:
             context = checked.contexts.get(doc.tenant)
             team = context.teams.get(doc.team) if context else None
-            if team is None:
+            if context is None or team is None:
                 continue
             for (env_id, name), job in sorted(context.live.items(), key=lambda kv: (kv[1].environment.order, kv[0][1])):
                 if job.team_id != team.pk or (context.tenant.pk, env_id, name) in listed:
@@ -203,7 +208,7 @@ def make_plan(mset: ManifestSet, *, actor, prune: bool = False, for_apply: bool 
                 d.get("criticality") for d in (change.desired, change.live and change.live.definition()) if d
             }
             criticalities.discard(None)
-            key = (change.environment.pk, tuple(sorted(criticalities)))
+            key = (change.environment.pk, tuple(sorted(str(c) for c in criticalities)))
             if key not in rules:
                 rules[key] = policies.rule_for(change.environment, list(key[1])).required_approvals
             change.required_approvals = rules[key]
@@ -214,7 +219,7 @@ def make_plan(mset: ManifestSet, *, actor, prune: bool = False, for_apply: bool 
             ):
                 problems.append(
                     Problem(
-                        *change.source,
+                        *(change.source or ("<server>", 1, 1)),
                         f"You need the author role for team {change.team.slug!r} in environment "
                         f"{change.environment.slug!r} to {change.action} {change.name!r}.",
                         forbidden=True,
@@ -279,10 +284,10 @@ def apply_plan(
         raise ApplyError(plan.problems)
     done = []
     # Jobs that exist only as requests awaiting review: dependents must wait until they are live.
-    not_live = {
+    not_live: dict[tuple[int, int, str], ChangeRequest] = {
         (c.team.tenant_id, c.environment.pk, c.name): c.change_request
         for c in plan.changes
-        if c.action == PENDING and c.live is None
+        if c.action == PENDING and c.live is None and c.change_request is not None
     }
     with transaction.atomic():
         # One apply per tenant at a time; a concurrent one may have opened the same requests meanwhile.

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import DatabaseError, transaction
+from django.db.models import Field
 
 from governance.access import Action, can_in, tenant_ids
 from governance.models import Environment, Team, Tenant
@@ -40,7 +41,8 @@ def definition_defaults() -> dict[str, Any]:
             model_field = Job._meta.get_field(name)
         except FieldDoesNotExist:  # a definition field that is not a model column has no default
             continue
-        defaults[name] = model_field.get_default()
+        if isinstance(model_field, Field):
+            defaults[name] = model_field.get_default()
     return defaults
 
 
@@ -117,19 +119,19 @@ def _server_contexts(mset: ManifestSet, actor, problems: list[Problem]) -> dict[
     if actor is not None and not actor.is_superuser:
         # Another tenant is indistinguishable from a missing one.
         tenants = tenants.filter(pk__in=tenant_ids(actor, Action.VIEW))
-    tenants = {t.slug: t for t in tenants}
-    teams = Team.objects.filter(tenant__in=tenants.values())
-    environments = Environment.objects.filter(tenant__in=tenants.values())
+    by_slug = {t.slug: t for t in tenants}
+    teams = Team.objects.filter(tenant__in=by_slug.values())
+    environments = Environment.objects.filter(tenant__in=by_slug.values())
     contexts = {
         slug: TenantContext(
             tenant=tenant,
             teams={t.slug: t for t in teams if t.tenant_id == tenant.pk},
             environments={e.slug: e for e in environments if e.tenant_id == tenant.pk},
         )
-        for slug, tenant in tenants.items()
+        for slug, tenant in by_slug.items()
     }
     by_id = {c.tenant.pk: c for c in contexts.values()}
-    for job in Job.objects.filter(tenant__in=tenants.values()).exclude(status=JobStatus.DELETED):
+    for job in Job.objects.filter(tenant__in=by_slug.values()).exclude(status=JobStatus.DELETED):
         by_id[job.tenant_id].live[(job.environment_id, job.name)] = job
     for decl in mset.tenants:
         context = contexts.get(decl.slug)
@@ -335,10 +337,10 @@ def _check(mset: ManifestSet, *, against_server: bool, actor, problems: list[Pro
             transaction.set_rollback(True)
         resolved.append(Resolved(entry, slot.context, slot.team, slot.environment, slot.live, desired))
     for slot in slots:
-        collector = collectors.pop(id(slot.entry), None)
-        if collector is not None:
+        found = collectors.pop(id(slot.entry), None)
+        if found is not None:
             all_envs = [env for env, _ in slot.entry.environments]
-            problems.extend(_drop_env_suffix(problem, all_envs) for problem in collector.problems())
+            problems.extend(_drop_env_suffix(problem, all_envs) for problem in found.problems())
     return Checked(_sorted(problems), resolved, contexts)
 
 
@@ -352,7 +354,7 @@ def _stage(slot: _Slot) -> None:
             Job.objects.filter(pk=slot.live.pk).update(dependencies=dependencies)
         return
     name = slot.entry.name
-    if len(name) > Job._meta.get_field("name").max_length:
+    if len(name) > (Job._meta.get_field("name").max_length or 0):
         return
     row = Job(tenant=slot.context.tenant, team=slot.team, environment=slot.environment, name=name, command=[], cron="")
     if has_dependencies:

@@ -179,11 +179,12 @@ def test_a_team_narrowed_approver_is_not_asked_to_review_policy_changes(cast):
     from django.contrib.auth import get_user_model
 
     from approvals.services import propose_policy_change
+    from governance.actors import SYSTEM
     from governance.models import Role
     from governance.services import grant_role
 
     narrowed = get_user_model().objects.create_user("payments-approver")
-    grant_role(narrowed, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(narrowed, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     job_change = create(cast)
     policy_change = propose_policy_change(
         actor=cast.admin,

@@ -16,6 +16,7 @@ from approvals.services import (
     rebase_change,
     reject_change,
 )
+from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Role
 from governance.services import AccessDenied, grant_role
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
@@ -151,7 +152,7 @@ def test_a_calendar_that_jobs_use_cannot_be_deleted(cast):
 
 
 def test_nobody_approves_their_own_window_change_superusers_included(cast):
-    grant_role(cast.superuser, Role.TENANT_ADMIN, tenant=cast.acme)
+    grant_role(cast.superuser, Role.TENANT_ADMIN, tenant=cast.acme, actor=SYSTEM)
     change = propose(cast, actor=cast.superuser, environment=cast.prod)
     with pytest.raises(AccessDenied):
         approve_change(change, actor=cast.superuser)
@@ -172,7 +173,7 @@ def test_lesser_roles_may_not_propose_and_tenant_wide_objects_are_for_admins(cas
     # An author narrowed to one team affects other teams' jobs with a window: refused.
     team_author = cast.author2
     team_author.scopeuserrole_set.all().delete()
-    grant_role(team_author, Role.AUTHOR, tenant=cast.acme, team=cast.payments)
+    grant_role(team_author, Role.AUTHOR, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     with pytest.raises(AccessDenied):
         propose(cast, actor=team_author, environment=cast.prod)
 
@@ -181,7 +182,7 @@ def test_a_team_narrowed_approver_may_not_review_a_window_change(cast):
     from django.contrib.auth import get_user_model
 
     narrow = get_user_model().objects.create_user("narrow-approver")
-    grant_role(narrow, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(narrow, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     change = propose(cast, environment=cast.prod)
     with pytest.raises(AccessDenied):
         approve_change(change, actor=narrow)
@@ -418,7 +419,7 @@ def test_environment_narrowed_viewers_see_tenant_wide_and_their_environments_win
     from django.contrib.auth import get_user_model
 
     dev_viewer = get_user_model().objects.create_user("dev-viewer")
-    grant_role(dev_viewer, Role.VIEWER, tenant=cast.acme, environment=cast.dev)
+    grant_role(dev_viewer, Role.VIEWER, tenant=cast.acme, environment=cast.dev, actor=SYSTEM)
     cast.make_window(environment=cast.prod, **window(name="prod"))
     cast.make_window(environment=cast.dev, **window(name="dev"))
     cast.make_window(**window(name="everywhere"))

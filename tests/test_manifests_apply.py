@@ -156,11 +156,12 @@ def test_apply_without_the_author_role_is_refused_and_changes_nothing(cast, who)
 
 
 def test_author_narrowed_to_dev_cannot_apply_prod(cast):
+    from governance.actors import SYSTEM
     from governance.models import Role
     from governance.services import grant_role
 
     narrow = type(cast.author).objects.create_user("dev-author")
-    grant_role(narrow, Role.AUTHOR, tenant=cast.acme, environment=cast.dev)
+    grant_role(narrow, Role.AUTHOR, tenant=cast.acme, environment=cast.dev, actor=SYSTEM)
     plan = make_plan(manifest(), actor=narrow, for_apply=True)
     assert [p.message for p in plan.problems] == [
         "You may not view team 'payments' in environment 'prod'.",
@@ -216,11 +217,12 @@ def test_export_apply_on_an_empty_tenant_export_round_trips_byte_for_byte(cast):
 def test_export_shows_only_what_the_reader_may_see(cast):
     cast.make_job(cast.dev)
     cast.make_job(cast.dev, cast.data)
+    from governance.actors import SYSTEM
     from governance.models import Role
     from governance.services import grant_role
 
     data_viewer = type(cast.author).objects.create_user("data-viewer")
-    grant_role(data_viewer, Role.VIEWER, tenant=cast.acme, team=cast.data)
+    grant_role(data_viewer, Role.VIEWER, tenant=cast.acme, team=cast.data, actor=SYSTEM)
     text = export_tenant(cast.acme, actor=data_viewer)
     assert "data.warehouse.load" in text and "payments.ledger.reconcile" not in text
 

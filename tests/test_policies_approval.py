@@ -14,6 +14,7 @@ from approvals.services import (
     reject_change,
 )
 from conftest import PASSWORD
+from governance.actors import SYSTEM
 from governance.models import AuditEvent, Role
 from governance.services import AccessDenied, grant_role
 from jobs.models import Job
@@ -122,7 +123,7 @@ def test_superuser_cannot_approve_their_own_policy_change(cast):
 
 def test_team_narrowed_approver_cannot_review_a_policy_change(cast):
     team_approver = _user("payments-approver")
-    grant_role(team_approver, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(team_approver, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     change = propose_policy_change(
         actor=cast.admin,
         environment=cast.staging,
@@ -162,9 +163,9 @@ def test_invalid_policy_is_refused_with_field_errors(cast):
 def test_separation_of_duties_waits_for_an_approver_from_another_team(cast):
     _set_policy(cast, cast.staging, criticality="high", required_approvals=1, separation_of_duties=True)
     payments_approver = _user("payments-approver")
-    grant_role(payments_approver, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(payments_approver, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     # approver2 belongs to the data team (a grant narrowed to it) and approves tenant-wide.
-    grant_role(cast.approver2, Role.VIEWER, tenant=cast.acme, team=cast.data)
+    grant_role(cast.approver2, Role.VIEWER, tenant=cast.acme, team=cast.data, actor=SYSTEM)
     change = cast.propose_job(environment=cast.staging, justification="new")
     assert change.requires_independent_approver
     change = approve_change(change, actor=payments_approver)
@@ -189,7 +190,7 @@ def test_lowering_criticality_is_reviewed_under_the_stricter_rule(cast):
 
 def test_approver_of_another_environment_cannot_approve(cast):
     dev_approver = _user("dev-approver")
-    grant_role(dev_approver, Role.APPROVER, tenant=cast.acme, environment=cast.dev)
+    grant_role(dev_approver, Role.APPROVER, tenant=cast.acme, environment=cast.dev, actor=SYSTEM)
     change = cast.propose_job(justification="new")
     for attacker in (dev_approver, cast.globex_approver, cast.admin, cast.author2):
         with pytest.raises(AccessDenied):

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 
 from approvals.services import approve_change, awaiting_review, propose_config_change
 from conftest import PASSWORD
+from governance.actors import SYSTEM
 from governance.models import Role
 from governance.services import AccessDenied, grant_role
 from tests.api_support import client_for
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def payments_approver(cast):
     user = get_user_model().objects.create_user("acme-payments-approver", password=PASSWORD)
-    grant_role(user, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(user, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     return user
 
 

@@ -23,6 +23,7 @@ from approvals.services import (
     propose_policy_change,
 )
 from conftest import PASSWORD
+from governance.actors import SYSTEM
 from governance.models import Role
 from governance.services import AccessDenied, grant_role
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def payments_approver(cast):
     user = get_user_model().objects.create_user("acme-payments-approver", password=PASSWORD)
-    grant_role(user, Role.APPROVER, tenant=cast.acme, team=cast.payments)
+    grant_role(user, Role.APPROVER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     return user
 
 

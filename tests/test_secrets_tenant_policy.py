@@ -12,6 +12,7 @@ from django.core.management import call_command
 from approvals.services import propose_change
 from conftest import Cast
 from governance import secrets
+from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Environment, Role, Team, Tenant
 from governance.services import grant_role
 from jobs import scheduler
@@ -38,7 +39,7 @@ def _tenant_with_job(cast: Cast, slug: str, secret_ref: str, capture):
         team = Team.objects.create(tenant=tenant, slug="payroll", name="Payroll")
         env = Environment.objects.create(tenant=tenant, slug="dev", name="Dev", order=0, required_approvals=0)
     author = get_user_model().objects.create_user(f"{slug}-author")
-    grant_role(author, Role.AUTHOR, tenant=tenant)
+    grant_role(author, Role.AUTHOR, tenant=tenant, actor=SYSTEM)
     change = cast.propose_job(
         actor=author,
         team=team,

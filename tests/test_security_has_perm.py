@@ -11,6 +11,7 @@ from guardian.shortcuts import assign_perm
 from approvals.models import ChangeRequest, ChangeStatus
 from governance import access
 from governance.access import Action, Grant
+from governance.actors import SYSTEM
 from governance.backends import permission_name
 from governance.models import Environment, Role, Scope, Team, Tenant
 from governance.services import grant_role
@@ -44,13 +45,13 @@ def _users(cast) -> dict:
 
     def narrowed(name, role, **where):
         users[name] = User.objects.create_user(name)
-        grant_role(users[name], role, tenant=cast.acme, **where)
+        grant_role(users[name], role, tenant=cast.acme, **where, actor=SYSTEM)
 
     narrowed("payments-operator", Role.OPERATOR, team=cast.payments)
     narrowed("prod-author", Role.AUTHOR, environment=cast.prod)
     narrowed("payments-staging-admin", Role.TENANT_ADMIN, team=cast.payments, environment=cast.staging)
     narrowed("data-approver", Role.APPROVER, team=cast.data)
-    grant_role(users["data-approver"], Role.VIEWER, tenant=cast.globex)
+    grant_role(users["data-approver"], Role.VIEWER, tenant=cast.globex, actor=SYSTEM)
 
     group = Group.objects.create(name="data-operators")
     member = User.objects.create_user("group-member")
@@ -60,7 +61,7 @@ def _users(cast) -> dict:
     users["group-member"] = member
 
     inactive = User.objects.create_user("gone", is_active=False)
-    grant_role(inactive, Role.TENANT_ADMIN, tenant=cast.acme)
+    grant_role(inactive, Role.TENANT_ADMIN, tenant=cast.acme, actor=SYSTEM)
     users["inactive"] = inactive
     users["inactive-superuser"] = User.objects.create_user("gone-root", is_superuser=True, is_active=False)
     users["anonymous"] = AnonymousUser()

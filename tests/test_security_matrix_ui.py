@@ -26,6 +26,7 @@ from django.utils import timezone
 from approvals.models import ChangeRequest, PostReview
 from approvals.services import approve_change, propose_change
 from conftest import Cast
+from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Role
 from governance.services import grant_role
 from jobs.models import Job, MaintenanceWindow, Run, RunStatus
@@ -144,7 +145,7 @@ def world(django_db_setup, django_db_blocker):
         )
         # Staff who are not superusers browse the admin read-only, limited to their roles' rows.
         cast.staff = get_user_model().objects.create_user("acme-staff", is_staff=True)
-        grant_role(cast.staff, Role.VIEWER, tenant=cast.acme)
+        grant_role(cast.staff, Role.VIEWER, tenant=cast.acme, actor=SYSTEM)
         sessions = {}
         for role, attribute in {**CAST_USER, "staff": "staff"}.items():
             client = Client()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from approvals.models import FreezeWindow
 from approvals.services import create_freeze_window, propose_policy_change
 from governance.access import Action, can_in
+from governance.actors import SYSTEM
 from governance.models import Role, ScopeUserRole
 from governance.services import AccessDenied, grant_role, revoke_role
 from governance.tokens import create_service_account
@@ -23,14 +24,14 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def dev_admin(cast):
     user = get_user_model().objects.create_user("acme-dev-admin", password="x")
-    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, environment=cast.dev)
+    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, environment=cast.dev, actor=SYSTEM)
     return user
 
 
 @pytest.fixture
 def payments_admin(cast):
     user = get_user_model().objects.create_user("acme-payments-admin", password="x")
-    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, team=cast.payments)
+    grant_role(user, Role.TENANT_ADMIN, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     return user
 
 

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from approvals.services import approve_change, propose_change
+from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Role
 from governance.services import grant_role
 from jobs.executor import execute_run
@@ -35,7 +36,7 @@ def failed_run(job, when):
 
 def test_a_narrowed_operator_reruns_only_its_teams_failed_steps(cast):
     narrowed = get_user_model().objects.create_user("payments-operator")
-    grant_role(narrowed, Role.OPERATOR, tenant=cast.acme, team=cast.payments)
+    grant_role(narrowed, Role.OPERATOR, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     slot = timezone.now().replace(microsecond=0)
     ours = failed_run(cast.make_job(cast.dev, command=["/bin/true"]), slot)
     theirs = failed_run(cast.make_job(cast.dev, team=cast.data, command=["/bin/true"]), slot)
@@ -72,7 +73,7 @@ def test_the_ui_says_how_many_failed_steps_were_outside_the_operators_scope(cast
     from conftest import PASSWORD
 
     narrowed = get_user_model().objects.create_user("payments-operator", password=PASSWORD)
-    grant_role(narrowed, Role.OPERATOR, tenant=cast.acme, team=cast.payments)
+    grant_role(narrowed, Role.OPERATOR, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     slot = timezone.now().replace(microsecond=0)
     ours = failed_run(cast.make_job(cast.dev, command=["/bin/true"]), slot)
     theirs = failed_run(cast.make_job(cast.dev, team=cast.data, command=["/bin/true"]), slot)

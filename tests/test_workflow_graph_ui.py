@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from approvals.services import propose_change
 from conftest import PASSWORD
+from governance.actors import SYSTEM
 from governance.models import Role
 from governance.services import grant_role
 from jobs.models import Run, RunStatus
@@ -61,7 +62,7 @@ def test_the_graph_only_shows_jobs_the_user_may_see(client, cast):
     visible = job(cast, A, [{"upstream": hidden.name}])
     downstream = job(cast, B, [{"upstream": A}])
     payments_only = get_user_model().objects.create_user("payments-viewer", password=PASSWORD)
-    grant_role(payments_only, Role.VIEWER, tenant=cast.acme, team=cast.payments)
+    grant_role(payments_only, Role.VIEWER, tenant=cast.acme, team=cast.payments, actor=SYSTEM)
     graph = graph_of(page(client, payments_only, visible))
     assert hidden.name not in graph and f"/jobs/{hidden.pk}/" not in graph
     assert f'href="/jobs/{downstream.pk}/"' in graph

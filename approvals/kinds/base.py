@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeAlias
 
-from ..models import ChangeRequest
-from ..policies import Rule, User
+from governance.actors import Actor
 
-# Whoever acts: a user (a person or a service account), or None for the system (sweeps).
-Actor: TypeAlias = User | None
+from ..models import ChangeRequest
+from ..policies import Rule
+
 Definition: TypeAlias = dict[str, Any]
 
 

@@ -202,9 +202,7 @@ class JobDefinitionKind:
 
     def apply(self, change: ChangeRequest, *, actor: Actor, reason: str) -> int | None:
         if change.action == ChangeAction.DELETE:
-            job = job_services.delete_job(
-                actor=actor, job=_job(change), change_request_id=change.pk, change_reason=reason
-            )
+            job = job_services.delete_job(actor=actor, job=_job(change), authority=change, change_reason=reason)
         else:
             team, environment = _place(change)
             # Validate again against the live state: names may have been taken meanwhile.
@@ -217,7 +215,7 @@ class JobDefinitionKind:
                 environment=environment,
                 definition=definition,
                 job=change.job,
-                change_request_id=change.pk,
+                authority=change,
                 change_reason=reason,
             )
         change.job = job
@@ -352,7 +350,7 @@ class JobStateKind(FlatDiff):
             actor=actor,
             paused=change.action == ChangeAction.PAUSE,
             reason=change.justification,
-            change_request_id=change.pk,
+            authority=change,
         )
         return None
 

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 
 from governance import audit
 from governance.access import Action, can_over
+from governance.history import save_with_history
 from governance.models import AuditAction, Environment
 from governance.services import AccessDenied
 
@@ -90,7 +91,6 @@ class PolicyKind(FlatDiff):
 
     def apply(self, change: ChangeRequest, *, actor: Actor, reason: str) -> int | None:
         rule = policies.clean_policy(change.proposed)
-        history_user = actor if getattr(actor, "is_authenticated", False) else None
         policy = ApprovalPolicy.objects.filter(environment=change.environment, criticality=rule["criticality"]).first()
         if policy is None:
             policy = ApprovalPolicy(tenant_id=change.tenant_id, environment=change.environment, **rule)
@@ -98,16 +98,12 @@ class PolicyKind(FlatDiff):
             policy.required_approvals = rule["required_approvals"]
             policy.separation_of_duties = rule["separation_of_duties"]
         policy.change_request_id = change.pk
-        policy._change_reason = reason  # type: ignore[attr-defined]
-        policy._history_user = history_user  # type: ignore[attr-defined]
-        policy.save()
+        save_with_history(policy, actor=actor, reason=reason)
         if rule["criticality"] == "":
             # The default rule is the environment's own setting: keep `governed` truthful.
             environment = Environment.objects.select_for_update().get(pk=_environment(change).pk)
             environment.required_approvals = rule["required_approvals"]
-            environment._change_reason = reason  # type: ignore[attr-defined]
-            environment._history_user = history_user  # type: ignore[attr-defined]
-            environment.save()
+            save_with_history(environment, actor=actor, reason=reason)
             change.environment = environment
         audit.record(
             AuditAction.POLICY_CHANGED,

@@ -186,7 +186,9 @@ def runbook(text: str | None):
                 close_list()
                 html.append(f"<{tag}>")
                 list_tag = tag
-            html.append(f"<li>{_inline((bullet or numbered).group(1))}</li>")
+            item = bullet or numbered
+            assert item is not None
+            html.append(f"<li>{_inline(item.group(1))}</li>")
         else:
             close_list()
             paragraph.append(stripped)

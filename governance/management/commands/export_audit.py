@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from governance import export
+from governance.actors import SYSTEM
 from governance.models import AuditEvent, Tenant
 
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No tenant with slug {options['tenant']!r}.")
             queryset = queryset.filter(tenant=tenant)
             chains = [tenant.pk]
-        export.record_export(actor=None, tenant_ids=chains, filters=filters, surface="manage.py export_audit")
+        export.record_export(actor=SYSTEM, tenant_ids=chains, filters=filters, surface="manage.py export_audit")
         queryset = export.filter_events(queryset, filters)
         written = 0
         if options["output"]:

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from governance.actors import SYSTEM
 from governance.models import Environment, Role, Team, Tenant
 from governance.services import grant_role
 
@@ -146,7 +147,7 @@ class Command(BaseCommand):
                     user.save()
                 users[username] = user
                 for tenant_slug, role in roles:
-                    grant_role(user, role, tenant=tenants[tenant_slug])
+                    grant_role(user, role, tenant=tenants[tenant_slug], actor=SYSTEM)
 
             # Pools, windows and calendars are governed too: created through change requests like the
             # jobs (pools first: jobs name them).

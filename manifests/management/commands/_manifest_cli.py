@@ -62,6 +62,7 @@ def render(plan: Plan) -> list[str]:
         where = f"{change.tenant}/{change.environment.slug}"
         if change.action == "pending":
             cr = change.change_request
+            assert cr is not None  # a pending change names its request
             lines.append(f"= {change.name} in {where}: change request CR-{cr.pk} already proposes this ({cr.status})")
             continue
         review = " (governed: opens a change request)" if change.governed else ""
