@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Concatenate, ParamSpec, Protocol
+from typing import Any, Protocol
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -30,8 +30,6 @@ from django.urls import reverse
 from .access import record_denied
 from .errors import ServiceError
 from .services import AccessDenied
-
-P = ParamSpec("P")
 
 # What a view may let escape for ``service_errors`` to map.
 UI_ERRORS = (AccessDenied, ServiceError)
@@ -63,20 +61,16 @@ def ui_error(exc: Exception) -> UIError:
     raise TypeError(f"not a service error: {exc!r}")
 
 
-ErrorPage = Callable[Concatenate[HttpRequest, UIError, P], HttpResponse]
+# A page shown again with the error: (request, error, *the view's own arguments).
+ErrorPage = Callable[..., HttpResponse]
+View = Callable[..., HttpResponse]
 
 
-def service_errors(
-    page: ErrorPage[P] | None = None, *, redirect_to: str | None = None
-) -> Callable[
-    [Callable[Concatenate[HttpRequest, P], HttpResponse]], Callable[Concatenate[HttpRequest, P], HttpResponse]
-]:
+def service_errors(page: ErrorPage | None = None, *, redirect_to: str | None = None) -> Callable[[View], View]:
     """Decorate a view: the service errors it lets escape become the UI response (see the module)."""
 
-    def decorate(
-        view: Callable[Concatenate[HttpRequest, P], HttpResponse],
-    ) -> Callable[Concatenate[HttpRequest, P], HttpResponse]:
-        def wrapped(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
+    def decorate(view: View) -> View:
+        def wrapped(request: HttpRequest, /, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
                 return view(request, *args, **kwargs)
             except UI_ERRORS as exc:

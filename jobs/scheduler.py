@@ -53,7 +53,7 @@ from .models import (
     SchedulerLease,
     TriggerKind,
 )
-from .services import enqueue_run
+from .queue import enqueue_run
 
 log = logging.getLogger(__name__)
 
