@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from approvals import config_views, control_views
+from approvals import config_views, control_views, propose_hints
 from approvals import views as approval_views
 from jobs import views as job_views
 
@@ -31,9 +31,11 @@ urlpatterns = [
     ),
     path("changes/", approval_views.change_list, name="change_list"),
     path("changes/new/", approval_views.change_new, name="change_new"),
+    path("changes/hints/", propose_hints.proposal_hints, name="change_hints"),
     path("changes/<int:pk>/", approval_views.change_detail, name="change_detail"),
     path("changes/<int:pk>/approve/", approval_views.change_approve, name="change_approve"),
     path("changes/<int:pk>/reject/", approval_views.change_reject, name="change_reject"),
+    path("changes/<int:pk>/resubmit/", approval_views.change_resubmit, name="change_resubmit"),
     path("changes/<int:pk>/withdraw/", approval_views.change_withdraw, name="change_withdraw"),
     path("changes/<int:pk>/edit/", approval_views.change_revise, name="change_revise"),
     path("changes/<int:pk>/rebase/", approval_views.change_rebase, name="change_rebase"),
