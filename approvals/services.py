@@ -428,6 +428,10 @@ def reject_change(
     ``comment`` is the older name of ``reason``."""
     reason = (reason or comment or "").strip()
     if not reason:
+        # Someone who may not review is told that first, not what their rejection lacks.
+        refusal = review_refusal(actor, change)
+        if refusal:
+            raise AccessDenied(refusal)
         raise ValidationError({"reason": ["Say why you reject this change: its author reads the reason."]})
     if len(reason) > 5000:
         raise ValidationError({"reason": ["At most 5000 characters."]})
