@@ -473,7 +473,7 @@ def test_ui_actions_refuse_get(world, db, name):
 # Rows of the world each role sees in the list pages: acme's members see acme's, the superuser
 # both tenants', the outsider nothing.
 JOBS_PER_SIDE = 3
-CHANGES_PER_SIDE = 6  # three creations, the open change, the stale one, the one that made it stale
+CHANGES_PER_SIDE = 7  # three creations, the open change, the stale one, the one that made it stale, a rejected one
 OPEN_FOR_REVIEW_PER_SIDE = 2  # the open change and the stale one
 
 
