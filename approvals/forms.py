@@ -295,6 +295,11 @@ class RejectForm(forms.Form):
         error_messages={"required": "Say why you reject this change: its author reads the reason."},
     )
 
+    def __init__(self, *args, **kwargs):
+        # Beside the approval form on one page: ids of its own (reject_revision, reject_reason).
+        kwargs.setdefault("auto_id", "reject_%s")
+        super().__init__(*args, **kwargs)
+
 
 class ResubmitForm(forms.Form):
     """Resubmit a rejected request whose proposal has no form here (policy, state and configuration

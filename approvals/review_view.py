@@ -7,6 +7,8 @@ read as words (``{}`` is "none", a max of 0 active runs is "no limit").
 
 from __future__ import annotations
 
+from django.core.exceptions import FieldDoesNotExist
+
 from jobs import schedule
 from jobs.lifecycle import nonstandard_reasons
 from jobs.models import DEFINITION_FIELDS, Job
@@ -39,7 +41,7 @@ def _default_text(field: str) -> str | None:
 
     try:
         model_field = Job._meta.get_field(field)
-    except Exception:  # noqa: BLE001 - a definition field that is not a column has no default
+    except FieldDoesNotExist:  # a definition field that is not a column has no default
         return None
     if not model_field.has_default():
         return "" if model_field.null or model_field.blank else None

@@ -35,11 +35,11 @@ def test_a_reviewer_rejects_with_a_reason_and_the_author_revises_and_resubmits(b
     approver.click("[data-testid=reject]")
     approver.wait_for_selector("[data-testid=confirm-reject]", state="visible")
     approver.click("[data-testid=confirm-reject]")
-    approver.wait_for_selector("#id_reason_error")
-    assert "its author reads the reason" in approver.inner_text("#id_reason_error")
+    approver.wait_for_selector("#reject_reason_error")
+    assert "its author reads the reason" in approver.inner_text("#reject_reason_error")
     assert approver.inner_text("[data-testid=change-status]") == "Submitted"
     assert not Review.objects.exists()
-    approver.fill("#id_reason", "A 60 s timeout is too short at month end; make it 15 minutes.")
+    approver.fill("#reject_reason", "A 60 s timeout is too short at month end; make it 15 minutes.")
     approver.click("[data-testid=confirm-reject]")
     approver.wait_for_selector("text=You rejected")
     assert approver.inner_text("[data-testid=change-status]") == "Rejected"

@@ -39,7 +39,9 @@ def test_reject_is_a_confirmation_step_that_needs_a_reason(client, cast):
     assert "its author reads the reason" in html
     # The step stays open with the error beside the field, linked to it.
     assert re.search(r'<details class="reject-box" data-testid="reject-box" open>', html)
-    assert 'aria-describedby="id_reason_helptext id_reason_error"' in html and 'id="id_reason_error"' in html
+    assert (
+        'aria-describedby="reject_reason_helptext reject_reason_error"' in html and 'id="reject_reason_error"' in html
+    )
     assert counts() == before
     assert ChangeRequest.objects.get().status == ChangeStatus.SUBMITTED
 
