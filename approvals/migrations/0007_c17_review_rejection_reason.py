@@ -43,16 +43,4 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(backfill_reasons, migrations.RunPython.noop),
-        migrations.AddConstraint(
-            model_name="changerequest",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(("status", "rejected"), _negated=True),
-                    models.Q(("rejection_reason", ""), _negated=True),
-                    _connector="OR",
-                ),
-                name="change_rejection_needs_reason",
-                violation_error_message="A rejection needs a reason.",
-            ),
-        ),
     ]
