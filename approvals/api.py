@@ -1,4 +1,4 @@
-"""REST endpoints for change requests: propose, submit, approve, reject, withdraw.
+"""REST endpoints for change requests: propose, submit, approve, reject, resubmit, withdraw.
 
 The only way to create, change or delete a job through the API. Serializers
 validate the request's shape; ``approvals.services`` decides everything else.
@@ -143,6 +143,7 @@ class ChangeRequestSerializer(serializers.ModelSerializer):
             "decided_at",
             "applied_at",
             "applied_version",
+            "rejection_reason",
             "warnings",
         ]
         read_only_fields = fields
@@ -471,11 +472,39 @@ class NewCommentSerializer(serializers.Serializer):
     body = serializers.CharField(allow_blank=True, max_length=10000, help_text="A remark; never an approval.")
 
 
+REJECT_REASON_REQUIRED = "Say why you reject this change: its author reads the reason."
+
+
 class RejectSerializer(serializers.Serializer):
     revision = serializers.IntegerField(min_value=1, help_text=REVISION_HELP)
-    comment = serializers.CharField(
-        max_length=5000, error_messages={"blank": "Say why you reject this change."}, help_text="Why it is rejected."
+    reason = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=5000,
+        help_text="Why it is rejected (required): shown to the author, who may revise and resubmit.",
     )
+    comment = serializers.CharField(
+        required=False, allow_blank=True, max_length=5000, help_text="Deprecated: the older name of `reason`."
+    )
+
+    def validate(self, attrs):
+        reason = (attrs.get("reason") or attrs.get("comment") or "").strip()
+        if not reason:
+            raise serializers.ValidationError({"reason": [REJECT_REASON_REQUIRED]})
+        return {"revision": attrs["revision"], "reason": reason}
+
+
+class ResubmitSerializer(StrictInputMixin, serializers.Serializer):
+    """The author's revision of a rejected request; it becomes a new revision, submitted again."""
+
+    based_on_revision = serializers.IntegerField(
+        help_text="The rejected revision you revised; an outdated one is refused (409)."
+    )
+    definition = serializers.JSONField(
+        required=False, help_text="Changed fields of the proposal (merged over the rejected proposal)."
+    )
+    justification = serializers.CharField(required=False, allow_blank=True, max_length=10000)
+    ticket = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
 class RollbackSerializer(StrictInputMixin, serializers.Serializer):
@@ -717,9 +746,26 @@ class ChangeRequestViewSet(
         change = services.reject_change(
             change,
             actor=request.user,
-            comment=body.validated_data["comment"],
+            reason=body.validated_data["reason"],
             revision=body.validated_data["revision"],
         )
+        return self._respond(change)
+
+    @extend_schema(
+        request=ResubmitSerializer,
+        responses={200: ChangeRequestDetailSerializer},
+        summary="Revise a rejected request and submit it again (author only; a new revision, reviews reset)",
+    )
+    @action(detail=True, methods=["post"])
+    def resubmit(self, request, pk=None):
+        change = self.get_object()
+        body = ResubmitSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        if isinstance(data.get("definition"), dict) and isinstance(change.proposed, dict):
+            # As for an edit: only what changes is sent, the rest of the proposal stays.
+            data["definition"] = {**change.proposed, **data["definition"]}
+        change = services.resubmit_change(change, actor=request.user, **data)
         return self._respond(change)
 
     @extend_schema(request=WithdrawSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Withdraw")

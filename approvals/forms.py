@@ -12,12 +12,39 @@ from governance.models import Environment, Team
 from jobs.models import DEFINITION_FIELDS, CatchupPolicy, Criticality, GapPolicy, OverlapPolicy
 
 
+class DataOptionsSelect(forms.Select):
+    """A select whose options carry ``data-*`` attributes of their object, for the form's hints
+    (the name prefix of a team, whether an environment is governed)."""
+
+    def __init__(self, data_of, attrs=None):
+        super().__init__(attrs)
+        self.data_of = data_of
+
+    def create_option(self, name, value, label, selected, index, subindex=None, attrs=None):
+        option = super().create_option(name, value, label, selected, index, subindex=subindex, attrs=attrs)
+        instance = getattr(value, "instance", None)
+        if instance is not None:
+            option["attrs"].update(self.data_of(instance))
+        return option
+
+
+def name_prefix(team: Team) -> str:
+    """What every job name of ``team`` starts with (jobs.definitions refuses any other)."""
+    return f"{team.slug}."
+
+
 class TeamChoice(forms.ModelChoiceField):
+    widget = DataOptionsSelect(lambda team: {"data-prefix": name_prefix(team)})
+
     def label_from_instance(self, obj):
         return f"{obj.name} ({obj.tenant.slug})"
 
 
 class EnvironmentChoice(forms.ModelChoiceField):
+    widget = DataOptionsSelect(
+        lambda env: {"data-governed": "1" if env.governed else "0", "data-approvals": str(env.required_approvals)}
+    )
+
     def label_from_instance(self, obj):
         needed = obj.required_approvals
         policy = f"{needed} approval{'s' if needed != 1 else ''}" if needed else "applies at once"
@@ -257,6 +284,36 @@ class ReviewForm(forms.Form):
         required=False,
         max_length=5000,
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Comment (recorded with your decision)"}),
+    )
+
+
+class RejectForm(forms.Form):
+    """The confirmation step of a rejection: the reason is required and shown to the author."""
+
+    revision = ReviewForm.base_fields["revision"]
+    reason = forms.CharField(
+        label="Why you reject it",
+        max_length=5000,
+        help_text="The author reads this on the request and may revise and resubmit.",
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "What must change before you would approve?"}),
+        error_messages={"required": "Say why you reject this change: its author reads the reason."},
+    )
+
+    def __init__(self, *args, **kwargs):
+        # Beside the approval form on one page: ids of its own (reject_revision, reject_reason).
+        kwargs.setdefault("auto_id", "reject_%s")
+        super().__init__(*args, **kwargs)
+
+
+class ResubmitForm(forms.Form):
+    """Resubmit a rejected request whose proposal has no form here (policy, state and configuration
+    changes): a new justification, the same proposal."""
+
+    justification = forms.CharField(
+        label="What changed since the rejection",
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        error_messages={"required": "A justification is required: say why this change is needed."},
     )
 
 

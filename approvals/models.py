@@ -113,6 +113,11 @@ class ChangeRequest(models.Model):
     applied_at = models.DateTimeField(null=True, blank=True)
     applied_version = models.PositiveIntegerField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
+    rejection_reason = models.TextField(
+        blank=True,
+        help_text="Why the reviewer rejected it, for the author (cleared when it is resubmitted; the rejecting "
+        "review keeps it).",
+    )
     history = HistoricalRecords()
 
     ACCESS_FIELDS = ("tenant_id", "team_id", "environment_id")
@@ -124,6 +129,11 @@ class ChangeRequest(models.Model):
                 condition=~Q(justification=""),
                 name="change_justification_required",
                 violation_error_message="A justification is required.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="rejected") | ~Q(rejection_reason=""),
+                name="change_rejection_needs_reason",
+                violation_error_message="A rejection needs a reason.",
             ),
             models.CheckConstraint(
                 condition=~Q(target_kind="job") | Q(action__in=["create", "policy"]) | Q(job__isnull=False),
@@ -348,7 +358,8 @@ class Review(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.reviewer} {self.decision}d CR-{self.change_request_id}"
+        verb = "approved" if self.decision == ReviewDecision.APPROVE else "rejected"
+        return f"{self.reviewer} {verb} CR-{self.change_request_id}"
 
 
 class Comment(models.Model):

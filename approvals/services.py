@@ -249,11 +249,22 @@ def approve_change(
 
 
 def reject_change(
-    change: ChangeRequest, *, actor: User, comment: str = "", revision: int | None = None
+    change: ChangeRequest, *, actor: User, reason: str = "", comment: str = "", revision: int | None = None
 ) -> ChangeRequest:
-    """Reject ``revision``: a rejection is final and recorded against a revision, so it too must be
-    the one the reviewer read (a fixed revision is not rejected for the faults of an earlier one)."""
-    return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=comment, revision=revision)
+    """Reject ``revision`` for ``reason`` (required: the author reads it on the request, and may revise
+    and resubmit, see ``resubmit_change``). The rejection is recorded against a revision, so it too must
+    be the one the reviewer read (a fixed revision is not rejected for the faults of an earlier one).
+    ``comment`` is the older name of ``reason``."""
+    reason = (reason or comment or "").strip()
+    if not reason:
+        # Someone who may not review is told that first, not what their rejection lacks.
+        refusal = policies.review_refusal(actor, change)
+        if refusal:
+            raise AccessDenied(refusal)
+        raise ValidationError({"reason": ["Say why you reject this change: its author reads the reason."]})
+    if len(reason) > 5000:
+        raise ValidationError({"reason": ["At most 5000 characters."]})
+    return _review(change, actor=actor, decision=ReviewDecision.REJECT, comment=reason, revision=revision)
 
 
 def awaiting_review(user: User, queryset: QuerySet[ChangeRequest] | None = None) -> QuerySet[ChangeRequest]:
@@ -302,12 +313,13 @@ def _review(
         if decision == ReviewDecision.REJECT:
             change.status = ChangeStatus.REJECTED
             change.decided_at = now
+            change.rejection_reason = comment.strip()
             change.save()
             audit.record(
                 AuditAction.CHANGE_REJECTED,
                 actor=actor,
                 obj=change,
-                data={"comment": comment, "revision": change.revision},
+                data={"comment": comment, "reason": change.rejection_reason, "revision": change.revision},
             )
             return change
         audit.record(
@@ -1029,3 +1041,83 @@ def propose_config_change(
             submit=submit,
             audit_data={"action": action.value, "kind": spec.kind.value, "target": target.pk if target else None},
         )
+
+
+# --- revise and resubmit (issue 17) ---
+
+
+def resubmit_change(
+    change: ChangeRequest,
+    *,
+    actor: User,
+    based_on_revision: int,
+    definition: dict | None = None,
+    justification: str | None = None,
+    ticket: str | None = None,
+) -> ChangeRequest:
+    """The author revises a rejected request and submits it again: the same request, a new revision.
+
+    Reviews of the rejected revision stay in its history but no longer count; the policy is read
+    again (as at submit), and a request that now needs no approval applies at once. Anything but a
+    rejected request is refused (409, code ``not_rejected``), as is a stale ``based_on_revision``;
+    a bad definition or a blank justification is a field error. Nothing is written on refusal."""
+    with transaction.atomic():
+        change = _locked(change)
+        if change.author_id != actor.pk:
+            raise AccessDenied("Only the author can resubmit this change request.")
+        if change.status != ChangeStatus.REJECTED:
+            raise ChangeError(
+                "Only a rejected request can be revised and resubmitted; this one is "
+                f"{change.get_status_display().lower()}.",
+                conflict=True,
+                code=f"not_rejected:{change.status}",
+            )
+        if based_on_revision != change.revision:
+            raise ChangeError(
+                f"You revised revision {based_on_revision}, but the request is at revision {change.revision}; "
+                "reload it and revise again.",
+                conflict=True,
+                code="stale_edit",
+            )
+        errors: dict[str, list[str]] = {}
+        if justification is not None and not justification.strip():
+            errors["justification"] = ["A justification is required: say why this change is needed."]
+        proposed = change.proposed
+        if definition is not None:
+            if change.action == ChangeAction.DELETE:
+                errors["definition"] = ["A delete request has no definition to revise."]
+            else:
+                try:
+                    proposed = kind_of(change).clean(change, definition)
+                except ValidationError as exc:
+                    errors.update(exc.message_dict)
+        if errors:
+            raise ValidationError(errors)
+        before = change.diff()
+        rejected_revision = change.revision
+        reviews_reset = change.reviews.filter(revision=rejected_revision).count()
+        change.proposed = proposed
+        if definition is not None:
+            kind_of(change).on_edit(change)
+        if justification is not None:
+            change.justification = justification.strip()
+        if ticket is not None:
+            change.ticket = ticket.strip()
+        change.revision += 1
+        change.status = ChangeStatus.DRAFT
+        change.decided_at = None
+        change.rejection_reason = ""
+        save_with_history(change, actor=actor, reason=f"revised after rejection as revision {change.revision}")
+        audit.record(
+            AuditAction.CHANGE_RESUBMITTED,
+            actor=actor,
+            obj=change,
+            data={
+                "revision": change.revision,
+                "rejected_revision": rejected_revision,
+                "reviews_reset": reviews_reset,
+                "definition_changed": before != change.diff(),
+            },
+        )
+        # Submitted like a new draft: policy snapshot, expiry, and at once when nothing is required.
+        return submit_change(change, actor=actor)

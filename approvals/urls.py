@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import config_views, control_views, views
+from . import config_views, control_views, propose_hints, views
 
 urlpatterns = [
     path("jobs/<int:pk>/propose/", views.change_edit, name="change_edit"),
@@ -11,9 +11,11 @@ urlpatterns = [
     path("jobs/<int:pk>/propose-resume/", views.change_pause, {"paused": False}, name="change_resume"),
     path("changes/", views.change_list, name="change_list"),
     path("changes/new/", views.change_new, name="change_new"),
+    path("changes/hints/", propose_hints.proposal_hints, name="change_hints"),
     path("changes/<int:pk>/", views.change_detail, name="change_detail"),
     path("changes/<int:pk>/approve/", views.change_approve, name="change_approve"),
     path("changes/<int:pk>/reject/", views.change_reject, name="change_reject"),
+    path("changes/<int:pk>/resubmit/", views.change_resubmit, name="change_resubmit"),
     path("changes/<int:pk>/withdraw/", views.change_withdraw, name="change_withdraw"),
     path("changes/<int:pk>/edit/", views.change_revise, name="change_revise"),
     path("changes/<int:pk>/rebase/", views.change_rebase, name="change_rebase"),

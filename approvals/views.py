@@ -21,14 +21,27 @@ from django.views.decorators.http import require_POST
 
 from governance.access import Action, get_object_or_404_for, record_denied, restrict
 from governance.models import Team
+from governance.services import AccessDenied
 from governance.ui_errors import UI_ERRORS, UIError, form_error, service_errors
 from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
 from .config_changes import is_stale as config_stale
-from .forms import CommentForm, JobDefinitionForm, PauseProposalForm, PostReviewForm, ProposalForm, ReviewForm
+from .errors import ChangeError
+from .forms import (
+    CommentForm,
+    JobDefinitionForm,
+    PauseProposalForm,
+    PostReviewForm,
+    ProposalForm,
+    RejectForm,
+    ResubmitForm,
+    ReviewForm,
+    name_prefix,
+)
 from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 from .policies import review_refusal
+from .review_view import reviewer_create_view
 from .services import (
     OPEN_FOR_WITHDRAW,
     approval_progress,
@@ -43,6 +56,7 @@ from .services import (
     propose_pause_change,
     rebase_change,
     reject_change,
+    resubmit_change,
     with_valid_approvals,
     withdraw_change,
 )
@@ -98,8 +112,27 @@ def change_list(request):
     return render(request, "approvals/change_list.html", context)
 
 
+def _form_teaching(form, job=None, *, team=None, environment=None) -> dict:
+    """What the propose form shows beside its fields: the errors as a linked summary, the name
+    prefix of the chosen team, and whether the chosen environment is governed (the button reads
+    "Create" where nothing needs approval)."""
+    team = job.team if job is not None else team
+    environment = job.environment if job is not None else environment
+    if job is None and "team" in form.fields:
+        chosen = form.data.get("team") if form.is_bound else form.initial.get("team")
+        team = next((t for t in form.fields["team"].queryset if str(t.pk) == str(chosen)), None)
+        chosen = form.data.get("environment") if form.is_bound else form.initial.get("environment")
+        environment = next((e for e in form.fields["environment"].queryset if str(e.pk) == str(chosen)), None)
+    return {
+        "field_errors": [(field, error) for field in form.visible_fields() for error in field.errors],
+        "name_prefix": name_prefix(team) if team is not None else "",
+        "governed": environment.governed if environment is not None else None,
+    }
+
+
 def _render_form(request, form, *, job=None, status=200, rollback_to=None):
     context = {"form": form, "job": job, "timezones": sorted(available_timezones()), "rollback_to": rollback_to}
+    context.update(_form_teaching(form, job))
     return render(request, "approvals/change_form.html", context, status=status)
 
 
@@ -324,7 +357,16 @@ def _post_review(change: ChangeRequest):
 
 
 def _change_page(
-    request, change: ChangeRequest, *, form=None, comment_form=None, post_form=None, error: str = "", status: int = 200
+    request,
+    change: ChangeRequest,
+    *,
+    form=None,
+    comment_form=None,
+    post_form=None,
+    reject_form=None,
+    resubmit_form=None,
+    error: str = "",
+    status: int = 200,
 ):
     user = request.user
     reviews = list(change.reviews.all())
@@ -371,6 +413,9 @@ def _change_page(
         if after:
             warnings_for_reviewers = window_warnings(after, **where)
     post_review = _post_review(change)
+    # The review that rejected it (the newest), for the reason shown to the author.
+    rejection = next((r for r in reversed(reviews) if r.decision == ReviewDecision.REJECT), None)
+    create_view = reviewer_create_view(change, rows) if is_definition_change and change.action == "create" else None
     context = {
         "change": change,
         "is_job_change": is_job_change,
@@ -392,6 +437,12 @@ def _change_page(
         and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "can_rebase": is_author and stale and change.status in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED),
         "form": form or ReviewForm(initial={"revision": change.revision}),
+        "reject_form": reject_form or RejectForm(initial={"revision": change.revision}),
+        "rejection": rejection,
+        "can_resubmit": is_author and change.status == ChangeStatus.REJECTED,
+        "resubmit_in_form": is_definition_change and change.action != ChangeAction.DELETE,
+        "resubmit_form": resubmit_form or ResubmitForm(initial={"justification": change.justification}),
+        "create_view": create_view,
         "comment_form": comment_form or CommentForm(),
         "post_review": post_review,
         "can_post_review": post_review is not None and post_review.is_open and not is_author and reviewer_ok,
@@ -472,7 +523,62 @@ def change_approve(request, pk: int):
 @require_POST
 @service_errors(_review_error_page)
 def change_reject(request, pk: int):
-    return _decide(request, pk, reject_change, "rejected")
+    """The confirmation step of a rejection posts here; without a reason nothing is recorded."""
+    change = _change(request, pk)
+    refusal = review_refusal(request.user, change)
+    if refusal:
+        # Someone who may not review learns that, not what the form lacks.
+        record_denied(request.user, Action.REVIEW, change, reason=refusal)
+        return _change_page(request, change, error=refusal, status=403)
+    form = RejectForm(request.POST)
+    if not form.is_valid():
+        error = " ".join(form.errors.get("revision", []))
+        return _change_page(request, change, reject_form=form, error=error, status=400)
+    try:
+        change = reject_change(
+            change, actor=request.user, reason=form.cleaned_data["reason"], revision=form.cleaned_data["revision"]
+        )
+    except ValidationError as exc:
+        form.add_error("reason", exc.message_dict.get("reason", exc.messages))
+        return _change_page(request, change, reject_form=form, status=400)
+    except AccessDenied as exc:
+        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
+        return _change_page(request, _change(request, pk), reject_form=form, error=str(exc), status=403)
+    except ChangeError as exc:
+        fresh = _change(request, pk)
+        form = RejectForm(initial={"revision": fresh.revision, "reason": form.cleaned_data["reason"]})
+        return _change_page(request, fresh, reject_form=form, error=exc.message, status=409)
+    messages.success(request, f"You rejected CR-{change.pk}; its author sees your reason and may resubmit it.")
+    return redirect("change_detail", pk=change.pk)
+
+
+@login_required
+@require_POST
+def change_resubmit(request, pk: int):
+    """Resubmit a rejected request with a new justification and the same proposal (the edit form
+    revises and resubmits job definitions)."""
+    change = _change(request, pk)
+    form = ResubmitForm(request.POST)
+    if not form.is_valid():
+        return _change_page(request, change, resubmit_form=form, status=400)
+    try:
+        based_on = int(request.POST.get("based_on_revision", ""))
+    except ValueError:
+        based_on = -1
+    try:
+        change = resubmit_change(
+            change, actor=request.user, based_on_revision=based_on, justification=form.cleaned_data["justification"]
+        )
+    except ValidationError as exc:
+        form.add_error("justification", exc.message_dict.get("justification", exc.messages))
+        return _change_page(request, change, resubmit_form=form, status=400)
+    except AccessDenied as exc:
+        record_denied(request.user, "resubmit", change, reason=str(exc))
+        return _change_page(request, _change(request, pk), resubmit_form=form, error=str(exc), status=403)
+    except ChangeError as exc:
+        return _change_page(request, _change(request, pk), resubmit_form=form, error=exc.message, status=409)
+    announce(request, change)
+    return redirect("change_detail", pk=change.pk)
 
 
 @login_required
@@ -540,12 +646,13 @@ def change_revise(request, pk: int):
     if change.author_id != request.user.pk:
         record_denied(request.user, "edit", change, reason="only the author edits a change request")
         raise PermissionDenied("Only the author can edit this change request.")
+    resubmitting = change.status == ChangeStatus.REJECTED
     if (
         not change.is_job_change
         or change.action in STATE_ACTIONS
-        or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED)
+        or change.status not in (ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeStatus.REJECTED)
     ):
-        raise PermissionDenied("Only an open job change request can be edited here.")
+        raise PermissionDenied("Only an open or rejected job change request can be edited here.")
     with_definition = change.action != ChangeAction.DELETE
     form_class: type[Any] = JobDefinitionForm if with_definition else ProposalForm
     kwargs = {"user": request.user, "job": change.job, "fixed_place": True} if with_definition else {}
@@ -560,8 +667,10 @@ def change_revise(request, pk: int):
             if with_definition:
                 # Fields the form does not show (HTTP, parameters, ...) keep their proposed values.
                 definition = {**change.proposed, **form.definition()}
+            # A rejected request is revised and resubmitted; an open one edited in place.
+            service = resubmit_change if resubmitting else edit_change
             try:
-                change = edit_change(
+                change = service(
                     change,
                     actor=request.user,
                     based_on_revision=based_on,
@@ -572,6 +681,9 @@ def change_revise(request, pk: int):
             except (ValidationError, *UI_ERRORS) as exc:
                 form_error(form, exc)
             else:
+                if resubmitting:
+                    announce(request, change)
+                    return redirect("change_detail", pk=change.pk)
                 messages.success(
                     request, f"CR-{change.pk} is now revision {change.revision}; earlier approvals no longer count."
                 )
@@ -589,7 +701,9 @@ def _render_revise(request, change, form, status=200):
         "change": change,
         "job": change.job,
         "revising": True,
+        "resubmitting": change.status == ChangeStatus.REJECTED,
         "timezones": sorted(available_timezones()),
+        **_form_teaching(form, change.job, team=change.team, environment=change.environment),
     }
     template = "approvals/change_form.html" if isinstance(form, JobDefinitionForm) else "approvals/change_delete.html"
     return render(request, template, context, status=status)

@@ -186,6 +186,7 @@ class AuditAction(models.TextChoices):
     # Change-control workflow and lifecycle (approvals app).
     CHANGE_EDITED = "change.edited", "Change edited"
     CHANGE_REBASED = "change.rebased", "Change rebased"
+    CHANGE_RESUBMITTED = "change.resubmitted", "Rejected change revised and resubmitted"
     CHANGE_EXPIRED = "change.expired", "Change expired"
     CHANGE_COMMENTED = "change.commented", "Change commented"
     CHANGE_HELD = "change.held", "Change held (apply time or freeze)"

@@ -1,33 +1,55 @@
 """Audit logins, logouts and failed logins; keep the Vault policies in step with tenants, environments and teams."""
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
 from django.dispatch import receiver
 
 from . import audit, secrets
-from .models import AuditAction, Environment, Team, Tenant
+from .models import AuditAction, Environment, ScopeGroupRole, ScopeUserRole, ServiceAccount, Team, Tenant
 
 
 def _ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") if request is not None else None
 
 
+def _member_tenants(user) -> list[int | None]:
+    """The tenants whose audit shows this user's sign-ins: every tenant where they hold a role (or
+    their service account's tenant); none (the platform chain) for users of no tenant."""
+    if user is None or not getattr(user, "pk", None):
+        return [None]
+    tenants = set(ScopeUserRole.objects.filter(user=user).values_list("content_object__tenant_id", flat=True))
+    tenants |= set(ScopeGroupRole.objects.filter(group__user=user).values_list("content_object__tenant_id", flat=True))
+    tenants |= set(ServiceAccount.objects.filter(user=user).values_list("tenant_id", flat=True))
+    return sorted(tenants) or [None]
+
+
+def _record_sign_in(action: str, user, **fields) -> None:
+    # One event in each member tenant's chain, so each tenant's auditors see it in their own trail
+    # (never another tenant's); each append is its own chain, so the hash chains stay intact.
+    for tenant_id in _member_tenants(user):
+        audit.record(action, tenant=tenant_id, **fields)
+
+
 @receiver(user_logged_in)
 def on_login(sender, request, user, **kwargs):
-    audit.record(AuditAction.LOGIN, actor=user, ip=_ip(request))
+    _record_sign_in(AuditAction.LOGIN, user, actor=user, ip=_ip(request))
 
 
 @receiver(user_logged_out)
 def on_logout(sender, request, user, **kwargs):
     if user is not None:
-        audit.record(AuditAction.LOGOUT, actor=user, ip=_ip(request))
+        _record_sign_in(AuditAction.LOGOUT, user, actor=user, ip=_ip(request))
 
 
 @receiver(user_login_failed)
 def on_login_failed(sender, credentials, request=None, **kwargs):
     username = str(credentials.get("username", ""))[:150]
-    audit.record(AuditAction.LOGIN_FAILED, actor_repr=username, data={"username": username}, ip=_ip(request))
+    # A known user's failed sign-ins go to their tenants' trails; an unknown name to the platform's.
+    user_model = get_user_model()
+    user = user_model.objects.filter(**{user_model.USERNAME_FIELD: username}).first() if username else None
+    _record_sign_in(AuditAction.LOGIN_FAILED, user, actor_repr=username, data={"username": username}, ip=_ip(request))
 
 
 @receiver(post_init, sender=Tenant)

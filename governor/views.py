@@ -10,6 +10,7 @@ from django.db.models.functions import TruncHour
 from django.shortcuts import render
 from django.utils import timezone
 
+from approvals.dashboard import recently_decided
 from approvals.lifecycle import overdue_jobs
 from approvals.models import OPEN_STATUSES, ChangeRequest
 from approvals.services import awaiting_review, open_post_reviews, with_valid_approvals
@@ -149,6 +150,7 @@ def dashboard(request):
         "queue_count": queue.count(),
         # The approvals that still count (an approver who lost the role no longer does).
         "mine": with_valid_approvals(list(mine[:8])),
+        "decided": recently_decided(user, now=now),
         "post_reviews": post_reviews,
         "overdue_count": overdue_jobs(user).count(),
         "alerts": alerts,

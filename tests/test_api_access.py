@@ -65,9 +65,9 @@ def test_approving_a_closed_request_is_a_conflict(cast, ending):
 def test_reject_needs_a_reason_and_ends_the_request(cast):
     change = proposed(cast)
     url = f"/api/v1/change-requests/{change.pk}/reject/"
-    response = client_for(cast.approver).post(url, {"revision": 1, "comment": " "}, format="json")
-    assert response.status_code == 400 and "comment" in response.json()
-    response = client_for(cast.approver).post(url, {"revision": 1, "comment": "wrong schedule"}, format="json")
+    response = client_for(cast.approver).post(url, {"revision": 1, "reason": " "}, format="json")
+    assert response.status_code == 400 and "reason" in response.json()
+    response = client_for(cast.approver).post(url, {"revision": 1, "reason": "wrong schedule"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     assert response.json()["reviews"][0]["decision"] == "reject"
 

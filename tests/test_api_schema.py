@@ -20,6 +20,7 @@ KEY_PATHS = [
     "/api/v1/change-requests/{id}/submit/",
     "/api/v1/change-requests/{id}/approve/",
     "/api/v1/change-requests/{id}/reject/",
+    "/api/v1/change-requests/{id}/resubmit/",
     "/api/v1/change-requests/{id}/withdraw/",
     "/api/v1/audit-events/",
     "/api/v1/tenants/",

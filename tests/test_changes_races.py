@@ -36,7 +36,7 @@ def test_concurrent_approve_and_reject_end_in_exactly_one_terminal_state(tcast):
         change = tcast.propose_job(environment=tcast.staging, justification="race")
         results, errors = _race(
             lambda c=change: approve_change(c, actor=tcast.approver),
-            lambda c=change: reject_change(c, actor=tcast.approver2),
+            lambda c=change: reject_change(c, actor=tcast.approver2, reason="race"),
         )
         assert len(results) == 1 and len(errors) == 1
         assert errors[0].code.startswith("not_submitted:")

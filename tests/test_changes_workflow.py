@@ -103,7 +103,7 @@ def test_approving_twice_or_after_the_end_is_refused(cast):
     assert info.value.code == "already_reviewed"
     approve_change(change, actor=cast.approver2)
     with pytest.raises(ChangeError) as info:
-        reject_change(change, actor=cast.approver2)
+        reject_change(change, actor=cast.approver2, reason="too late")
     assert info.value.code == "not_submitted:applied"
 
     withdrawn = _update(cast, job, timeout_seconds=99)

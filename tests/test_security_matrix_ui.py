@@ -24,7 +24,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from approvals.models import ChangeRequest, PostReview
-from approvals.services import approve_change, propose_change
+from approvals.services import approve_change, propose_change, reject_change
 from conftest import Cast
 from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Role
@@ -92,6 +92,10 @@ def _side(cast: Cast, *, env, team, prefix: str, author, author2, approver, oper
     for _ in range(moved.required_approvals):
         moved = approve_change(moved, actor=approver)
     assert moved.status == "applied"
+    rejected_change = propose_change(
+        actor=author, action="update", job=paused_job, definition={"cron": "9 * * * *"}, justification="at nine"
+    )
+    rejected_change = reject_change(rejected_change, actor=approver, reason="matrix")
     created = ChangeRequest.objects.get(job=job, action="create")
     post_review = PostReview.objects.create(change_request=created)
     # Written directly (no change request), so the change counts below stay those of the jobs.
@@ -113,6 +117,7 @@ def _side(cast: Cast, *, env, team, prefix: str, author, author2, approver, oper
         failed_run=failed_run,
         change=change,
         stale_change=stale_change,
+        rejected_change=rejected_change,
         post_review=post_review,
         emergency_change=created,
         window=window,
@@ -302,8 +307,16 @@ VIEWS: dict[str, View] = {
         "change", post=allowed(302, *REVIEWERS), body=lambda side: {"comment": "ok", "revision": side.change.revision}
     ),
     "change_reject": View(
-        "change", post=allowed(302, *REVIEWERS), body=lambda side: {"comment": "no", "revision": side.change.revision}
+        "change", post=allowed(302, *REVIEWERS), body=lambda side: {"reason": "no", "revision": side.change.revision}
     ),
+    # Only the author resubmits their rejected request.
+    "change_resubmit": View(
+        "rejected_change",
+        post=allowed(302, "author"),
+        body=lambda side: {"justification": "fixed", "based_on_revision": side.rejected_change.revision},
+    ),
+    # The propose form's live hints: any signed-in user; a job they may not propose to is ignored.
+    "change_hints": View(None, get=_everyone(200)),
     "change_withdraw": View("change", post=allowed(302, "author"), body=REASON),
     "change_comment": View("change", post=allowed(302, "author", *REVIEWERS), body={"body": "why?"}),
     "change_revise": View(
@@ -461,7 +474,7 @@ def test_ui_actions_refuse_get(world, db, name):
 # Rows of the world each role sees in the list pages: acme's members see acme's, the superuser
 # both tenants', the outsider nothing.
 JOBS_PER_SIDE = 3
-CHANGES_PER_SIDE = 6  # three creations, the open change, the stale one, the one that made it stale
+CHANGES_PER_SIDE = 7  # three creations, the open change, the stale one, the one that made it stale, a rejected one
 OPEN_FOR_REVIEW_PER_SIDE = 2  # the open change and the stale one
 
 

@@ -281,10 +281,10 @@ def test_two_approvers_approve_in_the_ui_and_the_job_goes_live(client, cast):
     assert "v1 live" in html and f"CR-{change.pk}" in html
 
 
-def test_reject_with_comment_ends_the_request(client, cast):
+def test_reject_with_a_reason_ends_the_request(client, cast):
     change = propose_prod(cast)
     login(client, cast.approver)
-    client.post(reverse("change_reject", args=[change.pk]), {"revision": 1, "comment": "wrong team"})
+    client.post(reverse("change_reject", args=[change.pk]), {"revision": 1, "reason": "wrong team"})
     change.refresh_from_db()
     assert change.status == ChangeStatus.REJECTED
     html = client.get(reverse("change_detail", args=[change.pk])).content.decode()

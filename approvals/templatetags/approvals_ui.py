@@ -25,3 +25,11 @@ def active_freezes(context) -> list[FreezeWindow]:
         .select_related("tenant", "environment")
         .order_by("ends_at")
     )
+
+
+@register.filter
+def shown(text, field: str = "") -> str:
+    """A diff value in words: empty, ``{}`` and ``[]`` read "none"; max active runs 0 is "no limit"."""
+    from ..review_view import shown as in_words
+
+    return in_words(field, None if text is None else str(text))
