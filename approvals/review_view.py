@@ -7,6 +7,8 @@ read as words (``{}`` is "none", a max of 0 active runs is "no limit").
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import FieldDoesNotExist
 
 from jobs import schedule
@@ -35,17 +37,26 @@ EXPLAINED = {
 }
 
 
+def display_value(field: str, value: object) -> str:
+    """A definition value as the diff shows it (the create view compares defaults in the same form)."""
+    if value is None:
+        return ""
+    if field == "command" and isinstance(value, list):
+        return "\n".join(str(item) for item in value)
+    if isinstance(value, list | dict):
+        return json.dumps(value, indent=2, sort_keys=True)
+    return str(value)
+
+
 def _default_text(field: str) -> str | None:
     """The default as the diff displays it (None when the field has no default)."""
-    from .views import _display  # the diff's own rendering of values, so both compare equal
-
     try:
         model_field = Job._meta.get_field(field)
     except FieldDoesNotExist:  # a definition field that is not a column has no default
         return None
     if not model_field.has_default():
         return "" if model_field.null or model_field.blank else None
-    return _display(field, model_field.get_default())
+    return display_value(field, model_field.get_default())
 
 
 def shown(field: str, text: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import json
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -41,6 +40,7 @@ from .forms import (
 )
 from .models import STATE_ACTIONS, ChangeAction, ChangeRequest, ChangeStatus, Comment, Review, ReviewDecision
 from .policies import review_refusal
+from .review_view import display_value as _display
 from .review_view import reviewer_create_view
 from .services import (
     OPEN_FOR_WITHDRAW,
@@ -283,16 +283,6 @@ def change_pause(request, pk: int, paused: bool):
                 )
             return redirect("change_detail", pk=change.pk)
     return render(request, "approvals/change_pause.html", context, status=status)
-
-
-def _display(field: str, value) -> str:
-    if value is None:
-        return ""
-    if field == "command" and isinstance(value, list):
-        return "\n".join(str(item) for item in value)
-    if isinstance(value, list | dict):
-        return json.dumps(value, indent=2, sort_keys=True)
-    return str(value)
 
 
 def _line_diff(before: str, after: str) -> tuple[list[dict], list[dict]]:

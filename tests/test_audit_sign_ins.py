@@ -3,6 +3,7 @@
 from django.core.management import call_command
 
 from conftest import PASSWORD
+from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent
 
 SIGN_INS = [AuditAction.LOGIN, AuditAction.LOGIN_FAILED, AuditAction.LOGOUT]
@@ -53,7 +54,7 @@ def test_a_member_of_two_tenants_signs_in_to_both_trails(cast, client):
     from governance.models import Role
     from governance.services import grant_role
 
-    grant_role(cast.viewer, Role.VIEWER, tenant=cast.globex)
+    grant_role(cast.viewer, Role.VIEWER, tenant=cast.globex, actor=SYSTEM)
     assert client.login(username="acme-viewer", password=PASSWORD)
     logins = AuditEvent.objects.filter(action=AuditAction.LOGIN, actor=cast.viewer)
     assert sorted(logins.values_list("tenant_id", flat=True)) == sorted([cast.acme.pk, cast.globex.pk])
