@@ -124,6 +124,7 @@ def trigger_run(job: Job, *, actor, reason: str) -> Run:
             trigger=TriggerKind.MANUAL,
             triggered_by=actor,
             reason=reason,
+            trigger_reason=reason,
             status=RunStatus.QUEUED,
             queued_at=now,
             job_version=job.version,
@@ -253,6 +254,7 @@ def _requeue(run: Run, *, actor, reason: str, statuses, operation: str) -> bool:
         finished_at=None,
         next_attempt_at=None,
         reason=f"{operation} by {actor}: {reason}",
+        trigger_reason=f"{operation} by {actor}: {reason}",
         job_version=job.version,
         definition=job.definition(),
     )
