@@ -1,7 +1,7 @@
 """Browser UI routes."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from approvals import config_views, control_views
 from approvals import views as approval_views
@@ -13,6 +13,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
+    path("", include("jobs.watch_urls")),
     path("audit/", views.audit_list, name="audit_list"),
     path("jobs/", job_views.job_list, name="job_list"),
     path("jobs/<int:pk>/", job_views.job_detail, name="job_detail"),

@@ -19,6 +19,7 @@ from approvals.models import OPEN_STATUSES, ChangeRequest
 from approvals.services import awaiting_review, open_post_reviews, with_valid_approvals
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
 from jobs.schedule import isoz
+from jobs.watch_views import now_panel_context
 
 from .access import Action, restrict
 from .export import parse_object
@@ -166,6 +167,8 @@ def dashboard(request):
         "alerts": alerts,
         "now": now,
         "can_propose": restrict(Team.objects.all(), user, Action.PROPOSE).exists(),
+        # What runs now (jobs/snippets/now_panel.html), live while anything is queued or running.
+        **now_panel_context(user),
     }
     return render(request, "governance/dashboard.html", context)
 

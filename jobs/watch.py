@@ -233,9 +233,12 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
         width = max((end - begin).total_seconds() / span * GANTT_WIDTH, 2.0)
         started = run.started_at is not None
         row["failed"] += run.status in FAILED_STATUSES
+        thin = run.status in (RunStatus.SKIPPED, RunStatus.CANCELLED)
         row["bars"].append(
             {
                 "run": run,
+                "dy": (GANTT_BAR - 4) // 2 if thin else 0,
+                "height": 4 if thin else GANTT_BAR,
                 "x": round(x, 1),
                 "width": round(min(width, GANTT_LABEL + GANTT_WIDTH - x), 1),
                 "started": started,
@@ -246,8 +249,9 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
     for index, row in enumerate(ordered):
         row["y"] = index * GANTT_ROW + 6
         row["text_y"] = row["y"] + GANTT_BAR - 3
-        row["bar_y"] = row["y"]
         row["bars"].reverse()
+        for bar in row["bars"]:
+            bar["y"] = row["y"] + bar.pop("dy")
     ticks = []
     first_tick = start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     tick = first_tick
