@@ -99,7 +99,7 @@ def count_queries(client, url, params=None) -> int:
         ("dashboard", {}, add_jobs, "approver"),
         ("dashboard", {}, add_changes, "approver"),
         ("run_list", {}, add_jobs, "viewer"),
-        ("run_list", {"status": "failed", "environment": "prod"}, add_jobs, "viewer"),
+        ("run_list", {"status": "failed", "trigger": "schedule"}, add_jobs, "viewer"),
         ("now", {}, add_jobs, "viewer"),
         ("now", {}, add_active_runs, "viewer"),
         ("now_panel", {}, add_active_runs, "viewer"),
