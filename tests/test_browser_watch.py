@@ -61,9 +61,7 @@ def test_readme_tour_the_first_run_appears_by_itself_on_the_job_and_run_pages(
     page.wait_for_url(f"{live_server.url}/runs/*/")
     mark(page)
     assert page.inner_text("[data-testid=trigger-reason]") == "show the tour, INC-1"
-    page.wait_for_function(
-        "document.querySelector('[data-testid=run-status]').textContent.trim() === 'Succeeded'", timeout=60_000
-    )
+    page.locator("[data-testid=run-status]", has_text="Succeeded").wait_for(timeout=60_000)
     assert "books balanced" in page.inner_text("[data-testid=run-output]")
     assert not_reloaded(page)
     # Finished: the page stops asking, and offers the rerun the finished run allows.
@@ -91,20 +89,15 @@ def test_run_page_tails_the_output_of_a_running_job(
     mark(page)
 
     page.wait_for_selector("#run-output-text", timeout=30_000)
-    page.wait_for_function(
-        "document.getElementById('run-output-text').textContent.includes('first-line')", timeout=30_000
-    )
+    # (wait_for_function would evaluate a string, which the CSP refuses: locators instead.)
+    page.locator("#run-output-text", has_text="first-line").wait_for(timeout=30_000)
     # Tailing: the first line is there while the run still lives and before the second is written.
     assert page.inner_text("[data-testid=run-status]") == "Running"
     assert "second-line" not in page.inner_text("#run-output-text")
     assert "live: following the output" in page.inner_text("[data-testid=run-output]")
     page.screenshot(path=str(ARTIFACTS / "watch-run-tail.png"), full_page=True)
-    page.wait_for_function(
-        "document.getElementById('run-output-text').textContent.includes('second-line')", timeout=30_000
-    )
-    page.wait_for_function(
-        "document.querySelector('[data-testid=run-status]').textContent.trim() === 'Succeeded'", timeout=30_000
-    )
+    page.locator("#run-output-text", has_text="second-line").wait_for(timeout=30_000)
+    page.locator("[data-testid=run-status]", has_text="Succeeded").wait_for(timeout=30_000)
     assert not_reloaded(page)
 
 
