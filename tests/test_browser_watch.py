@@ -53,6 +53,10 @@ def test_readme_tour_the_first_run_appears_by_itself_on_the_job_and_run_pages(
     first = Run.objects.filter(job=job).order_by("id").first()
     assert first.status == RunStatus.SUCCEEDED and first.trigger == "schedule"
     assert page.locator(f'#job-live a[href="/runs/{first.pk}/"]').count() >= 1
+    # Keyboard focus on a strip cell shows the run's start, duration and exit, as hover does.
+    page.focus("#job-live .strip .cell.st-succeeded")
+    tip = page.evaluate("getComputedStyle(document.activeElement, '::after').content")
+    assert f"Run #{first.pk}: Succeeded" in tip and "started " in tip and "took " in tip and "exit 0" in tip
     page.screenshot(path=str(ARTIFACTS / "watch-job-page.png"), full_page=True)
 
     # Triggered by hand: the run page shows it queued, then succeeded, without a reload.
