@@ -254,6 +254,7 @@ class RunDetailSerializer(RunSerializer):
             *RunSerializer.Meta.fields,
             "key",
             "reason",
+            "trigger_reason",
             "created_at",
             "definition",
             "output",

@@ -346,6 +346,9 @@ def test_run_page_shows_the_trigger_reason_and_who_beside_the_outcome_and_the_ru
     runbook = re.search(r'data-testid="failed-runbook">.*?</aside>', html, re.S).group(0)
     assert "<strong>ledger</strong>" in runbook
 
+    detail = client_for(cast.viewer).get(f"/api/v1/runs/{run.pk}/").json()
+    assert (detail["trigger_reason"], detail["reason"]) == ("month-end close, INC-7", "Exited with code 3.")
+
     Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, reason="")
     html = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "failed-runbook" not in html and "month-end close, INC-7" in html
