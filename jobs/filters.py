@@ -11,7 +11,8 @@ from .models import Run, RunStatus, TriggerKind
 
 class RunFilter(filters.FilterSet):
     job = filters.NumberFilter(field_name="job_id")
-    status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
+    # No join to multiply rows: no DISTINCT (which made counting a page of runs scan them all).
+    status = filters.MultipleChoiceFilter(choices=RunStatus.choices, distinct=False)
     trigger = filters.ChoiceFilter(choices=TriggerKind.choices)
     tenant = ref_filter("tenant", "Tenant")
     team = ref_filter("job__team", "Team")
