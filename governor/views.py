@@ -17,6 +17,7 @@ from approvals.services import awaiting_review, open_post_reviews, with_valid_ap
 from governance.access import Action, restrict
 from governance.models import Team
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
+from jobs.watch_views import now_panel_context
 
 CHART_STATUSES = [
     RunStatus.SUCCEEDED,
@@ -151,6 +152,8 @@ def dashboard(request):
         # The approvals that still count (an approver who lost the role no longer does).
         "mine": with_valid_approvals(list(mine[:8])),
         "decided": recently_decided(user, now=now),
+        # What runs now (jobs/snippets/now_panel.html), live while anything is queued or running.
+        **now_panel_context(user),
         "post_reviews": post_reviews,
         "overdue_count": overdue_jobs(user).count(),
         "alerts": alerts,

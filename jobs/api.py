@@ -30,7 +30,8 @@ from governance.models import Environment, Team
 from governance.services import AccessDenied
 
 from . import schedule, services
-from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run, RunStatus, TriggerKind
+from .filters import RunFilter
+from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run
 
 NEXT_RUNS = 5
 
@@ -256,6 +257,7 @@ class RunDetailSerializer(RunSerializer):
             *RunSerializer.Meta.fields,
             "key",
             "reason",
+            "trigger_reason",
             "created_at",
             "definition",
             "output",
@@ -383,21 +385,6 @@ class RerunFailedSerializer(RunDetailSerializer):
 
     def get_message(self, run: Run) -> str:
         return self.context["result"].message
-
-
-class RunFilter(filters.FilterSet):
-    job = filters.NumberFilter(field_name="job_id")
-    status = filters.MultipleChoiceFilter(choices=RunStatus.choices)
-    trigger = filters.ChoiceFilter(choices=TriggerKind.choices)
-    tenant = ref_filter("tenant", "Tenant")
-    team = ref_filter("job__team", "Team")
-    environment = ref_filter("job__environment", "Environment")
-    since = filters.IsoDateTimeFilter(field_name="scheduled_for", lookup_expr="gte", label="Scheduled from (UTC)")
-    until = filters.IsoDateTimeFilter(field_name="scheduled_for", lookup_expr="lt", label="Scheduled before (UTC)")
-
-    class Meta:
-        model = Run
-        fields = ["job", "status", "trigger"]
 
 
 @extend_schema_view(list=extend_schema(summary="List runs, newest first"), retrieve=extend_schema(summary="A run"))

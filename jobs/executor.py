@@ -66,6 +66,9 @@ KILL_GRACE_SECONDS = 2.0
 # Output still arriving after the group is gone comes from a process that left it: stop waiting.
 OUTPUT_DRAIN_SECONDS = 5.0
 EXIT_POLL_SECONDS = 0.005
+# While a run lives its output so far is written to the run this often (when it grew), so the run
+# page can tail it; a job that finishes within the first cancel check never pays for it.
+LIVE_OUTPUT_SECONDS = 1.0
 # Database errors a worker outlives: the server restarted, the connection dropped, SQLite locked.
 DB_FAULTS = (OperationalError, InterfaceError)
 LEASE_LOST = "lease_lost"
@@ -128,6 +131,14 @@ class OutputBuffer:
 
     def text(self) -> str:
         self.flush()
+        return self._render()
+
+    def snapshot(self) -> str:
+        """The output so far, for tailing a live run: the held-back bytes that may start a
+        secret stay back (``text`` releases them only once the stream has ended)."""
+        return self._render()
+
+    def _render(self) -> str:
         tail = b"".join(self.tail)
         if len(tail) > self.tail_limit:
             tail = tail[-self.tail_limit :]
@@ -250,11 +261,13 @@ def run_process(
     should_cancel=lambda: False,
     limits: dict | None = None,
     secrets=(),
+    on_output=None,
 ) -> ProcessResult:
     """Run argv in the sandbox (``jobs.sandbox``) to completion or until timeout/cancel, killing
     its whole process group. ``run_dir`` is a fresh root-only directory; the job sees its
     ``work`` as /work and its ``tmp`` as /tmp. ``secrets`` are values masked in the output
-    stream before it is truncated."""
+    stream before it is truncated. ``on_output(buffer)`` is called at each cancel check while
+    the child lives (the live output of the run page)."""
     buffer = OutputBuffer(settings.GOVERNOR_OUTPUT_HEAD_BYTES, settings.GOVERNOR_OUTPUT_TAIL_BYTES, secrets)
     limits = {**settings.GOVERNOR_DEFAULT_LIMITS, **(limits or {})}
     try:
@@ -264,6 +277,13 @@ def run_process(
         log.error("sandbox unavailable: %s", exc)
         return ProcessResult(None, "", 0, error=f"Sandbox unavailable: {exc}", sandbox_unavailable=True)
     try:
+        if on_output is not None:
+            check = should_cancel
+
+            def should_cancel():
+                on_output(buffer)
+                return check()
+
         return _run_sandboxed(argv, lease.uid, timeout, env, run_dir, should_cancel, limits, buffer, bwrap, read_only)
     finally:
         lease.release()
@@ -624,6 +644,24 @@ class LeaseKeeper:
         age = (timezone.now() - claimed_at).total_seconds() if claimed_at else 0.0
         self.held_until = now - max(0.0, age) + self.lease
         self.failing_since: float | None = None
+        self.published_bytes = 0
+        self.published_at = now
+
+    def publish_output(self, buffer: OutputBuffer) -> None:
+        """Write the output so far to the run (at most every LIVE_OUTPUT_SECONDS, when it grew);
+        a database fault only delays it: the final result is written as before."""
+        now = time.monotonic()
+        if buffer.total == self.published_bytes or now - self.published_at < LIVE_OUTPUT_SECONDS:
+            return
+        self.published_at = now
+        try:
+            Run.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(
+                output=buffer.snapshot(), output_bytes=buffer.total
+            )
+        except DB_FAULTS:
+            drop_connection()
+            return
+        self.published_bytes = buffer.total
 
     def should_cancel(self) -> bool | str:
         try:
@@ -702,6 +740,7 @@ def _run_command(run: Run, environment_slug: str) -> ProcessResult:
             should_cancel=keeper.should_cancel,
             limits=effective_limits(definition),
             secrets=secret_values.values(),
+            on_output=keeper.publish_output,
         )
         if secret_values:
             result.output = mask(result.output, secret_values.values())

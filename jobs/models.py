@@ -320,6 +320,11 @@ class Run(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     reason = models.TextField(blank=True, help_text="Why it was triggered, skipped or cancelled.")
+    # ``reason`` ends up holding the outcome (the executor, a cancel or a settle write it); the
+    # operator's reason for starting the run is kept here for the run page (issue 17).
+    trigger_reason = models.TextField(
+        blank=True, default="", help_text="Why an operator (or a workflow) started this run or its current attempt."
+    )
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     attempt = models.PositiveSmallIntegerField(default=0)
     job_version = models.PositiveIntegerField()

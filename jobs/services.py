@@ -126,6 +126,7 @@ def trigger_run(job: Job, *, actor: Actor, reason: str) -> Run:
             trigger=TriggerKind.MANUAL,
             triggered_by=user_of(actor),
             reason=reason,
+            trigger_reason=reason,
             status=RunStatus.QUEUED,
             queued_at=now,
             job_version=job.version,
@@ -254,6 +255,7 @@ def _requeue(run: Run, *, actor: Actor, reason: str, statuses: Iterable[str], op
         finished_at=None,
         next_attempt_at=None,
         reason=f"{operation} by {actor}: {reason}",
+        trigger_reason=f"{operation} by {actor}: {reason}",
         job_version=job.version,
         definition=job.definition(),
     )

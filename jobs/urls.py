@@ -1,10 +1,12 @@
 """Browser UI routes of jobs and runs, and the heartbeat pings (included by governor/urls.py)."""
 
-from django.urls import path
+from django.urls import include, path
 
 from . import heartbeats, views
 
 urlpatterns = [
+    # The run console: runs list, what runs now, and the live fragments pages poll.
+    path("", include("jobs.watch_urls")),
     # Pings from jobs (no login: the unguessable token is the credential).
     path("hb/<uuid:token>", heartbeats.ping_success, name="ping"),
     path("hb/<uuid:token>/start", heartbeats.ping_start, name="ping-start"),

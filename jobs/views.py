@@ -32,6 +32,16 @@ from .services import (
     set_paused,
     trigger_run,
 )
+from .watch import (
+    ACTIVE_STATUSES,
+    FAILED_STATUSES,
+    job_poll,
+    last_runs,
+    paused_by,
+    timeline,
+    trigger_reason,
+    with_strip_cutoff,
+)
 
 OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING)
 
@@ -60,12 +70,17 @@ def job_list(request):
     if q:
         jobs = jobs.filter(Q(name__icontains=q) | Q(description__icontains=q))
     jobs = jobs.order_by("tenant__slug", "environment__order", "name")
-    page = Paginator(jobs, 50).get_page(params.get("page"))
+    page = Paginator(with_strip_cutoff(jobs), 50).get_page(params.get("page"))
+    listed = list(page.object_list)
+    # One query for every strip on the page (each job's newest 20 runs).
+    strips = last_runs(listed)
+    for job in listed:
+        job.strip = strips[job.pk]
     tenants = list(restrict(Tenant.objects.all(), user))
     environments = restrict(Environment.objects.all(), user).values_list("slug", flat=True).distinct().order_by()
     context = {
         "page": page,
-        "jobs": list(page.object_list),
+        "jobs": listed,
         "tenants": tenants,
         "teams": list(restrict(Team.objects.select_related("tenant"), user)),
         "environment_slugs": sorted(set(environments)),
@@ -123,6 +138,7 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
     """The job page; ``forms`` carries a refused action's form (trigger, pause, resume) to show its errors."""
     user = request.user
     forms = forms or {}
+    runs = _recent_runs(job)
     upcoming = (
         preview_definition(job.definition(), tenant_id=job.tenant_id, environment_id=job.environment_id)
         if job.status != JobStatus.DELETED
@@ -137,7 +153,8 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
         else None,
         "graph": dependency_graph(job, user),
         "alerts": list(job.alerts.filter(resolved_at__isnull=True).select_related("run").order_by("-created_at")[:5]),
-        "runs": list(job.runs.select_related("triggered_by").order_by("-scheduled_for", "-id")[:20]),
+        **_job_live_context(user, job, runs),
+        "paused": paused_by(job),
         "versions": _versions(job),
         # Filled in by change control (jobs.hooks): the open requests and the promotion target.
         "open_changes": [],
@@ -156,6 +173,20 @@ def _job_page(request, job: Job, *, forms: dict | None = None, status: int = 200
     return render(request, "jobs/job_detail.html", context, status=status)
 
 
+def _recent_runs(job: Job) -> list[Run]:
+    return list(job.runs.select_related("triggered_by").defer("output").order_by("-scheduled_for", "-id")[:20])
+
+
+def _job_live_context(user, job: Job, runs: list[Run]) -> dict:
+    """The part of the job page that changes while its runs do (``jobs/snippets/job_live.html``)."""
+    return {
+        "runs": runs,
+        "strip": last_runs([job])[job.pk],
+        "gantt": timeline(user, job=job),
+        "poll": job_poll(job, runs),
+    }
+
+
 def _job(request, pk: int, action: Action = Action.VIEW) -> Job:
     return get_object_or_404_for(
         request.user, action, Job.objects.select_related("tenant", "team", "environment"), pk=pk
@@ -171,6 +202,14 @@ def _job_error_page(request, error: UIError, pk: int, **kwargs):
     """``service_errors`` page for the operations on a job's page: the page again, with the error."""
     messages.error(request, error.message)
     return _job_page(request, _job(request, pk), status=error.status)
+
+
+@login_required
+def job_live(request, pk: int):
+    """The job page's live part, polled while a run is queued or running or a slot comes due."""
+    job = _job(request, pk)
+    context = {"job": job, **_job_live_context(request.user, job, _recent_runs(job))}
+    return render(request, "jobs/snippets/job_live.html", context)
 
 
 @login_required
@@ -222,23 +261,56 @@ def _run(request, pk: int, action: Action = Action.VIEW) -> Run:
     )
 
 
-def _run_page(request, run: Run, *, cancel_form=None, settle_form=None, status: int = 200):
+def _run_actions(request, run: Run, *, cancel_form=None, settle_form=None) -> dict:
     may_trigger = run.job.status != JobStatus.DELETED and can(request.user, Action.TRIGGER, run)
     # A rerun executes the live definition: offered only while the job may run (not paused).
     may_rerun = may_trigger and run.job.status == JobStatus.ENABLED
-    context = {
+    return {
         "can_rerun": may_rerun and run.status in RERUNNABLE,
         "can_rerun_failed": may_rerun and run.status in FAILED_STEP,
         "can_mark_succeeded": may_trigger and run.status in (*FAILED_STEP, RunStatus.SKIPPED),
         "settle_form": settle_form or ReasonForm(),
+        "can_cancel": run.status in OPEN_RUN_STATUSES and can(request.user, Action.CANCEL, run),
+        "cancel_form": cancel_form or ReasonForm(),
+    }
+
+
+def _run_page(request, run: Run, *, cancel_form=None, settle_form=None, status: int = 200):
+    context = {
+        **_run_actions(request, run, cancel_form=cancel_form, settle_form=settle_form),
         "run": run,
         "attempts": list(run.attempts.order_by("number")),
         "job": run.job,
-        "can_cancel": run.status in OPEN_RUN_STATUSES and can(request.user, Action.CANCEL, run),
-        "cancel_form": cancel_form or ReasonForm(),
         "version_is_live": run.job_version == run.job.version,
+        **_run_live_context(run),
     }
     return render(request, "jobs/run_detail.html", context, status=status)
+
+
+def _run_live_context(run: Run) -> dict:
+    return {
+        "trigger_reason": trigger_reason(run),
+        # On a failure the job's runbook sits beside the output: what to do now.
+        "show_runbook": run.status in FAILED_STATUSES,
+        "poll": 2 if run.status in ACTIVE_STATUSES else None,
+    }
+
+
+@login_required
+def run_live(request, pk: int):
+    """The run page's live part (status, timings, output tail), polled while the run lives; the
+    response that finds it finished also refreshes the page's actions (rerun, settle)."""
+    run = _run(request, pk)
+    context = {
+        "run": run,
+        "job": run.job,
+        "attempts": list(run.attempts.order_by("number")),
+        "fragment": True,
+        **_run_live_context(run),
+    }
+    if context["poll"] is None:
+        context.update(_run_actions(request, run), refresh_actions=True)
+    return render(request, "jobs/snippets/run_live.html", context)
 
 
 @login_required

@@ -189,6 +189,7 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
                     trigger=TriggerKind.UPSTREAM,
                     status=RunStatus.SKIPPED if reasons else RunStatus.QUEUED,
                     reason=("Skipped: " + " ".join(reasons)) if reasons else f"After {', '.join(names)}.",
+                    trigger_reason=f"After {', '.join(names)}.",
                     queued_at=now,
                     finished_at=now if reasons else None,
                     job_version=job.version,
@@ -257,6 +258,7 @@ def fan_out(run) -> str:
                     job_version=run.job_version,
                     definition=run.definition,
                     reason=f"Partition {name} of run #{run.pk}.",
+                    trigger_reason=f"Partition {name} of run #{run.pk}.",
                 )
                 for name in partitions
                 if name not in existing

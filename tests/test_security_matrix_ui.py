@@ -283,6 +283,13 @@ VIEWS: dict[str, View] = {
         other_post=allowed(302, "superuser") | {"outsider": 403, "author": 400, "tenant_admin": 400},
     ),
     "job_detail": View("job", get=allowed(200, *EVERYONE)),
+    "job_live": View("job", get=allowed(200, *EVERYONE)),
+    "run_live": View("queued_run", get=allowed(200, *EVERYONE)),
+    # Lists and live fragments without an object: each role sees only its own runs.
+    "run_list": View(None, get=_everyone(200)),
+    "now": View(None, get=_everyone(200)),
+    "now_panel": View(None, get=_everyone(200)),
+    "now_board": View(None, get=_everyone(200)),
     "job_trigger": View("job", post=allowed(302, *OPERATORS), body=REASON),
     "job_pause": View("job", post=allowed(302, *OPERATORS), body=REASON),
     "job_resume": View("paused_job", post=allowed(302, *OPERATORS), body=REASON),

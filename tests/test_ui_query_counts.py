@@ -30,6 +30,24 @@ def add_jobs(cast, start: int, count: int) -> None:
         )
 
 
+def add_active_runs(cast, start: int, count: int) -> None:
+    """Runs running, queued, deferred and late, of as many jobs."""
+    add_jobs(cast, start, count)
+    now = timezone.now()
+    for i, job in enumerate(
+        Job.objects.filter(name__in=[f"payments.bulk.job-{i}" for i in range(start, start + count)])
+    ):
+        Run.objects.create(
+            job=job,
+            tenant=cast.acme,
+            scheduled_for=now - timezone.timedelta(seconds=30 + i * 20),
+            status=["running", "queued", "deferred"][i % 3],
+            reason="Deferred: pool batch is full." if i % 3 == 2 else "",
+            job_version=1,
+            definition=job.definition(),
+        )
+
+
 def add_changes(cast, start: int, count: int) -> None:
     for i in range(start, start + count):
         change = ChangeRequest.objects.create(
@@ -159,6 +177,13 @@ LAST_ROW = {
         ("freeze_list", {}, add_freezes, "admin"),
         ("policy_list", {}, add_environments_with_rules, "admin"),
         ("policy_list", {}, add_environments_with_rules, "viewer"),
+        ("run_list", {}, add_jobs, "viewer"),
+        ("run_list", {"status": "failed", "trigger": "schedule"}, add_jobs, "viewer"),
+        ("now", {}, add_jobs, "viewer"),
+        ("now", {}, add_active_runs, "viewer"),
+        ("now_panel", {}, add_active_runs, "viewer"),
+        ("now_board", {}, add_active_runs, "viewer"),
+        ("dashboard", {}, add_active_runs, "viewer"),
     ],
 )
 def test_list_pages_do_not_grow_queries_with_rows(
@@ -230,3 +255,47 @@ def test_change_detail_queries_do_not_grow_with_reviews_and_comments(client, cas
     with django_assert_max_num_queries(small):
         response = client.get(reverse("change_detail", args=[change.pk]))
     assert response.status_code == 200
+
+
+def test_jobs_list_strips_do_not_grow_queries_with_runs_per_job(client, cast, django_assert_max_num_queries):
+    """Every strip on the page comes from one query, however many runs each job has."""
+    client.login(username=cast.viewer.username, password=PASSWORD)
+    add_jobs(cast, 0, 5)
+    small = count_queries(client, reverse("job_list"))
+    now = timezone.now()
+    Run.objects.bulk_create(
+        Run(
+            job=job,
+            tenant=cast.acme,
+            scheduled_for=now - timezone.timedelta(hours=1, minutes=i),
+            status="succeeded",
+            job_version=1,
+            definition=job.definition(),
+        )
+        for job in Job.objects.all()
+        for i in range(30)
+    )
+    with django_assert_max_num_queries(small):
+        response = client.get(reverse("job_list"))
+    assert response.content.decode().count('class="cell st-') == 5 * 20
+
+
+@pytest.mark.parametrize("page", ["job_detail", "job_live"])
+def test_job_page_live_part_queries_do_not_grow_with_runs(client, cast, django_assert_max_num_queries, page):
+    job = cast.make_job(cast.dev)
+    client.login(username=cast.viewer.username, password=PASSWORD)
+    small = count_queries(client, reverse(page, args=[job.pk]))
+    now = timezone.now()
+    Run.objects.bulk_create(
+        Run(
+            job=job,
+            tenant=cast.acme,
+            scheduled_for=now - timezone.timedelta(minutes=i),
+            status=["succeeded", "failed", "running"][i % 3],
+            job_version=1,
+            definition=job.definition(),
+        )
+        for i in range(60)
+    )
+    with django_assert_max_num_queries(small):
+        client.get(reverse(page, args=[job.pk]))
