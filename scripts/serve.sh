@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make serve`: the production profile on one host, mirroring the systemd units of docs/operations.md.
 # Checks first, starts nothing until every check passes (one line naming the setting, exit 1):
-#   settings load, static build (collectstatic into STATIC_ROOT), `manage.py preflight` (a writable
+#   static build (collectstatic into STATIC_ROOT), `manage.py preflight` (a writable
 #   DATABASE_URL node, Redis answering when REDIS_URL is set, the static manifest), migrations.
 # Then, as one process group: gunicorn (GOVERNOR_WEB_WORKERS x GOVERNOR_WEB_THREADS on
 # GOVERNOR_WEB_BIND) with WhiteNoise, GOVERNOR_SCHEDULERS `run_scheduler` and GOVERNOR_WORKER_CLUSTERS
@@ -49,7 +49,6 @@ step() {
   fi
 }
 
-step settings "$BIN/python" manage.py check
 if [ "$COLLECTSTATIC" = 1 ]; then
   step collectstatic "$BIN/python" manage.py collectstatic --noinput -v0
 fi
