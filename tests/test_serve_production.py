@@ -85,6 +85,13 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def standby(postgres):
+    server = servers.start_standby(postgres)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     server = servers.RedisServer(tmp_path)
@@ -168,14 +175,10 @@ def test_serve_runs_gunicorn_whitenoise_schedulers_and_workers_on_postgresql_and
 
 @pytest.mark.slow
 @pytest.mark.parametrize("options", ["", "?target_session_attrs=read-write"])
-def test_serve_refuses_a_database_url_that_names_no_writable_node(postgres, tmp_path, options):
-    standby = servers.start_standby(postgres)
-    try:
-        assert standby.in_recovery()
-        env = serve_env(tmp_path, DATABASE_URL=standby.url + options)
-        code, lines, logs = refused(env)
-    finally:
-        standby.stop()
+def test_serve_refuses_a_database_url_that_names_no_writable_node(standby, tmp_path, options):
+    assert standby.in_recovery()
+    env = serve_env(tmp_path, DATABASE_URL=standby.url + options)
+    code, lines, logs = refused(env)
     assert code == 1
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{REFUSAL}DATABASE_URL: ")
