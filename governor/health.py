@@ -37,9 +37,11 @@ class Problem:
     setting: str  # the setting to look at
     reason: str  # what is wrong, without addresses
     where: str  # host:port, path (logs and the operator's console only)
+    detail: str = ""  # the client library's own words (may name addresses: not for /readyz)
 
     def line(self) -> str:
-        return f"{self.setting}: {self.reason} ({self.where})"
+        detail = f": {self.detail}" if self.detail else ""
+        return f"{self.setting}: {self.reason}{detail} ({self.where})"
 
     def public(self) -> str:
         return f"{self.setting}: {self.reason}"
@@ -73,7 +75,10 @@ def database_problem() -> Problem | None:
                     )
                 if read_only == "on":
                     return Problem(
-                        "database", "DATABASE_URL", "names no writable node: the session is read-only", _database_where()
+                        "database",
+                        "DATABASE_URL",
+                        "names no writable node: the session is read-only",
+                        _database_where(),
                     )
             else:
                 cursor.execute("SELECT 1")
@@ -81,9 +86,7 @@ def database_problem() -> Problem | None:
     except DatabaseError as exc:
         # A broken connection is not reused by the next request (CONN_HEALTH_CHECKS does the same).
         connection.close_if_unusable_or_obsolete()
-        return Problem(
-            "database", "DATABASE_URL", f"cannot reach a writable node: {_first_line(exc)}", _database_where()
-        )
+        return Problem("database", "DATABASE_URL", "cannot reach a writable node", _database_where(), _first_line(exc))
     return None
 
 
@@ -113,7 +116,7 @@ def broker_problem() -> Problem | None:
         _redis_client(url).ping()
     except redis.RedisError as exc:
         reason = "Redis refused the connection" if isinstance(exc, redis.ConnectionError) else "Redis did not answer"
-        return Problem("broker", "REDIS_URL", f"{reason}: {_first_line(exc)}", where)
+        return Problem("broker", "REDIS_URL", reason, where, _first_line(exc))
     return None
 
 
@@ -129,7 +132,7 @@ def vault_problem() -> Problem | None:
             timeout=PROBE_TIMEOUT_SECONDS,
         )
     except httpx.HTTPError as exc:
-        return Problem("vault", "VAULT_ADDR", f"Vault is unreachable: {_first_line(exc)}", address)
+        return Problem("vault", "VAULT_ADDR", "Vault is unreachable", address, _first_line(exc))
     if response.status_code == 503:
         return Problem("vault", "VAULT_ADDR", "Vault is sealed", address)
     if response.status_code != 200:

@@ -20,9 +20,7 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--only", choices=sorted(CHECKS), action="append", help="Run only this check (repeatable)."
-        )
+        parser.add_argument("--only", choices=sorted(CHECKS), action="append", help="Run only this check (repeatable).")
 
     def handle(self, *args, **options):
         names = options["only"] or list(CHECKS)
