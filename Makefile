@@ -13,7 +13,7 @@ PYTEST_BASE := -n $(PYTEST_WORKERS) --durations=10
 # The browser tests exercise templates and JavaScript, not the database: run them once, on SQLite.
 PG_PYTEST_ARGS ?= -m "not browser"
 
-.PHONY: run test lint install system-deps system-deps-run test-sqlite test-postgres bench migrate clean
+.PHONY: run serve test lint install system-deps system-deps-run test-sqlite test-postgres bench migrate clean
 
 # Order-only: checking the system packages must not make the venv look out of date.
 $(BIN)/python: | system-deps-run
@@ -56,6 +56,11 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/mypy
+
+# The production profile (docs/operations.md): gunicorn + WhiteNoise, schedulers and worker clusters on
+# DATABASE_URL (and REDIS_URL); refuses to start, naming the setting, when a dependency is not fit.
+serve: install
+	@bash scripts/serve.sh
 
 test-sqlite: install
 	bash scripts/pytest.sh $(PYTEST_BASE) $(PYTEST_ARGS)

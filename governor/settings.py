@@ -150,7 +150,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz and /readyz answer before host checks, redirects, sessions and auth (probes
+    # come by address, over plain HTTP from inside).
+    "governor.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (collected, hashed, compressed) before anything else touches the request.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "governance.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -211,8 +216,29 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("GOVERNOR_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves the build `collectstatic` writes (hashed names, gzip/brotli copies, a manifest)
+# through WhiteNoise with far-future cache headers; a missing build is refused at start (preflight).
+# Development serves the source directories as they change.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = not PRODUCTION
+
+# The web server (scripts/serve.sh, governor/gunicorn_conf.py): gunicorn processes and threads each.
+GOVERNOR_WEB_BIND = env_str("GOVERNOR_WEB_BIND", "127.0.0.1:8000")
+GOVERNOR_WEB_WORKERS = env_int("GOVERNOR_WEB_WORKERS", 2)
+GOVERNOR_WEB_THREADS = env_int("GOVERNOR_WEB_THREADS", 4)
+GOVERNOR_WEB_TIMEOUT = env_int("GOVERNOR_WEB_TIMEOUT", 60)
+if GOVERNOR_WEB_WORKERS < 1 or GOVERNOR_WEB_THREADS < 1:
+    raise ImproperlyConfigured("GOVERNOR_WEB_WORKERS and GOVERNOR_WEB_THREADS must be 1 or more")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -358,6 +384,8 @@ GOVERNOR_MANIFEST_MAX_JOBS = env_int("GOVERNOR_MANIFEST_MAX_JOBS", 2000)
 
 # Vault (OpenBao in development and tests)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")
+# /readyz checks Vault only when an address was given (not the development default).
+VAULT_CONFIGURED = bool(os.environ.get("VAULT_ADDR"))
 # An admin token used only by ``manage.py vault_setup``; the app itself logs in with AppRole.
 VAULT_TOKEN = env_str("VAULT_TOKEN")
 # A token allowed only to read and write the 'governor' policy (docs/operations.md): with it, creating
@@ -435,7 +463,18 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Probes reach /healthz and /readyz over plain HTTP from inside (the middleware answers first;
+    # this keeps them unredirected should the order change).
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Only behind a TLS-terminating proxy that sets (and strips from clients) this header may it say
+# the request came over HTTPS: GOVERNOR_TLS_PROXY_HEADER=X-Forwarded-Proto. Unset: nothing is trusted.
+GOVERNOR_TLS_PROXY_HEADER = env_str("GOVERNOR_TLS_PROXY_HEADER").strip()
+if GOVERNOR_TLS_PROXY_HEADER:
+    if not all(part.isalnum() for part in GOVERNOR_TLS_PROXY_HEADER.split("-")):
+        raise ImproperlyConfigured(
+            f"GOVERNOR_TLS_PROXY_HEADER must be a header name such as X-Forwarded-Proto, got {GOVERNOR_TLS_PROXY_HEADER!r}"
+        )
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + GOVERNOR_TLS_PROXY_HEADER.upper().replace("-", "_"), "https")
 
 LOGGING = {
     "version": 1,

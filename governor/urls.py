@@ -7,9 +7,13 @@ pages that compose several apps (the dashboard) are routed here.
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views
+from . import health, views
 
 urlpatterns = [
+    # Answered by governor.health.HealthCheckMiddleware before any other middleware; routed too, so
+    # the paths are reserved and reversible.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", include("governor.api_urls")),
     path("", views.dashboard, name="dashboard"),

@@ -147,3 +147,40 @@ def test_production_refuses_a_weak_audit_key(key):
     result = check(env)
     assert result.returncode != 0
     assert "GOVERNOR_AUDIT_KEY must be 32+ characters and differ from SECRET_KEY" in result.stderr
+
+
+def production_values(**overrides: str) -> list[str]:
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.STORAGES['staticfiles']['BACKEND']); "
+        "print(s.MIDDLEWARE[s.MIDDLEWARE.index('django.middleware.security.SecurityMiddleware') + 1]); "
+        "print(getattr(s, 'SECURE_PROXY_SSL_HEADER', None)); "
+        "print(s.GOVERNOR_WEB_WORKERS, s.GOVERNOR_WEB_THREADS)"
+    )
+    result = procs.run_manage("shell", "-v0", "-c", code, env=production_env(**overrides))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_production_serves_the_hashed_static_build_and_trusts_no_proxy_header_unless_told():
+    storage, after_security, proxy_header, web = production_values()
+    assert storage == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    assert after_security == "whitenoise.middleware.WhiteNoiseMiddleware"
+    # A client's own X-Forwarded-Proto must not pass for HTTPS when no proxy strips it.
+    assert proxy_header == "None"
+    assert web == "2 4"
+    told = production_values(GOVERNOR_TLS_PROXY_HEADER="X-Forwarded-Proto", GOVERNOR_WEB_WORKERS="3")
+    assert told[2] == "('HTTP_X_FORWARDED_PROTO', 'https')" and told[3] == "3 4"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GOVERNOR_TLS_PROXY_HEADER", "X-Forwarded-Proto: https", "GOVERNOR_TLS_PROXY_HEADER must be a header name"),
+        ("GOVERNOR_WEB_WORKERS", "0", "GOVERNOR_WEB_WORKERS and GOVERNOR_WEB_THREADS must be 1 or more"),
+    ],
+)
+def test_a_bad_web_setting_stops_the_process_naming_it(name, value, message):
+    result = check(production_env(**{name: value}))
+    assert result.returncode != 0
+    assert message in result.stderr
