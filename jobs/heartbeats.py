@@ -155,7 +155,7 @@ def create_alert(run: Run, kind: str, message: str) -> None:
 
 
 def _sweep_lost(now: datetime, result: SweepResult) -> None:
-    from .services import enqueue_run
+    from .queue import enqueue_run
 
     expired = list(
         Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).select_related("job")[:SWEEP_BATCH]
@@ -198,7 +198,7 @@ def _sweep_lost(now: datetime, result: SweepResult) -> None:
 
 
 def _sweep_retries(now: datetime, result: SweepResult) -> None:
-    from .services import enqueue_run
+    from .queue import enqueue_run
 
     due = list(
         Run.objects.filter(status=RunStatus.SCHEDULED, next_attempt_at__lte=now).values_list("pk", flat=True)[

@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from governance import secrets
 
-from . import firing, hotpath, pools, schedule
+from . import firing, pools, schedule
 from .heartbeats import sweep
 from .models import (
     DEFINITION_FIELDS,
@@ -53,7 +53,7 @@ from .models import (
     SchedulerLease,
     TriggerKind,
 )
-from .services import enqueue_run
+from .queue import enqueue_all
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def promote_deferred(now: datetime, limit: int = 1000) -> int:
             release.decide(run)
         promoted = release.write(now)
         if promoted:
-            transaction.on_commit(lambda: _enqueue_all(promoted))
+            transaction.on_commit(lambda: enqueue_all(promoted))
     return len(promoted)
 
 
@@ -414,7 +414,7 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
                 continue
             rows.append(row)
     if bulk:
-        hotpath.bulk_insert(Run, rows)
+        Run.objects.bulk_create(rows)
     queued = [row.pk for row in rows if row.status == RunStatus.QUEUED]
     result.created += len(queued)
     result.deferred += sum(1 for row in rows if row.status == RunStatus.DEFERRED)
@@ -426,7 +426,7 @@ def _claim_and_create(plans, now: datetime, result: TickResult, *, bulk: bool) -
 
 def _after_tick_commit(run_ids: list[int]) -> None:
     crash_point("after-tick-commit")
-    _enqueue_all(run_ids)
+    enqueue_all(run_ids)
 
 
 def crash_point(name: str) -> None:
@@ -454,54 +454,6 @@ def _admit(plans: list[tuple[Job, list[SlotPlan]]]) -> None:
             plan.status, plan.reason = RunStatus.DEFERRED, reason
             # Due at once: every sweep (promote_deferred) offers it the next free slot.
             plan.deferred_until = plan.slot
-
-
-def _enqueue_all(run_ids: list[int]) -> None:
-    """Hand many runs to django-q2 in one round trip (one INSERT, or one Redis pipeline).
-
-    A burst of 10,000 due runs otherwise costs 10,000 broker round trips. The
-    packages are built exactly as ``enqueue_run`` (``async_task``) builds
-    them; other brokers, sync mode and single runs take the ordinary path.
-    """
-    from django_q.brokers import get_broker
-    from django_q.brokers.orm import ORM
-    from django_q.conf import Conf
-    from django_q.humanhash import uuid
-    from django_q.models import OrmQ
-    from django_q.signing import SignedPackage
-
-    broker = get_broker()
-    bulk_orm = isinstance(broker, ORM)
-    pipeline = getattr(getattr(broker, "connection", None), "pipeline", None) if Conf.REDIS else None
-    if len(run_ids) < 2 or Conf.SYNC or not (bulk_orm or pipeline):
-        for run_id in run_ids:
-            enqueue_run(run_id)
-        return
-    now = timezone.now()
-    packages = []
-    for run_id in run_ids:
-        task = {"id": uuid()[1], "name": f"run-{run_id}", "func": "jobs.tasks.execute_run", "args": (run_id,)}
-        task["save"] = False
-        if Conf.CACHED:
-            task["cached"] = Conf.CACHED
-        if Conf.ACK_FAILURES:
-            task["ack_failure"] = Conf.ACK_FAILURES
-        task["kwargs"] = {}
-        task["started"] = now
-        packages.append(SignedPackage.dumps(task))
-    if bulk_orm:
-        key = broker.list_key or Conf.CLUSTER_NAME
-        tasks = [OrmQ(key=key, payload=package, lock=now) for package in packages]
-        if Conf.ORM == hotpath.DB:
-            hotpath.bulk_insert(OrmQ, tasks)
-        else:
-            OrmQ.objects.using(Conf.ORM).bulk_create(tasks, batch_size=1000)
-    else:
-        pipe = pipeline()
-        for package in packages:
-            pipe.rpush(broker.list_key, package)
-        pipe.execute()
-    log.info("enqueued %s runs", len(packages))
 
 
 def seconds_until_next_due(now: datetime, max_sleep: float) -> float:
@@ -840,7 +792,7 @@ def reconcile_queue(now: datetime | None = None, limit: int = RECONCILE_BATCH) -
         result.requeued.append(run.pk)
         log.warning("run %s %s (re-enqueue %s)", run.pk, note, count + 1)
     if result.requeued:
-        _enqueue_all(list(result.requeued))
+        enqueue_all(list(result.requeued))
     return result
 
 

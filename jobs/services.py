@@ -15,6 +15,7 @@ from governance.models import AuditAction, Environment, Team
 from governance.services import AccessDenied
 
 from .models import Job, JobStatus, Run, RunStatus, TriggerKind
+from .queue import enqueue_run
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +100,6 @@ def delete_job(*, actor, job: Job, change_request_id: int | None = None, change_
         job.save()
         audit.record(AuditAction.JOB_DELETED, actor=actor, obj=job, data={"change_request": change_request_id})
     return job
-
-
-def enqueue_run(run_id: int) -> None:
-    """Hand a run to django-q2 (called on commit, so the worker always finds the row)."""
-    from django_q.tasks import async_task
-
-    async_task("jobs.tasks.execute_run", run_id, task_name=f"run-{run_id}", save=False)
 
 
 def trigger_run(job: Job, *, actor, reason: str) -> Run:

@@ -13,7 +13,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from governance.models import AuditAction, AuditEvent
-from jobs import scheduler, tasks
+from jobs import queue, scheduler, tasks
 from jobs.models import Alert, AlertKind, Run, RunStatus
 
 BOUND = 20
@@ -74,7 +74,7 @@ def test_orm_broker_a_message_taken_by_a_dead_cluster_is_not_live_but_one_waitin
         cast.queued_run(job, queued_at=old, scheduled_for=old + timedelta(minutes=i)) for i in range(3)
     )
     for run in (waiting, just_taken, taken_by_the_dead):
-        scheduler._enqueue_all([run.pk])
+        queue.enqueue_all([run.pk])
     # django-q2 locks a message it hands to a cluster until now + retry (GOVERNOR_TASK_RETRY).
     retry = timedelta(seconds=Conf.RETRY)
     rows = {tasks._run_id(m.payload): m for m in OrmQ.objects.all()}
