@@ -45,6 +45,7 @@ from django.utils import timezone
 from governance.secrets import MASK, SecretError, mask, resolve_secrets
 
 from . import retries, sandbox, schedule
+from .alerts import create_alert
 from .execution_spec import (
     ParameterError,
     executable_allowed,
@@ -54,6 +55,7 @@ from .execution_spec import (
 )
 from .models import AlertKind, Attempt, Job, JobKind, Run, RunStatus
 from .sandbox import SandboxUnavailable
+from .workflows import after_finish
 
 log = logging.getLogger(__name__)
 
@@ -922,14 +924,10 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
         with transaction.atomic():
             updated = record_attempt(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
             if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
-                from .heartbeats import create_alert
-
                 # Once per run, when no retry is left; the reason names the reference and
                 # Vault's state, never a value.
                 create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
             if updated and result.sandbox_unavailable:
-                from .heartbeats import create_alert
-
                 create_alert(run, AlertKind.SANDBOX_UNAVAILABLE, f"{run}: not started on {run.worker}. {reason}")
         return updated
 
@@ -949,7 +947,7 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     run.exit_code, run.output = result.exit_code, result.output
     # A partition's fan-out joins; a finished run's downstream jobs (if any) may start.
     if final_status != RunStatus.SCHEDULED:
-        transaction.on_commit(lambda: _after_finish(run.pk, run))
+        transaction.on_commit(lambda: after_finish(run.pk, run))
     return final_status
 
 
@@ -1006,12 +1004,3 @@ def _with_retries(write, run: Run, result: ProcessResult):
                 "run %s: result recorded after %.1f s of database errors", run.pk, time.monotonic() - first_error
             )
         return written
-
-
-def _after_finish(run_id: int, run: Run | None = None) -> None:
-    from .workflows import on_run_finished
-
-    try:
-        on_run_finished(run_id, run=run)
-    except Exception:
-        log.exception("starting the downstream jobs of run %s failed", run_id)

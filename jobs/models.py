@@ -374,7 +374,7 @@ class Run(models.Model):
         null=True, blank=True, help_text="A deferred run is queued at this instant (end of a window)."
     )
     # --- end scheduling ---
-    # --- queue reconciler (jobs.scheduler.reconcile_queue) ---
+    # --- queue reconciler (jobs.scheduler_reconcile.reconcile_queue) ---
     requeues = models.PositiveSmallIntegerField(
         default=0, help_text="Times the queue reconciler enqueued this run again (no live queue message)."
     )

@@ -16,7 +16,7 @@ def execute_run(run_id: int) -> str:
     return executor.execute_run(run_id)
 
 
-# --- queue inspection for the reconciler (jobs.scheduler.reconcile_queue) ---
+# --- queue inspection for the reconciler (jobs.scheduler_reconcile.reconcile_queue) ---
 
 # Past this many messages waiting in a Redis list, the reconciler does not read the list: it
 # leaves every run alone for that pass (a backlog that long is a worker problem, not a lost message).

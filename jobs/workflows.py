@@ -9,10 +9,13 @@ body, valid against ``schema``). A cycle is refused when the change is proposed.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from governance.models import Environment, Tenant
 from governance.patterns import UserSchemaValidator
+
+log = logging.getLogger(__name__)
 
 EDGE_CONDITIONS = ("success", "failure", "always", "exit_code", "output_schema")
 MAX_UPSTREAMS = 50
@@ -209,6 +212,15 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
             # A skipped step counts as finished: its own downstream steps decide in turn.
             on_run_finished(downstream.pk)
     return created
+
+
+def after_finish(run_id: int, run=None) -> None:
+    """``on_run_finished`` once a run's end is committed (executor, pings): a failure to start the
+    downstream jobs is logged, never raised into the path that recorded the run."""
+    try:
+        on_run_finished(run_id, run=run)
+    except Exception:
+        log.exception("starting the downstream jobs of run %s failed", run_id)
 
 
 def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: str) -> list[int]:
