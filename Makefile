@@ -24,16 +24,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-NATIVE_CFLAGS := -O2 -Wall -Wextra -Werror
-
-# How SQLite connections wait for the write lock (governance/native/); without it, SQLite's own waits.
-SQLITE_BUSY := var/lib/governor-sqlite-busy.so
-$(SQLITE_BUSY): governance/native/governor-sqlite-busy.c
-	@mkdir -p $(dir $@)
-	@if command -v cc >/dev/null 2>&1; then cc $(NATIVE_CFLAGS) -shared -fPIC -o $@ $<; \
-	else echo "no C compiler: SQLite connections keep SQLite's own busy waits"; fi
-
-install: $(STAMP) $(SQLITE_BUSY)
+install: $(STAMP)
 
 # Debian packages (installed only when run as root; otherwise the missing ones are named).
 system-deps-run:

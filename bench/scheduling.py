@@ -240,7 +240,7 @@ def timezone_now():
 
 def lateness(report: Report, env: Env) -> None:
     """10,000 jobs due within one minute, spread by H; the real scheduler loop runs them."""
-    from jobs import schedule, scheduler
+    from jobs import schedule, scheduler_loop
     from jobs.models import Run
 
     clear(env)
@@ -253,7 +253,9 @@ def lateness(report: Report, env: Env) -> None:
 
     make_jobs(env, 10_000, spread)
     stop = threading.Event()
-    loop = threading.Thread(target=scheduler.run_forever, args=(stop,), kwargs={"max_sleep": 1.0, "lease_seconds": 15})
+    loop = threading.Thread(
+        target=scheduler_loop.run_forever, args=(stop,), kwargs={"max_sleep": 1.0, "lease_seconds": 15}
+    )
     loop.start()
     try:
         end = start + timedelta(seconds=62)

@@ -6,9 +6,4 @@ class GovernanceConfig(AppConfig):
     verbose_name = "Governance"
 
     def ready(self) -> None:
-        from django.db.backends.signals import connection_created
-
         from . import signals  # noqa: F401
-        from .sqlite import on_connection_created
-
-        connection_created.connect(on_connection_created, dispatch_uid="governor-sqlite-busy")

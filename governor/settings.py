@@ -365,11 +365,6 @@ GOVERNOR_RECORD_RETRY_SECONDS = float(env_int("GOVERNOR_RECORD_RETRY_SECONDS", 3
 # to this many seconds and doubling, before it fails and alerts.
 GOVERNOR_SECRETS_MAX_ATTEMPTS = env_int("GOVERNOR_SECRETS_MAX_ATTEMPTS", 3)
 GOVERNOR_SECRETS_BACKOFF_SECONDS = float(env_int("GOVERNOR_SECRETS_BACKOFF_SECONDS", 10))
-# How SQLite connections wait for the write lock (governance/native/; `make install` builds it).
-# Empty or missing: SQLite's own waits (1, 2, 5, 10 ms ...), slower under contention.
-GOVERNOR_SQLITE_BUSY_HANDLER = env_str(
-    "GOVERNOR_SQLITE_BUSY_HANDLER", str(BASE_DIR / "var" / "lib" / "governor-sqlite-busy.so")
-)
 GOVERNOR_PUBLIC_URL = env_str("GOVERNOR_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 

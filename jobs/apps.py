@@ -7,8 +7,6 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # django-q2 forks its workers from the cluster process and replaces each one after
-        # Q_CLUSTER["recycle"] tasks: with the executor imported and its SQL built here, a new
-        # worker starts warm instead of importing and compiling on its first run.
-        from . import hotpath, tasks  # noqa: F401
-
-        hotpath.prepare()
+        # Q_CLUSTER["recycle"] tasks: with the executor imported here, a new worker starts warm
+        # instead of importing on its first run.
+        from . import tasks  # noqa: F401

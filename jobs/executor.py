@@ -35,17 +35,18 @@ import tempfile
 import threading
 import time
 from collections import deque
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from governance.secrets import MASK, SecretError, mask, resolve_secrets
 
-from . import hotpath, retries, sandbox, schedule
+from . import retries, sandbox, schedule
+from .alerts import create_alert
 from .execution_spec import (
     ParameterError,
     executable_allowed,
@@ -53,7 +54,7 @@ from .execution_spec import (
     resolve_command,
     resolve_parameters,
 )
-from .models import AlertKind, Job, JobKind, Run, RunStatus
+from .models import AlertKind, Attempt, Job, JobKind, Run, RunStatus
 from .sandbox import SandboxUnavailable
 from .workflows import after_finish
 
@@ -774,19 +775,6 @@ def _run_http(run: Run, environment_id: int, environment_slug: str) -> ProcessRe
     )
 
 
-@dataclass
-class QueueMessage:
-    """The django-q2 message (ORM broker) whose task this worker is executing: deleted in the
-    transaction that records its run (see jobs.tasks)."""
-
-    id: int
-    run_id: int
-    deleted: bool = False
-
-
-QUEUE_MESSAGE: ContextVar[QueueMessage | None] = ContextVar("governor_queue_message", default=None)
-
-
 def _ms(delta: timedelta | float | None) -> float | None:
     if delta is None:
         return None
@@ -800,13 +788,55 @@ def claim(run_id: int) -> bool:
     return _claim_and_load(run_id) is not None
 
 
+# What execution reads from the run, its job, the job's environment and the tenant's execution policy.
+CLAIMED_FIELDS = (
+    "id",
+    "tenant_id",
+    "job_id",
+    "scheduled_for",
+    "trigger",
+    "status",
+    "attempt",
+    "job_version",
+    "definition",
+    "created_at",
+    "queued_at",
+    "started_at",
+    "worker",
+    "partition",
+    "parent_id",
+    "job__id",
+    "job__tenant_id",
+    "job__environment_id",
+    "job__name",
+    "job__ping_token",
+    "job__environment__id",
+    "job__environment__slug",
+    "tenant__id",
+    "tenant__execution_policy__id",
+    "tenant__execution_policy__tenant_id",
+    "tenant__execution_policy__allowed_executables",
+)
+
+
 def _claim_and_load(run_id: int) -> Run | None:
+    """The conditional claim (queued -> running, the attempt counted), then one read of what
+    execution needs. The read sees this worker's attempt: the run changes attempt only once its
+    lease has expired."""
     now = timezone.now()
-    return hotpath.claim_and_load(
-        run_id,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
-        now=now,
-        lease_until=now + timedelta(seconds=settings.GOVERNOR_RUN_LEASE_SECONDS),
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING,
+        started_at=now,
+        worker=worker,
+        attempt=F("attempt") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.GOVERNOR_RUN_LEASE_SECONDS),
+        next_attempt_at=None,
+    )
+    if not claimed:
+        return None
+    return (
+        Run.objects.select_related("job__environment", "tenant__execution_policy").only(*CLAIMED_FIELDS).get(pk=run_id)
     )
 
 
@@ -814,7 +844,6 @@ def execute_run(run_id: int) -> str:
     """Claim and execute one run; returns the final status. A run not in 'queued' is left alone,
     so a redelivered task can never execute a job twice."""
     claimed_mono = time.monotonic()
-    # One statement claims the run and returns what execution reads (see jobs.hotpath).
     run = _claim_and_load(run_id)
     if run is None:
         log.info("run %s not claimed (already taken, cancelled or missing)", run_id)
@@ -930,34 +959,21 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
         fields.pop("finished_at")
     else:
         fields.update(status=final_status, reason=reason)
-    statements = hotpath.recording(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
-    message = QUEUE_MESSAGE.get()
-    if message is not None and (message.run_id != run.pk or message.deleted):
-        message = None  # another run's (a step executed inside this task) or already gone
 
-    def write() -> tuple[int, bool]:
+    def write() -> bool:
         with transaction.atomic():
-            updated, downstream = hotpath.record(statements)
-            if message is not None:
-                # The task is done whatever was written: its message goes with the result.
-                hotpath.delete_queue_message(message.id)
-                transaction.on_commit(lambda: setattr(message, "deleted", True))
+            updated = record_attempt(run, fields, attempt, only_if_running=status != RunStatus.CANCELLED)
             if updated and result.secrets_unavailable and final_status == RunStatus.FAILED:
-                from .heartbeats import create_alert
-
                 # Once per run, when no retry is left; the reason names the reference and
                 # Vault's state, never a value.
                 create_alert(run, AlertKind.SECRETS_UNAVAILABLE, f"{run}: failed closed, no secrets. {reason}")
             if updated and result.sandbox_unavailable:
-                from .heartbeats import create_alert
-
                 create_alert(run, AlertKind.SANDBOX_UNAVAILABLE, f"{run}: not started on {run.worker}. {reason}")
-        return updated, downstream
+        return updated
 
-    written = _with_retries(write, run, result)
-    if written is None:
+    updated = _with_retries(write, run, result)
+    if updated is None:
         return "unrecorded"
-    updated, downstream = written
     if not updated:
         log.warning(
             "run %s changed state while running (lost or cancelled); result not recorded (exit=%s)",
@@ -969,10 +985,27 @@ def record_result(run: Run, result: ProcessResult, claimed_mono: float) -> str:
     # What the workflow step reads, without another query.
     run.status = RunStatus.CANCELLED if status == RunStatus.CANCELLED else final_status
     run.exit_code, run.output = result.exit_code, result.output
-    # Only a partition (its fan-out joins) or a run some job may follow has a next step.
-    if final_status != RunStatus.SCHEDULED and (downstream or run.parent_id):
+    # A partition's fan-out joins; a finished run's downstream jobs (if any) may start.
+    if final_status != RunStatus.SCHEDULED:
         transaction.on_commit(lambda: after_finish(run.pk, run))
     return final_status
+
+
+def record_attempt(run: Run, fields: dict, attempt: dict, *, only_if_running: bool) -> bool:
+    """Write the run's ``fields`` and insert its ``Attempt`` (field values), in the caller's
+    transaction; False, and nothing written, when the run is not this attempt's any more.
+
+    Only over this worker's own attempt: a worker that stalled past its lease, whose run was taken
+    again as a new attempt, must not write its result over the new one. With ``only_if_running``
+    (every result but a cancel, which keeps the operator's status), nothing is written unless the
+    run is still running (not lost or cancelled meanwhile)."""
+    mine = Run.objects.filter(pk=run.pk, attempt=run.attempt)
+    if only_if_running:
+        mine = mine.filter(status=RunStatus.RUNNING)
+    if not mine.update(**fields):
+        return False
+    Attempt.objects.create(**attempt)
+    return True
 
 
 def _with_retries(write, run: Run, result: ProcessResult):

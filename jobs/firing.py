@@ -1,7 +1,7 @@
 """When does this job fire: the one place that turns a schedule plus its calendars, windows and
 policies into decisions (fire at T / defer to T' with the reason / skip with the reason).
 
-Pure functions, no writes: the scheduler (jobs.scheduler.apply_constraints) decides each due slot
+Pure functions, no writes: the scheduler (jobs.scheduler_constraints.apply_constraints) decides each due slot
 here, and the previews (CLI, API, job page, change-request diff) and the change warnings decide
 each upcoming slot here, so they give the same answers. What only the scheduler can know, the
 runs that are live right now (concurrency, pools, catch-up turns), stays in the scheduler; a

@@ -80,6 +80,9 @@ SCHEDULING_FIELDS = (
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 DEFAULT_PRIORITY = 5
+# Jobs with at least one upstream: the condition of the partial index job_downstream_lookup, which
+# a query can use only when it contains the condition too (jobs.workflows.downstream_candidates).
+HAS_DEPENDENCIES = ~Q(dependencies=[])
 
 # --- end scheduling policies -----------------------------------------------------------
 
@@ -255,6 +258,10 @@ class Job(models.Model):
             models.Index(fields=["next_fire_at"], condition=Q(status="enabled"), name="job_due"),
             # The overdue-recertification list: a tenant's jobs by review due date.
             models.Index(fields=["tenant", "review_due_on"], name="job_review_due"),
+            # When a run finishes, the jobs of its environment that may follow it
+            # (jobs.workflows.downstream_candidates). Most jobs have no dependencies: indexing only
+            # those that have some keeps the lookup proportional to the jobs with edges.
+            models.Index(fields=["tenant", "environment"], condition=HAS_DEPENDENCIES, name="job_downstream_lookup"),
         ]
 
     def __str__(self) -> str:
@@ -372,7 +379,7 @@ class Run(models.Model):
         null=True, blank=True, help_text="A deferred run is queued at this instant (end of a window)."
     )
     # --- end scheduling ---
-    # --- queue reconciler (jobs.scheduler.reconcile_queue) ---
+    # --- queue reconciler (jobs.scheduler_reconcile.reconcile_queue) ---
     requeues = models.PositiveSmallIntegerField(
         default=0, help_text="Times the queue reconciler enqueued this run again (no live queue message)."
     )

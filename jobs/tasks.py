@@ -1,52 +1,22 @@
 """django-q2 task entry points: they receive primary keys only.
 
-On the ORM broker, a run's queue message is deleted in the transaction that records the
-run (``executor.record_result``) instead of by django-q2's monitor in a transaction of its
-own afterwards: on SQLite, one write lock less per run for every process to wait on, and the
-run's result and its acknowledgement are committed together. django-q2's worker-side
-signals carry the message: ``pre_execute`` hands its id to the executor, and
-``post_execute_in_worker`` takes it out of the task once that transaction has committed, so
-the monitor does not delete it again. Any other outcome (the run was not claimed, the task
-failed before recording) leaves the message to the monitor, as before.
+django-q2 delivers, acknowledges and redelivers the messages itself; a message delivered twice
+finds its run already claimed (jobs.executor) and does nothing.
 """
 
 from __future__ import annotations
 
-from django.dispatch import receiver
 from django_q.conf import Conf
-from django_q.signals import post_execute_in_worker, pre_execute
 
-from . import executor, hotpath
-
-TASK = "jobs.tasks.execute_run"
+from . import executor
+from .queue import TASK
 
 
 def execute_run(run_id: int) -> str:
     return executor.execute_run(run_id)
 
 
-def _ours(task: dict) -> bool:
-    return task.get("func") in (TASK, execute_run) and len(task.get("args") or ()) == 1
-
-
-@receiver(pre_execute, dispatch_uid="governor-queue-message-in")
-def _hand_over_message(sender, task: dict, **kwargs) -> None:
-    # The ORM broker of this database (no custom broker): the message is a row beside the run.
-    if task.get("ack_id") and Conf.ORM == hotpath.DB and not Conf.BROKER_CLASS and _ours(task):
-        executor.QUEUE_MESSAGE.set(executor.QueueMessage(id=task["ack_id"], run_id=task["args"][0]))
-    else:
-        executor.QUEUE_MESSAGE.set(None)
-
-
-@receiver(post_execute_in_worker, dispatch_uid="governor-queue-message-out")
-def _take_back_message(sender, task: dict, **kwargs) -> None:
-    message = executor.QUEUE_MESSAGE.get()
-    executor.QUEUE_MESSAGE.set(None)
-    if message is not None and message.deleted and task.get("ack_id") == message.id:
-        del task["ack_id"]  # already deleted with the run's result
-
-
-# --- queue inspection for the reconciler (jobs.scheduler.reconcile_queue) ---
+# --- queue inspection for the reconciler (jobs.scheduler_reconcile.reconcile_queue) ---
 
 # Past this many messages waiting in a Redis list, the reconciler does not read the list: it
 # leaves every run alone for that pass (a backlog that long is a worker problem, not a lost message).
@@ -54,12 +24,14 @@ REDIS_SCAN_LIMIT = 200_000
 
 
 def _run_id(payload) -> int | None:
-    from django_q.signing import SignedPackage
+    """The run of one of our messages; None for another producer's, or one signed with another key.
 
-    try:
-        task = SignedPackage.loads(payload)
-    except Exception:  # another producer's message, one signed with another key: not one of ours
-        return None
+    Read with django-q2's own reader of a message (``OrmQ.task``, what its admin shows), which
+    answers a dict without "func" for a payload it cannot verify; a Redis list holds the same
+    signed packages."""
+    from django_q.models import OrmQ
+
+    task = OrmQ(payload=payload).task
     if task.get("func") == TASK and len(task.get("args") or ()) == 1:
         return task["args"][0]
     return None

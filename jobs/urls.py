@@ -2,16 +2,16 @@
 
 from django.urls import include, path
 
-from . import heartbeats, views
+from . import heartbeat_views, views
 
 urlpatterns = [
     # The run console: runs list, what runs now, and the live fragments pages poll.
     path("", include("jobs.watch_urls")),
     # Pings from jobs (no login: the unguessable token is the credential).
-    path("hb/<uuid:token>", heartbeats.ping_success, name="ping"),
-    path("hb/<uuid:token>/start", heartbeats.ping_start, name="ping-start"),
-    path("hb/<uuid:token>/fail", heartbeats.ping_fail, name="ping-fail"),
-    path("hb/<uuid:token>/<int:exit_code>", heartbeats.ping_exit_code, name="ping-exit-code"),
+    path("hb/<uuid:token>", heartbeat_views.ping_success, name="ping"),
+    path("hb/<uuid:token>/start", heartbeat_views.ping_start, name="ping-start"),
+    path("hb/<uuid:token>/fail", heartbeat_views.ping_fail, name="ping-fail"),
+    path("hb/<uuid:token>/<int:exit_code>", heartbeat_views.ping_exit_code, name="ping-exit-code"),
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/<int:pk>/", views.job_detail, name="job_detail"),
     path("jobs/<int:pk>/trigger/", views.job_trigger, name="job_trigger"),

@@ -140,7 +140,6 @@ def on_run_finished(run_id: int, run=None) -> list[int]:
     from django.db import IntegrityError, transaction
     from django.utils import timezone
 
-    from .hotpath import downstream_candidates
     from .models import TERMINAL_STATUSES, Job, Run, RunStatus, TriggerKind
     from .queue import enqueue_run
 
@@ -223,6 +222,37 @@ def after_finish(run_id: int, run=None) -> None:
         on_run_finished(run_id, run=run)
     except Exception:
         log.exception("starting the downstream jobs of run %s failed", run_id)
+
+
+def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: str) -> list[int]:
+    """Ids of the enabled jobs of the environment with an edge from ``upstream_name``."""
+    return [
+        pk
+        for pk, dependencies in downstream_query(tenant_id, environment_id, upstream_name)
+        if any(isinstance(edge, dict) and edge.get("upstream") == upstream_name for edge in dependencies or [])
+    ]
+
+
+def downstream_query(tenant_id: int, environment_id: int, upstream_name: str):
+    """(id, dependencies) of the enabled jobs of the environment that may name ``upstream_name``.
+
+    Most jobs have no dependencies: the partial index ``job_downstream_lookup`` holds only those
+    that have some (its condition, ``HAS_DEPENDENCIES``, is part of this query, or no planner would
+    use it); the name sits quoted in their JSON text, so ``contains`` (a LIKE, wildcards escaped)
+    narrows them further in SQL, and only the few rows it returns are checked exactly."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
+    from .models import HAS_DEPENDENCIES, Job, JobStatus
+
+    return (
+        Job.objects.filter(HAS_DEPENDENCIES, tenant_id=tenant_id, environment_id=environment_id)
+        .filter(status=JobStatus.ENABLED)
+        .annotate(dependencies_text=Cast("dependencies", TextField()))
+        .filter(dependencies_text__contains=f'"{upstream_name}"')
+        .order_by()
+        .values_list("pk", "dependencies")
+    )
 
 
 # --- fan-out over partitions, with a join ---

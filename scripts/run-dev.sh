@@ -100,12 +100,7 @@ EOF
 
 # Expiring old change requests and applying due ones is periodic work: the cluster's own
 # scheduler runs it every minute (idempotent registration; safe on several nodes).
-"$BIN/python" manage.py shell -v0 -c "
-from django_q.models import Schedule
-Schedule.objects.update_or_create(
-    name='governor-lifecycle-sweep',
-    defaults={'func': 'approvals.tasks.sweep', 'schedule_type': Schedule.MINUTES, 'minutes': 1, 'repeats': -1},
-)" || exit 1
+"$BIN/python" manage.py register_schedules -v0 || exit 1
 
 start vault "$BIN/bao" server -dev -dev-root-token-id="$VAULT_TOKEN" -dev-listen-address="127.0.0.1:$VAULT_PORT"
 wait_http vault "$VAULT_ADDR/v1/sys/health" 30

@@ -7,8 +7,6 @@ set -euo pipefail
 profile=${1:-test}
 need=()
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
-# Builds the SQLite busy handler (governance/native/); without it SQLite keeps its own waits.
-command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # Every command job runs in bubblewrap, entered through util-linux setpriv + prlimit, with tini
 # as its pid 1 (jobs/sandbox.py); a worker without them refuses runs.
 [ -x /usr/bin/bwrap ] || need+=(bubblewrap)

@@ -10,8 +10,8 @@ from django.test import Client
 from django.utils import timezone
 
 from jobs.executor import claim, execute_run
-from jobs.heartbeats import sweep
 from jobs.models import Alert, AlertKind, Run, RunStatus
+from jobs.recovery import sweep
 from jobs.services import trigger_run
 
 

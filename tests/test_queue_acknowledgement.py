@@ -1,10 +1,12 @@
-"""A run's django-q2 message (ORM broker) is deleted in the transaction that records the run.
+"""A run's django-q2 message (ORM broker): django-q2 acknowledges it, and the run claim makes any
+second delivery harmless.
 
 django-q2's own worker and monitor loops run here, in this process, on real queues and the
 real broker: the pusher's part (dequeue, unpack, attach the message id) is done by hand, as
-the pusher does it. What an operator relies on: a recorded run never leaves its message
-behind to be delivered again, a message whose run was not recorded stays for django-q2 to
-handle as before, and the result and the acknowledgement are committed together or not at all.
+the pusher does it. What an operator relies on: a recorded run leaves no message behind, a
+message delivered again (the monitor died before acknowledging it, or the broker redelivered it
+after ``retry``) executes nothing a second time, and a run whose result could not be recorded
+keeps its message for django-q2's own failure handling.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 
+import pytest
 from django.db import connection
 from django_q.brokers import get_broker
 from django_q.models import OrmQ
@@ -27,12 +30,15 @@ def queued_run(cast, command=("/bin/true",)) -> Run:
     return cast.queued_run(cast.make_job(cast.dev, command=list(command)))
 
 
-def deliver(run: Run, *, then_monitor: bool = True) -> tuple[dict, int]:
-    """Enqueue the run and take its message as django-q2's pusher does; (task as the monitor
-    receives it from the worker, message id)."""
-    enqueue_run(run.pk)
+def deliver(run: Run, *, then_monitor: bool = True, message=None) -> tuple[dict, int]:
+    """Enqueue the run (or deliver ``message`` once more) and take its message as django-q2's
+    pusher does; (task as the monitor receives it from the worker, message id)."""
+    if message is None:
+        enqueue_run(run.pk)
+        ((message_id, payload),) = get_broker().dequeue()
+    else:
+        message_id, payload = message
     broker = get_broker()
-    ((message_id, payload),) = broker.dequeue()
     task = SignedPackage.loads(payload)
     task["ack_id"] = message_id
     tasks, results = multiprocessing.Queue(), multiprocessing.Queue()
@@ -53,21 +59,31 @@ def deliver(run: Run, *, then_monitor: bool = True) -> tuple[dict, int]:
     return done, message_id
 
 
-def test_a_recorded_run_takes_its_message_with_it(tcast):
+@pytest.mark.parametrize("command, status", [("/bin/true", RunStatus.SUCCEEDED), ("/bin/false", RunStatus.FAILED)])
+def test_a_recorded_run_leaves_no_message_behind(tcast, command, status):
+    run = queued_run(tcast, command=(command,))
+    done, message_id = deliver(run)
+    assert done["success"] and done["result"] == status
+    assert not OrmQ.objects.filter(pk=message_id).exists(), "django-q2's monitor acknowledged it"
+    assert Run.objects.get(pk=run.pk).status == status
+    assert list(Attempt.objects.filter(run=run).values_list("status", flat=True)) == [status]
+
+
+def test_a_message_delivered_again_executes_nothing(tcast):
+    """The worker recorded the run, then died before the monitor acknowledged the message: django-q2
+    delivers it again (after ``retry``), and the run claim turns the second delivery away."""
     run = queued_run(tcast)
-    done, message_id = deliver(run)
-    assert done["success"] and done["result"] == RunStatus.SUCCEEDED
-    assert "ack_id" not in done, "the monitor would delete the message a second time"
+    enqueue_run(run.pk)
+    ((message_id, payload),) = get_broker().dequeue()
+    first, _ = deliver(run, message=(message_id, payload), then_monitor=False)
+    assert first["result"] == RunStatus.SUCCEEDED
+    assert OrmQ.objects.filter(pk=message_id).exists(), "not acknowledged: the monitor never saw it"
+    again, _ = deliver(run, message=(message_id, payload))
+    assert again["result"] == "not-claimed"
     assert not OrmQ.objects.filter(pk=message_id).exists()
-    assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
-    assert list(Attempt.objects.filter(run=run).values_list("status", flat=True)) == [RunStatus.SUCCEEDED]
-
-
-def test_a_failed_run_is_recorded_and_acknowledged_alike(tcast):
-    run = queued_run(tcast, command=("/bin/false",))
-    done, message_id = deliver(run)
-    assert done["result"] == RunStatus.FAILED and "ack_id" not in done
-    assert not OrmQ.objects.filter(pk=message_id).exists()
+    stored = Run.objects.get(pk=run.pk)
+    assert (stored.status, stored.attempt) == (RunStatus.SUCCEEDED, 1)
+    assert Attempt.objects.filter(run=run).count() == 1
 
 
 def test_a_message_whose_run_was_not_claimed_is_left_to_django_q2(tcast):
@@ -75,7 +91,6 @@ def test_a_message_whose_run_was_not_claimed_is_left_to_django_q2(tcast):
     Run.objects.filter(pk=run.pk).update(status=RunStatus.CANCELLED)  # cancelled while queued
     done, message_id = deliver(run)
     assert done["result"] == "not-claimed"
-    assert done["ack_id"] == message_id, "django-q2 acknowledges it, as for any task"
     assert not OrmQ.objects.filter(pk=message_id).exists()  # which the monitor did
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
 
@@ -106,7 +121,6 @@ def test_when_recording_fails_the_message_stays_with_the_unrecorded_run(tcast):
         with connection.cursor() as cursor:
             cursor.execute(drop)
     assert not done["success"] and "disk says no" in done["result"]
-    assert done["ack_id"] == message_id, "left to django-q2's own failure handling"
     assert OrmQ.objects.filter(pk=message_id).exists()
     stored = Run.objects.get(pk=run.pk)
     assert stored.status == RunStatus.RUNNING and not Attempt.objects.filter(run=run).exists()

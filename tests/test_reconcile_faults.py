@@ -117,9 +117,7 @@ def test_a_scheduler_killed_between_its_commit_and_the_enqueue_leaves_no_run_beh
 
 def enqueue_from(environ: dict[str, str], run_ids: list[int]) -> None:
     """Hand runs to the broker of ``environ`` (Redis), as a web node configured for it would."""
-    done = procs.run_manage(
-        "shell", "-c", f"from jobs.scheduler import _enqueue_all; _enqueue_all({run_ids!r})", env=environ
-    )
+    done = procs.run_manage("shell", "-c", f"from jobs.queue import enqueue_all; enqueue_all({run_ids!r})", env=environ)
     assert done.returncode == 0, done.stderr
 
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from jobs import retries
 from jobs.executor import execute_run
-from jobs.heartbeats import sweep
 from jobs.models import Run, RunStatus
+from jobs.recovery import sweep
 from jobs.services import trigger_run
 
 RETRY = {"max_attempts": 3, "backoff_seconds": 0.5, "backoff_cap_seconds": 2, "transient_exit_codes": [75]}

@@ -13,7 +13,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from governance.models import AuditAction, AuditEvent
-from jobs import scheduler, tasks
+from jobs import queue, scheduler, scheduler_constraints, scheduler_reconcile, tasks
 from jobs.models import Alert, AlertKind, Run, RunStatus
 
 BOUND = 20
@@ -34,7 +34,7 @@ def test_a_queued_run_with_no_queue_message_is_enqueued_again_once_past_the_boun
     now = timezone.now()
     orphan = cast.queued_run(job, queued_at=now - timedelta(seconds=BOUND + 5))
     fresh = cast.queued_run(job, queued_at=now - timedelta(seconds=BOUND - 5), scheduled_for=now)
-    result = scheduler.reconcile_queue(now)
+    result = scheduler_reconcile.reconcile_queue(now)
     assert result.requeued == [orphan.pk]
     orphan.refresh_from_db()
     assert (orphan.status, orphan.requeues) == (RunStatus.QUEUED, 1)
@@ -44,8 +44,8 @@ def test_a_queued_run_with_no_queue_message_is_enqueued_again_once_past_the_boun
     assert event.object_id == str(orphan.pk) and event.data["note"] == orphan.queue_note
     assert event.actor_repr == "scheduler" and event.tenant_id == job.tenant_id
     # Its message is live now: the next passes leave it alone, even past the bound again.
-    assert scheduler.reconcile_queue(now + timedelta(seconds=1)).requeued == []
-    assert scheduler.reconcile_queue(now + timedelta(seconds=BOUND + 1)).requeued == [fresh.pk]
+    assert scheduler_reconcile.reconcile_queue(now + timedelta(seconds=1)).requeued == []
+    assert scheduler_reconcile.reconcile_queue(now + timedelta(seconds=BOUND + 1)).requeued == [fresh.pk]
     assert messages_for(orphan.pk) == 1
 
 
@@ -62,7 +62,7 @@ def test_runs_waiting_for_a_reason_are_not_touched(cast):
             lease_expires_at=timezone.now() + timedelta(minutes=1),
         )
         Run.objects.filter(pk=run.pk).update(status=status)
-    assert scheduler.reconcile_queue().stale == 0
+    assert scheduler_reconcile.reconcile_queue().stale == 0
     assert OrmQ.objects.count() == 0
 
 
@@ -74,14 +74,14 @@ def test_orm_broker_a_message_taken_by_a_dead_cluster_is_not_live_but_one_waitin
         cast.queued_run(job, queued_at=old, scheduled_for=old + timedelta(minutes=i)) for i in range(3)
     )
     for run in (waiting, just_taken, taken_by_the_dead):
-        scheduler._enqueue_all([run.pk])
+        queue.enqueue_all([run.pk])
     # django-q2 locks a message it hands to a cluster until now + retry (GOVERNOR_TASK_RETRY).
     retry = timedelta(seconds=Conf.RETRY)
     rows = {tasks._run_id(m.payload): m for m in OrmQ.objects.all()}
     OrmQ.objects.filter(pk=rows[just_taken.pk].pk).update(lock=now - timedelta(seconds=2) + retry)
     OrmQ.objects.filter(pk=rows[taken_by_the_dead.pk].pk).update(lock=now - timedelta(seconds=BOUND + 1) + retry)
     assert tasks.live_queue_messages(BOUND, now) == {waiting.pk, just_taken.pk}
-    assert scheduler.reconcile_queue(now).requeued == [taken_by_the_dead.pk]
+    assert scheduler_reconcile.reconcile_queue(now).requeued == [taken_by_the_dead.pk]
     assert messages_for(taken_by_the_dead.pk) == 2  # the dead cluster's copy is refused by the claim later
 
 
@@ -96,17 +96,17 @@ def test_a_stale_queued_run_still_counts_for_forbid_with_a_true_reason_until_the
     # Enqueued again twice, each time its message vanishes (a cluster that keeps dying with it).
     now = slot + timedelta(seconds=2)
     for _ in range(2):
-        assert scheduler.reconcile_queue(now).requeued == [ghost.pk]
+        assert scheduler_reconcile.reconcile_queue(now).requeued == [ghost.pk]
         OrmQ.objects.all().delete()
         now += timedelta(seconds=BOUND + 1)
-    result = scheduler.reconcile_queue(now)
+    result = scheduler_reconcile.reconcile_queue(now)
     assert (result.requeued, result.given_up) == ([], [ghost.pk])
     alert = Alert.objects.get(run=ghost, kind=AlertKind.STUCK_QUEUED)
     assert "no worker took it after 2 re-enqueues" in alert.message and "cluster_status" in alert.message
     ghost.refresh_from_db()
     assert ghost.status == RunStatus.QUEUED and ghost.queue_note.startswith("stuck:")
     # Given up: no second alert, and the job's next slot runs.
-    assert scheduler.reconcile_queue(now + timedelta(seconds=BOUND + 1)).stale == 0
+    assert scheduler_reconcile.reconcile_queue(now + timedelta(seconds=BOUND + 1)).stale == 0
     assert Alert.objects.filter(run=ghost).count() == 1
     scheduler.tick(now=slot + timedelta(minutes=5, seconds=1))
     assert Run.objects.get(job=job, scheduled_for=slot + timedelta(minutes=5)).status == RunStatus.QUEUED
@@ -120,8 +120,8 @@ def test_a_rerun_starts_the_reconcilers_count_afresh(cast):
     )
     # Queued again by an operator after the reconciler's marks: they no longer apply.
     Run.objects.filter(pk=run.pk).update(queued_at=now - timedelta(seconds=BOUND + 1))
-    assert Run.objects.filter(pk=run.pk).filter(scheduler.active_runs(now)).exists()
-    assert scheduler.reconcile_queue(now).requeued == [run.pk]
+    assert Run.objects.filter(pk=run.pk).filter(scheduler_constraints.active_runs(now)).exists()
+    assert scheduler_reconcile.reconcile_queue(now).requeued == [run.pk]
     run.refresh_from_db()
     assert run.requeues == 1 and run.queue_note == f"re-enqueued: no queue message after {BOUND + 1} s"
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from governance import secrets
 from jobs.executor import execute_run
-from jobs.heartbeats import sweep
 from jobs.models import Alert, AlertKind, Run, RunStatus
+from jobs.recovery import sweep
 from jobs.services import trigger_run
 from tests.vault import free_port, put_secret, start_bao
 

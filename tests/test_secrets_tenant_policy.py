@@ -15,7 +15,7 @@ from governance import secrets
 from governance.actors import SYSTEM
 from governance.models import AuditAction, AuditEvent, Environment, Role, Team, Tenant
 from governance.services import grant_role
-from jobs import scheduler
+from jobs import scheduler_loop
 from jobs.executor import execute_run
 from jobs.models import RunStatus
 from jobs.services import trigger_run
@@ -141,10 +141,10 @@ def test_an_unreachable_vault_never_blocks_the_tenant_and_fails_loudly_then_the_
 
     # Vault is back: the scheduler's periodic reconcile writes the policy once, then leaves it alone.
     settings.VAULT_ADDR = vault.addr
-    scheduler.reconcile_vault_policy(0.0)
+    scheduler_loop.reconcile_vault_policy(0.0)
     assert AuditEvent.objects.filter(action=AuditAction.VAULT_POLICY_APPLIED, tenant=None).count() == 1
     assert "governor-run.initech.dev" in vault.root_client().sys.list_acl_policies()["data"]["keys"]
-    scheduler.reconcile_vault_policy(0.0)
+    scheduler_loop.reconcile_vault_policy(0.0)
     assert AuditEvent.objects.filter(action=AuditAction.VAULT_POLICY_APPLIED).count() == 1
     put_secret(vault, "governor/initech/dev/payroll/db", {"password": "initech-pw"})
     values = secrets.resolve_secrets(

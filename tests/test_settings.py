@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -128,13 +127,7 @@ def test_the_database_in_use_is_tuned_for_several_processes():
             # WAL: readers (web, workers) never wait for the one writer; busy_timeout: writers
             # queue for the lock instead of failing with "database is locked".
             assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            if Path(settings.GOVERNOR_SQLITE_BUSY_HANDLER).is_file():
-                # Governor's handler (tests/test_sqlite_busy.py) replaces SQLite's, so the pragma
-                # reads 0; the timeout it keeps is the connection's own.
-                assert connection.governor_busy_handler is True
-                assert connection.settings_dict["OPTIONS"]["timeout"] >= 5
-            else:
-                assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+            assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     else:
         assert connection.vendor == "postgresql"
         assert settings.DATABASES["default"]["CONN_MAX_AGE"] > 0

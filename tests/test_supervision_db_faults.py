@@ -18,8 +18,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs.heartbeats import sweep
 from jobs.models import Job, Run, RunStatus
+from jobs.recovery import sweep
 from jobs.services import trigger_run
 from tests import procs
 from tests.sandboxed import Executions, _comm, _descends_from, _environ

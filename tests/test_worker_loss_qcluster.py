@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from jobs.heartbeats import sweep
 from jobs.models import Alert, AlertKind, Run, RunStatus
+from jobs.recovery import sweep
 from jobs.services import trigger_run
 from tests import procs
 from tests.sandboxed import Executions

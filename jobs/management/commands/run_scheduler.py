@@ -6,7 +6,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from jobs import scheduler
+from jobs import scheduler, scheduler_loop
 
 log = logging.getLogger("jobs.scheduler")
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
         self.stdout.write("scheduler started")
         self.stdout.flush()
         _report_stale_secret_references()
-        scheduler.run_forever(stop, max_sleep=max_sleep, lease_seconds=lease_seconds)
+        scheduler_loop.run_forever(stop, max_sleep=max_sleep, lease_seconds=lease_seconds)
         self.stdout.write("scheduler stopped")
 
 

@@ -1,7 +1,7 @@
-"""The executor's hand-written per-run SQL (jobs.hotpath) means what the ORM means: one claim wins,
-the loaded run carries its job, environment and execution policy without further queries, the
-result and its attempt are written together or not at all, and the downstream lookup finds exactly
-the jobs with an edge from the finished one, through its partial index, on SQLite and PostgreSQL."""
+"""The executor's claim and record: one claim wins, the loaded run carries its job, environment
+and execution policy without further queries, the result and its attempt are written together or
+not at all, and the downstream lookup finds exactly the jobs with an edge from the finished one,
+through its partial index, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import hotpath
 from jobs.execution_spec import executable_allowed
-from jobs.executor import execute_run
+from jobs.executor import _claim_and_load, execute_run, record_attempt
 from jobs.models import Attempt, Job, Run, RunStatus, TenantExecutionPolicy
+from jobs.workflows import downstream_candidates, downstream_query
 
 
 def queued_run(cast, job=None) -> Run:
@@ -23,17 +23,16 @@ def queued_run(cast, job=None) -> Run:
 
 
 def claim(run_id: int):
-    now = timezone.now()
-    return hotpath.claim_and_load(run_id, worker="host:1", now=now, lease_until=now + timedelta(seconds=30))
+    return _claim_and_load(run_id)
 
 
 def test_only_one_claim_wins_and_it_loads_what_execution_reads(cast, django_assert_num_queries):
     run = queued_run(cast)
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the conditional UPDATE, then one SELECT with its joins
         loaded = claim(run.pk)
     assert claim(run.pk) is None, "a second claim of the same attempt must lose"
     stored = Run.objects.select_related("job__environment").get(pk=run.pk)
-    assert stored.status == RunStatus.RUNNING and stored.attempt == 1 and stored.worker == "host:1"
+    assert stored.status == RunStatus.RUNNING and stored.attempt == 1 and stored.worker == loaded.worker != ""
     assert stored.lease_expires_at > stored.started_at
     for field in ("id", "tenant_id", "job_id", "scheduled_for", "status", "attempt", "definition", "queued_at"):
         assert getattr(loaded, field) == getattr(stored, field), field
@@ -67,9 +66,9 @@ def test_the_tenants_execution_policy_comes_with_the_claim(cast, django_assert_n
 
 def test_a_run_costs_a_fixed_handful_of_queries(cast, django_assert_num_queries, django_capture_on_commit_callbacks):
     run = queued_run(cast)
-    # The claim; the result (which also tells that no job follows this one) and the attempt,
-    # between the savepoint pair standing in for the transaction here. Nothing grows with jobs or runs.
-    with django_assert_num_queries(5), django_capture_on_commit_callbacks(execute=True):
+    # The claim and its read; the result and the attempt, between the savepoint pair standing in for
+    # the transaction here; after the commit, whether any job follows. Nothing grows with jobs or runs.
+    with django_assert_num_queries(7), django_capture_on_commit_callbacks(execute=True):
         assert execute_run(run.pk) == RunStatus.SUCCEEDED
     attempt = Attempt.objects.get(run=run)
     assert attempt.number == 1 and attempt.status == RunStatus.SUCCEEDED and attempt.exit_code == 0
@@ -82,7 +81,7 @@ def test_a_result_is_not_recorded_over_a_run_that_was_lost_meanwhile(cast):
     Run.objects.filter(pk=run.pk).update(status=RunStatus.LOST, reason="lease expired")
     attempt = {"run_id": run.pk, "tenant_id": run.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
     fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-    assert hotpath.record(hotpath.recording(loaded, fields, attempt, only_if_running=True)) == (False, False)
+    assert record_attempt(loaded, fields, attempt, only_if_running=True) is False
     stored = Run.objects.get(pk=run.pk)
     assert stored.status == RunStatus.LOST and stored.exit_code is None
     assert not Attempt.objects.filter(run=run).exists(), "no attempt row without its run's result"
@@ -92,43 +91,31 @@ def test_a_stalled_worker_does_not_record_over_the_attempt_that_replaced_it(cast
     """Worker A stalls past its lease; the sweep requeues the (idempotent) run and worker B takes it
     as attempt 2. When A wakes up, its result is not written, over B's running attempt or at all."""
     run = queued_run(cast)
-    stale = claim(run.pk)  # attempt 1, worker host:1
+    stale = claim(run.pk)  # attempt 1
     Run.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, lease_expires_at=None)
     Attempt.objects.create(run=run, tenant_id=run.tenant_id, number=1, status=RunStatus.LOST, reason="lease expired")
-    now = timezone.now()
-    current = hotpath.claim_and_load(run.pk, worker="host:2", now=now, lease_until=now + timedelta(seconds=30))
+    current = claim(run.pk)
     assert current.attempt == 2
     for only_if_running in (True, False):  # the cancel path writes without the status check
         attempt = {"run_id": run.pk, "tenant_id": run.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
         fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-        statements = hotpath.recording(stale, fields, attempt, only_if_running=only_if_running)
-        assert hotpath.record(statements) == (False, False)
+        assert record_attempt(stale, fields, attempt, only_if_running=only_if_running) is False
     stored = Run.objects.get(pk=run.pk)
-    assert (stored.status, stored.attempt, stored.worker, stored.exit_code) == (RunStatus.RUNNING, 2, "host:2", None)
+    assert (stored.status, stored.attempt, stored.exit_code) == (RunStatus.RUNNING, 2, None)
     assert list(Attempt.objects.filter(run=run).values_list("number", "status")) == [(1, RunStatus.LOST)]
 
 
-def test_recording_tells_whether_a_job_may_follow(cast):
-    upstream = cast.make_job(cast.dev, name="payments.etl.load")
+def test_a_finished_run_starts_the_jobs_that_follow_it(cast, django_capture_on_commit_callbacks):
+    upstream = cast.make_job(cast.dev, name="payments.etl.load", command=["/bin/true"])
     follower = cast.make_job(cast.dev, name="payments.etl.report", dependencies=[{"upstream": upstream.name}])
-    outcomes = []
-    for status in ("enabled", "paused"):
+    for minutes, (status, follows) in enumerate((("paused", False), ("enabled", True))):
         Job.objects.filter(pk=follower.pk).update(status=status)
-        loaded = claim(queued_run(cast, upstream).pk)
-        attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.SUCCEEDED}
-        fields = {"status": RunStatus.SUCCEEDED, "exit_code": 0, "finished_at": timezone.now()}
-        outcomes.append(hotpath.record(hotpath.recording(loaded, fields, attempt, only_if_running=True)))
-        Run.objects.filter(pk=loaded.pk).delete()
-    assert outcomes == [(True, True), (True, False)]
-    # The follower itself has no follower.
-    loaded = claim(queued_run(cast, follower).pk)
-    attempt = {"run_id": loaded.pk, "tenant_id": loaded.tenant_id, "number": 1, "status": RunStatus.FAILED}
-    assert hotpath.record(hotpath.recording(loaded, {"status": RunStatus.FAILED}, attempt, only_if_running=True)) == (
-        True,
-        False,
-    )
-    stored = Attempt.objects.get(run_id=loaded.pk)
-    assert stored.reason == "" and stored.output == "" and stored.status == RunStatus.FAILED
+        run = cast.queued_run(
+            upstream, scheduled_for=timezone.now().replace(microsecond=0) + timedelta(minutes=minutes)
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            assert execute_run(run.pk) == RunStatus.SUCCEEDED
+        assert Run.objects.filter(job=follower).exists() is follows, status
 
 
 def test_the_downstream_lookup_matches_names_exactly(cast):
@@ -141,16 +128,16 @@ def test_the_downstream_lookup_matches_names_exactly(cast):
         dependencies=[{"upstream": "payments_etl_load"}, {"upstream": "payments.etl.load%"}]
     )
     env = cast.dev
-    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == [downstream.pk]
-    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments_etl_load") == [other.pk]
-    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.report") == []
+    assert downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == [downstream.pk]
+    assert downstream_candidates(cast.acme.pk, env.pk, "payments_etl_load") == [other.pk]
+    assert downstream_candidates(cast.acme.pk, env.pk, "payments.etl.report") == []
     Job.objects.filter(pk=downstream.pk).update(status="paused")
-    assert hotpath.downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == []
+    assert downstream_candidates(cast.acme.pk, env.pk, "payments.etl.load") == []
 
 
 def test_the_downstream_lookup_reads_only_jobs_with_dependencies(cast):
-    """The partial index of migration jobs/0011 serves the lookup: its condition is repeated in the
-    query word for word, or the planner would scan every job of the environment."""
+    """The partial index job_downstream_lookup serves the lookup: its condition is part of the
+    query, or the planner would scan every job of the environment."""
     # An environment of many jobs without dependencies, as in production: the partial index is then
     # the cheapest way for any planner (PostgreSQL chooses by cost, and by statistics).
     template = cast.make_job(cast.dev, name="payments.etl.template")
@@ -161,21 +148,12 @@ def test_the_downstream_lookup_reads_only_jobs_with_dependencies(cast):
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE jobs_job")
-    lookup = [cast.acme.pk, cast.dev.pk, "enabled", '%"payments.etl.load"%']
-    statements = [
-        (hotpath._downstream_sql(), lookup),
-        # The record statement's own check (RETURNING EXISTS ...).
-        (hotpath._update_sql(("exit_code",), True), [0, 1, 1, "running", *lookup]),
-    ]
-    for sql, params in statements:
+    query = downstream_query(cast.acme.pk, cast.dev.pk, "payments.etl.load")
+    if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET LOCAL enable_seqscan = off")
-                cursor.execute("EXPLAIN " + sql, params)
-            else:
-                cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-            plan = " ".join(str(row) for row in cursor.fetchall())
-        assert "job_downstream_lookup" in plan, plan
+            cursor.execute("SET LOCAL enable_seqscan = off")
+    plan = query.explain()
+    assert "job_downstream_lookup" in plan, plan
 
 
 @pytest.mark.parametrize("policy", [None, ["/bin/*"]])
@@ -187,27 +165,3 @@ def test_an_executed_run_reads_the_same_through_the_orm(cast, policy):
     run.refresh_from_db()
     assert run.output == "hello\n" and run.exit_code == 0 and run.finished_at > run.started_at
     assert run.lease_expires_at is None and run.queue_wait_ms >= 0 and run.recording_ms >= 0
-
-
-def test_a_burst_of_runs_is_inserted_as_the_orm_would(cast):
-    """The scheduler's bulk insert: primary keys back in row order, auto_now_add and JSON as in bulk_create."""
-    job = cast.make_job(cast.dev, command=["/bin/true"])
-    slot = timezone.now().replace(microsecond=0)
-    rows = [
-        Run(
-            job=job,
-            tenant=job.tenant,
-            scheduled_for=slot + timedelta(minutes=i),
-            status=RunStatus.QUEUED,
-            queued_at=slot,
-            job_version=job.version,
-            definition={**job.definition(), "marker": i},
-        )
-        for i in range(70)  # more than one batch on SQLite (999 parameters)
-    ]
-    hotpath.bulk_insert(Run, rows)
-    assert len({row.pk for row in rows}) == 70 and all(not row._state.adding for row in rows)
-    for row in rows:
-        stored = Run.objects.get(pk=row.pk)
-        assert stored.definition["marker"] == (stored.scheduled_for - slot) // timedelta(minutes=1)
-        assert stored.created_at is not None and stored.trigger == "schedule" and stored.attempt == 0
