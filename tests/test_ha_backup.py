@@ -143,3 +143,45 @@ def test_a_pg_dump_restored_into_a_fresh_server_verifies_and_counts_the_same(bas
     print(f"pg_dump + restore of {before} took {took:.1f} s", file=sys.stderr)
     fresh.stop()
     nodes.remove(fresh)
+
+
+def test_definitions_exported_from_one_region_and_applied_to_another_leave_nothing_to_plan(base, primary, tmp_path):
+    # The second region: its own database (here on the same server), set up as the first one.
+    pgnodes.tool("createdb", "-h", "127.0.0.1", "-p", str(primary.port), "-U", pgnodes.USER, "governor_eu")
+    eu = primary.url().rsplit("/", 1)[0] + "/governor_eu"
+    manage(eu, "migrate", "--noinput", "-v0")
+    manage(eu, "seed_demo")
+    # The first region moves on: a new job and a changed one, through change control (dev: no review).
+    manage(
+        primary.url(),
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model\n"
+        "from approvals.services import propose_change\n"
+        "from governance.models import Environment, Team\n"
+        "from jobs.models import Job\n"
+        "author = get_user_model().objects.get(username='acme-author')\n"
+        "team = Team.objects.get(tenant__slug='acme', slug='payments')\n"
+        "dev = Environment.objects.get(tenant__slug='acme', slug='dev')\n"
+        "definition = {'name': 'payments.region.sync', 'description': 'Only in the first region so far.',\n"
+        "    'runbook': 'Re-run it.', 'criticality': 'low', 'command': ['/bin/true'], 'cron': '15 3 * * *',\n"
+        "    'timezone': 'UTC', 'timeout_seconds': 60}\n"
+        "cr = propose_change(actor=author, action='create', team=team, environment=dev, definition=definition,\n"
+        "    justification='region replication test')\n"
+        "assert cr.status == 'applied', cr.status\n",
+    )
+    exported = tmp_path / "acme.yaml"
+    manage(primary.url(), "export_manifests", "--tenant", "acme", "--output", str(exported))
+    assert "payments.region.sync" in exported.read_text()
+
+    before = json.loads(manage(eu, "plan", "--json", str(exported), check=False).stdout)
+    assert [c["name"] for c in before["changes"]] == ["payments.region.sync"]
+    assert before["summary"]["create"] == 1
+    applied = manage(eu, "apply", str(exported), "--actor", "acme-author", "--json")
+    assert json.loads(applied.stdout)["ok"]
+    after = json.loads(manage(eu, "plan", "--json", str(exported)).stdout)
+    assert after["changes"] == [] and after["ok"]
+    # Both regions now export the same bytes.
+    again = tmp_path / "acme-eu.yaml"
+    manage(eu, "export_manifests", "--tenant", "acme", "--output", str(again))
+    assert again.read_text() == exported.read_text()
