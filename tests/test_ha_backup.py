@@ -185,3 +185,55 @@ def test_definitions_exported_from_one_region_and_applied_to_another_leave_nothi
     again = tmp_path / "acme-eu.yaml"
     manage(eu, "export_manifests", "--tenant", "acme", "--output", str(again))
     assert again.read_text() == exported.read_text()
+
+
+def test_a_base_backup_plus_archived_wal_restores_up_to_the_last_archived_commit(base, primary, tmp_path):
+    path, nodes = base
+    restored = pgnodes.Node(path, "pitr")
+    # The base backup (as a nightly job would take it), then more history after it.
+    pgnodes.tool(
+        "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", pgnodes.USER,
+        "-D", str(restored.data), "-X", "stream", "-c", "fast",
+    )  # fmt: skip
+    at_backup = counts(primary)
+    manage(
+        primary.url(),
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model\n"
+        "from jobs.models import Job\n"
+        "from jobs.services import trigger_run\n"
+        "op = get_user_model().objects.get(username='acme-operator')\n"
+        "for job in Job.objects.filter(environment__slug='dev', team__tenant__slug='acme')[:2]:\n"
+        "    trigger_run(job, actor=op, reason='after the base backup')\n",
+    )
+    after = counts(primary)
+    assert after["jobs_run"] > at_backup["jobs_run"]
+    # Close the current WAL segment so the archive holds every commit so far.
+    segment = primary.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    primary.psql("SELECT pg_switch_wal()")
+    procs.wait_until(
+        lambda: primary.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= segment,
+        30,
+        "the WAL segment to be archived",
+    )
+    # Restore: the base backup, replaying the archive to its end, then a primary of its own.
+    with open(restored.data / "postgresql.auto.conf", "a") as conf:
+        conf.write(f"restore_command = 'cp {path / 'archive'}/%f %p'\narchive_mode = off\n")
+    (restored.data / "recovery.signal").touch()
+    if os.getuid() == 0:
+        for item in [restored.data / "postgresql.auto.conf", restored.data / "recovery.signal"]:
+            shutil.chown(item, "postgres", "postgres")
+    began = time.monotonic()
+    restored.start()
+    nodes.append(restored)
+    procs.wait_until(lambda: restored.psql("SELECT pg_is_in_recovery()") == "f", 60, "the end of recovery")
+    took = time.monotonic() - began
+    assert counts(restored) == after
+    report = json.loads(manage(restored.url(), "verify_audit", "--json", "--checkpoint-dir", str(tmp_path)).stdout)
+    assert report["ok"] and report["events_checked"] == after["governance_auditevent"]
+    facts = json.loads(manage(restored.url(), "dbcheck", "--json").stdout)
+    assert facts["writable"] and facts["timeline"] == 2
+    print(f"base backup + WAL archive replayed and promoted in {took:.1f} s", file=sys.stderr)
+    restored.stop()
+    nodes.remove(restored)
