@@ -150,3 +150,33 @@ class Node:
 def tool(name: str, *args: str, timeout: float = 300) -> str:
     """Run a client tool (pg_dump, pg_restore, psql) from the server's own bin directory."""
     return _run(str(pg_bin() / name), *args, timeout=timeout)
+
+
+def copy_of(source: Node, base: Path, name: str, archive: Path | None = None) -> Node:
+    """A new server whose data directory is a copy of the stopped ``source`` (a migrated and seeded
+    database made once per test session: migrating is the slow part), on a port of its own."""
+    node = Node(base, name)
+    subprocess.run(["cp", "-a", str(source.data), str(node.data)], check=True)
+    lines = ["archive_mode = off"]
+    if archive is not None:
+        lines = ["archive_mode = on", f"archive_command = 'cp %p {archive}/%f'"]
+    with open(node.data / "postgresql.auto.conf", "a") as conf:
+        conf.write("\n".join(lines) + "\n")
+    return node
+
+
+def seeded(base: Path) -> Node:
+    """Initialise, migrate and seed (seed_demo) a server, then stop it: the source of copy_of()."""
+    from tests import procs
+
+    node = Node(base, "seeded").initdb().start().createdb()
+    try:
+        environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "GOVERNOR_Q_BROKER"}}
+        environ.update(DJANGO_SETTINGS_MODULE="governor.settings", DATABASE_URL=node.url())
+        for args in (("migrate", "--noinput", "-v0"), ("seed_demo",)):
+            done = procs.run_manage(*args, env=environ, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    finally:
+        _run(str(pg_bin() / "pg_ctl"), "-D", str(node.data), "-m", "fast", "-w", "-t", "60", "stop")
+    return node

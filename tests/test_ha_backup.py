@@ -49,12 +49,11 @@ def base():
 
 
 @pytest.fixture(scope="module")
-def primary(base):
+def primary(base, seeded_postgres):
     path, nodes = base
-    node = pgnodes.Node(path, "primary").initdb(archive=path / "archive").start().createdb()
+    _seeded_base, seeded = seeded_postgres
+    node = pgnodes.copy_of(seeded, path, "primary", archive=path / "archive").start()
     nodes.append(node)
-    manage(node.url(), "migrate", "--noinput", "-v0")
-    manage(node.url(), "seed_demo")
     return node
 
 
@@ -146,11 +145,11 @@ def test_a_pg_dump_restored_into_a_fresh_server_verifies_and_counts_the_same(bas
 
 
 def test_definitions_exported_from_one_region_and_applied_to_another_leave_nothing_to_plan(base, primary, tmp_path):
-    # The second region: its own database (here on the same server), set up as the first one.
-    pgnodes.tool("createdb", "-h", "127.0.0.1", "-p", str(primary.port), "-U", pgnodes.USER, "governor_eu")
+    # The second region: its own database, set up as the first one was (here: a copy of it, on the same server).
+    pgnodes.tool(
+        "createdb", "-h", "127.0.0.1", "-p", str(primary.port), "-U", pgnodes.USER, "-T", pgnodes.DB, "governor_eu"
+    )
     eu = primary.url().rsplit("/", 1)[0] + "/governor_eu"
-    manage(eu, "migrate", "--noinput", "-v0")
-    manage(eu, "seed_demo")
     # The first region moves on: a new job and a changed one, through change control (dev: no review).
     manage(
         primary.url(),

@@ -44,12 +44,12 @@ def first_commit_after(path: Path, moment: float, timeout: float, logs) -> float
     return procs.wait_until(found, timeout, f"a commit after the fault:\n{logs()}")
 
 
-def test_killing_the_primary_and_promoting_the_replica_loses_and_doubles_nothing(tmp_path, request):
+def test_killing_the_primary_and_promoting_the_replica_loses_and_doubles_nothing(tmp_path, request, seeded_postgres):
     base = pgnodes.workdir()
     nodes: list[pgnodes.Node] = []
     processes: list[procs.Process] = []
     try:
-        primary = pgnodes.Node(base, "primary").initdb().start().createdb()
+        primary = pgnodes.copy_of(seeded_postgres[1], base, "primary").start()  # migrated and seeded
         nodes.append(primary)
         replica = primary.replica("replica")
         nodes.append(replica)
@@ -63,8 +63,6 @@ def test_killing_the_primary_and_promoting_the_replica_loses_and_doubles_nothing
             f"postgresql://{pgnodes.USER}@{primary.address},{replica.address}/{pgnodes.DB}"
             "?target_session_attrs=read-write&connect_timeout=3"
         )
-        manage(url, "migrate", "--noinput", "-v0")
-        manage(url, "seed_demo")
         environ = env(
             url,
             GOVERNOR_Q_BROKER="redis",
