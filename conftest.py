@@ -280,3 +280,18 @@ def started(tmp_path):
     yield start
     for process in reversed(running):
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def seeded_postgres():
+    """A stopped PostgreSQL data directory, migrated and seeded once per test session (HA tests, marker
+    ``ha``): tests start copies of it (tests.pgnodes.copy_of)."""
+    import shutil as _shutil
+
+    from tests import pgnodes
+
+    base = pgnodes.workdir()
+    try:
+        yield base, pgnodes.seeded(base)
+    finally:
+        _shutil.rmtree(base, ignore_errors=True)

@@ -67,8 +67,9 @@ def database_from_url(url: str) -> dict:
             "NAME": unquote(parsed.path.lstrip("/")),
             "USER": unquote(parsed.username or ""),
             "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
+            # libpq multi-host (``h1:p1,h2:p2`` with ``target_session_attrs=read-write`` in the
+            # query): HOST and PORT become comma lists, which libpq tries in order.
+            **_pg_hosts(parsed.netloc.rpartition("@")[2]),
             # Workers and the scheduler keep their connection: django-q2
             # otherwise reconnects on every broker operation.
             "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
@@ -76,6 +77,26 @@ def database_from_url(url: str) -> dict:
             "OPTIONS": options,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use postgres:// or sqlite://)")
+
+
+def _pg_hosts(netloc: str) -> dict:
+    """HOST and PORT of ``host[:port][,host[:port]...]`` (IPv6 in brackets), as libpq's comma lists."""
+    hosts, ports = [], []
+    for item in netloc.split(","):
+        host, port = item, ""
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.lstrip(":")
+        elif ":" in item:
+            host, port = item.rsplit(":", 1)
+        if port and not port.isdigit():
+            raise ImproperlyConfigured(f"DATABASE_URL port {port!r} is not a number")
+        hosts.append(unquote(host))
+        ports.append(port)
+    if len(hosts) == 1:
+        return {"HOST": hosts[0], "PORT": ports[0]}
+    # libpq: one port for all hosts, or one per host (an empty one means the default 5432).
+    return {"HOST": ",".join(hosts), "PORT": ",".join(port or "5432" for port in ports)}
 
 
 def sqlite_database(path: str) -> dict:

@@ -112,6 +112,17 @@ def test_database_url_switches_to_postgresql_with_every_part_decoded():
     assert db["CONN_MAX_AGE"] > 0 and db["CONN_HEALTH_CHECKS"] is True
 
 
+def test_database_url_can_name_several_postgresql_nodes_for_libpq_to_pick_the_writable_one():
+    db = database_from_url(
+        "postgresql://gov:pw@db-a.internal:5433,db-b.internal,[::1]:6432/governor?target_session_attrs=read-write"
+    )
+    assert (db["HOST"], db["PORT"]) == ("db-a.internal,db-b.internal,::1", "5433,5432,6432")
+    assert (db["USER"], db["PASSWORD"], db["NAME"]) == ("gov", "pw", "governor")
+    assert db["OPTIONS"] == {"target_session_attrs": "read-write"}
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL port 'x' is not a number"):
+        database_from_url("postgresql://gov@db-a:5432,db-b:x/governor")
+
+
 def test_database_url_can_name_an_sqlite_file(tmp_path):
     db = database_from_url(f"sqlite:///{tmp_path}/g.sqlite3")
     assert db["ENGINE"] == "django.db.backends.sqlite3"
