@@ -29,5 +29,6 @@ def recently_decided(user, *, now=None, limit: int = RECENT_LIMIT) -> list[Chang
     )
     rows = list(decided[:limit])
     for change in rows:
-        change.rejected_by = change.rejections[0].reviewer if change.rejections else None
+        rejections = change.rejections  # type: ignore[attr-defined]  # the prefetch above
+        change.rejected_by = rejections[0].reviewer if rejections else None  # type: ignore[attr-defined]
     return rows

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.apps import apps
 from django.conf import settings
 from django.db import models
@@ -41,7 +43,7 @@ class TargetKind(models.TextChoices):
 
 CONFIG_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL})
 # The order a window's, calendar's or pool's fields are shown in diffs.
-CONFIG_FIELD_ORDER = {
+CONFIG_FIELD_ORDER: dict[str, tuple[str, ...]] = {
     TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
     TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
     TargetKind.POOL: pools.POOL_FIELDS,
@@ -221,7 +223,7 @@ class ChangeRequest(models.Model):
         """The live window, calendar or pool this request changes (None for other kinds, or once deleted)."""
         if not self.is_config_change:
             return None
-        return apps.get_app_config("approvals").live_target(self)
+        return cast(Any, apps.get_app_config("approvals")).live_target(self)
 
     @property
     def target_name(self) -> str:
@@ -233,7 +235,7 @@ class ChangeRequest(models.Model):
 
     def diff(self) -> list[dict]:
         """[{field, before, after}] between the base it was made against and the proposal."""
-        return apps.get_app_config("approvals").kind_of(self).diff(self)
+        return cast(Any, apps.get_app_config("approvals")).kind_of(self).diff(self)
 
 
 class ApprovalPolicy(models.Model):

@@ -18,7 +18,7 @@ of the tenant and not to the team that owns the job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as User
@@ -146,7 +146,7 @@ WHOLE_SCOPE_KINDS: dict[str, str] = {
 def review_refusal(user: AnyUser, change: ChangeRequest, *, author_identity: bool = True) -> str | None:
     """Why ``user`` may not review this request under today's grants (None when they may).
     ``author_identity=False`` skips the author check, for callers that apply it in bulk."""
-    if author_identity and same_identity(user, change.author_id):
+    if author_identity and same_identity(cast(User, user), change.author_id):
         if change.author_id == getattr(user, "pk", None):
             return "Nobody reviews their own change, administrators included."
         return (
@@ -168,7 +168,7 @@ def reviewable(user: AnyUser, queryset: QuerySet[ChangeRequest] | None = None) -
     allowed = restrict(base, user, Action.REVIEW)
     if not getattr(user, "is_authenticated", False):
         return allowed
-    allowed = allowed.exclude(same_identity_q(user, "author"))
+    allowed = allowed.exclude(same_identity_q(cast(User, user), "author"))
     if getattr(user, "is_superuser", False):
         return allowed
     whole_scope = over_q(user, Action.REVIEW, ChangeRequest)

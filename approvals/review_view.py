@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Field
 
 from jobs import schedule
 from jobs.lifecycle import nonstandard_reasons
@@ -53,6 +54,8 @@ def _default_text(field: str) -> str | None:
     try:
         model_field = Job._meta.get_field(field)
     except FieldDoesNotExist:  # a definition field that is not a column has no default
+        return None
+    if not isinstance(model_field, Field):  # a reverse relation is no definition field
         return None
     if not model_field.has_default():
         return "" if model_field.null or model_field.blank else None

@@ -951,14 +951,14 @@ def propose_promotion(
 
 def propose_config_change(
     *,
-    actor,
+    actor: User,
     kind: TargetKind | str,
     action: ChangeAction | str,
     justification: str,
     tenant: Tenant | None = None,
     environment: Environment | None = None,
     target: Model | None = None,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     ticket: str = "",
     submit: bool = True,
     emergency: bool = False,
@@ -999,7 +999,7 @@ def propose_config_change(
     else:
         if not isinstance(target, spec.model):
             raise ValidationError({"target": [f"Not a {spec.label}."]})
-        tenant, environment = target.tenant, config_changes.environment_of(target)
+        tenant, environment = target.tenant, config_changes.environment_of(target)  # type: ignore[attr-defined]
     try:
         check_apply_after(apply_after)
     except ValidationError as exc:
@@ -1022,7 +1022,7 @@ def propose_config_change(
         raise AccessDenied(refusal)
 
     base = spec.definition(target) if target is not None else None
-    proposed: dict = {}
+    proposed: Definition = {}
     if action == ChangeAction.DELETE:
         config_changes.check_deletable(spec, target)
     else:
@@ -1051,7 +1051,7 @@ def resubmit_change(
     *,
     actor: User,
     based_on_revision: int,
-    definition: dict | None = None,
+    definition: Definition | None = None,
     justification: str | None = None,
     ticket: str | None = None,
 ) -> ChangeRequest:

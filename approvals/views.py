@@ -373,7 +373,7 @@ def _change_page(
     elif reviewed:
         review_note = "You have reviewed this revision."
     elif not reviewer_ok:
-        review_note = refusal
+        review_note = refusal or ""
     else:
         review_note = ""
     progress = approval_progress(change, [r for r in current if r.decision == ReviewDecision.APPROVE])
@@ -522,7 +522,7 @@ def change_reject(request, pk: int):
         return _change_page(request, change, error=refusal, status=403)
     form = RejectForm(request.POST)
     if not form.is_valid():
-        error = " ".join(form.errors.get("revision", []))
+        error = " ".join(str(message) for message in form.errors.get("revision", []))
         return _change_page(request, change, reject_form=form, error=error, status=400)
     try:
         change = reject_change(

@@ -22,7 +22,8 @@ def _member_tenants(user) -> list[int | None]:
     tenants = set(ScopeUserRole.objects.filter(user=user).values_list("content_object__tenant_id", flat=True))
     tenants |= set(ScopeGroupRole.objects.filter(group__user=user).values_list("content_object__tenant_id", flat=True))
     tenants |= set(ServiceAccount.objects.filter(user=user).values_list("tenant_id", flat=True))
-    return sorted(tenants) or [None]
+    member: list[int | None] = [*sorted(tenants)]
+    return member or [None]
 
 
 def _record_sign_in(action: str, user, **fields) -> None:

@@ -53,7 +53,7 @@ def runs_chart(user, now: datetime) -> dict:
     width, height, gap = 24, 120, 4
     bars = []
     for index, (hour, counts) in enumerate(sorted(buckets.items())):
-        y = height
+        y: float = height
         segments = []
         for status in CHART_STATUSES:
             n = counts.get(status, 0)

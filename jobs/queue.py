@@ -40,7 +40,7 @@ def enqueue_all(run_ids: list[int]) -> None:
     broker = get_broker()
     # In sync mode (tests) async_task runs the task at once, which must not happen inside our transaction.
     batch = options.get("orm") and not options.get("sync") and len(run_ids) > 1
-    with transaction.atomic(using=options["orm"]) if batch else nullcontext():
+    with transaction.atomic(using=str(options["orm"])) if batch else nullcontext():
         for run_id in run_ids:
             async_task(TASK, run_id, task_name=f"run-{run_id}", save=False, broker=broker)
     log.info("enqueued %s runs", len(run_ids))

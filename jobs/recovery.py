@@ -10,6 +10,7 @@ conditional UPDATE so that several sweepers never act twice:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,7 +80,7 @@ def _sweep_lost(now: datetime, result: SweepResult) -> None:
                 pid=run.pid,
             )
             if retry:
-                transaction.on_commit(lambda run_id=run.pk: enqueue_run(run_id))
+                transaction.on_commit(functools.partial(enqueue_run, run.pk))
                 result.retried_lost += 1
             else:
                 create_alert(run, AlertKind.LOST_RUN, f"{run}: {reason} Rerun it or mark it succeeded.")
@@ -100,7 +101,7 @@ def _sweep_retries(now: datetime, result: SweepResult) -> None:
                 status=RunStatus.QUEUED, queued_at=now, next_attempt_at=None
             )
             if won:
-                transaction.on_commit(lambda run_id=run_id: enqueue_run(run_id))
+                transaction.on_commit(functools.partial(enqueue_run, run_id))
                 result.requeued += 1
 
 

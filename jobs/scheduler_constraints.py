@@ -135,7 +135,7 @@ class Constraints:
     def rules(self, job: Job) -> firing.Rules:
         """The job's calendars and windows as jobs.firing decides with them (no query)."""
         windows = firing.applicable(self.windows.get(job.tenant_id, []), job.tenant_id, job.environment_id)
-        holidays = self.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
+        holidays: set[str] | frozenset[str] = self.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
         return firing.Rules(
             timezone=job.timezone,
             holiday_calendar=job.holiday_calendar or "",

@@ -101,7 +101,7 @@ def reconcile_queue(now: datetime | None = None, limit: int = RECONCILE_BATCH) -
     for run in stale:
         if run.pk in live:
             continue
-        since = run.requeued_at if _requeues(run) else (run.queued_at or run.created_at)
+        since = (run.requeued_at if _requeues(run) else None) or run.queued_at or run.created_at
         waited = int((now - since).total_seconds())
         unchanged = Run.objects.filter(
             pk=run.pk,

@@ -82,10 +82,12 @@ def plan_slots(job: Job, slots: list[datetime], now: datetime, grace: float) -> 
 
 def due_slots(job: Job, now: datetime) -> tuple[list[datetime], datetime | None]:
     """The due slots of a job (oldest first) and the first slot after them."""
-    slots = [job.next_fire_at]
+    first = job.next_fire_at
+    assert first is not None, "only jobs with a next slot are due"
+    slots = [first]
     following = None
     for fire in schedule.iter_fires(
-        job.cron, job.timezone, job.next_fire_at, gap=job.gap, overlap=job.overlap, seed=job.schedule_seed
+        job.cron, job.timezone, first, gap=job.gap, overlap=job.overlap, seed=job.schedule_seed
     ):
         if fire.at > now or len(slots) >= MISSED_SCAN_LIMIT:
             following = fire.at

@@ -29,7 +29,7 @@ WAKE_WITHIN = timedelta(minutes=10)
 OVERDUE_POLL_SECONDS = 15
 
 # A letter per state, so a strip is readable without its colours.
-STATE_LETTERS = {
+STATE_LETTERS: dict[str, str] = {
     RunStatus.SUCCEEDED: "✓",
     RunStatus.FAILED: "F",
     RunStatus.TIMED_OUT: "T",
@@ -75,9 +75,10 @@ def last_runs(jobs, length: int = STRIP_LENGTH) -> dict[int, list[Run]]:
     for strip in strips.values():
         strip.reverse()
         for run in strip:
-            run.summary = run_summary(run)
-            run.letter = STATE_LETTERS.get(run.status, "?")
-            run.url = f"{prefix}{run.pk}/"
+            # Display attributes for the template.
+            run.summary = run_summary(run)  # type: ignore[attr-defined]
+            run.letter = STATE_LETTERS.get(run.status, "?")  # type: ignore[attr-defined]
+            run.url = f"{prefix}{run.pk}/"  # type: ignore[attr-defined]
     return strips
 
 
@@ -188,7 +189,7 @@ def now_board(user, now: datetime | None = None, limit: int = 50) -> dict:
         .order_by("next_fire_at")[:limit]
     )
     for job in overdue:
-        job.late_by = now - job.next_fire_at
+        job.late_by = now - job.next_fire_at  # type: ignore[attr-defined,operator]  # due jobs have a slot
     next_due = (
         restrict(Job.objects.filter(status=JobStatus.ENABLED, next_fire_at__gte=late_before), user)
         .aggregate(at=Min("next_fire_at"))
@@ -266,13 +267,13 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
     runs = runs.filter(partition="")
     # The job page has checked access to the job already.
     runs = runs.filter(job=job) if job is not None else restrict(runs, user)
-    runs = list(
+    fetched = list(
         runs.select_related("job")
         .only(*GANTT_FIELDS, "job__name", "job__tenant_id")
         .order_by("-scheduled_for", "-id")[:GANTT_MAX_RUNS]
     )
     rows: dict[int, dict] = {}
-    for run in runs:
+    for run in fetched:
         row = rows.get(run.job_id)
         if row is None:
             if len(rows) >= GANTT_MAX_JOBS:

@@ -3,7 +3,9 @@ on top of the per-kind specification in ``approvals.config_changes``."""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AnonymousUser
+from typing import cast
+
+from django.contrib.auth.models import AnonymousUser, User
 
 from .. import config_changes, policies
 from ..models import ChangeRequest
@@ -22,7 +24,7 @@ class ConfigKind(FlatDiff):
     def proposal_refusal(self, user: Actor, change: ChangeRequest) -> str | None:
         environment = change.environment
         if policies.may_propose_config(
-            user or AnonymousUser(),
+            cast(User, user) if user else AnonymousUser(),
             tenant_id=change.tenant_id,
             environment_id=environment.pk if environment is not None else None,
         ):
