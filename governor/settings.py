@@ -100,7 +100,12 @@ def _pg_hosts(netloc: str) -> dict:
 
 
 def sqlite_database(path: str) -> dict:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(path).parent
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        # The data directory (var/) is also the way to the jobs' run root (GOVERNOR_RUN_ROOT):
+        # sandboxes pass through it as their own uid, so it is 0711 (no listing), whatever the umask.
+        directory.chmod(0o711)
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,

@@ -204,7 +204,8 @@ def _prepare_run_root(run_root: str) -> None:
         try:
             os.mkdir(path, 0o711)
         except FileExistsError:
-            pass
+            continue
+        os.chmod(path, 0o711)  # noqa: S103 - mkdir's mode passes through the umask (077 in Governor's processes)
     os.chmod(run_root, 0o711)  # noqa: S103 - pass-through only: no listing, every run dir is 0700
 
 

@@ -196,7 +196,8 @@ def test_list_pages_do_not_grow_queries_with_rows(
     with django_assert_max_num_queries(small):
         response = client.get(reverse(url), params)
     assert response.status_code == 200
-    if url != "dashboard":
+    # The dashboard shows only the first few rows; the run console's pages list runs, not these rows.
+    if url not in ("dashboard", "run_list", "now", "now_panel", "now_board"):
         assert LAST_ROW[builder] in response.content.decode()
 
 
