@@ -46,7 +46,7 @@ CAST_USER = {
     "superuser": "superuser",
 }
 # URL prefixes that are not the browser UI: the admin, the API, heartbeat pings.
-NOT_UI = ("admin/", "api/", "hb/")
+NOT_UI = ("admin/", "api/", "hb/", "healthz", "readyz", "metrics")
 
 
 def ui_url_names() -> dict[str, str]:

@@ -11,7 +11,8 @@ import time
 import pytest
 from django.db import OperationalError
 from django.db.utils import ConnectionHandler
-from governance.settings import sqlite_database
+
+from governor.settings import sqlite_database
 
 
 def _connections(path, timeout: float | None = None) -> ConnectionHandler:
