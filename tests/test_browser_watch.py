@@ -148,5 +148,5 @@ def test_now_panel_shows_a_queued_and_a_running_run_and_follows_them(
     assert page.get_attribute("#now-panel", "hx-trigger") != "load delay:2s"
 
     page.goto(f"{live_server.url}/now/")
-    assert page.locator("[data-testid=now-timeline] svg[role=img] title").count() >= 1
+    assert page.locator("[data-testid=now-timeline] svg[role=group] title").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "watch-now.png"), full_page=True)

@@ -244,7 +244,7 @@ def test_job_page_timeline_is_an_accessible_svg(client, cast):
     login(client, cast.viewer)
     html = client.get(reverse("job_detail", args=[job.pk])).content.decode()
     svg = re.search(r'<figure class="gantt">.*?</svg>', html, re.S).group(0)
-    assert 'role="img" aria-labelledby="gantt-title gantt-desc"' in svg
+    assert 'role="group" aria-labelledby="gantt-title gantt-desc"' in svg
     assert f'<title id="gantt-title">Runs of {job.name} in the last 24 hours</title>' in svg
     assert re.search(r'<desc id="gantt-desc">1 run between .*: 1 failed\. .*failed runs are hatched', svg)
     assert f"Run #{failed.pk}: Failed" in svg and "exit 1" in svg
