@@ -463,10 +463,7 @@ def _revise_fields(
     if justification is not None and not justification.strip():
         errors["justification"] = ["A justification is required: say why this change is needed."]
     if apply_after is not _UNSET:
-        try:
-            check_apply_after(apply_after)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+        check_apply_after(apply_after, errors)
     proposed = change.proposed
     if definition is not None:
         if change.action == ChangeAction.DELETE:
@@ -1021,10 +1018,7 @@ def propose_config_change(
         if not isinstance(target, spec.model):
             raise ValidationError({"target": [f"Not a {spec.label}."]})
         tenant, environment = target.tenant, config_changes.environment_of(target)  # type: ignore[attr-defined]
-    try:
-        check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
+    check_apply_after(apply_after, errors)
     if errors:
         raise ValidationError(errors)
     assert tenant is not None

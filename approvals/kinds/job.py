@@ -78,10 +78,7 @@ class JobDefinitionKind:
                 errors["job"] = ["This job is deleted."]
             else:
                 team, environment = job.team, job.environment
-        try:
-            check_apply_after(apply_after)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+        check_apply_after(apply_after, errors)
         if errors:
             raise ValidationError(errors)
         assert team is not None and environment is not None
@@ -258,10 +255,7 @@ class JobStateKind(FlatDiff):
             errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
         if emergency and apply_after is not None:
             errors["apply_after"] = ["An emergency pause applies at once; it takes no apply time."]
-        try:
-            check_apply_after(apply_after)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+        check_apply_after(apply_after, errors)
         if errors:
             raise ValidationError(errors)
         refusal = self.proposal_refusal(actor, ChangeRequest(job=job, action=action))
