@@ -601,6 +601,30 @@ class ChangeRequestViewSet(
     def _respond(self, change, status_code=status.HTTP_200_OK):
         return self.detail_response(self.get_queryset().get(pk=change.pk), ChangeRequestDetailSerializer, status_code)
 
+    def _revise(self, request, serializer_class, service):
+        """An edit or a resubmission: like a create's fields, only what changes is sent; the rest of the
+        proposal stays."""
+        change = self.get_object()
+        body = serializer_class(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        if isinstance(data.get("definition"), dict) and isinstance(change.proposed, dict):
+            data["definition"] = {**change.proposed, **data["definition"]}
+        return self._respond(service(change, actor=request.user, **data))
+
+    def _review(self, request, serializer_class, service, field):
+        """An approval or a rejection of the revision the reviewer saw."""
+        change = self.get_object()
+        body = serializer_class(data=request.data)
+        body.is_valid(raise_exception=True)
+        change = service(
+            change,
+            actor=request.user,
+            revision=body.validated_data["revision"],
+            **{field: body.validated_data[field]},
+        )
+        return self._respond(change)
+
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -684,15 +708,7 @@ class ChangeRequestViewSet(
         summary="Edit a draft or submitted request (author only; resets approvals)",
     )
     def partial_update(self, request, pk=None):
-        change = self.get_object()
-        body = ChangeRequestEditSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        if isinstance(data.get("definition"), dict) and isinstance(change.proposed, dict):
-            # Like a create's fields, an edit sends only what changes; the rest of the proposal stays.
-            data["definition"] = {**change.proposed, **data["definition"]}
-        change = services.edit_change(change, actor=request.user, **data)
-        return self._respond(change)
+        return self._revise(request, ChangeRequestEditSerializer, services.edit_change)
 
     @extend_schema(request=None, responses={200: ChangeRequestDetailSerializer}, summary="Rebase onto the live job")
     @action(detail=True, methods=["post"])
@@ -722,16 +738,7 @@ class ChangeRequestViewSet(
     )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        change = self.get_object()
-        body = ApproveSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        change = services.approve_change(
-            change,
-            actor=request.user,
-            comment=body.validated_data["comment"],
-            revision=body.validated_data["revision"],
-        )
-        return self._respond(change)
+        return self._review(request, ApproveSerializer, services.approve_change, "comment")
 
     @extend_schema(
         request=RejectSerializer,
@@ -740,16 +747,7 @@ class ChangeRequestViewSet(
     )
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
-        change = self.get_object()
-        body = RejectSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        change = services.reject_change(
-            change,
-            actor=request.user,
-            reason=body.validated_data["reason"],
-            revision=body.validated_data["revision"],
-        )
-        return self._respond(change)
+        return self._review(request, RejectSerializer, services.reject_change, "reason")
 
     @extend_schema(
         request=ResubmitSerializer,
@@ -758,15 +756,7 @@ class ChangeRequestViewSet(
     )
     @action(detail=True, methods=["post"])
     def resubmit(self, request, pk=None):
-        change = self.get_object()
-        body = ResubmitSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = dict(body.validated_data)
-        if isinstance(data.get("definition"), dict) and isinstance(change.proposed, dict):
-            # As for an edit: only what changes is sent, the rest of the proposal stays.
-            data["definition"] = {**change.proposed, **data["definition"]}
-        change = services.resubmit_change(change, actor=request.user, **data)
-        return self._respond(change)
+        return self._revise(request, ResubmitSerializer, services.resubmit_change)
 
     @extend_schema(request=WithdrawSerializer, responses={200: ChangeRequestDetailSerializer}, summary="Withdraw")
     @action(detail=True, methods=["post"])

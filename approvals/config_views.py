@@ -159,10 +159,7 @@ def config_propose(request, kind: str, pk: int | None = None, delete: bool = Fal
                     environment=environment,
                     target=target,
                     definition=None if delete else form.definition(),
-                    justification=form.cleaned_data["justification"],
-                    ticket=form.cleaned_data["ticket"],
-                    emergency=form.cleaned_data.get("emergency", False),
-                    apply_after=form.cleaned_data.get("apply_after"),
+                    **form.proposal(),
                 )
             except (ValidationError, *UI_ERRORS) as exc:
                 status = form_error(form, exc)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from governance.errors import ServiceError
@@ -28,9 +27,9 @@ class ChangeError(ServiceError):
         self.code = code
 
 
-def check_apply_after(apply_after: datetime | None) -> None:
+def check_apply_after(apply_after: datetime | None, errors: dict[str, list[str]]) -> None:
     if apply_after is not None and timezone.is_naive(apply_after):
-        raise ValidationError({"apply_after": ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]})
+        errors["apply_after"] = ["Give the apply time with a time zone (UTC, ISO 8601 with Z)."]
 
 
 def require_justification(justification: str, errors: dict[str, list[str]], message: str = "") -> None:

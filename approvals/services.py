@@ -448,6 +448,42 @@ def _new_revision(change: ChangeRequest) -> int:
     return reset
 
 
+def _revise_fields(
+    change: ChangeRequest,
+    *,
+    verb: str,
+    definition: Definition | None,
+    justification: str | None,
+    ticket: str | None,
+    apply_after: datetime | None = _UNSET,
+) -> None:
+    """Check and set the fields an edit or a resubmission sends (None: unchanged). Every bad field is
+    named in one ValidationError, and then nothing is set."""
+    errors: dict[str, list[str]] = {}
+    if justification is not None and not justification.strip():
+        errors["justification"] = ["A justification is required: say why this change is needed."]
+    if apply_after is not _UNSET:
+        check_apply_after(apply_after, errors)
+    proposed = change.proposed
+    if definition is not None:
+        if change.action == ChangeAction.DELETE:
+            errors["definition"] = [f"A delete request has no definition to {verb}."]
+        else:
+            try:
+                proposed = kind_of(change).clean(change, definition)
+            except ValidationError as exc:
+                errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    change.proposed = proposed
+    if definition is not None:
+        kind_of(change).on_edit(change)
+    if justification is not None:
+        change.justification = justification.strip()
+    if ticket is not None:
+        change.ticket = ticket.strip()
+
+
 def edit_change(
     change: ChangeRequest,
     *,
@@ -471,33 +507,15 @@ def edit_change(
                 conflict=True,
                 code="stale_edit",
             )
-        errors: dict[str, list[str]] = {}
-        if justification is not None and not justification.strip():
-            errors["justification"] = ["A justification is required: say why this change is needed."]
-        if apply_after is not _UNSET:
-            try:
-                check_apply_after(apply_after)
-            except ValidationError as exc:
-                errors.update(exc.message_dict)
-        proposed = change.proposed
-        if definition is not None:
-            if change.action == ChangeAction.DELETE:
-                errors["definition"] = ["A delete request has no definition to edit."]
-            else:
-                try:
-                    proposed = kind_of(change).clean(change, definition)
-                except ValidationError as exc:
-                    errors.update(exc.message_dict)
-        if errors:
-            raise ValidationError(errors)
         before = change.diff()
-        change.proposed = proposed
-        if definition is not None:
-            kind_of(change).on_edit(change)
-        if justification is not None:
-            change.justification = justification.strip()
-        if ticket is not None:
-            change.ticket = ticket.strip()
+        _revise_fields(
+            change,
+            verb="edit",
+            definition=definition,
+            justification=justification,
+            ticket=ticket,
+            apply_after=apply_after,
+        )
         if apply_after is not _UNSET:
             change.apply_after = apply_after
         reset = _new_revision(change)
@@ -1000,10 +1018,7 @@ def propose_config_change(
         if not isinstance(target, spec.model):
             raise ValidationError({"target": [f"Not a {spec.label}."]})
         tenant, environment = target.tenant, config_changes.environment_of(target)  # type: ignore[attr-defined]
-    try:
-        check_apply_after(apply_after)
-    except ValidationError as exc:
-        errors.update(exc.message_dict)
+    check_apply_after(apply_after, errors)
     if errors:
         raise ValidationError(errors)
     assert tenant is not None
@@ -1079,30 +1094,10 @@ def resubmit_change(
                 conflict=True,
                 code="stale_edit",
             )
-        errors: dict[str, list[str]] = {}
-        if justification is not None and not justification.strip():
-            errors["justification"] = ["A justification is required: say why this change is needed."]
-        proposed = change.proposed
-        if definition is not None:
-            if change.action == ChangeAction.DELETE:
-                errors["definition"] = ["A delete request has no definition to revise."]
-            else:
-                try:
-                    proposed = kind_of(change).clean(change, definition)
-                except ValidationError as exc:
-                    errors.update(exc.message_dict)
-        if errors:
-            raise ValidationError(errors)
         before = change.diff()
+        _revise_fields(change, verb="revise", definition=definition, justification=justification, ticket=ticket)
         rejected_revision = change.revision
         reviews_reset = change.reviews.filter(revision=rejected_revision).count()
-        change.proposed = proposed
-        if definition is not None:
-            kind_of(change).on_edit(change)
-        if justification is not None:
-            change.justification = justification.strip()
-        if ticket is not None:
-            change.ticket = ticket.strip()
         change.revision += 1
         change.status = ChangeStatus.DRAFT
         change.decided_at = None

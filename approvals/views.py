@@ -141,10 +141,7 @@ def _propose(request, form, **kwargs):
     try:
         change = propose_change(
             actor=request.user,
-            justification=form.cleaned_data["justification"],
-            ticket=form.cleaned_data["ticket"],
-            emergency=form.cleaned_data.get("emergency", False),
-            apply_after=form.cleaned_data.get("apply_after"),
+            **form.proposal(),
             **kwargs,
         )
     except (ValidationError, *UI_ERRORS) as exc:
@@ -261,10 +258,7 @@ def change_pause(request, pk: int, paused: bool):
                 job,
                 actor=request.user,
                 paused=paused,
-                justification=form.cleaned_data["justification"],
-                ticket=form.cleaned_data["ticket"],
-                emergency=form.cleaned_data.get("emergency", False),
-                apply_after=form.cleaned_data.get("apply_after"),
+                **form.proposal(),
             )
         except (ValidationError, *UI_ERRORS) as exc:
             status = form_error(form, exc)

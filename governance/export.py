@@ -158,19 +158,21 @@ def parse_filters(params) -> dict:
     return filters
 
 
+# Each filter parse_filters returns and the lookup it narrows the events by.
+FILTER_LOOKUPS = {
+    "since": "created_at__gte",
+    "until": "created_at__lte",
+    "actor": "actor_repr",
+    "action": "action__in",
+    "object_type": "object_type",
+    "object_id": "object_id",
+}
+
+
 def filter_events(queryset: QuerySet, filters: dict) -> QuerySet:
-    if "since" in filters:
-        queryset = queryset.filter(created_at__gte=filters["since"])
-    if "until" in filters:
-        queryset = queryset.filter(created_at__lte=filters["until"])
-    if "actor" in filters:
-        queryset = queryset.filter(actor_repr=filters["actor"])
-    if "action" in filters:
-        queryset = queryset.filter(action__in=filters["action"])
-    if "object_type" in filters:
-        queryset = queryset.filter(object_type=filters["object_type"])
-    if "object_id" in filters:
-        queryset = queryset.filter(object_id=filters["object_id"])
+    for name, lookup in FILTER_LOOKUPS.items():
+        if name in filters:
+            queryset = queryset.filter(**{lookup: filters[name]})
     return queryset
 
 

@@ -34,6 +34,16 @@ def _may_administer(actor: Actor, tenant: Tenant, team: Team | None, environment
     )
 
 
+def _role_scope(
+    role: Role | str, actor: Actor, tenant: Tenant, team: Team | None, environment: Environment | None, *, verb: str
+) -> tuple[Role, Scope]:
+    """The role and the scope a grant or a revocation is about; AccessDenied unless ``actor`` may do it."""
+    role = Role(role)
+    if not _may_administer(actor, tenant, team, environment):
+        raise AccessDenied(f"Only a tenant admin whose own role covers that whole scope may {verb} roles in it.")
+    return role, _scope(tenant, team, environment)
+
+
 @transaction.atomic
 def grant_role(
     user: User,
@@ -45,10 +55,7 @@ def grant_role(
     environment: Environment | None = None,
 ) -> Scope:
     """Give ``user`` a role in a tenant, optionally narrowed to a team and/or environment."""
-    role = Role(role)
-    if not _may_administer(actor, tenant, team, environment):
-        raise AccessDenied("Only a tenant admin whose own role covers that whole scope may grant roles in it.")
-    scope = _scope(tenant, team, environment)
+    role, scope = _role_scope(role, actor, tenant, team, environment, verb="grant")
     if ScopeUserRole.objects.filter(user=user, content_object=scope, permission__codename=f"role_{role}").exists():
         return scope
     assign_perm(f"governance.role_{role}", user, scope)
@@ -75,10 +82,7 @@ def revoke_role(
     team: Team | None = None,
     environment: Environment | None = None,
 ) -> None:
-    role = Role(role)
-    if not _may_administer(actor, tenant, team, environment):
-        raise AccessDenied("Only a tenant admin whose own role covers that whole scope may revoke roles in it.")
-    scope = _scope(tenant, team, environment)
+    role, scope = _role_scope(role, actor, tenant, team, environment, verb="revoke")
     remove_perm(f"governance.role_{role}", user, scope)
     forget_grants(user)
     audit.record(

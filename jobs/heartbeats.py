@@ -100,10 +100,8 @@ def record_ping(job: Job, kind: str, exit_code: int | None = None, body: str = "
                 output_bytes=len(body),
                 reason="Reported by ping." if succeeded else f"Reported failure by ping (exit code {exit_code}).",
             )
-            Attempt.objects.create(
-                run=run,
-                tenant_id=run.tenant_id,
-                number=max(run.attempt, 1),
+            Attempt.record_end(
+                run,
                 status=status,
                 started_at=run.started_at or now,
                 finished_at=now,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -501,6 +502,19 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of run #{self.run_id}: {self.status}"
+
+    @classmethod
+    def record_end(cls, run: Run, *, status: str, finished_at: datetime, **fields: Any) -> Attempt:
+        """The attempt a run just ended with, outside the executor (lost, silent, reported by ping):
+        numbered as the run's current attempt (at least 1)."""
+        return cls.objects.create(
+            run=run,
+            tenant_id=run.tenant_id,
+            number=max(run.attempt, 1),
+            status=status,
+            finished_at=finished_at,
+            **fields,
+        )
 
 
 class AlertKind(models.TextChoices):

@@ -11,14 +11,18 @@ live at that time, so it is a note (``concurrency``), not a decision.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.utils import timezone
 
 from . import firing, schedule
+
+if TYPE_CHECKING:
+    from .models import Job
 
 MAX_COUNT = 1000
 DEFAULT_COUNT = 10
@@ -102,6 +106,53 @@ def preview(
             }
         )
     return entries
+
+
+@dataclass
+class ScheduleQuery:
+    """What the CLI and the API preview: a cron and zone as asked, or filled in from a job."""
+
+    cron: str | None
+    tz: str | None
+    gap: str | None
+    overlap: str | None
+    seed: str | None = None
+    rules: firing.Rules | None = None
+    concurrency: str = ""
+
+    @classmethod
+    def of(cls, job: Job | None, *, cron: str | None, tz: str | None, gap: str | None, overlap: str | None):
+        """With ``job``, its schedule fills in what is not given, H is hashed from it, and its holiday
+        calendar, allowed windows and maintenance windows decide each fire, as the scheduler does."""
+        if job is None:
+            return cls(cron, tz, gap, overlap)
+        tz = tz or job.timezone
+        definition = job.definition()
+        rules = firing.load_rules(definition, tenant_id=job.tenant_id, environment_id=job.environment_id)
+        rules.timezone = tz
+        return cls(
+            cron or job.cron,
+            tz,
+            gap or job.gap,
+            overlap or job.overlap,
+            seed=job.schedule_seed,
+            rules=rules,
+            concurrency=firing.concurrency_note(definition),
+        )
+
+    def preview(self, *, after: datetime | None, count: int) -> list[dict[str, Any]]:
+        """The entries of ``preview``; raises ScheduleError. Callers check first that cron and tz are given."""
+        return preview(
+            self.cron or "",
+            self.tz or "",
+            after=after,
+            count=count,
+            gap=self.gap or "shift",
+            overlap=self.overlap or "once",
+            seed=self.seed,
+            rules=self.rules,
+            concurrency=self.concurrency,
+        )
 
 
 def preview_definition(

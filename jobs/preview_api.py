@@ -76,24 +76,22 @@ class SchedulePreviewView(APIView):
     )
     def get(self, request):
         params = request.query_params
-        cron, tz = params.get("cron", ""), params.get("tz", "")
-        gap, overlap = params.get("gap", ""), params.get("overlap", "")
-        seed, rules, concurrency = None, None, ""
+        job = None
         if params.get("job"):
             if not params["job"].isdigit():
                 return Response({"job": ["Must be a job id (a whole number)."]}, status=400)
             job = get_object_or_404_for(request.user, Action.VIEW, Job.objects.all(), pk=int(params["job"]))
-            cron, tz = cron or job.cron, tz or job.timezone
-            gap, overlap = gap or job.gap, overlap or job.overlap
-            seed = job.schedule_seed
-            definition = job.definition()
-            rules = firing.load_rules(definition, tenant_id=job.tenant_id, environment_id=job.environment_id)
-            rules.timezone = tz
-            concurrency = firing.concurrency_note(definition)
+        query = preview.ScheduleQuery.of(
+            job,
+            cron=params.get("cron", ""),
+            tz=params.get("tz", ""),
+            gap=params.get("gap", ""),
+            overlap=params.get("overlap", ""),
+        )
         errors: dict[str, list[str]] = {}
-        if not cron.strip():
+        if not (query.cron or "").strip():
             errors["cron"] = ["This parameter is required, e.g. cron=30 2 * * *."]
-        if not tz.strip():
+        if not (query.tz or "").strip():
             errors["tz"] = ["This parameter is required, e.g. tz=Europe/Berlin."]
         count = preview.DEFAULT_COUNT
         if params.get("count"):
@@ -105,17 +103,7 @@ class SchedulePreviewView(APIView):
             return Response(errors, status=400)
         try:
             after = preview.parse_instant(params["after"]) if params.get("after") else None
-            entries = preview.preview(
-                cron,
-                tz,
-                after=after,
-                count=count,
-                gap=gap or "shift",
-                overlap=overlap or "once",
-                seed=seed,
-                rules=rules,
-                concurrency=concurrency,
-            )
+            entries = query.preview(after=after, count=count)
         except schedule.ScheduleError as exc:
             return Response({PARAM_OF.get(exc.field, exc.field): [str(exc)]}, status=400)
         if params.get("detail", "").lower() in {"1", "true", "yes"}:

@@ -68,10 +68,8 @@ def _sweep_lost(now: datetime, result: SweepResult) -> None:
             )
             if not won:
                 continue
-            Attempt.objects.create(
-                run=run,
-                tenant_id=run.tenant_id,
-                number=max(run.attempt, 1),
+            Attempt.record_end(
+                run,
                 status=RunStatus.LOST,
                 reason=reason,
                 started_at=run.started_at,
@@ -118,10 +116,8 @@ def _sweep_silent(now: datetime, result: SweepResult) -> None:
                     status=RunStatus.FAILED, finished_at=now, heartbeat_deadline=None, reason=reason
                 )
                 if won:
-                    Attempt.objects.create(
-                        run=run,
-                        tenant_id=run.tenant_id,
-                        number=max(run.attempt, 1),
+                    Attempt.record_end(
+                        run,
                         status=RunStatus.FAILED,
                         reason=reason,
                         started_at=run.started_at,

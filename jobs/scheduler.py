@@ -96,20 +96,21 @@ def tick(now: datetime | None = None, limit: int = 1000) -> TickResult:
     try:
         with transaction.atomic():
             _claim_and_create(plans, now, result, bulk=True)
-            _cancel_replaced(constraints, now)
+            _cancel_replaced(constraints.to_cancel, now)
     except IntegrityError:
         # A run already exists for one of the slots (a manual trigger at that
         # very instant, or another scheduler): redo row by row, losing only that one.
         result = TickResult(due=len(due), promoted=result.promoted)
         with transaction.atomic():
             _claim_and_create(plans, now, result, bulk=False)
-            _cancel_replaced(constraints, now)
+            _cancel_replaced(constraints.to_cancel, now)
     return result
 
 
-def _cancel_replaced(constraints: Constraints, now: datetime) -> None:
+def _cancel_replaced(to_cancel: list[tuple[int, str]], now: datetime) -> None:
+    """Cancel the active runs a newer one replaces, one UPDATE per reason."""
     by_reason: dict[str, list[int]] = {}
-    for run_id, reason in constraints.to_cancel:
+    for run_id, reason in to_cancel:
         by_reason.setdefault(reason, []).append(run_id)
     for reason, ids in by_reason.items():
         # The executor notices the cancel at its next status check and kills the process group.
@@ -238,14 +239,7 @@ class _Release:
             )
         if self.waiting:
             deferred.filter(pk__in=list(self.waiting)).update(reason=reasons_case(self.waiting))
-        by_reason: dict[str, list[int]] = {}
-        for run_id, reason in self.to_cancel:
-            by_reason.setdefault(reason, []).append(run_id)
-        for reason, ids in by_reason.items():
-            # The executor notices the cancel at its next status check and kills the process group.
-            Run.objects.filter(pk__in=ids, status__in=ACTIVE_STATUSES).update(
-                status=RunStatus.CANCELLED, reason=reason, finished_at=now
-            )
+        _cancel_replaced(self.to_cancel, now)
         return self.promoted
 
 

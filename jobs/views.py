@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from governance.access import Action, can, get_object_or_404_for, restrict
-from governance.models import Environment, Team, Tenant
+from governance.models import Team
 from governance.ui_errors import UIError, service_errors
 
 from . import hooks, pools
@@ -42,6 +42,7 @@ from .watch import (
     trigger_reason,
     with_strip_cutoff,
 )
+from .watch_views import scope_choices
 
 OPEN_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.SCHEDULED, RunStatus.DEFERRED, RunStatus.RUNNING)
 
@@ -76,14 +77,10 @@ def job_list(request):
     strips = last_runs(listed)
     for job in listed:
         job.strip = strips[job.pk]
-    tenants = list(restrict(Tenant.objects.all(), user))
-    environments = restrict(Environment.objects.all(), user).values_list("slug", flat=True).distinct().order_by()
     context = {
         "page": page,
         "jobs": listed,
-        "tenants": tenants,
-        "teams": list(restrict(Team.objects.select_related("tenant"), user)),
-        "environment_slugs": sorted(set(environments)),
+        **scope_choices(user),
         "statuses": JobStatus.choices,
         "criticalities": Criticality.choices,
         "filters": {k: params.get(k, "") for k in ("tenant", "team", "environment", "status", "criticality", "q")},

@@ -15,6 +15,17 @@ from .filters import RunFilter
 from .models import Job, Run, RunStatus, TriggerKind
 from .watch import now_board, timeline
 
+
+def scope_choices(user) -> dict:
+    """The tenants, teams and environment slugs the user may see: the choices of a list's filters."""
+    environments = restrict(Environment.objects.all(), user).values_list("slug", flat=True).distinct().order_by()
+    return {
+        "tenants": list(restrict(Tenant.objects.all(), user)),
+        "teams": list(restrict(Team.objects.select_related("tenant"), user)),
+        "environment_slugs": sorted(set(environments)),
+    }
+
+
 RUN_FILTERS = ("job", "status", "trigger", "tenant", "team", "environment", "since", "until")
 PANEL_LIMIT = 8
 
@@ -48,8 +59,6 @@ def run_list(request):
             pk=int(job_id)
         )
         job = job.first()
-    tenants = list(restrict(Tenant.objects.all(), user))
-    environments = restrict(Environment.objects.all(), user).values_list("slug", flat=True).distinct().order_by()
     context = {
         "page": page,
         "runs": list(page.object_list),
@@ -58,9 +67,7 @@ def run_list(request):
         "selected_statuses": request.GET.getlist("status"),
         "filtered": any(request.GET.get(name) for name in RUN_FILTERS),
         "job": job,
-        "tenants": tenants,
-        "teams": list(restrict(Team.objects.select_related("tenant"), user)),
-        "environment_slugs": sorted(set(environments)),
+        **scope_choices(user),
         "statuses": RunStatus.choices,
         "triggers": TriggerKind.choices,
     }

@@ -121,8 +121,8 @@ class TenantDecl:
 
 
 @dataclass
-class JobEntry:
-    """One job of a ``kind: Jobs`` document, listed for one or more environments."""
+class _TeamPlace:
+    """Where a ``kind: Jobs`` document or one of its jobs stands: its file and node, its tenant and team."""
 
     file: str
     node: yaml.Node
@@ -130,6 +130,12 @@ class JobEntry:
     tenant_node: yaml.Node
     team: str
     team_node: yaml.Node
+
+
+@dataclass
+class JobEntry(_TeamPlace):
+    """One job of a ``kind: Jobs`` document, listed for one or more environments."""
+
     name: str
     environments: list[tuple[str, yaml.Node]]
     base: dict[str, Any]
@@ -171,13 +177,7 @@ class JobEntry:
 
 
 @dataclass
-class JobsDoc:
-    file: str
-    node: yaml.Node
-    tenant: str
-    tenant_node: yaml.Node
-    team: str
-    team_node: yaml.Node
+class JobsDoc(_TeamPlace):
     entries: list[JobEntry] = field(default_factory=list)
 
 

@@ -37,44 +37,10 @@ for p in "$PORT" "$VAULT_PORT"; do
   fi
 done
 
-names=()
-pids=()
-stopping=0
-
-start() {
-  local name=$1
-  shift
-  # Each child leads its own process group: Ctrl-C at the terminal reaches only make and this
-  # script, so every child gets exactly one SIGTERM from stop_all (django-q2 hangs on two).
-  setsid "$@" >"$LOG_DIR/$name.log" 2>&1 &
-  names+=("$name")
-  pids+=("$!")
-}
-
-stop_all() {
-  local code=${1:-0}
-  [ "$stopping" = 1 ] && return
-  stopping=1
-  trap '' INT TERM
-  echo
-  echo "Stopping: ${names[*]}"
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null
-  done
-  local deadline=$((SECONDS + STOP_GRACE))
-  for i in "${!pids[@]}"; do
-    while kill -0 "${pids[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
-      sleep 0.2
-    done
-    if kill -0 "${pids[$i]}" 2>/dev/null; then
-      echo "  ${names[$i]} did not stop within ${STOP_GRACE}s; killing it"
-      kill -KILL -- "-${pids[$i]}" 2>/dev/null
-    fi
-    wait "${pids[$i]}" 2>/dev/null
-  done
-  echo "Stopped."
-  exit "$code"
-}
+PROG="make run"
+STOP_NEWLINE=1
+# shellcheck source=lib/process-group.sh
+source scripts/lib/process-group.sh
 
 trap 'stop_all 0' INT TERM HUP
 
@@ -140,15 +106,4 @@ if [ "$(id -u)" != 0 ]; then
   echo
 fi
 
-# Returns when any child exits (or a trapped signal arrives): one dead part means a broken
-# whole, so stop the rest instead of limping on.
-while true; do
-  wait -n "${pids[@]}"
-  for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      echo "make run: ${names[$i]} exited; last lines of $LOG_DIR/${names[$i]}.log:" >&2
-      tail -n 20 "$LOG_DIR/${names[$i]}.log" >&2
-      stop_all 1
-    fi
-  done
-done
+supervise

@@ -57,49 +57,11 @@ if [ "$MIGRATE" = 1 ]; then
   step migrate "$BIN/python" manage.py migrate --noinput -v0
 fi
 # The periodic change-control sweep (idempotent registration; safe on several nodes).
-step schedules "$BIN/python" manage.py shell -v0 -c "
-from django_q.models import Schedule
-Schedule.objects.update_or_create(
-    name='governor-lifecycle-sweep',
-    defaults={'func': 'approvals.tasks.sweep', 'schedule_type': Schedule.MINUTES, 'minutes': 1, 'repeats': -1},
-)"
+step schedules "$BIN/python" manage.py register_schedules -v0
 
-names=()
-pids=()
-stopping=0
-
-start() {
-  local name=$1
-  shift
-  # Each part leads its own process group and gets exactly one SIGTERM from stop_all.
-  setsid "$@" >"$LOG_DIR/$name.log" 2>&1 &
-  names+=("$name")
-  pids+=("$!")
-}
-
-stop_all() {
-  local code=${1:-0}
-  [ "$stopping" = 1 ] && return
-  stopping=1
-  trap '' INT TERM
-  echo "Stopping: ${names[*]}"
-  for pid in "${pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null
-  done
-  local deadline=$((SECONDS + STOP_GRACE))
-  for i in "${!pids[@]}"; do
-    while kill -0 "${pids[$i]}" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
-      sleep 0.2
-    done
-    if kill -0 "${pids[$i]}" 2>/dev/null; then
-      echo "  ${names[$i]} did not stop within ${STOP_GRACE}s; killing it"
-      kill -KILL -- "-${pids[$i]}" 2>/dev/null
-    fi
-    wait "${pids[$i]}" 2>/dev/null
-  done
-  echo "Stopped."
-  exit "$code"
-}
+PROG="serve"
+# shellcheck source=lib/process-group.sh
+source scripts/lib/process-group.sh
 
 trap 'stop_all 0' INT TERM HUP
 
@@ -133,13 +95,4 @@ done
 
 echo "Governor is serving on $BIND (${names[*]}; up in $((SECONDS - started_at))s). Logs: $LOG_DIR/"
 
-while true; do
-  wait -n "${pids[@]}"
-  for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      echo "serve: ${names[$i]} exited; last lines of $LOG_DIR/${names[$i]}.log:" >&2
-      tail -n 20 "$LOG_DIR/${names[$i]}.log" >&2
-      stop_all 1
-    fi
-  done
-done
+supervise

@@ -32,6 +32,18 @@ def _live_job(change: ChangeRequest, *, lock: bool = False) -> Job:
     return jobs.get(pk=change.job_id)
 
 
+def _live_undeleted_job(change: ChangeRequest) -> Job:
+    """The live job; ChangeError (409, ``deleted``) when it was deleted after the request was made."""
+    live = _live_job(change)
+    if live.status == JobStatus.DELETED:
+        raise ChangeError(
+            "The job was deleted after this request was made; it can no longer apply.",
+            conflict=True,
+            code="deleted",
+        )
+    return live
+
+
 def _place(change: ChangeRequest) -> tuple[Team, Environment]:
     assert change.team is not None and change.environment is not None
     return change.team, change.environment
@@ -78,10 +90,7 @@ class JobDefinitionKind:
                 errors["job"] = ["This job is deleted."]
             else:
                 team, environment = job.team, job.environment
-        try:
-            check_apply_after(apply_after)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+        check_apply_after(apply_after, errors)
         if errors:
             raise ValidationError(errors)
         assert team is not None and environment is not None
@@ -142,13 +151,7 @@ class JobDefinitionKind:
     def check_not_stale(self, change: ChangeRequest) -> None:
         if change.action == ChangeAction.CREATE:
             return
-        live = _live_job(change)
-        if live.status == JobStatus.DELETED:
-            raise ChangeError(
-                "The job was deleted after this request was made; it can no longer apply.",
-                conflict=True,
-                code="deleted",
-            )
+        live = _live_undeleted_job(change)
         if live.version != change.base_version:
             raise ChangeError(
                 f"The job changed after this request was made (based on v{change.base_version}, live is "
@@ -258,10 +261,7 @@ class JobStateKind(FlatDiff):
             errors["emergency"] = ["Only a pause can be an emergency; resuming waits for its approvals."]
         if emergency and apply_after is not None:
             errors["apply_after"] = ["An emergency pause applies at once; it takes no apply time."]
-        try:
-            check_apply_after(apply_after)
-        except ValidationError as exc:
-            errors.update(exc.message_dict)
+        check_apply_after(apply_after, errors)
         if errors:
             raise ValidationError(errors)
         refusal = self.proposal_refusal(actor, ChangeRequest(job=job, action=action))
@@ -320,13 +320,7 @@ class JobStateKind(FlatDiff):
         return None if job.status == JobStatus.DELETED else _state(job)
 
     def check_not_stale(self, change: ChangeRequest) -> None:
-        live = _live_job(change)
-        if live.status == JobStatus.DELETED:
-            raise ChangeError(
-                "The job was deleted after this request was made; it can no longer apply.",
-                conflict=True,
-                code="deleted",
-            )
+        live = _live_undeleted_job(change)
         # Only the job's state matters: an update of its definition meanwhile does not stale a pause.
         if live.status != (change.base_definition or {}).get("status"):
             raise ChangeError(

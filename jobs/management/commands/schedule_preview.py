@@ -31,38 +31,20 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, cron, tz, after, count, gap, overlap, job, as_json: bool, **options):
-        seed, rules, concurrency = None, None, ""
+        found = None
         if job is not None:
             found = Job.objects.filter(pk=job).first()
             if found is None:
                 raise CommandError(f"--job: no job with id {job}.")
-            cron = cron or found.cron
-            tz = tz or found.timezone
-            gap = gap or found.gap
-            overlap = overlap or found.overlap
-            seed = found.schedule_seed
-            definition = found.definition()
-            # Its holiday calendar, allowed windows and maintenance windows, decided as the scheduler does.
-            rules = firing.load_rules(definition, tenant_id=found.tenant_id, environment_id=found.environment_id)
-            rules.timezone = tz
-            concurrency = firing.concurrency_note(definition)
+        query = preview.ScheduleQuery.of(found, cron=cron, tz=tz, gap=gap, overlap=overlap)
+        cron, tz = query.cron, query.tz
         if not cron:
             raise CommandError("--cron is required (or --job).")
         if not tz:
             raise CommandError("--tz is required (or --job).")
         try:
             start = preview.parse_instant(after) if after else None
-            entries = preview.preview(
-                cron,
-                tz,
-                after=start,
-                count=count,
-                gap=gap or "shift",
-                overlap=overlap or "once",
-                seed=seed,
-                rules=rules,
-                concurrency=concurrency,
-            )
+            entries = query.preview(after=start, count=count)
         except schedule.ScheduleError as exc:
             raise CommandError(f"--{OPTION_OF.get(exc.field, exc.field)}: {exc}") from None
         if as_json:
@@ -80,6 +62,6 @@ class Command(BaseCommand):
         held = sum(1 for e in entries if e["decision"] != firing.FIRE)
         if held:
             summary += f" {held} deferred or skipped."
-        if concurrency:
-            summary += f" {concurrency.capitalize()}."
+        if query.concurrency:
+            summary += f" {query.concurrency.capitalize()}."
         self.stdout.write(summary)
