@@ -7,11 +7,12 @@ pages that compose several apps (the dashboard) are routed here.
 from django.contrib import admin
 from django.urls import include, path
 
-from . import views
+from . import metrics, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("governor.api_urls")),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", views.dashboard, name="dashboard"),
     path("", include("governance.urls")),
     path("", include("jobs.urls")),
