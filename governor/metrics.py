@@ -1,6 +1,6 @@
 """``/metrics``: Governor's state in the Prometheus text format, read from the database at scrape time.
 
-Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (seven, whatever
+Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (eight, whatever
 the number of jobs or runs), so every web process answers the same and a restart loses nothing. Label
 sets stay bounded: tenant and environment slugs, run states, pool names, and for the duration histogram
 only the ``GOVERNOR_METRICS_MAX_JOBS`` jobs with the most runs finished in the window.
