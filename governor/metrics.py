@@ -1,6 +1,6 @@
 """``/metrics``: Governor's state in the Prometheus text format, read from the database at scrape time.
 
-Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (eight, whatever
+Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (nine, whatever
 the number of jobs or runs), so every web process answers the same and a restart loses nothing. Label
 sets stay bounded: tenant and environment slugs, run states, pool names, and for the duration histogram
 only the ``GOVERNOR_METRICS_MAX_JOBS`` jobs with the most runs finished in the window.
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, FloatField, Func, Min, OuterRef, Q, Subquery, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from governance.models import Environment
 from jobs.models import Alert, Job, JobStatus, Pool, Run, RunStatus, SchedulerLease
 
 # Upper bounds (seconds) of the run duration histogram; +Inf is added.
@@ -34,10 +35,33 @@ DURATION_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 # Runs that still hold or wait for a place; every other state is an outcome.
 UNFINISHED = (RunStatus.SCHEDULED, RunStatus.QUEUED, RunStatus.DEFERRED, RunStatus.RUNNING)
 POOL_BUSY = (RunStatus.QUEUED, RunStatus.RUNNING)  # as jobs/pools.py counts a pool's slots
+# Looked up per run by primary key: a join lets SQLite drive the query from the jobs table and
+# visit every run of every job, where the run indexes find the few runs wanted.
+ENVIRONMENT_OF_RUN = Subquery(Job.objects.filter(pk=OuterRef("job_id")).values("environment_id").order_by()[:1])
+POOL_OF_RUN = Subquery(Job.objects.filter(pk=OuterRef("job_id")).values("pool").order_by()[:1])
 
 
 def _seconds(value: timedelta | None) -> float:
     return value.total_seconds() if value is not None else 0.0
+
+
+class RunSeconds(Func):
+    """``finished - started`` in seconds, computed by the database itself (no per-row Python function);
+    SQLite's day fractions are rounded to the millisecond, so a bucket's bound is inclusive as it should be."""
+
+    arity = 2
+    output_field = FloatField()
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))::double precision"
+    arg_joiner = " - "
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(
+            compiler,
+            connection,
+            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
 
 
 class GovernorCollector(Collector):
@@ -45,13 +69,21 @@ class GovernorCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
-        window = timedelta(seconds=settings.GOVERNOR_METRICS_WINDOW_SECONDS)
-        since = now - window
+        since = now - timedelta(seconds=settings.GOVERNOR_METRICS_WINDOW_SECONDS)
+        # Run queries group by ids, joining jobs only; the few environments give the labels.
+        self.places = {
+            env_id: (tenant, slug)
+            for env_id, tenant, slug in Environment.objects.values_list("id", "tenant__slug", "slug").order_by()
+        }
         yield from self._runs(since)
         yield self._durations(since)
         yield from self._scheduler(now)
         yield from self._pools()
         yield self._incidents()
+
+    def _by_place(self, rows) -> list[tuple[str, str, str, int]]:
+        """(environment id, label, n) rows as sorted (tenant, environment, label, n)."""
+        return sorted((*self.places.get(env_id, ("", "")), label, n) for env_id, label, n in rows)
 
     def _runs(self, since) -> Iterator[Metric]:
         unfinished = GaugeMetricFamily(
@@ -63,11 +95,12 @@ class GovernorCollector(Collector):
         depth: dict[str, int] = defaultdict(int)
         rows = (
             Run.objects.filter(status__in=UNFINISHED)
-            .values_list("tenant__slug", "job__environment__slug", "status")
+            .annotate(environment_id=ENVIRONMENT_OF_RUN)
+            .values_list("environment_id", "status")
             .annotate(n=Count("id"))
-            .order_by("tenant__slug", "job__environment__slug", "status")
+            .order_by()
         )
-        for tenant, environment, state, n in rows:
+        for tenant, environment, state, n in self._by_place(rows):
             unfinished.add_metric([tenant, environment, state], n)
             if state == RunStatus.QUEUED:
                 depth[tenant] += n
@@ -85,11 +118,12 @@ class GovernorCollector(Collector):
         rows = (
             Run.objects.filter(finished_at__gte=since)
             .exclude(status__in=UNFINISHED)
-            .values_list("tenant__slug", "job__environment__slug", "status")
+            .annotate(environment_id=ENVIRONMENT_OF_RUN)
+            .values_list("environment_id", "status")
             .annotate(n=Count("id"))
-            .order_by("tenant__slug", "job__environment__slug", "status")
+            .order_by()
         )
-        for tenant, environment, state, n in rows:
+        for tenant, environment, state, n in self._by_place(rows):
             finished.add_metric([tenant, environment, state], n)
         yield finished
 
@@ -101,26 +135,19 @@ class GovernorCollector(Collector):
             f"{settings.GOVERNOR_METRICS_WINDOW_SECONDS} s, per job.",
             labels=["tenant", "environment", "job"],
         )
-        duration = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        buckets = {
-            f"le_{i}": Count("id", filter=Q(duration__lte=timedelta(seconds=bound)))
-            for i, bound in enumerate(DURATION_BUCKETS)
-        }
+        buckets = {f"le_{i}": Count("id", filter=Q(seconds__lte=bound)) for i, bound in enumerate(DURATION_BUCKETS)}
         rows = (
             Run.objects.filter(finished_at__gte=since, started_at__isnull=False)
             .exclude(status__in=UNFINISHED)
-            .alias(duration=duration)
-            .values("job_id", "tenant__slug", "job__environment__slug", "job__name")
-            .annotate(total=Count("id"), sum=Sum("duration"), **buckets)
+            .alias(seconds=RunSeconds("finished_at", "started_at"))
+            .values("job_id", "job__environment_id", "job__name")
+            .annotate(total=Count("id"), sum=Sum("seconds"), **buckets)
             .order_by("-total", "job_id")[: settings.GOVERNOR_METRICS_MAX_JOBS]
         )
-        for row in rows:
+        for row in sorted(rows, key=lambda row: (self.places.get(row["job__environment_id"]), row["job__name"])):
+            tenant, environment = self.places.get(row["job__environment_id"], ("", ""))
             counts = [(str(bound), row[f"le_{i}"]) for i, bound in enumerate(DURATION_BUCKETS)]
-            family.add_metric(
-                [row["tenant__slug"], row["job__environment__slug"], row["job__name"]],
-                [*counts, ("+Inf", row["total"])],
-                _seconds(row["sum"]),
-            )
+            family.add_metric([tenant, environment, row["job__name"]], [*counts, ("+Inf", row["total"])], row["sum"])
         return family
 
     def _scheduler(self, now) -> Iterator[Metric]:
@@ -162,8 +189,9 @@ class GovernorCollector(Collector):
         busy = {
             (env_id, name): n
             for env_id, name, n in Run.objects.filter(status__in=POOL_BUSY, partition="")
-            .exclude(job__pool="")
-            .values_list("job__environment_id", "job__pool")
+            .annotate(environment_id=ENVIRONMENT_OF_RUN, pool=POOL_OF_RUN)
+            .exclude(pool="")
+            .values_list("environment_id", "pool")
             .annotate(n=Count("id"))
             .order_by()
         }

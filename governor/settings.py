@@ -380,7 +380,7 @@ if GOVERNOR_METRICS_TOKEN and len(GOVERNOR_METRICS_TOKEN) < 32:
     raise ImproperlyConfigured("GOVERNOR_METRICS_TOKEN must be at least 32 characters (e.g. openssl rand -hex 32)")
 # Finished runs and durations cover this window; the duration histogram keeps the jobs with most runs.
 GOVERNOR_METRICS_WINDOW_SECONDS = env_int("GOVERNOR_METRICS_WINDOW_SECONDS", 86400)
-GOVERNOR_METRICS_MAX_JOBS = env_int("GOVERNOR_METRICS_MAX_JOBS", 1000)
+GOVERNOR_METRICS_MAX_JOBS = env_int("GOVERNOR_METRICS_MAX_JOBS", 500)
 if GOVERNOR_METRICS_WINDOW_SECONDS < 60 or GOVERNOR_METRICS_MAX_JOBS < 0:
     raise ImproperlyConfigured("GOVERNOR_METRICS_WINDOW_SECONDS must be >= 60 and GOVERNOR_METRICS_MAX_JOBS >= 0")
 
