@@ -15,8 +15,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import Count, FloatField, Func, Min, OuterRef, Q, Subquery, Sum
@@ -136,15 +137,19 @@ class GovernorCollector(Collector):
             labels=["tenant", "environment", "job"],
         )
         buckets = {f"le_{i}": Count("id", filter=Q(seconds__lte=bound)) for i, bound in enumerate(DURATION_BUCKETS)}
-        rows = (
+        # The bucket keys are built, so the stubs' typed row cannot name them.
+        rows = cast(
+            Iterable[dict[str, Any]],
             Run.objects.filter(finished_at__gte=since, started_at__isnull=False)
             .exclude(status__in=UNFINISHED)
             .alias(seconds=RunSeconds("finished_at", "started_at"))
             .values("job_id", "job__environment_id", "job__name")
             .annotate(total=Count("id"), sum=Sum("seconds"), **buckets)
-            .order_by("-total", "job_id")[: settings.GOVERNOR_METRICS_MAX_JOBS]
+            .order_by("-total", "job_id")[: settings.GOVERNOR_METRICS_MAX_JOBS],
         )
-        for row in sorted(rows, key=lambda row: (self.places.get(row["job__environment_id"]), row["job__name"])):
+        for row in sorted(
+            rows, key=lambda row: (self.places.get(row["job__environment_id"], ("", "")), row["job__name"])
+        ):
             tenant, environment = self.places.get(row["job__environment_id"], ("", ""))
             counts = [(str(bound), row[f"le_{i}"]) for i, bound in enumerate(DURATION_BUCKETS)]
             family.add_metric([tenant, environment, row["job__name"]], [*counts, ("+Inf", row["total"])], row["sum"])
