@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import Count, FloatField, Func, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, F, FloatField, Func, Min, OuterRef, Q, Subquery, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -145,20 +145,21 @@ class GovernorCollector(Collector):
                 Run.objects.filter(finished_at__gte=since, started_at__isnull=False)
                 .exclude(status__in=UNFINISHED)
                 .alias(seconds=RunSeconds("finished_at", "started_at"))
-                .values("job_id")
+                # "+ 0": grouping by a plain job_id would make SQLite walk the whole job index instead.
+                .values(job_key=F("job_id") + 0)
                 .annotate(total=Count("id"), sum=Sum("seconds"), **buckets)
-                .order_by("-total", "job_id")[: settings.GOVERNOR_METRICS_MAX_JOBS]
+                .order_by("-total", "job_key")[: settings.GOVERNOR_METRICS_MAX_JOBS]
             ),
         )
         jobs = {
             pk: (*self.places.get(env_id, ("", "")), name)
-            for pk, env_id, name in Job.objects.filter(pk__in=[row["job_id"] for row in rows])
+            for pk, env_id, name in Job.objects.filter(pk__in=[row["job_key"] for row in rows])
             .values_list("pk", "environment_id", "name")
             .order_by()
         }
-        for row in sorted(rows, key=lambda row: jobs.get(row["job_id"], ("", "", ""))):
+        for row in sorted(rows, key=lambda row: jobs.get(row["job_key"], ("", "", ""))):
             counts = [(str(bound), row[f"le_{i}"]) for i, bound in enumerate(DURATION_BUCKETS)]
-            labels = list(jobs.get(row["job_id"], ("", "", "")))
+            labels = list(jobs.get(row["job_key"], ("", "", "")))
             family.add_metric(labels, [*counts, ("+Inf", row["total"])], row["sum"])
         return family
 
