@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -402,6 +403,33 @@ GOVERNOR_SUNSET_WARNING_DAYS = env_int("GOVERNOR_SUNSET_WARNING_DAYS", 14)
 # jobs (one per job and environment it lists) one validate, plan or apply handles; beyond: refused.
 GOVERNOR_MANIFEST_MAX_BYTES = env_int("GOVERNOR_MANIFEST_MAX_BYTES", 5 * 1024 * 1024)
 GOVERNOR_MANIFEST_MAX_JOBS = env_int("GOVERNOR_MANIFEST_MAX_JOBS", 2000)
+
+
+def env_networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list CIDRs (e.g. 10.0.0.0/8), got {item!r}") from None
+    return networks
+
+
+# /metrics (docs/operations.md, Metrics): scraped from these networks without a token (loopback by
+# default; "none" allows no address), or from anywhere with "Authorization: Bearer <GOVERNOR_METRICS_TOKEN>".
+GOVERNOR_METRICS_ALLOW = (
+    []
+    if env_str("GOVERNOR_METRICS_ALLOW").strip().lower() == "none"
+    else env_networks("GOVERNOR_METRICS_ALLOW", ["127.0.0.0/8", "::1/128"])
+)
+GOVERNOR_METRICS_TOKEN = env_str("GOVERNOR_METRICS_TOKEN")
+if GOVERNOR_METRICS_TOKEN and len(GOVERNOR_METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("GOVERNOR_METRICS_TOKEN must be at least 32 characters (e.g. openssl rand -hex 32)")
+# Finished runs and durations cover this window; the duration histogram keeps the jobs with most runs.
+GOVERNOR_METRICS_WINDOW_SECONDS = env_int("GOVERNOR_METRICS_WINDOW_SECONDS", 86400)
+GOVERNOR_METRICS_MAX_JOBS = env_int("GOVERNOR_METRICS_MAX_JOBS", 500)
+if GOVERNOR_METRICS_WINDOW_SECONDS < 60 or GOVERNOR_METRICS_MAX_JOBS < 0:
+    raise ImproperlyConfigured("GOVERNOR_METRICS_WINDOW_SECONDS must be >= 60 and GOVERNOR_METRICS_MAX_JOBS >= 0")
 
 # Vault (OpenBao in development and tests)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")

@@ -7,7 +7,7 @@ pages that compose several apps (the dashboard) are routed here.
 from django.contrib import admin
 from django.urls import include, path
 
-from . import health, views
+from . import health, metrics, views
 
 urlpatterns = [
     # Answered by governor.health.HealthCheckMiddleware before any other middleware; routed too, so
@@ -16,6 +16,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", include("governor.api_urls")),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", views.dashboard, name="dashboard"),
     path("", include("governance.urls")),
     path("", include("jobs.urls")),

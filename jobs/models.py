@@ -417,6 +417,13 @@ class Run(models.Model):
             models.Index(fields=["deferred_until"], condition=Q(status="deferred"), name="run_deferred_due"),
             # Pool admission and backpressure: a tenant's queued and running runs, counted each tick.
             models.Index(fields=["tenant", "status"], condition=Q(status__in=["queued", "running"]), name="run_active"),
+            # /metrics: runs not yet finished by state, and the recent window of finished runs.
+            models.Index(
+                fields=["status"],
+                condition=Q(status__in=["scheduled", "queued", "deferred", "running"]),
+                name="run_unfinished",
+            ),
+            models.Index(fields=["finished_at"], name="run_finished_at"),
             # Heartbeat sweep: runs expecting a ping.
             models.Index(
                 fields=["heartbeat_deadline"], condition=Q(heartbeat_deadline__isnull=False), name="run_ping_due"
