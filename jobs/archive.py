@@ -471,10 +471,10 @@ def search(
     """Manifests (with ``path``) holding runs of ``job`` scheduled in [since, until] (UTC)."""
     found = []
     for path, manifest in manifests(tenant_slug):
-        ranges = [manifest["jobs"][job]] if job else [manifest]
         if job and job not in manifest["jobs"]:
             continue
-        lo, hi = parse_datetime(ranges[0]["from"]), parse_datetime(ranges[0]["to"])
+        span = manifest["jobs"][job] if job else manifest
+        lo, hi = parse_datetime(span["from"]), parse_datetime(span["to"])
         if (since and hi < since) or (until and lo > until):
             continue
         found.append({**manifest, "path": str(path)})

@@ -1,9 +1,23 @@
 """manage.py list_archives: run archives, searchable by tenant, job and date (from their manifests)."""
 
+from datetime import UTC, date, datetime, time
+
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.export import _instant
 from jobs import archive
+
+
+def _when(value: str, option: str, *, end: bool):
+    # A bare date is the whole UTC day (parse_datetime would read it as a naive midnight).
+    if len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
+    return _instant(value, option, end=end)
 
 
 class Command(BaseCommand):
@@ -19,8 +33,8 @@ class Command(BaseCommand):
         from django.core.exceptions import ValidationError
 
         try:
-            lo = _instant(since, "--from", end=False) if since else None
-            hi = _instant(until, "--to", end=True) if until else None
+            lo = _when(since, "--from", end=False) if since else None
+            hi = _when(until, "--to", end=True) if until else None
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())) from exc
         if lo and hi and lo > hi:
