@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -50,6 +50,18 @@ NAMES = [name for name, _ in COLUMNS]
 _TIMES = {"scheduled_for", "queued_at", "started_at", "finished_at"}
 
 
+def instant(value: str, field: str, *, end: bool) -> datetime:
+    """An ISO 8601 date-time with a zone, or a bare date meaning that whole UTC day."""
+    if len(value) == 10:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
+    return _instant(value, field, end=end)
+
+
 def parse_filters(params) -> dict:
     """``format``, ``job`` (name), ``since``/``until`` (scheduled_for, ISO 8601), ``status`` (comma list)."""
     errors: dict[str, list[str]] = {}
@@ -60,7 +72,7 @@ def parse_filters(params) -> dict:
         raw = params.get(name)
         if raw:
             try:
-                filters[name] = _instant(raw, name, end=end)
+                filters[name] = instant(raw, name, end=end)
             except ValidationError as exc:
                 errors.update(exc.message_dict)
     if filters.get("since") and filters.get("until") and filters["since"] > filters["until"]:

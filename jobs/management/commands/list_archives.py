@@ -1,23 +1,9 @@
 """manage.py list_archives: run archives, searchable by tenant, job and date (from their manifests)."""
 
-from datetime import UTC, date, datetime, time
-
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.export import _instant
 from jobs import archive
-
-
-def _when(value: str, option: str, *, end: bool):
-    # A bare date is the whole UTC day (parse_datetime would read it as a naive midnight).
-    if len(value) == 10:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
-    return _instant(value, option, end=end)
+from jobs.run_export import instant as _when
 
 
 class Command(BaseCommand):
