@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import zstandard
 from django.conf import settings
@@ -317,7 +317,7 @@ def _archive_month(tenant: Tenant, month: str, queryset, *, delete: bool) -> Mon
     jobs: dict[str, dict] = {}
     with _open_private(tmp) as raw:
         hashing = _HashingWriter(raw, digest)
-        with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(hashing, closefd=False) as out:
+        with zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(cast(IO[bytes], hashing), closefd=False) as out:
             for record, is_db in _merge(old_records, _db_records(queryset)):
                 line = _line(record)
                 if is_db:
@@ -444,7 +444,7 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         self.digest.update(b)
         return self.raw.write(b)
 
@@ -475,6 +475,8 @@ def search(
             continue
         span = manifest["jobs"][job] if job else manifest
         lo, hi = parse_datetime(span["from"]), parse_datetime(span["to"])
+        if lo is None or hi is None:
+            raise ArchiveError(f"{path}: the manifest's from/to are not date-times.")
         if (since and hi < since) or (until and lo > until):
             continue
         found.append({**manifest, "path": str(path)})
