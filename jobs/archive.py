@@ -14,12 +14,14 @@ database still holds with what the month's archive already has (by id): nothing 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -298,10 +300,26 @@ def archive_runs(
     return report
 
 
-def _archive_month(tenant: Tenant, month: str, queryset, *, delete: bool) -> MonthResult:
-    directory = root() / tenant.slug
-    _private_dir(root())
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One archive_runs or restore_runs at a time per tenant directory (a second one waits)."""
+    _private_dir(directory.parent)
     _private_dir(directory)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _archive_month(tenant: Tenant, month: str, queryset, *, delete: bool) -> MonthResult:
+    with _locked(root() / tenant.slug):
+        return _archive_month_locked(tenant, month, queryset, delete=delete)
+
+
+def _archive_month_locked(tenant: Tenant, month: str, queryset, *, delete: bool) -> MonthResult:
+    directory = root() / tenant.slug
     manifest_file = manifest_path(tenant.slug, month)
     old_manifest = verify(manifest_file) if manifest_file.exists() else None
     old_data = data_path(manifest_file, old_manifest) if old_manifest else None
@@ -501,6 +519,11 @@ def resolve(spec: str) -> Path:
 def restore(spec: str) -> dict:
     """Insert an archive's runs and attempts back with their ids, all or nothing; refuses when any id exists."""
     path = resolve(spec)
+    with _locked(path.parent):
+        return _restore(path)
+
+
+def _restore(path: Path) -> dict:
     manifest = verify(path)
     data = data_path(path, manifest)
     run_ids = [r["id"] for r in read_records(data)]
