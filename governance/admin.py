@@ -296,7 +296,7 @@ class EditableHistoryAdmin(TenantScopedAdmin, SimpleHistoryAdmin):
 
 @admin.register(Tenant)
 class TenantAdmin(EditableHistoryAdmin):
-    list_display = ("slug", "name", "naming_pattern", "secrets_by_team", "created_at")
+    list_display = ("slug", "name", "naming_pattern", "secrets_by_team", "run_retention_days", "created_at")
     search_fields = ("slug", "name")
 
     def has_delete_permission(self, request, obj=None):

@@ -7,7 +7,7 @@ import hmac
 import json
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Coalesce
@@ -39,6 +39,12 @@ class Tenant(models.Model):
         default=False,
         help_text="Each team reads only its own secrets: references live under "
         "<prefix>/<tenant>/<environment>/<team>/ instead of <prefix>/<tenant>/<environment>/.",
+    )
+    run_retention_days = models.PositiveIntegerField(
+        default=400,
+        validators=[MinValueValidator(31)],
+        help_text="Finished runs older than this many days are archived (manage.py archive_runs) and then "
+        "deleted from the database; at least 31.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     history = HistoricalRecords()
@@ -207,6 +213,9 @@ class AuditAction(models.TextChoices):
     RUN_RERUN = "run.rerun", "Run rerun by an operator"
     RUN_MARKED_SUCCEEDED = "run.marked_succeeded", "Run marked succeeded by an operator"
     RUN_REQUEUED = "run.requeued", "Queued run enqueued again (no queue message)"
+    RUNS_ARCHIVED = "runs.archived", "Runs archived and deleted"
+    RUNS_RESTORED = "runs.restored", "Runs restored from an archive"
+    RUNS_EXPORTED = "runs.exported", "Runs exported"
     SECRET_READ = "secret.read", "Secret read"
     TOKEN_ISSUED = "token.issued", "API token issued"
     TOKEN_REVOKED = "token.revoked", "API token revoked"

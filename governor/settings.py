@@ -360,6 +360,8 @@ GOVERNOR_BACKPRESSURE_PRIORITY = env_int("GOVERNOR_BACKPRESSURE_PRIORITY", 5)
 GOVERNOR_OUTPUT_HEAD_BYTES = env_int("GOVERNOR_OUTPUT_HEAD_BYTES", 32 * 1024)
 GOVERNOR_OUTPUT_TAIL_BYTES = env_int("GOVERNOR_OUTPUT_TAIL_BYTES", 32 * 1024)
 GOVERNOR_RUN_ROOT = env_str("GOVERNOR_RUN_ROOT", str(BASE_DIR / "var" / "runs"))
+# Run history archives (manage.py archive_runs): one zstd JSON Lines file and a manifest per tenant and month.
+GOVERNOR_ARCHIVE_DIR = env_str("GOVERNOR_ARCHIVE_DIR", str(BASE_DIR / "var" / "archive"))
 # Execution: the sandbox jobs run in (jobs/sandbox.py), their default limits and the worker lease.
 # Each run is given a uid of its own from this range, above the system and the usual subuid
 # ranges (useradd hands out 100000-600100000; systemd-nspawn 524288-1879048191).

@@ -6,6 +6,7 @@ from rest_framework.routers import SimpleRouter
 from .api import JobViewSet, RunViewSet
 from .config_api import HolidayCalendarViewSet, MaintenanceWindowViewSet, PoolViewSet
 from .preview_api import SchedulePreviewView
+from .run_export_views import RunExportView
 
 router = SimpleRouter()
 router.register("jobs", JobViewSet, basename="api-job")
@@ -15,5 +16,7 @@ router.register("holiday-calendars", HolidayCalendarViewSet, basename="api-holid
 router.register("pools", PoolViewSet, basename="api-pool")
 
 urlpatterns = [
+    # Before the routers (governor/api_urls.py), so "export" is never read as a run id.
+    path("runs/export/", RunExportView.as_view(), name="api-run-export"),
     path("schedule-preview/", SchedulePreviewView.as_view(), name="api-schedule-preview"),
 ]

@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from . import heartbeat_views, views
+from . import heartbeat_views, run_export_views, views
 
 urlpatterns = [
     # The run console: runs list, what runs now, and the live fragments pages poll.
@@ -17,6 +17,7 @@ urlpatterns = [
     path("jobs/<int:pk>/trigger/", views.job_trigger, name="job_trigger"),
     path("jobs/<int:pk>/pause/", views.job_pause, name="job_pause"),
     path("jobs/<int:pk>/resume/", views.job_resume, name="job_resume"),
+    path("runs/export/", run_export_views.run_export_page, name="run_export"),
     path("runs/<int:pk>/", views.run_detail, name="run_detail"),
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run_cancel"),
     *(
