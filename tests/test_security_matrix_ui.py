@@ -287,6 +287,7 @@ VIEWS: dict[str, View] = {
     "run_live": View("queued_run", get=allowed(200, *EVERYONE)),
     # Lists and live fragments without an object: each role sees only its own runs.
     "run_list": View(None, get=_everyone(200)),
+    "run_export": View(None, get=_everyone(200)),
     "now": View(None, get=_everyone(200)),
     "now_panel": View(None, get=_everyone(200)),
     "now_board": View(None, get=_everyone(200)),
