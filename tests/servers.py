@@ -103,7 +103,7 @@ def start_standby(primary: PostgresServer) -> PostgresServer:
     server = PostgresServer(directory, free_port())
     backup = subprocess.run(
         [*_as_postgres(), str(pg_bin() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port)]
-        + ["-U", "governor", "-D", str(server.data), "-R", "-X", "stream", "--no-sync"],
+        + ["-U", "governor", "-D", str(server.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -126,7 +126,7 @@ def test_two_schedulers_and_two_clusters_lose_one_of_each_without_a_missed_doubl
     burst = [trigger_run(template, actor=tcast.operator, reason=f"burst {i}") for i in range(BURST)]
     Job.objects.filter(pk=template.pk).update(status="paused")
     done = procs.run_manage(
-        "shell", "-c", f"from jobs.scheduler import _enqueue_all; _enqueue_all({[r.pk for r in burst]!r})", env=env
+        "shell", "-c", f"from jobs.queue import enqueue_all; enqueue_all({[r.pk for r in burst]!r})", env=env
     )
     assert done.returncode == 0, done.stderr
 
