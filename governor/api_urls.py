@@ -7,10 +7,11 @@ from rest_framework.routers import DefaultRouter
 from approvals import api_urls as approvals_api
 from governance import api_urls as governance_api
 from jobs import api_urls as jobs_api
+from monitoring import api_urls as monitoring_api
 
 # One DefaultRouter over the apps' viewsets, so /api/v1/ lists every collection.
 router = DefaultRouter()
-for app_router in (governance_api.router, jobs_api.router, approvals_api.router):
+for app_router in (governance_api.router, jobs_api.router, approvals_api.router, monitoring_api.router):
     for prefix, viewset, basename in app_router.registry:
         router.register(prefix, viewset, basename=basename)
 
@@ -19,6 +20,8 @@ urlpatterns = [
     path("v1/", include("jobs.api_urls")),
     path("v1/", include("approvals.api_urls")),
     path("v1/", include("manifests.api_urls")),
+    path("v1/", include("monitoring.api_urls")),
+    path("v1/insights/", include("insights.api_urls")),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's bootstrap as a script of its own (?script): no inline script.

@@ -170,9 +170,12 @@ INSTALLED_APPS = [
     "simple_history",
     "django_q",
     "governance",
+    "notifications",
     "jobs",
+    "monitoring",
     "approvals",
     "manifests",
+    "insights",
     "governor",
 ]
 

@@ -21,4 +21,6 @@ urlpatterns = [
     path("", include("governance.urls")),
     path("", include("jobs.urls")),
     path("", include("approvals.urls")),
+    path("", include("monitoring.urls")),
+    path("insights/", include("insights.urls")),
 ]

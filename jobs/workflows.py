@@ -222,6 +222,18 @@ def after_finish(run_id: int, run=None) -> None:
         on_run_finished(run_id, run=run)
     except Exception:
         log.exception("starting the downstream jobs of run %s failed", run_id)
+    from . import hooks
+
+    if hooks.has_run_finished_listeners():
+        from .models import Run
+
+        try:
+            if run is None or run.pk != run_id:
+                run = Run.objects.select_related("job").get(pk=run_id)
+        except Exception:
+            log.exception("reading finished run %s for its listeners failed", run_id)
+            return
+        hooks.run_finished(run)
 
 
 def downstream_candidates(tenant_id: int, environment_id: int, upstream_name: str) -> list[int]:

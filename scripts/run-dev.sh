@@ -78,6 +78,7 @@ fi
 start web "$BIN/python" manage.py runserver "$HOST:$PORT" --noreload --insecure
 start scheduler "$BIN/python" manage.py run_scheduler
 start worker "$BIN/python" manage.py run_workers
+start monitor "$BIN/python" manage.py run_monitor
 wait_http web "http://127.0.0.1:$PORT/login/" 60
 
 cat <<EOF
@@ -96,7 +97,7 @@ cat <<EOF
     globex-admin, globex-author, globex-approver   the other tenant: sees nothing of acme
     admin                           platform superuser, for the Django admin
 
-  Logs: $LOG_DIR/{web,scheduler,worker,vault}.log   (tail -f $LOG_DIR/*.log)
+  Logs: $LOG_DIR/{web,scheduler,worker,monitor,vault}.log   (tail -f $LOG_DIR/*.log)
   Ctrl-C stops everything.
 
 EOF

@@ -73,6 +73,8 @@ done
 for n in $(seq 1 "$CLUSTERS"); do
   start "workers-$n" "$BIN/python" manage.py run_workers
 done
+# Rule evaluation, escalation and notification delivery (one is enough; several are safe).
+start monitor "$BIN/python" manage.py run_monitor
 
 # The web server is up when /healthz answers on its first address.
 BIND=$("$BIN/python" -c "from governor import gunicorn_conf; print(gunicorn_conf.bind[0])" 2>/dev/null)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("governor", "manifests", "approvals", "jobs", "governance")
+PACKAGES = ("governor", "manifests", "insights", "approvals", "monitoring", "jobs", "notifications", "governance")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 

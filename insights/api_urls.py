@@ -1,0 +1,3 @@
+"""Insights API (/api/v1/insights/...)."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Insights pages (/insights/...)."""
+
+urlpatterns: list = []

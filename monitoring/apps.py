@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class MonitoringConfig(AppConfig):
+    name = "monitoring"
+    verbose_name = "Monitoring and on-call"
+
+    def ready(self) -> None:
+        # jobs never imports monitoring: finished runs and the executor's alerts reach it through
+        # jobs.hooks (docs/architecture.md).
+        from jobs import hooks
+
+        from . import listeners
+
+        hooks.add_run_finished_listener(listeners.run_finished)
+        hooks.add_alert_listener(listeners.alert_raised)

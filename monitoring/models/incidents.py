@@ -1,0 +1,3 @@
+"""Monitoring: incidents."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Monitoring: oncall."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Monitoring: recovery."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Monitoring: rules."""
+
+__all__: list[str] = []

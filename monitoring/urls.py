@@ -1,0 +1,3 @@
+"""Monitoring pages: incidents, alert rules, on-call."""
+
+urlpatterns: list = []
