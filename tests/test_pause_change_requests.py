@@ -89,6 +89,15 @@ def test_a_policy_change_that_omits_the_flag_keeps_it(cast):
     assert change.base_definition["pause_requires_change"] is True
 
 
+def test_turning_the_flag_off_on_an_existing_rule_lets_operators_pause_directly_again(cast):
+    job = _governed_job(cast)
+    client = client_for(cast.operator)
+    assert client.post(f"/api/v1/jobs/{job.pk}/pause/", {"reason": "x"}, format="json").status_code == 409
+    _policy(cast, cast.prod, pause_requires_change=False)
+    response = client.post(f"/api/v1/jobs/{job.pk}/pause/", {"reason": "INC-9"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == JobStatus.PAUSED
+
+
 def test_a_pause_request_needs_the_policys_approvals_then_pauses_the_job_and_history_names_it(cast):
     job = _governed_job(cast)
     response = _propose(client_for(cast.operator), job, ticket="INC-9")

@@ -97,6 +97,7 @@ class PolicyKind(FlatDiff):
         else:
             policy.required_approvals = rule["required_approvals"]
             policy.separation_of_duties = rule["separation_of_duties"]
+            policy.pause_requires_change = rule["pause_requires_change"]
         policy.change_request_id = change.pk
         save_with_history(policy, actor=actor, reason=reason)
         if rule["criticality"] == "":
