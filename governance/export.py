@@ -57,16 +57,19 @@ def csv_safe(value: str) -> str:
     return value
 
 
-def _instant(value: str, field: str, *, end: bool) -> datetime:
-    parsed = parse_datetime(value)
+def instant(value: str, field: str, *, end: bool) -> datetime:
+    """An ISO 8601 date-time with a zone, or a bare date meaning that whole UTC day (``since=day``
+    starts it, ``until=day`` includes it). Django's ``parse_datetime`` reads a bare date as a naive
+    midnight, so the date is recognised first."""
+    try:
+        day = parse_date(value) if len(value) == 10 else None
+        parsed = None if day else parse_datetime(value)
+    except ValueError:  # well formed, not a real day (2026-02-30)
+        day = parsed = None
+    if day is not None:
+        return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
     if parsed is None:
-        day = parse_date(value)
-        if day is None:
-            raise ValidationError(
-                {field: ["Use an ISO 8601 date or date-time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z."]}
-            )
-        # A bare date means the whole day in UTC: since=day starts it, until=day includes it.
-        parsed = datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
+        raise ValidationError({field: ["Use an ISO 8601 date or date-time, e.g. 2026-01-31 or 2026-01-31T12:00:00Z."]})
     if timezone.is_naive(parsed):
         raise ValidationError({field: ["Give a time zone, e.g. 2026-01-31T12:00:00Z."]})
     return parsed
@@ -134,7 +137,7 @@ def parse_filters(params) -> dict:
         raw = params.get(field)
         if raw:
             try:
-                filters[field] = _instant(raw, field, end=end)
+                filters[field] = instant(raw, field, end=end)
             except ValidationError as exc:
                 errors.update(exc.message_dict)
     if filters.get("since") and filters.get("until") and filters["since"] > filters["until"]:

@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, restrict, tenant_ids
-from governance.export import FORMATS, _instant, _instant_text, csv_safe
+from governance.export import FORMATS, _instant_text, csv_safe, instant
 from governance.models import AuditAction, Tenant
 
 from .models import Run, RunStatus
@@ -48,18 +48,6 @@ COLUMNS = [
 ]
 NAMES = [name for name, _ in COLUMNS]
 _TIMES = {"scheduled_for", "queued_at", "started_at", "finished_at"}
-
-
-def instant(value: str, field: str, *, end: bool) -> datetime:
-    """An ISO 8601 date-time with a zone, or a bare date meaning that whole UTC day."""
-    if len(value) == 10:
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return datetime.combine(day, time.max if end else time.min, tzinfo=UTC)
-    return _instant(value, field, end=end)
 
 
 def parse_filters(params) -> dict:

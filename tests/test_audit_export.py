@@ -66,6 +66,17 @@ def test_filters_by_actor_action_and_time(trail):
     assert len(_csv(client.get(URL, {"until": future, "action": "run.triggered,job.paused"}))) == 3
 
 
+def test_a_bare_date_means_that_whole_utc_day(trail):
+    client = _client(trail.admin)
+    today = datetime.now(UTC).date()
+    assert len(_csv(client.get(URL, {"since": today.isoformat(), "action": "run.triggered"}))) == 2
+    assert len(_csv(client.get(URL, {"until": today.isoformat(), "action": "run.triggered"}))) == 2
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    assert _csv(client.get(URL, {"since": tomorrow})) == []
+    response = client.get(URL, {"since": "2026-02-30"})
+    assert response.status_code == 400 and set(response.json()) == {"since"}
+
+
 def test_bad_filters_answer_400_with_field_errors_and_record_nothing(trail):
     before = AuditEvent.objects.count()
     response = _client(trail.admin).get(
