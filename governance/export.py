@@ -17,6 +17,7 @@ from datetime import UTC, datetime, time
 from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -256,6 +257,15 @@ def stream_jsonl(rows: Iterable[tuple]) -> Iterator[str]:
 def stream(queryset: QuerySet, fmt: str) -> Iterator[str]:
     rows = _rows(queryset)
     return stream_csv(rows) if fmt == "csv" else stream_jsonl(rows)
+
+
+def attachment(chunks: Iterable[str], fmt: str, name: str) -> StreamingHttpResponse:
+    """A streamed export as a download named ``<name>-<UTC stamp>.<fmt>``, never cached."""
+    response = StreamingHttpResponse(chunks, content_type=FORMATS[fmt])
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="{name}-{stamp}.{fmt}"'
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 def record_export(*, actor: Actor, tenant_ids: Iterable[int | None], filters: dict, surface: str, ip=None) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.http import StreamingHttpResponse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import JSONRenderer
@@ -16,15 +14,19 @@ from .access import Action, restrict, tenant_ids
 from .models import AuditEvent
 
 
-class AuditExportView(APIView):
-    """Stream audit events visible to the caller; the export itself is audited."""
+class StreamedExportView(APIView):
+    """An export endpoint: ``?format=`` names the file format (csv, jsonl), never a DRF renderer;
+    errors (400 field errors) are JSON."""
 
     renderer_classes = [JSONRenderer]
 
     def perform_content_negotiation(self, request, force=False):
-        # ``format`` here names the export format, not a DRF renderer: never negotiate on it.
         renderer = JSONRenderer()
         return renderer, renderer.media_type
+
+
+class AuditExportView(StreamedExportView):
+    """Stream audit events visible to the caller; the export itself is audited."""
 
     @extend_schema(
         operation_id="audit_events_export",
@@ -55,9 +57,4 @@ class AuditExportView(APIView):
             actor=user, tenant_ids=chains, filters=filters, surface="api", ip=request.META.get("REMOTE_ADDR")
         )
         queryset = export.filter_events(restrict(AuditEvent.objects.all(), user, Action.VIEW), filters)
-        fmt = filters["format"]
-        response = StreamingHttpResponse(export.stream(queryset, fmt), content_type=export.FORMATS[fmt])
-        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
-        response["Cache-Control"] = "no-store"
-        return response
+        return export.attachment(export.stream(queryset, filters["format"]), filters["format"], "audit")

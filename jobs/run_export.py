@@ -14,11 +14,10 @@ from datetime import datetime
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, restrict, tenant_ids
-from governance.export import FORMATS, _instant_text, csv_safe, instant
+from governance.export import FORMATS, _instant_text, attachment, csv_safe, instant
 from governance.models import AuditAction, Tenant
 
 from .models import Run, RunStatus
@@ -141,9 +140,4 @@ def response(user, filters: dict, *, surface: str, ip=None) -> StreamingHttpResp
         audit.record(
             AuditAction.RUNS_EXPORTED, actor=user, tenant=tenant_id, data={**described, "surface": surface}, ip=ip
         )
-    fmt = filters["format"]
-    out = StreamingHttpResponse(stream(runs_for(user, filters), fmt), content_type=FORMATS[fmt])
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    out["Content-Disposition"] = f'attachment; filename="runs-{stamp}.{fmt}"'
-    out["Cache-Control"] = "no-store"
-    return out
+    return attachment(stream(runs_for(user, filters), filters["format"]), filters["format"], "runs")

@@ -7,21 +7,15 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponseBadRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.views import APIView
+
+from governance.export_api import StreamedExportView
 
 from . import run_export
 
 
-class RunExportView(APIView):
+class RunExportView(StreamedExportView):
     """Stream the runs the caller may see as CSV or JSON Lines; the export is audited."""
-
-    renderer_classes = [JSONRenderer]
-
-    def perform_content_negotiation(self, request, force=False):
-        renderer = JSONRenderer()  # ``format`` names the export format, not a renderer
-        return renderer, renderer.media_type
 
     @extend_schema(
         operation_id="runs_export",
