@@ -102,7 +102,9 @@ def test_another_tenants_job_as_remediation_is_refused(cast):
 def test_a_remediation_job_of_another_environment_is_refused(cast):
     cast.make_job(cast.prod)
     cast.make_job(cast.dev, name="payments.ledger.cleanup")
-    response = api_propose(cast, cast.author, cast.prod, rule(action="remediate", remediation_job="payments.ledger.cleanup"))
+    response = api_propose(
+        cast, cast.author, cast.prod, rule(action="remediate", remediation_job="payments.ledger.cleanup")
+    )
     assert response.status_code == 400
     assert "No live job 'payments.ledger.cleanup' in acme/prod" in " ".join(response.json()["remediation_job"])
 
@@ -111,7 +113,9 @@ def test_a_remediation_job_still_waiting_for_approval_is_refused(cast):
     cast.make_job(cast.prod)
     pending = cast.propose_job(environment=cast.prod, definition=cast.definition(name="payments.ledger.cleanup"))
     assert pending.status == ChangeStatus.SUBMITTED
-    response = api_propose(cast, cast.author, cast.prod, rule(action="remediate", remediation_job="payments.ledger.cleanup"))
+    response = api_propose(
+        cast, cast.author, cast.prod, rule(action="remediate", remediation_job="payments.ledger.cleanup")
+    )
     assert response.status_code == 400
     assert "remediation_job" in response.json()
 
@@ -182,3 +186,59 @@ def test_a_rule_in_dev_applies_at_once_and_can_be_changed_and_deleted(cast):
         actor=cast.author, kind="recovery_rule", action="delete", target=live, justification="Not needed."
     )
     assert change.status == ChangeStatus.APPLIED and not RecoveryRule.objects.exists()
+
+
+# The pages (the configuration list and the proposal form of approvals.config_views)
+
+
+def form_body(cast, **overrides) -> dict:
+    body = {
+        "place": f"e{cast.dev.pk}",
+        "name": "retry-on-lock",
+        "job": "payments.ledger.reconcile",
+        "exit_codes": "3",
+        "output_pattern": "lock held",
+        "action": "retry",
+        "retry_attempts": "2",
+        "retry_delay_seconds": "30",
+        "retry_factor": "2",
+        "severity": "high",
+        "max_actions": "3",
+        "window_minutes": "60",
+        "justification": "Retry the ledger when the lock is held.",
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.parametrize(("who", "status"), [("viewer", 403), ("operator", 403), ("author", 200), ("admin", 200)])
+def test_the_proposal_page_is_for_proposers_only(cast, client, who, status):
+    cast.make_job(cast.dev)
+    client.force_login(getattr(cast, who))
+    assert client.get("/config/recovery_rule/new/").status_code == status
+    response = client.post("/config/recovery_rule/new/", form_body(cast))
+    assert response.status_code == (302 if status == 200 else 403)
+    assert RecoveryRule.objects.exists() == (status == 200)
+
+
+def test_the_page_proposes_a_rule_lists_it_and_names_a_refused_pattern(cast, client):
+    cast.make_job(cast.dev)
+    client.force_login(cast.author)
+    response = client.post("/config/recovery_rule/new/", form_body(cast, output_pattern=r"(lock)\1"))
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Only linear-time (RE2)" in page and not RecoveryRule.objects.exists()
+    response = client.post("/config/recovery_rule/new/", form_body(cast, exit_codes="3, x"))
+    assert response.status_code == 400 and "Give whole numbers" in response.content.decode()
+    response = client.post("/config/recovery_rule/new/", form_body(cast))
+    assert response.status_code == 302
+    live = RecoveryRule.objects.get()
+    assert live.exit_codes == [3] and live.output_pattern == "lock held"
+    client.force_login(cast.viewer)
+    listing = client.get("/config/").content.decode()
+    assert 'data-testid="recovery-rule-row"' in listing and "retry-on-lock" in listing
+    edit = client.get(f"/config/recovery_rule/{live.pk}/propose/")
+    assert edit.status_code == 403
+    client.force_login(cast.author)
+    edit = client.get(f"/config/recovery_rule/{live.pk}/propose/")
+    assert edit.status_code == 200 and 'value="lock held"' in edit.content.decode()

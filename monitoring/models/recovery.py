@@ -11,7 +11,14 @@ from simple_history.models import HistoricalRecords
 from governance.models import Environment, Team, Tenant
 from jobs.models import Job, Run
 
-__all__ = ["RECOVERY_RULE_FIELDS", "RecoveryAction", "RecoveryActionKind", "RecoveryOutcome", "RecoveryRule", "RecoverySeverity"]
+__all__ = [
+    "RECOVERY_RULE_FIELDS",
+    "RecoveryAction",
+    "RecoveryActionKind",
+    "RecoveryOutcome",
+    "RecoveryRule",
+    "RecoverySeverity",
+]
 
 
 # A rule's definition (change control), in the order diffs show it (monitoring/recovery_rules.py).
