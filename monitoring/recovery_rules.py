@@ -107,7 +107,7 @@ def clean_rule(data: Any, *, tenant: Tenant, environment: Environment | None, ru
         errors["name"] = ["A lower-case slug such as 'restart-on-lock' (letters, digits, dashes)."]
     elif (
         RecoveryRule.objects.filter(environment_id=environment.pk, name=name)
-        .exclude(pk=rule.pk if rule else None)
+        .exclude(pk=rule.pk if rule else 0)
         .exists()
     ):
         errors["name"] = [f"A recovery rule named {name!r} already exists in {environment.slug}."]
