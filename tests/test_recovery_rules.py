@@ -242,3 +242,24 @@ def test_the_page_proposes_a_rule_lists_it_and_names_a_refused_pattern(cast, cli
     client.force_login(cast.author)
     edit = client.get(f"/config/recovery_rule/{live.pk}/propose/")
     assert edit.status_code == 200 and 'value="lock held"' in edit.content.decode()
+
+
+def test_the_api_lists_live_rules_to_their_tenant_only_and_links_the_request(cast):
+    cast.make_job(cast.dev)
+    created = propose_config_change(
+        actor=cast.author,
+        kind="recovery_rule",
+        action="create",
+        environment=cast.dev,
+        definition=rule(),
+        justification="x",
+    )
+    listed = client_for(cast.viewer).get("/api/v1/recovery-rules/").json()["results"]
+    assert [(r["name"], r["job"], r["team"], r["exit_codes"], r["change_request_id"]) for r in listed] == [
+        ("retry-on-lock", "payments.ledger.reconcile", None, [3], created.pk)
+    ]
+    assert client_for(cast.globex_admin).get("/api/v1/recovery-rules/").json()["results"] == []
+    detail = client_for(cast.viewer).get(f"/api/v1/change-requests/{created.pk}/").json()
+    assert detail["links"]["target"].endswith(f"/api/v1/recovery-rules/{listed[0]['id']}/")
+    history = client_for(cast.viewer).get(f"/api/v1/recovery-rules/{listed[0]['id']}/history/").json()
+    assert history["results"][0]["change_request_id"] == created.pk

@@ -232,3 +232,16 @@ def test_a_team_rule_matches_http_statuses_of_its_teams_jobs(cast):
     assert recovery.rules_for(run) == [rule] and recovery.matches(rule, run)
     run.http_status = 500
     assert not recovery.matches(rule, run)
+
+
+def test_the_api_lists_what_the_rules_did_to_the_tenant_only(cast, django_capture_on_commit_callbacks):
+    from tests.api_support import client_for
+
+    job = cast.make_job(cast.dev, command=[PY, "-c", "raise SystemExit(2)"])
+    make_rule(cast, exit_codes=[2], action="pause")
+    failed = trigger(cast, job, django_capture_on_commit_callbacks)
+    rows = client_for(cast.viewer).get("/api/v1/recovery-actions/").json()["results"]
+    assert [(r["rule_name"], r["job"], r["run"], r["action"], r["outcome"]) for r in rows] == [
+        ("ledger-recovery", job.name, failed.pk, "pause", "done")
+    ]
+    assert client_for(cast.globex_admin).get("/api/v1/recovery-actions/").json()["results"] == []
