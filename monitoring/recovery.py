@@ -122,7 +122,7 @@ def _failure(run: Run) -> str:
 def _act(rule: RecoveryRule, run: Run, now: datetime) -> RecoveryAction | None:
     with transaction.atomic():
         # One evaluation of a rule at a time: the cap counts what the others did.
-        rule = RecoveryRule.objects.select_for_update().select_related("remediation_job").get(pk=rule.pk)
+        rule = RecoveryRule.objects.select_for_update(of=("self",)).select_related("remediation_job").get(pk=rule.pk)
         if RecoveryAction.objects.filter(rule=rule, run=run).exists():
             return None  # the run was reported twice
         action = RecoveryAction(
