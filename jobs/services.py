@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from governance import audit
 from governance.access import Action, can, restrict
-from governance.actors import Actor, is_system, require_actor, user_of
+from governance.actors import Actor, require_actor, user_of
 from governance.errors import ServiceError
 from governance.history import save_with_history
 from governance.models import AuditAction, Environment, Team
@@ -156,19 +156,16 @@ def set_paused(job: Job, *, actor: Actor, paused: bool, reason: str, authority: 
 
     Operators do it directly unless the policy puts it under change control (then ChangeRequired,
     409). Change control calls it with ``authority``, the approved pause or resume request of this
-    job it applies: that request is then the authorisation, and history and audit name it. The
-    system pauses (never resumes) for an approved recovery rule (``monitoring.recovery``), whose
-    reason names it: that approved rule is the authorisation.
+    job it applies: that request is then the authorisation, and history and audit name it.
     """
     action = Action.PAUSE if paused else Action.RESUME
     change_request_id = None
-    system_pause = paused and is_system(actor)
     if authority is not None:
         change_request_id = check_authority(authority, operations=(action.value,), tenant_id=job.tenant_id, job=job)
-    elif not system_pause and not can(actor, action, job):
+    elif not can(actor, action, job):
         raise AccessDenied(f"You need the operator role for this job to {action.value} it.")
     reason = _require_reason(reason)
-    if authority is None and not system_pause and pause_requires_change(job):
+    if authority is None and pause_requires_change(job):
         raise ChangeRequired(
             f"{'Pausing' if paused else 'Resuming'} {job.criticality} jobs in {job.environment.slug} needs an approved "
             f"change request under the environment's approval policy: propose a {action.value} "

@@ -10,8 +10,8 @@ HTTP status is one of ``http_statuses``. Its action:
   until ``retry_attempts`` retries were made. The run's trigger reason names the rule.
 - ``remediate``: a run of the named remediation job (a live job of the same tenant and environment,
   its applied definition), now.
-- ``pause``: the job is paused through ``jobs.services.set_paused`` by the system, the reason naming
-  the rule (the approved rule stands for the pause, also where pausing otherwise needs a request).
+- ``pause``: the job is paused through ``jobs.services.set_paused`` by the system with the rule as
+  its authority (``RulePause``: the rule's approved change request), the reason naming the rule.
 - ``page``: an alert signal to ``monitoring.incidents.raise_alert`` with the rule's severity.
 
 At most ``max_actions`` actions per rule and job in ``window_minutes``: past the cap the rule
@@ -22,6 +22,7 @@ records that it held back. Every action, and every held-back one, is a ``Recover
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
@@ -212,13 +213,65 @@ def _perform(rule: RecoveryRule, run: Run, action: RecoveryAction, now: datetime
     elif rule.action == RecoveryActionKind.PAUSE:
         reason = f"{label}: run #{run.pk} failed ({_failure(run)})."
         action.detail = reason
-        set_paused(job, actor=SYSTEM, paused=True, reason=reason)
+        set_paused(job, actor=SYSTEM, paused=True, reason=reason, authority=RulePause(rule.pk, job))
         action.outcome = RecoveryOutcome.DONE
     elif rule.action == RecoveryActionKind.PAGE:
         signal = page_signal(rule, run, now)
         action.detail = signal.summary
         incidents.raise_alert(signal)
         action.outcome = RecoveryOutcome.DONE
+
+
+@dataclass(frozen=True)
+class RulePause:
+    """The approved recovery rule as the authority to pause one job (``jobs.authority``): the system
+    never pauses a job on its own. It authorises only while the rule, as stored, is live through an
+    approved change request, has the pause action, and covers this job (its job, or its team) in the
+    job's tenant and environment; history and audit name the rule's change request."""
+
+    rule_id: int
+    job: Job
+
+    def _live(self) -> RecoveryRule | None:
+        return (
+            RecoveryRule.objects.filter(
+                pk=self.rule_id,
+                action=RecoveryActionKind.PAUSE,
+                tenant_id=self.job.tenant_id,
+                environment_id=self.job.environment_id,
+                change_request_id__isnull=False,
+            )
+            .filter(Q(job_id=self.job.pk) | Q(team_id=self.job.team_id))
+            .first()
+        )
+
+    @property
+    def pk(self) -> int | None:
+        rule = self._live()
+        return rule.change_request_id if rule is not None else None
+
+    @property
+    def tenant_id(self) -> int:
+        return self.job.tenant_id
+
+    @property
+    def team_id(self) -> int | None:
+        return self.job.team_id
+
+    @property
+    def environment_id(self) -> int | None:
+        return self.job.environment_id
+
+    @property
+    def job_id(self) -> int | None:
+        return self.job.pk
+
+    @property
+    def action(self) -> str:
+        return "pause"
+
+    def is_applying(self) -> bool:
+        return self._live() is not None
 
 
 def _start_run(job: Job, *, reason: str, at: datetime, now: datetime) -> Run:

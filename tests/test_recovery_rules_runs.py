@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from approvals.models import ChangeStatus
 from approvals.services import approve_change, propose_config_change
+from governance.actors import SYSTEM
 from governance.models import AuditEvent
+from governance.services import AccessDenied
 from jobs import recovery as sweeps
 from jobs.executor import execute_run
 from jobs.models import JobStatus, Run, RunStatus
-from jobs.services import trigger_run
+from jobs.services import set_paused, trigger_run
 from monitoring import recovery
 from monitoring.models import RecoveryAction, RecoveryRule
 
@@ -169,7 +172,26 @@ def test_a_matching_failure_pauses_the_job_as_the_system_naming_the_rule(cast, d
     paused = AuditEvent.objects.filter(action="job.paused").latest("seq")
     assert paused.actor_id is None and "Recovery rule stop-on-2" in paused.data["reason"]
     assert f"run #{failed.pk}" in paused.data["reason"]
-    assert job.history.first().history_change_reason.startswith("paused: Recovery rule stop-on-2")
+    assert paused.data["change_request"] == change.pk
+    assert job.history.first().history_change_reason.startswith(
+        f"paused through change request #{change.pk}: Recovery rule stop-on-2"
+    )
+
+
+def test_a_rule_authorises_pausing_only_the_jobs_it_covers_with_its_pause_action(cast):
+    job = cast.make_job(cast.dev)
+    other = cast.make_job(cast.dev, name="payments.ledger.export")
+    pause = make_rule(cast, exit_codes=[2], action="pause")
+    retry = make_rule(cast, name="retry-it", exit_codes=[3], action="retry")
+    for authority in (recovery.RulePause(pause.pk, other), recovery.RulePause(retry.pk, job)):
+        with pytest.raises(AccessDenied):
+            set_paused(authority.job, actor=SYSTEM, paused=True, reason="forged", authority=authority)
+    # The system alone never pauses.
+    with pytest.raises(AccessDenied):
+        set_paused(job, actor=SYSTEM, paused=True, reason="no authority")
+    job.refresh_from_db()
+    other.refresh_from_db()
+    assert job.status == other.status == JobStatus.ENABLED
 
 
 def test_the_page_action_reports_the_rules_severity_to_incidents(cast, django_capture_on_commit_callbacks):
