@@ -251,6 +251,7 @@ TARGET_ROUTES: dict[str, str] = {
     TargetKind.MAINTENANCE_WINDOW: "api-maintenance-window-detail",
     TargetKind.HOLIDAY_CALENDAR: "api-holiday-calendar-detail",
     TargetKind.POOL: "api-pool-detail",
+    TargetKind.RECOVERY_RULE: "api-recovery-rule-detail",
 }
 
 
@@ -262,13 +263,13 @@ class ChangeRequestCreateSerializer(StrictInputMixin, serializers.ModelSerialize
         choices=TargetKind.choices,
         default=TargetKind.JOB,
         help_text="What changes: a job (default), an approval policy (action=policy), or a maintenance window, "
-        "holiday calendar or pool (actions create, update, delete).",
+        "holiday calendar, pool or recovery rule (actions create, update, delete).",
     )
     target = serializers.IntegerField(
         required=False,
         allow_null=True,
         min_value=1,
-        help_text="The id of the maintenance window, holiday calendar or pool to update or delete.",
+        help_text="The id of the maintenance window, holiday calendar, pool or recovery rule to update or delete.",
     )
     target_tenant = VisibleRelatedField(
         queryset=Tenant.objects.all(),

@@ -23,6 +23,8 @@ from governance.actors import Actor
 from governance.models import Environment
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
+from monitoring import recovery_rules
+from monitoring.models import RecoveryRule
 
 from .errors import ChangeError
 from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind
@@ -109,6 +111,28 @@ def _delete_pool(*, actor: Actor, target, change_request_id, change_reason):
     pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
 
 
+def _apply_recovery_rule(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return recovery_rules.apply_rule(
+        actor=actor,
+        tenant=tenant,
+        environment=environment,
+        definition=definition,
+        rule=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
+def _delete_recovery_rule(*, actor: Actor, target, change_request_id, change_reason):
+    recovery_rules.delete_rule(
+        actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
+    )
+
+
+def _clean_recovery_rule(data, *, tenant, environment, target):
+    return recovery_rules.clean_rule(data, tenant=tenant, environment=environment, rule=target)
+
+
 KINDS: dict[str, Kind] = {
     TargetKind.MAINTENANCE_WINDOW: Kind(
         TargetKind.MAINTENANCE_WINDOW,
@@ -130,6 +154,15 @@ KINDS: dict[str, Kind] = {
     ),
     TargetKind.POOL: Kind(
         TargetKind.POOL, Pool, "required", _clean_pool, pools.pool_definition, _apply_pool, _delete_pool
+    ),
+    TargetKind.RECOVERY_RULE: Kind(
+        TargetKind.RECOVERY_RULE,
+        RecoveryRule,
+        "required",
+        _clean_recovery_rule,
+        recovery_rules.definition_of,
+        _apply_recovery_rule,
+        _delete_recovery_rule,
     ),
 }
 

@@ -8,6 +8,7 @@ from django import forms
 
 from jobs.models import WindowPolicy
 from jobs.schedule import isoz
+from monitoring.models import RecoveryActionKind, RecoverySeverity
 
 from .forms import ProposalForm
 
@@ -171,3 +172,92 @@ class PoolForm(ConfigProposalForm):
 
 class DeleteConfigForm(ConfigProposalForm):
     place = forms.ChoiceField(required=False)
+
+
+def _numbers(raw: str) -> list[int]:
+    try:
+        return [int(part) for part in (raw or "").replace(",", " ").split()]
+    except ValueError:
+        raise forms.ValidationError("Give whole numbers separated by commas, e.g. 3, 75.") from None
+
+
+class RecoveryRuleForm(ConfigProposalForm):
+    """A recovery rule (monitoring.recovery_rules validates it against the environment's live jobs)."""
+
+    field_order = [
+        "place",
+        "name",
+        "job",
+        "team",
+        "exit_codes",
+        "output_pattern",
+        "http_statuses",
+        "action",
+        "retry_attempts",
+        "retry_delay_seconds",
+        "retry_factor",
+        "remediation_job",
+        "severity",
+        "max_actions",
+        "window_minutes",
+        "justification",
+        "ticket",
+        "apply_after",
+        "emergency",
+    ]
+
+    place = forms.ChoiceField(label="Environment")
+    name = forms.SlugField(max_length=100, help_text="e.g. retry-on-lock.")
+    job = forms.CharField(required=False, max_length=200, help_text="The job it watches (or give a team).")
+    team = forms.SlugField(required=False, max_length=100, help_text="Or every job of this team (its slug).")
+    exit_codes = forms.CharField(required=False, help_text="Matching exit codes, e.g. 3, 75.")
+    output_pattern = forms.CharField(
+        required=False,
+        max_length=1000,
+        help_text="RE2 regular expression searched in the output (linear time: no backreferences or lookaround).",
+        widget=forms.TextInput(attrs={"class": "mono"}),
+    )
+    http_statuses = forms.CharField(required=False, label="HTTP statuses", help_text="HTTP jobs, e.g. 502, 503.")
+    action = forms.ChoiceField(choices=RecoveryActionKind.choices)
+    retry_attempts = forms.IntegerField(initial=3, help_text="Retry: how many retries at most.")
+    retry_delay_seconds = forms.IntegerField(initial=30, label="First retry after (s)")
+    retry_factor = forms.FloatField(initial=2.0, help_text="Each further retry waits this many times longer.")
+    remediation_job = forms.CharField(
+        required=False, max_length=200, help_text="Remediate: a live job of the same environment."
+    )
+    severity = forms.ChoiceField(choices=RecoverySeverity.choices, initial=RecoverySeverity.HIGH)
+    max_actions = forms.IntegerField(initial=3, label="At most (actions)")
+    window_minutes = forms.IntegerField(initial=60, label="per (minutes), per job")
+
+    def clean_exit_codes(self) -> list[int]:
+        return _numbers(self.cleaned_data.get("exit_codes") or "")
+
+    def clean_http_statuses(self) -> list[int]:
+        return _numbers(self.cleaned_data.get("http_statuses") or "")
+
+    def definition(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "name": data["name"],
+            "job": data.get("job") or "",
+            "team": data.get("team") or "",
+            "exit_codes": data["exit_codes"],
+            "output_pattern": data.get("output_pattern") or "",
+            "http_statuses": data["http_statuses"],
+            "action": data["action"],
+            "retry_attempts": data["retry_attempts"],
+            "retry_delay_seconds": data["retry_delay_seconds"],
+            "retry_factor": data["retry_factor"],
+            "remediation_job": data.get("remediation_job") or "",
+            "severity": data["severity"],
+            "max_actions": data["max_actions"],
+            "window_minutes": data["window_minutes"],
+        }
+
+    @staticmethod
+    def initial_from(definition: dict) -> dict:
+        return {
+            **definition,
+            "exit_codes": ", ".join(str(code) for code in definition.get("exit_codes") or []),
+            "http_statuses": ", ".join(str(code) for code in definition.get("http_statuses") or []),
+        }

@@ -16,9 +16,10 @@ from governance.models import Environment, Tenant
 from governance.ui_errors import UI_ERRORS, form_error
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 from jobs.pools import busy_counts
+from monitoring.models import RecoveryRule
 
 from . import config_changes, policies, services
-from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
+from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, RecoveryRuleForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
 from .views import announce
 
@@ -26,6 +27,7 @@ FORMS: dict[str, Any] = {
     TargetKind.MAINTENANCE_WINDOW: WindowForm,
     TargetKind.HOLIDAY_CALENDAR: CalendarForm,
     TargetKind.POOL: PoolForm,
+    TargetKind.RECOVERY_RULE: RecoveryRuleForm,
 }
 
 
@@ -75,6 +77,11 @@ def config_list(request):
             "tenant__slug", "environment__order", "name"
         )
     )
+    rules = list(
+        restrict(
+            RecoveryRule.objects.select_related("tenant", "environment", "job", "team", "remediation_job"), user
+        ).order_by("tenant__slug", "environment__order", "name")
+    )
     busy = busy_counts(pools)
     pending = list(
         restrict(
@@ -95,7 +102,9 @@ def config_list(request):
     for pool in pools:
         pool.pending = by_target.get((TargetKind.POOL, pool.pk), [])
         pool.busy = busy.get(pool.pk, 0)
-    for obj in (*windows, *calendars, *pools):
+    for rule in rules:
+        rule.pending = by_target.get((TargetKind.RECOVERY_RULE, rule.pk), [])
+    for obj in (*windows, *calendars, *pools, *rules):
         obj.can_propose = policies.may_propose_config(
             user, tenant_id=obj.tenant_id, environment_id=getattr(obj, "environment_id", None)
         )
@@ -104,11 +113,13 @@ def config_list(request):
         "windows": windows,
         "calendars": calendars,
         "pools": pools,
+        "rules": rules,
         "pending": pending,
         "multi_tenant": tenant_count > 1,
         "can_propose_window": bool(_places(user, config_changes.kind_of(TargetKind.MAINTENANCE_WINDOW))),
         "can_propose_calendar": bool(_places(user, config_changes.kind_of(TargetKind.HOLIDAY_CALENDAR))),
         "can_propose_pool": bool(_places(user, config_changes.kind_of(TargetKind.POOL))),
+        "can_propose_rule": bool(_places(user, config_changes.kind_of(TargetKind.RECOVERY_RULE))),
     }
     return render(request, "approvals/config_list.html", context)
 

@@ -213,6 +213,7 @@ class AuditAction(models.TextChoices):
     RUN_RERUN = "run.rerun", "Run rerun by an operator"
     RUN_MARKED_SUCCEEDED = "run.marked_succeeded", "Run marked succeeded by an operator"
     RUN_REQUEUED = "run.requeued", "Queued run enqueued again (no queue message)"
+    RECOVERY_ACTION = "recovery.action", "Recovery rule acted on a failed run"
     RUNS_ARCHIVED = "runs.archived", "Runs archived and deleted"
     RUNS_RESTORED = "runs.restored", "Runs restored from an archive"
     RUNS_EXPORTED = "runs.exported", "Runs exported"

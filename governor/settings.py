@@ -307,6 +307,9 @@ SPECTACULAR_SETTINGS = {
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
         "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
+        # A job's criticality and a recovery rule's severity share their four levels.
+        "CriticalityEnum": "jobs.models.Criticality",
+        "RecoveryActionKindEnum": "monitoring.models.RecoveryActionKind",
     },
 }
 

@@ -267,6 +267,8 @@ class RunDetailSerializer(RunSerializer):
             "cpu_user_s",
             "cpu_sys_s",
             "max_rss_kb",
+            "block_in",
+            "block_out",
             "requeues",
             "queue_note",
             "attempts",

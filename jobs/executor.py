@@ -306,7 +306,14 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
             "GOVERNOR_SANDBOX_READ_ONLY are).",
         )
     work, tmp = sandbox.prepare_run_dir(run_dir, uid)
-    command, fds = sandbox.command(argv, uid=uid, work=work, tmp=tmp, limits=limits, bwrap=bwrap, read_only=read_only)
+    # Outside work and tmp: the job never sees the path (it inherits only time's open file).
+    usage_report = os.path.join(run_dir, "usage")
+    os.close(os.open(usage_report, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.chown(usage_report, uid, uid)
+    command, fds = sandbox.command(
+        argv, uid=uid, work=work, tmp=tmp, limits=limits, bwrap=bwrap, read_only=read_only, usage_report=usage_report
+    )
+    timed = bool(sandbox.timed(usage_report))
     spawned_at = time.monotonic()
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv list, never a shell
@@ -332,7 +339,7 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
         for fd in fds:
             os.close(fd)
 
-    watch = _ChildWatch(proc, buffer)
+    watch = _ChildWatch(proc, buffer, timed=timed)
     try:
         deadline = spawned_at + timeout
         try:
@@ -356,6 +363,8 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
         watch.close()
     proc.returncode = 0  # reaped by wait4 above; keep Popen from waiting again
     usage = watch.usage
+    own = sandbox.read_usage(usage_report) if timed else None
+    figures = _figures(own, usage)
     return ProcessResult(
         exit_code=os.waitstatus_to_exitcode(watch.status) if watch.status is not None else None,
         output=buffer.text(),
@@ -363,16 +372,35 @@ def _run_sandboxed(argv, uid, timeout, env, run_dir, should_cancel, limits, buff
         timed_out=timed_out,
         cancelled=cancelled,
         pid=proc.pid,
-        cpu_user_s=usage.ru_utime if usage else None,
-        cpu_sys_s=usage.ru_stime if usage else None,
-        max_rss_kb=usage.ru_maxrss if usage else None,
-        block_in=usage.ru_inblock if usage else None,
-        block_out=usage.ru_oublock if usage else None,
+        **figures,
         spawned_at=spawned_at,
         exited_at=watch.exited_at,
         uid=uid,
         lease_lost=outcome == LEASE_LOST,
     )
+
+
+def _figures(own: sandbox.Usage | None, usage: resource.struct_rusage | None) -> dict:
+    """The job's resource figures: GNU time's report of the sandbox's processes when there is one.
+    Otherwise (time missing, or killed with the sandbox) CPU time and block I/O from the worker's
+    wait4, which adds only the few milliseconds of setpriv and prlimit, and no max RSS: wait4's
+    would be the worker's own (Linux keeps the peak RSS of the forked worker copy across exec)."""
+    if own is not None:
+        return {
+            "cpu_user_s": own.cpu_user_s,
+            "cpu_sys_s": own.cpu_sys_s,
+            "max_rss_kb": own.max_rss_kb,
+            "block_in": own.block_in,
+            "block_out": own.block_out,
+        }
+    if usage is None:
+        return {}
+    return {
+        "cpu_user_s": usage.ru_utime,
+        "cpu_sys_s": usage.ru_stime,
+        "block_in": usage.ru_inblock,
+        "block_out": usage.ru_oublock,
+    }
 
 
 def _killpg(pgid: int, sig: int) -> bool:
@@ -386,9 +414,9 @@ def _killpg(pgid: int, sig: int) -> bool:
     return True
 
 
-def _signal_group_members(pgid: int, sig: int, *, skip: int) -> bool:
-    """Signal every process of a group but ``skip``; False once nothing is left in the group.
-    Only on timeout or cancel: it reads /proc."""
+def _signal_group_members(pgid: int, sig: int, *, skip: int, spare_children: bool = False) -> bool:
+    """Signal every process of a group but ``skip`` (and its children, with ``spare_children``);
+    False once nothing is left in the group. Only on timeout or cancel: it reads /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == skip:
             continue
@@ -397,7 +425,7 @@ def _signal_group_members(pgid: int, sig: int, *, skip: int) -> bool:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:
+        if int(fields[2]) == pgid and not (spare_children and int(fields[1]) == skip):
             try:
                 os.kill(int(entry), sig)
             except OSError:
@@ -414,8 +442,11 @@ class _ChildWatch:
     with its resource usage. Without pidfd (old kernels) the exit is polled.
     """
 
-    def __init__(self, proc: subprocess.Popen, buffer: OutputBuffer) -> None:
+    def __init__(self, proc: subprocess.Popen, buffer: OutputBuffer, *, timed: bool = False) -> None:
         self.proc = proc
+        # The leader is GNU time and bwrap its child: both are spared until the sandbox is gone,
+        # so that time still reports the job's usage (jobs.sandbox.TIME).
+        self.timed = timed
         self.buffer = buffer
         self.status: int | None = None
         self.usage: resource.struct_rusage | None = None
@@ -489,15 +520,21 @@ class _ChildWatch:
 
     def kill_group(self) -> None:
         """SIGTERM to the job's processes, SIGKILL to the whole group after the grace; the leader
-        is reaped meanwhile. The leader is bwrap, which would die of SIGTERM at once and take the
-        sandbox with it: it gets only the SIGKILL, so the job has its grace to clean up."""
+        is reaped meanwhile. The leader is bwrap (or GNU time, whose child is bwrap), which would die
+        of SIGTERM at once and take the sandbox with it: it gets only the SIGKILL, so the job has its
+        grace to clean up. With time, the SIGKILL first goes to the sandbox's own processes (tini and
+        the job), so that bwrap and then time exit on their own and time writes its report."""
         pgid = self.proc.pid
-        alive = _signal_group_members(pgid, signal.SIGTERM, skip=pgid)
+        alive = _signal_group_members(pgid, signal.SIGTERM, skip=pgid, spare_children=self.timed)
         grace_end = time.monotonic() + KILL_GRACE_SECONDS
         while alive and time.monotonic() < grace_end:
             self._wait(0.05)
             # An unreaped leader still counts as a member of its group.
             alive = not self.reap() or _killpg(pgid, 0)
+        if alive and self.timed:
+            _signal_group_members(pgid, signal.SIGKILL, skip=pgid, spare_children=True)
+            self.reap_within(2)
+            alive = _killpg(pgid, 0)
         if alive:
             _killpg(pgid, signal.SIGKILL)
         self.reap_within(10)

@@ -313,6 +313,7 @@ class TriggerKind(models.TextChoices):
     MANUAL = "manual", "Manual"
     UPSTREAM = "upstream", "Upstream job"  # execution: a workflow edge
     PING = "ping", "External ping"  # execution: an external job reported in
+    RECOVERY = "recovery", "Recovery rule"  # monitoring: a retry or remediation a recovery rule started
 
 
 class Run(models.Model):

@@ -25,6 +25,7 @@ import os
 import random
 import subprocess
 import threading
+from dataclasses import dataclass
 
 # Re-exported: the settings validate GOVERNOR_SANDBOX_UIDS with the same parser.
 from governance.envparse import parse_uid_range as parse_uid_range
@@ -36,8 +37,14 @@ PRLIMIT = "/usr/bin/prlimit"
 # the job's CPU and memory use would never reach the worker's wait4; bwrap --as-pid-1 starts
 # tini directly, and the usage travels up tini -> bwrap -> worker.
 TINI = "/usr/bin/tini"
-# Processes of the sandbox itself under the run's uid: bwrap and tini.
-SANDBOX_PROCESSES = 2
+# GNU time (Debian ``time``) between setpriv and prlimit: a fresh fork of a 2 MB process starts the
+# sandbox, so the resource usage it reports is the job's own (bwrap, tini and the job). The worker's
+# own wait4 would report the worker's ~100 MB too: Linux carries a process's peak RSS across exec,
+# and the process the worker forks is a copy of the worker (docs/execution.md, "Resource figures").
+TIME = "/usr/bin/time"
+USAGE_FORMAT = "governor-usage %M %U %S %I %O"
+# Processes of the sandbox itself under the run's uid: time, bwrap and tini.
+SANDBOX_PROCESSES = 3
 WORK = "/work"
 TMP = "/tmp"  # noqa: S108 - the path inside the sandbox, a private bind of the run's own directory
 # Read-only from the host's /etc (each only if present): what libc, the dynamic linker,
@@ -189,10 +196,13 @@ def command(
     limits: dict,
     bwrap: str,
     read_only: tuple[str, ...] = (),
+    usage_report: str | None = None,
 ) -> tuple[list[str], tuple[int, ...]]:
     """The argv that runs ``argv`` in the sandbox, and the fds to pass (closed by the caller
     after the start). The job's environment goes through the process environment: nothing
-    secret is ever on this command line, which every user of the host can read."""
+    secret is ever on this command line, which every user of the host can read. With
+    ``usage_report`` (a file the run's uid may write) and GNU time installed, the job's resource
+    usage is written there when the sandbox exits (``read_usage``)."""
     mb = 1024 * 1024
     cpu = int(limits["cpu_seconds"])
     passwd, group = _identity_files(uid)
@@ -205,6 +215,7 @@ def command(
         # Set after the switch (which would clear it): the worker's death kills bwrap.
         "--pdeathsig=KILL",
         "--",
+        *timed(usage_report),
         PRLIMIT,
         # Soft then hard: SIGXCPU first, SIGKILL a few seconds later if ignored.
         f"--cpu={cpu}:{cpu + 5}",
@@ -259,6 +270,46 @@ def command(
         "--",
     ]
     return prefix + sandbox + argv, fds
+
+
+def timed(usage_report: str | None) -> list[str]:
+    """GNU time's argv (it runs as the run's uid, killed with the worker by setpriv's pdeathsig,
+    and bwrap's --die-with-parent then takes the sandbox), or nothing without a report or time."""
+    if usage_report is None or not os.access(TIME, os.X_OK):
+        return []
+    return [TIME, "--quiet", "--output", usage_report, "--format", USAGE_FORMAT, "--"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    max_rss_kb: int
+    cpu_user_s: float
+    cpu_sys_s: float
+    block_in: int
+    block_out: int
+
+
+def read_usage(usage_report: str) -> Usage | None:
+    """The figures GNU time wrote when the sandbox exited, None if it did not (killed with the
+    sandbox, or not installed). The job inherits time's open report file and may write to it
+    too, but only before time writes: time reports after every process of the sandbox is gone,
+    so its line is the last one."""
+    try:
+        with open(usage_report, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 4096))
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    if not lines:
+        return None
+    fields = lines[-1].split()
+    if len(fields) != 6 or fields[0] != "governor-usage":
+        return None
+    try:
+        return Usage(int(fields[1]), float(fields[2]), float(fields[3]), int(fields[4]), int(fields[5]))
+    except ValueError:
+        return None
 
 
 def visible(path: str, read_only: tuple[str, ...]) -> bool:

@@ -11,6 +11,9 @@ from typing import Any
 
 def run_finished(run: Any) -> None:
     """A run ended (any final state): alert rules on failure, recovery rules, incidents resolved by success."""
+    from . import recovery
+
+    recovery.evaluate(run)
 
 
 def alert_raised(alert: Any) -> None:

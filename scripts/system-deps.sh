@@ -11,6 +11,8 @@ python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 # as its pid 1 (jobs/sandbox.py); a worker without them refuses runs.
 [ -x /usr/bin/bwrap ] || need+=(bubblewrap)
 [ -x /usr/bin/tini ] || need+=(tini)
+# GNU time measures the job's own resource usage (jobs/sandbox.py TIME); without it, no max RSS.
+[ -x /usr/bin/time ] || need+=(time)
 { [ -x /usr/bin/setpriv ] && [ -x /usr/bin/prlimit ]; } || need+=(util-linux)
 if [ "$profile" = test ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

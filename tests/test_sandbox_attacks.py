@@ -351,18 +351,25 @@ def _uid_of(entry: str) -> int | None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox switches uids: the worker runs as root")
-def test_the_job_dies_with_a_worker_killed_by_sigkill(settings):
-    """A stand-in worker starts ``sleep`` in the sandbox exactly as the executor does, then dies."""
-    uid = 1879080000 + os.getpid() % 1000
+@pytest.mark.parametrize("timed", [False, True], ids=["bare", "with-gnu-time"])
+def test_the_job_dies_with_a_worker_killed_by_sigkill(settings, timed):
+    """A stand-in worker starts ``sleep`` in the sandbox exactly as the executor does (with GNU time
+    measuring it, or without), then dies."""
+    uid = 1879080000 + os.getpid() % 1000 + (1000 if timed else 0)
     _prepare_run_root(settings.GOVERNOR_RUN_ROOT)
     run_dir = tempfile.mkdtemp(prefix="orphan-", dir=settings.GOVERNOR_RUN_ROOT)
+    usage = None
+    if timed:
+        usage = os.path.join(run_dir, "usage")
+        Path(usage).touch(0o600)
+        os.chown(usage, uid, uid)
     worker = (
         "import os, subprocess, sys, time\n"
         "from jobs import sandbox\n"
         f"work, tmp = sandbox.prepare_run_dir({run_dir!r}, {uid})\n"
         "limits = {'cpu_seconds': 60, 'memory_mb': 512, 'file_size_mb': 1, 'processes': 8, 'open_files': 64}\n"
         f"argv, fds = sandbox.command(['/usr/bin/sleep', '60'], uid={uid}, work=work, tmp=tmp, limits=limits,"
-        f" bwrap={settings.GOVERNOR_BWRAP!r})\n"
+        f" bwrap={settings.GOVERNOR_BWRAP!r}, usage_report={usage!r})\n"
         "subprocess.Popen(argv, pass_fds=fds, start_new_session=True, env={'PATH': '/usr/bin'})\n"
         "time.sleep(1.5)\n"
         "os.kill(os.getpid(), 9)\n"

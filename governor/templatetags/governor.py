@@ -90,6 +90,16 @@ def duration(seconds: float | None) -> str:
 
 
 @register.filter
+def kib(value: int | None) -> str:
+    """A size in KiB, e.g. ``3.1 MiB (3180 KiB)``."""
+    if value is None:
+        return "—"
+    if value < 1024:
+        return f"{value} KiB"
+    return f"{value / 1024:.1f} MiB ({value} KiB)"
+
+
+@register.filter
 def argv(value) -> str:
     """An argv list shown one item per line (the form's input format)."""
     if isinstance(value, list):
