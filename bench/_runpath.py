@@ -226,10 +226,11 @@ class Broker:
         started = time.monotonic()
         for _ in range(count):
             async_task(task, save=False)
-        if self.redis is None:
+        client = self.redis
+        if client is None:
             wait(self.drained, 900)
         else:
-            wait(lambda: int(self.redis.get(DONE_KEY) or 0) >= count, 900)
+            wait(lambda: int(client.get(DONE_KEY) or 0) >= count, 900)
         return time.monotonic() - started
 
 
@@ -332,7 +333,7 @@ def start_lateness(env: dict, ids: list[int], spacing_s: float) -> dict:
     )
     late = [(started - due).total_seconds() * 1000 for due, started, *_ in rows if started is not None]
     parts = [row[2:] for row in rows]
-    figures = {
+    figures: dict[str, float | None] = {
         "start_lateness_p50_ms": round(percentile(late, 50), 1),
         "start_lateness_p99_ms": round(percentile(late, 99), 1),
     }

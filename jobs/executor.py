@@ -38,9 +38,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -884,10 +885,10 @@ def _claim_postgresql(run_id: int, now, worker: str) -> Run | None:
 
     Why raw SQL here: the worker's per-run CPU is the gap to a raw django-q2 task, and building the
     ORM's conditional UPDATE and its ``select_related().only().get()`` cost more Python than the
-    database work. Measured on PostgreSQL 15 (loopback, 2-core host, 300 sandboxed /bin/true runs in
-    one process, ``bench/production.py`` for the whole path): the ORM pair took 3.1 ms of worker
-    CPU per run, this statement 0.4 ms, and one round trip instead of two. The rows come back
-    through the models' own ``from_db`` and fields' ``from_db_value``, as the ORM loads them."""
+    database work. Measured on PostgreSQL 15 (loopback, loaded 2-core host, 500 claims in one
+    process, twice): the ORM pair took 2.4-2.9 ms of worker CPU per run, this statement 0.47 ms,
+    in one round trip instead of two (``bench/production.py`` measures the whole path). The rows
+    come back through the models' documented ``from_db`` and the fields' own ``from_db_value``."""
     with connection.cursor() as cursor:
         cursor.execute(
             _claim_sql(),
@@ -927,7 +928,7 @@ def _claim_postgresql(run_id: int, now, worker: str) -> Run | None:
     run.allowed_executables = (
         settings.GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES
         if patterns is None
-        else policy_field.from_db_value(patterns, None, connection)  # type: ignore[attr-defined]
+        else policy_field.from_db_value(patterns, cast(Any, None), connection)
     )
     return run
 
@@ -1111,13 +1112,13 @@ def _record_postgresql(run: Run, fields: dict, attempt: dict, *, only_if_running
     run's result was written, with no transaction of its own around them.
 
     Why raw SQL here: measured on PostgreSQL 15 (loopback, loaded 2-core host, 500 results in one
-    process), the ORM's UPDATE + ``create()`` inside ``atomic()`` (four round trips: BEGIN, UPDATE,
-    INSERT, COMMIT) took 2.3 ms of worker CPU per run, this statement 0.5 ms. Every value goes through
-    its field's ``get_db_prep_save``, as the ORM's own writes do; no signal is sent for an Attempt
-    either way (none is connected)."""
+    process, twice), the ORM's UPDATE + ``create()`` inside ``atomic()`` (four round trips: BEGIN,
+    UPDATE, INSERT, COMMIT) took 1.2-1.4 ms of worker CPU per run, this statement 0.42-0.45 ms.
+    Every value goes through its field's ``get_db_prep_save``, as the ORM's own writes do. Unlike
+    ``create()`` it sends no ``post_save`` for the Attempt: nothing listens for one."""
     sets, params = [], []
     for name, value in fields.items():
-        field = Run._meta.get_field(name)
+        field = cast(models.Field, Run._meta.get_field(name))
         sets.append(f'"{field.column}" = %s')
         params.append(field.get_db_prep_save(value, connection))
     condition = 'r."id" = %s AND r."attempt" = %s'
