@@ -1,4 +1,5 @@
-"""Run every bench section against a throwaway SQLite database under var/bench/."""
+"""Run every bench section: against a throwaway SQLite database under var/bench/, except the sections
+that bring their own (``execution``: its own SQLite; ``production``: its own PostgreSQL and Redis)."""
 
 from __future__ import annotations
 

@@ -124,13 +124,20 @@ def clean_parameters(parameters: Any, *, tenant: Tenant, environment: Environmen
     return {"schema": schema, "values": values}
 
 
-def executable_allowed(tenant: Tenant, program: str) -> bool:
+def allowed_executables(tenant: Tenant) -> list[str]:
+    """The tenant's allow-list of executables (fnmatch patterns): its policy's, or the defaults."""
     from .models import TenantExecutionPolicy
 
     try:
-        patterns = tenant.execution_policy.allowed_executables
+        return tenant.execution_policy.allowed_executables
     except TenantExecutionPolicy.DoesNotExist:
-        patterns = settings.GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES
+        return settings.GOVERNOR_DEFAULT_ALLOWED_EXECUTABLES
+
+
+def executable_allowed(tenant: Tenant, program: str, patterns: list[str] | None = None) -> bool:
+    """Is ``program`` on the tenant's allow-list (``patterns`` when the caller read it already)?"""
+    if patterns is None:
+        patterns = allowed_executables(tenant)
     return any(fnmatch.fnmatchcase(program, pattern) for pattern in patterns)
 
 

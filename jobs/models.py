@@ -431,6 +431,9 @@ class Run(models.Model):
             ),
         ]
 
+    # Not a column: the tenant's allow-list of executables as the executor's claim read it (None: not read).
+    allowed_executables: list[str] | None = None
+
     def __str__(self) -> str:
         return f"run #{self.pk} of {self.definition.get('name', self.job_id)} @ {schedule.isoz(self.scheduled_for)}"
 
