@@ -4,6 +4,8 @@ POST /api/v1/insights/rightsizing/<job id>/propose/ (a draft change request, aut
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
@@ -21,12 +23,12 @@ from .review_common import (
     WINDOW,
     FloatParam,
     IntParam,
+    live_jobs,
     parse_params,
-    visible_jobs,
 )
 
 
-def _parameters(specs: list[IntParam | FloatParam]) -> list[OpenApiParameter]:
+def _parameters(specs: Sequence[IntParam | FloatParam]) -> list[OpenApiParameter]:
     return [
         OpenApiParameter(spec.name, int if isinstance(spec, IntParam) else float, description=spec.help)
         for spec in specs
@@ -39,7 +41,7 @@ ERRORS = OpenApiResponse(OpenApiTypes.OBJECT, description="The parameters that d
 class RightsizingView(APIView):
     """Jobs whose limits or timeout are far from what their runs use, with the evidence."""
 
-    specs = [WINDOW, MIN_SAMPLES, THRESHOLD]
+    specs: list[IntParam | FloatParam] = [WINDOW, MIN_SAMPLES, THRESHOLD]
 
     @extend_schema(
         operation_id="insights_rightsizing",
@@ -60,7 +62,7 @@ class RightsizingProposeView(APIView):
         responses={201: OpenApiTypes.OBJECT, 400: ERRORS, 403: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
     )
     def post(self, request, pk: int):
-        job = get_object_or_404_for(request.user, Action.VIEW, visible_jobs(request.user), pk=pk)
+        job = get_object_or_404_for(request.user, Action.VIEW, live_jobs(), pk=pk)
         self.denial_target = job
         if not can(request.user, Action.PROPOSE, job):
             raise AccessDenied("You need the author role for this team and environment to propose changes.")

@@ -83,9 +83,15 @@ def error_text(exc: ValidationError) -> str:
 # --- what a user may see ------------------------------------------------------------------------
 
 
+def live_jobs() -> QuerySet[Job]:
+    """Jobs not deleted (for ``get_object_or_404_for``, which restricts them itself and records a
+    probe of another tenant's job)."""
+    return Job.objects.exclude(status=JobStatus.DELETED)
+
+
 def visible_jobs(user) -> QuerySet[Job]:
     """The live jobs the user may see (narrowed roles: their team and environment only)."""
-    return restrict(Job.objects.exclude(status=JobStatus.DELETED), user)
+    return restrict(live_jobs(), user)
 
 
 # --- figures ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ history what the user may see, and answers HTML with SVG charts and tables, or C
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import messages
@@ -29,14 +30,14 @@ from .review_common import (
     IntParam,
     bar_chart,
     csv_response,
+    live_jobs,
     parse_params,
-    visible_jobs,
 )
 
 FORMATS = ("html", "csv")
 
 
-def _params(request: HttpRequest, specs: list[IntParam | FloatParam]) -> tuple[dict[str, Any], str]:
+def _params(request: HttpRequest, specs: Sequence[IntParam | FloatParam]) -> tuple[dict[str, Any], str]:
     """The page's parameters and format; ValidationError naming every bad one."""
     errors: dict[str, list[str]] = {}
     fmt = request.GET.get("format") or "html"
@@ -52,7 +53,7 @@ def _params(request: HttpRequest, specs: list[IntParam | FloatParam]) -> tuple[d
     return values, fmt
 
 
-def _fields(request: HttpRequest, specs: list[IntParam | FloatParam], values: dict[str, Any]) -> list[dict]:
+def _fields(request: HttpRequest, specs: Sequence[IntParam | FloatParam], values: dict[str, Any]) -> list[dict]:
     """The parameter form: each field with the text the user typed (or the value in use)."""
     return [
         {
@@ -78,7 +79,7 @@ def _csv_query(request: HttpRequest) -> str:
 
 # --- right-sizing -------------------------------------------------------------------------------------
 
-RIGHTSIZING_PARAMS = [WINDOW, MIN_SAMPLES, THRESHOLD]
+RIGHTSIZING_PARAMS: list[IntParam | FloatParam] = [WINDOW, MIN_SAMPLES, THRESHOLD]
 RIGHTSIZING_TEMPLATE = "insights/review_rightsizing.html"
 
 
@@ -132,7 +133,7 @@ def rightsizing_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def rightsizing_propose(request: HttpRequest, pk: int) -> HttpResponse:
     """Open a draft change request with the job's new limits and timeout (author role, as the user)."""
-    job = get_object_or_404_for(request.user, Action.PROPOSE, visible_jobs(request.user), pk=pk)
+    job = get_object_or_404_for(request.user, Action.PROPOSE, live_jobs(), pk=pk)
     try:
         values = rightsizing.proposal_values(request.POST)
         change = rightsizing.propose_right_size(

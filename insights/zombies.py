@@ -8,7 +8,7 @@ the heartbeat jobs were ever pinged, and (when the monitoring app has them) thei
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -112,6 +112,10 @@ class Review:
         return [{"kind": kind, "n": sum(1 for f in self.findings if f.kind is kind)} for kind in KINDS]
 
 
+# Looked up by name: the monitoring app may not have alert rules yet on every branch of the tree.
+ALERT_RULE_MODEL = ("monitoring", "AlertRule")
+
+
 class AlertRules:
     """The alert rules of some tenants, when the monitoring app has them (its model may not exist on
     every branch: looked up by name, and read through the fields it turns out to have). A rule names
@@ -122,7 +126,7 @@ class AlertRules:
         self.teams: set[tuple[int, int | None]] = set()
         self.tags: set[tuple[int, int | None, str]] = set()
         try:
-            model = apps.get_model("monitoring", "AlertRule")
+            model = apps.get_model(*ALERT_RULE_MODEL)
         except LookupError:
             self.known = False
             return
@@ -173,7 +177,7 @@ def _teams_with_members(team_ids: set[int]) -> set[int]:
     return {team_id for (team_id,) in direct.union(grouped)}
 
 
-def _downstream_names(jobs: list[Job]) -> set[tuple[int, str]]:
+def _downstream_names(jobs: Sequence[Job]) -> set[tuple[int, str]]:
     """(environment, upstream name) of every edge in the environments of ``jobs``: a job whose output
     another job consumes, whoever may see that other job."""
     tenants = {job.tenant_id for job in jobs}
@@ -185,7 +189,7 @@ def _downstream_names(jobs: list[Job]) -> set[tuple[int, str]]:
         .order_by()
     )
     return {
-        (env_id, edge.get("upstream"))
+        (env_id, str(edge.get("upstream")))
         for env_id, dependencies in edges
         for edge in dependencies or []
         if isinstance(edge, dict)
