@@ -119,8 +119,8 @@ def review(user, *, window: int, top: int, now: datetime | None = None) -> Revie
                 days,
                 [{"label": "p95", "values": values["p95"]}, {"label": "p50", "values": values["p50"]}],
                 unit="ms",
-                width=420,
-                height=150,
+                width=560,
+                height=200,
             )
             chart.update(
                 part=name,

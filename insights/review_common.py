@@ -230,8 +230,16 @@ def _marker_path(shape: str, x: float, y: float, r: float = 3.5) -> str:
     return f"M{x - r:.1f},{y - r:.1f}h{2 * r}v{2 * r}h{-2 * r}Z"
 
 
+def compact(value: float) -> str:
+    """An axis label: 2.5, 750, 25k, 2.5M."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"
+
+
 def line_chart(
-    days: Sequence[date], series: Sequence[dict[str, Any]], *, unit: str, width: int = 640, height: int = 180
+    days: Sequence[date], series: Sequence[dict[str, Any]], *, unit: str, width: int = 960, height: int = 220
 ) -> dict[str, Any]:
     """Geometry of a daily line chart: ``series`` are {"label", "values"} (one value or None per day).
     Each series has its own dash and marker shape; every point carries its number as a <title>."""
@@ -267,7 +275,11 @@ def line_chart(
             }
         )
     ticks_y = [
-        {"y": round(CHART_TOP + plot_h - fraction * plot_h, 1), "value": top * fraction}
+        {
+            "y": round(CHART_TOP + plot_h - fraction * plot_h, 1),
+            "value": top * fraction,
+            "label": compact(top * fraction),
+        }
         for fraction in (0, 0.25, 0.5, 0.75, 1)
     ]
     every = max(1, math.ceil(len(days) / 8))
@@ -288,10 +300,10 @@ def line_chart(
     }
 
 
-def bar_chart(rows: Sequence[dict[str, Any]], *, unit: str, width: int = 640, limit: float | None = None) -> dict:
+def bar_chart(rows: Sequence[dict[str, Any]], *, unit: str, width: int = 960, limit: float | None = None) -> dict:
     """Geometry of a horizontal bar chart: ``rows`` are {"label", "value", "text"} drawn largest first;
     the value is written beside each bar, so the chart reads without colour (and as text)."""
-    label_w, text_w, bar_h, gap = 230, 110, 14, 6
+    label_w, text_w, bar_h, gap = 340, 250, 14, 6
     plot_w = width - label_w - text_w
     top = limit if limit is not None else max((r["value"] for r in rows), default=0.0)
     top = top or 1.0
@@ -303,7 +315,7 @@ def bar_chart(rows: Sequence[dict[str, Any]], *, unit: str, width: int = 640, li
                 **row,
                 "y": y,
                 "text_y": y + bar_h - 3,
-                "w": round(max(min(row["value"] / top, 1.0) * plot_w, 1.5), 1),
+                "w": round(max(min(row["value"] / top, 1.0) * plot_w, 1.5), 1) if row["value"] else 0,
             }
         )
     return {
