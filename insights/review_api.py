@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.core.exceptions import ValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
@@ -66,9 +67,14 @@ class RightsizingProposeView(APIView):
         self.denial_target = job
         if not can(request.user, Action.PROPOSE, job):
             raise AccessDenied("You need the author role for this team and environment to propose changes.")
-        values = rightsizing.proposal_values(request.data)
+        data = request.data
+        if not hasattr(data, "get"):
+            raise ValidationError(
+                {"non_field_errors": ["Send an object with memory_mb, cpu_seconds or timeout_seconds."]}
+            )
+        values = rightsizing.proposal_values(data)
         change = rightsizing.propose_right_size(
-            job, actor=request.user, values=values, justification=str(request.data.get("justification") or "")
+            job, actor=request.user, values=values, justification=str(data.get("justification") or "")
         )
         return Response(
             {"change_request": change.pk, "status": change.status, "proposed": values, "job_id": job.pk}, status=201

@@ -81,6 +81,8 @@ class JobSizing:
     cpu: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     durations: list[float] = field(default_factory=list)
+    # Block I/O (reads + writes) per run: no limit to size, shown beside the others.
+    blocks: list[float] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
 
     def figure(self, name: str, q: float) -> float | None:
@@ -101,6 +103,7 @@ class JobSizing:
                 "p95": self.figure("durations", 0.95),
                 "max": _max(self.durations),
             },
+            "block_io": {"p95": self.figure("blocks", 0.95), "max": _max(self.blocks)},
         }
 
 
@@ -166,7 +169,7 @@ def _recommend(sizing: JobSizing, *, min_samples: int, threshold: float, since: 
     job = sizing.job
     limits, own = effective_limits(job)
     day = since.date().isoformat()
-    for values in (sizing.cpu, sizing.rss_mb, sizing.durations):
+    for values in (sizing.cpu, sizing.rss_mb, sizing.durations, sizing.blocks):
         values.sort()
     found: list[Recommendation | None] = []
     if len(sizing.rss_mb) >= min_samples:
@@ -239,10 +242,20 @@ def review(
         )
         .filter(recent__lte=LAST_RUNS)
         .annotate(seconds=Seconds(F("finished_at"), F("started_at")))
-        .values_list("job_id", "status", "cpu_user_s", "cpu_sys_s", "max_rss_kb", "execution_ms", "seconds")
+        .values_list(
+            "job_id",
+            "status",
+            "cpu_user_s",
+            "cpu_sys_s",
+            "max_rss_kb",
+            "execution_ms",
+            "seconds",
+            "block_in",
+            "block_out",
+        )
         .order_by()
     )
-    for job_pk, status, cpu_user, cpu_sys, rss_kb, execution_ms, seconds in runs:
+    for job_pk, status, cpu_user, cpu_sys, rss_kb, execution_ms, seconds, block_in, block_out in runs:
         sizing = jobs.get(job_pk)
         if sizing is None:
             continue
@@ -253,6 +266,8 @@ def review(
             sizing.cpu.append(cpu_user + cpu_sys)
         if rss_kb is not None:
             sizing.rss_mb.append(rss_kb / 1024)
+        if block_in is not None or block_out is not None:
+            sizing.blocks.append((block_in or 0) + (block_out or 0))
         if status == RunStatus.SUCCEEDED:
             duration = execution_ms / 1000 if execution_ms is not None else seconds
             if duration is not None:

@@ -51,7 +51,7 @@ TEAM_WITHOUT_MEMBERS = Kind(
     "Nobody holds a role narrowed to the owning team: nobody answers for the job.",
 )
 PAST_SUNSET = Kind("past_sunset", "Past its sunset, still running", "sunset", "Its sunset day has passed.")
-NO_RUNS = Kind("no_runs", "No runs at all", "sunset", "Enabled for the whole window and never ran.")
+NO_RUNS = Kind("no_runs", "No runs at all", "sunset", "Enabled, created before the window, and it has never run.")
 NEVER_PINGED = Kind(
     "never_pinged", "Heartbeat never pinged", "pause", "It expects heartbeat pings and has never sent one."
 )
