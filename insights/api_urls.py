@@ -1,3 +1,17 @@
 """Insights API (/api/v1/insights/...)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import review_api
+
+urlpatterns: list = [
+    # The review pages' data (insights/review_api.py).
+    path("rightsizing/", review_api.RightsizingView.as_view(), name="api-insights-rightsizing"),
+    path(
+        "rightsizing/<int:pk>/propose/",
+        review_api.RightsizingProposeView.as_view(),
+        name="api-insights-rightsizing-propose",
+    ),
+    path("zombies/", review_api.ZombiesView.as_view(), name="api-insights-zombies"),
+    path("overhead/", review_api.OverheadView.as_view(), name="api-insights-overhead"),
+]

@@ -32,6 +32,7 @@ from governance.services import AccessDenied
 from . import schedule, services
 from .filters import RunFilter
 from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run
+from .output_reads import note_output_viewed
 
 NEXT_RUNS = 5
 
@@ -413,6 +414,12 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
 
     def get_serializer_class(self):
         return RunSerializer if self.action == "list" else RunDetailSerializer
+
+    def retrieve(self, request, *args, **kwargs):
+        run = self.get_object()
+        # Someone reads this job's output (Insights: outputs nobody reads); at most one write an hour.
+        note_output_viewed(run)
+        return Response(self.get_serializer(run).data)
 
     @extend_schema(request=RequiredReasonSerializer, responses={200: RunDetailSerializer}, summary="Cancel a run")
     @action(detail=True, methods=["post"])

@@ -222,6 +222,14 @@ class Job(models.Model):
         null=True, blank=True, default=default_review_due, help_text="Owners recertify the job by this day."
     )
     # --- end lifecycle fields ---
+    # --- insights: who reads the output (jobs/output_reads.py) ---
+    last_output_view_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When someone last opened one of its runs' output (written at most once an hour).",
+    )
+    # --- end insights ---
     status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.ENABLED)
     version = models.PositiveIntegerField(default=1)
     change_request_id = models.PositiveBigIntegerField(
@@ -230,7 +238,7 @@ class Job(models.Model):
     next_fire_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    history = HistoricalRecords(excluded_fields=["next_fire_at", "updated_at"])
+    history = HistoricalRecords(excluded_fields=["next_fire_at", "updated_at", "last_output_view_at"])
 
     ACCESS_FIELDS = ("tenant_id", "team_id", "environment_id")
 

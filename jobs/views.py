@@ -20,6 +20,7 @@ from .definitions import diff
 from .forms import ReasonForm
 from .graph import dependency_graph
 from .models import DEFINITION_FIELDS, Criticality, Job, JobStatus, Pool, Run, RunStatus
+from .output_reads import note_output_viewed
 from .preview import preview_definition
 from .services import (
     FAILED_STEP,
@@ -312,7 +313,10 @@ def run_live(request, pk: int):
 
 @login_required
 def run_detail(request, pk: int):
-    return _run_page(request, _run(request, pk))
+    run = _run(request, pk)
+    # Someone reads this job's output (Insights: outputs nobody reads); at most one write an hour.
+    note_output_viewed(run)
+    return _run_page(request, run)
 
 
 def _run_error_page(action: Action):

@@ -113,6 +113,10 @@ def populate(cast) -> list[tuple[str, str]]:
         ("propose-pool", "/config/pool/new/"),
         ("propose-policy", "/policies/propose/"),
         ("post-reviews", "/changes/post-reviews/"),
+        # Insights review pages (one click below the Insights index).
+        ("insights-rightsizing", "/insights/rightsizing/"),
+        ("insights-zombies", "/insights/zombies/"),
+        ("insights-overhead", "/insights/overhead/"),
         ("not-found", "/jobs/999999/"),
     ]
 

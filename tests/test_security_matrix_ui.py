@@ -368,6 +368,12 @@ VIEWS: dict[str, View] = {
         body=JUSTIFY,
         url_kwargs=lambda side: WINDOW_KIND,
     ),
+    # Insights review pages (insights/review_views.py): every member reads them, filtered to their
+    # part; "propose" opens a draft change request, so only those who may propose changes may.
+    "insights_rightsizing": View(None, get=_everyone(200)),
+    "insights_zombies": View(None, get=_everyone(200)),
+    "insights_overhead": View(None, get=_everyone(200)),
+    "insights_rightsizing_propose": View("job", post=allowed(302, *PROPOSERS), body={"timeout_seconds": "120"}),
 }
 
 
