@@ -236,7 +236,9 @@ def test_a_disabled_channel_fails_its_waiting_messages_without_sending(cast, cha
 
 
 def test_a_missing_signing_secret_is_an_attempt_that_fails_and_is_retried(cast, channels, receiver, vault):
-    vault.root_client().secrets.kv.v2.delete_metadata_and_all_versions(path="governor/acme/prod/hooks", mount_point="secret")
+    vault.root_client().secrets.kv.v2.delete_metadata_and_all_versions(
+        path="governor/acme/prod/hooks", mount_point="secret"
+    )
     notify(cast, "run:11", channels=[channels["hook"]])
 
     delivery.deliver_due(T0)
