@@ -233,7 +233,6 @@ class GovernorCollector(Collector):
             family.add_metric([tenant, environment, kind], n)
         return family
 
-
     def _notifications(self, now, since) -> Iterator[Metric]:
         """The outbox: what waits, how long the oldest has waited, and what failed for good or on a try."""
         pending = GaugeMetricFamily(
