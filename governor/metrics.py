@@ -245,13 +245,13 @@ class GovernorCollector(Collector):
             "Age of the oldest notification still waiting, per tenant.",
             labels=["tenant"],
         )
-        rows = (
+        waiting = (
             Notification.objects.filter(state=NotificationState.PENDING)
             .values_list("tenant__slug")
             .annotate(n=Count("id"), first=Min("created_at"))
             .order_by("tenant__slug")
         )
-        for tenant, n, first in rows:
+        for tenant, n, first in waiting:
             pending.add_metric([tenant], n)
             oldest.add_metric([tenant], max(0.0, _seconds(now - first)))
         yield pending
@@ -262,13 +262,13 @@ class GovernorCollector(Collector):
             f"{settings.GOVERNOR_METRICS_WINDOW_SECONDS} s, per tenant and channel kind (email for people).",
             labels=["tenant", "kind"],
         )
-        rows = (
+        failed = (
             Notification.objects.filter(state=NotificationState.FAILED, failed_at__gte=since)
             .values_list("tenant__slug", "channel__kind")
             .annotate(n=Count("id"))
             .order_by("tenant__slug", "channel__kind")
         )
-        for tenant, kind, n in rows:
+        for tenant, kind, n in failed:
             failures.add_metric([tenant, kind or "email"], n)
         yield failures
         errors = GaugeMetricFamily(
@@ -277,13 +277,13 @@ class GovernorCollector(Collector):
             f"{settings.GOVERNOR_METRICS_WINDOW_SECONDS} s, per tenant.",
             labels=["tenant"],
         )
-        rows = (
+        tries = (
             DeliveryAttempt.objects.filter(at__gte=since, ok=False)
             .values_list("notification__tenant__slug")
             .annotate(n=Count("id"))
             .order_by("notification__tenant__slug")
         )
-        for tenant, n in rows:
+        for tenant, n in tries:
             errors.add_metric([tenant], n)
         yield errors
 

@@ -12,7 +12,6 @@ from django_filters import rest_framework as filters
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from governance.api import (
@@ -30,7 +29,7 @@ from .models import Channel, ChannelKind, DeliveryAttempt, Notification, Notific
 
 
 class ChannelSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tenant: serializers.SlugRelatedField[Tenant] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     team = TeamRefSerializer(read_only=True, allow_null=True)
     target = serializers.SerializerMethodField(
         help_text="The full target for those who manage the channel; otherwise with its credentials hidden."
@@ -108,7 +107,7 @@ class ChannelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restricte
     filterset_class = ChannelFilter
 
     @extend_schema(request=ChannelCreateSerializer, responses={201: ChannelSerializer})
-    def create(self, request: Request, *args, **kwargs) -> Response:
+    def create(self, request, *args, **kwargs) -> Response:
         body = ChannelCreateSerializer(data=request.data, context=self.get_serializer_context())
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -119,14 +118,14 @@ class ChannelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restricte
 
     @extend_schema(request=None, responses={200: ChannelSerializer})
     @action(detail=True, methods=["post"])
-    def disable(self, request: Request, pk=None) -> Response:
+    def disable(self, request, pk=None) -> Response:
         """Stop sending to this channel; its pending messages fail at their next try."""
         channel = services.set_channel_enabled(self.get_object(), actor=request.user, enabled=False)
         return self.detail_response(self.get_queryset().get(pk=channel.pk), ChannelSerializer)
 
     @extend_schema(request=None, responses={200: ChannelSerializer})
     @action(detail=True, methods=["post"])
-    def enable(self, request: Request, pk=None) -> Response:
+    def enable(self, request, pk=None) -> Response:
         channel = services.set_channel_enabled(self.get_object(), actor=request.user, enabled=True)
         return self.detail_response(self.get_queryset().get(pk=channel.pk), ChannelSerializer)
 
@@ -138,7 +137,7 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 
 class NotificationSerializer(serializers.ModelSerializer):
-    channel = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    channel: serializers.SlugRelatedField[Channel] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     user = UsernameField()
     attempts_made = AttemptSerializer(source="delivery_attempts", many=True, read_only=True)
 
