@@ -307,6 +307,8 @@ SPECTACULAR_SETTINGS = {
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
         "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
+        "ChannelKindEnum": "notifications.models.ChannelKind",
+        "NotificationStateEnum": "notifications.models.NotificationState",
     },
 }
 

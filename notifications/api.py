@@ -130,7 +130,7 @@ class ChannelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restricte
         return self.detail_response(self.get_queryset().get(pk=channel.pk), ChannelSerializer)
 
 
-class AttemptSerializer(serializers.ModelSerializer):
+class DeliveryAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = DeliveryAttempt
         fields = ["at", "ok", "error", "status_code", "duration_ms"]
@@ -139,7 +139,7 @@ class AttemptSerializer(serializers.ModelSerializer):
 class NotificationSerializer(serializers.ModelSerializer):
     channel: serializers.SlugRelatedField[Channel] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     user = UsernameField()
-    attempts_made = AttemptSerializer(source="delivery_attempts", many=True, read_only=True)
+    attempts_made = DeliveryAttemptSerializer(source="delivery_attempts", many=True, read_only=True)
 
     class Meta:
         model = Notification

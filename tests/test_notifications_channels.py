@@ -217,3 +217,21 @@ def test_another_tenant_can_neither_see_nor_use_our_channels(cast, policy):
     )
     assert leak.status_code == 400 and "not on the tenant's allow-list" in leak.json()["target"][0]
     assert Channel.objects.count() == 1
+
+
+def test_the_outbox_api_shows_a_tenant_its_own_messages_only(cast, policy):
+    from django.db import transaction
+
+    from notifications.outbox import enqueue
+
+    cast.approver.email, cast.globex_approver.email = "a@acme.test", "g@globex.test"
+    for tenant, user in ((cast.acme, cast.approver), (cast.globex, cast.globex_approver)):
+        with transaction.atomic():
+            enqueue(tenant_id=tenant.pk, subject=f"{tenant.slug} news", body="b", dedupe_key=tenant.slug, users=[user])
+
+    ours = client_for(cast.viewer).get("/api/v1/notifications/").json()["results"]
+    theirs = client_for(cast.globex_admin).get("/api/v1/notifications/").json()["results"]
+
+    assert [(n["subject"], n["user"], n["state"]) for n in ours] == [("acme news", "acme-approver", "pending")]
+    assert [n["subject"] for n in theirs] == ["globex news"]
+    assert client_for(cast.globex_admin).get(f"/api/v1/notifications/{ours[0]['id']}/").status_code == 404

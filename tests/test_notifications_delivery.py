@@ -247,3 +247,49 @@ def test_a_missing_signing_secret_is_an_attempt_that_fails_and_is_retried(cast, 
     assert row.state == NotificationState.PENDING
     assert row.last_error.startswith("Signing secret: Vault has no secret")
     assert receiver.accepted == []
+
+
+def test_the_monitor_loop_delivers(cast, channels, smtp):
+    from monitoring import loop
+
+    notify(cast, "run:12", channels=[channels["mail"]])
+    loop.run_once(T0)
+    assert Notification.objects.get().state == "delivered" and len(smtp.messages) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_monitors_in_parallel_share_out_the_rows_without_overlap(tcast, settings):
+    """Four claimers at once on separate connections (FOR UPDATE SKIP LOCKED on PostgreSQL, the single
+    writer on SQLite): every row is claimed exactly once."""
+    import threading
+
+    from django.db import connection
+
+    for i in range(40):
+        Notification.objects.create(
+            tenant=tcast.acme, subject=f"n{i}", body="b", dedupe_key=f"p:{i}", next_attempt_at=T0
+        )
+    claimed: list[list[int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def claimer():
+        try:
+            start.wait()
+            for _ in range(5):
+                _, rows = delivery.claim_due(T0, 4)
+                claimed.append([row.pk for row in rows])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    every = [pk for batch in claimed for pk in batch]
+    assert len(every) == len(set(every)) == 40
+    assert set(Notification.objects.values_list("attempts", flat=True)) == {1}
