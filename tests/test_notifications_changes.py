@@ -99,3 +99,20 @@ def test_a_request_that_applies_at_once_tells_nobody_and_a_rolled_back_one_queue
 
     assert not Notification.objects.exists()
     assert deliver(smtp) == {}
+
+
+def test_finding_the_reviewers_costs_as_many_queries_for_twenty_approvers_as_for_two(cast, django_user_model):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from approvals.policies import reviewers
+
+    change = cast.propose_job(submit=False)
+    with CaptureQueriesContext(connection) as few:
+        assert {u.username for u in reviewers(change)} == {"acme-approver", "acme-approver2"}
+    for i in range(18):
+        grant_role(django_user_model.objects.create_user(f"extra-{i}"), Role.APPROVER, tenant=cast.acme, actor=SYSTEM)
+    change.refresh_from_db()
+    with CaptureQueriesContext(connection) as many:
+        assert len(reviewers(change)) == 20
+    assert len(many) == len(few)
