@@ -295,3 +295,25 @@ def test_monitors_in_parallel_share_out_the_rows_without_overlap(tcast, settings
     every = [pk for batch in claimed for pk in batch]
     assert len(every) == len(set(every)) == 40
     assert set(Notification.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_the_verification_shown_in_the_docs_accepts_governors_signature_and_refuses_forgeries():
+    import time
+    from pathlib import Path
+
+    from notifications import signing
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "notifications.md"
+    namespace: dict = {}
+    exec(docs.read_text().split("```python\n")[1].split("```")[0], namespace)  # noqa: S102 - our own docs
+    verify = namespace["verify"]
+    body, now = b'{"subject":"Job failed"}', int(time.time())
+    headers = {"X-Governor-Timestamp": str(now), "X-Governor-Signature": signing.sign(SECRET, now, body)}
+
+    assert verify(SECRET, headers, body)
+    assert not verify(SECRET, headers, body.replace(b"failed", b"fixed"))
+    assert not verify("another secret", headers, body)
+    old = now - 3600
+    assert not verify(SECRET, {**headers, "X-Governor-Timestamp": str(old)}, body)
+    replayed = {"X-Governor-Timestamp": str(old), "X-Governor-Signature": signing.sign(SECRET, old, body)}
+    assert not verify(SECRET, replayed, body)
