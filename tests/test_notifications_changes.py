@@ -68,7 +68,7 @@ def test_the_author_hears_when_the_request_is_approved_and_applied(cast, people,
     assert deliver(smtp) == {}  # one of two approvals: nothing decided yet
     change = approve_change(change, actor=cast.approver2)
 
-    assert deliver(smtp) == {"acme-author": [f"[Governor] {change} was approved", f"[Governor] {change} was applied"]}
+    assert deliver(smtp) == {"acme-author": [f"[Governor] {change} was applied", f"[Governor] {change} was approved"]}
 
 
 def test_a_rejection_reaches_the_author_and_the_resubmission_the_reviewers_again_but_a_retry_does_not(
