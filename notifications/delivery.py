@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
@@ -33,7 +33,7 @@ from django.core.mail import EmailMessage, get_connection
 from django.db import connection, transaction
 from django.db.models import F
 
-from governance.egress import HostRefused, guarded_client
+from governance.egress import HostRefused, Policy, check_url_host, guarded_client
 from governance.secrets import SecretError, resolve_secrets
 from governance.utc import isoz
 
@@ -134,18 +134,45 @@ def _email(row: Notification, to: str) -> Send:
     return send
 
 
-def _webhook(row: Notification, channel: Channel, now: datetime, secrets: dict[int, str]) -> Send:
-    policy = http_policy(row.tenant_id)
-    # Again at delivery: the policy may have changed, and the name may resolve elsewhere now (the
-    # client then connects only to the address it checked).
-    channel_rules.check_egress(row.tenant_id, channel.kind, channel.target)
-    if channel.pk not in secrets:
+@dataclass
+class PassCache:
+    """What one pass reads once: each tenant's HTTP policy, each webhook's signing secret."""
+
+    policies: dict[int, Policy] = field(default_factory=dict)
+    secrets: dict[int, str] = field(default_factory=dict)
+
+    def policy(self, tenant_id: int) -> Policy:
+        if tenant_id not in self.policies:
+            self.policies[tenant_id] = http_policy(tenant_id)
+        return self.policies[tenant_id]
+
+
+def _guarded(policy: Policy, kind: str, target: str, send: Send) -> Send:
+    """Check the URL against the policy again, resolving the name, in the sending thread (a slow DNS
+    answer holds that thread only): the policy may have changed, and the name may resolve elsewhere."""
+    url = channel_rules.http_url_of(kind, target)
+
+    def guarded() -> Outcome:
+        if url is not None:
+            try:
+                check_url_host(url, policy, whose=channel_rules.POLICY_NAME)
+            except HostRefused as exc:
+                return Outcome(False, f"Refused by the tenant's HTTP policy: {exc}")
+        return send()
+
+    return guarded
+
+
+def _webhook(row: Notification, channel: Channel, now: datetime, cache: PassCache) -> Send:
+    policy = cache.policy(row.tenant_id)
+    check_url_host(channel.target, policy, resolve=False, whose=channel_rules.POLICY_NAME)
+    if channel.pk not in cache.secrets:
         # Read once per channel and pass (each read is audited), with a token for the secret's scope only.
         _, environment = channel_rules.secret_scope(channel.secret, row.tenant, channel.team)
-        secrets[channel.pk] = resolve_secrets(
+        cache.secrets[channel.pk] = resolve_secrets(
             {"SIGNING_SECRET": channel.secret}, row.tenant, environment=environment, team=channel.team, obj=channel
         )["SIGNING_SECRET"]
-    secret = secrets[channel.pk]
+    secret = cache.secrets[channel.pk]
     body = webhook_body(row)
     timestamp = int(now.timestamp())
     headers = {
@@ -159,17 +186,18 @@ def _webhook(row: Notification, channel: Channel, now: datetime, secrets: dict[i
     url, timeout = channel.target, settings.GOVERNOR_NOTIFY_TIMEOUT_SECONDS
 
     def send() -> Outcome:
+        # The client connects only to the address its guard checked (no DNS rebinding).
         with guarded_client(policy, timeout) as client:
             response = client.post(url, content=body, headers=headers)
         if 200 <= response.status_code < 300:
             return Outcome(True, status_code=response.status_code)
         return Outcome(False, f"HTTP {response.status_code} from the receiver.", status_code=response.status_code)
 
-    return send
+    return _guarded(policy, channel.kind, channel.target, send)
 
 
-def _chat(row: Notification, channel: Channel) -> Send:
-    channel_rules.check_egress(row.tenant_id, channel.kind, channel.target)
+def _chat(row: Notification, channel: Channel, cache: PassCache) -> Send:
+    policy = cache.policy(row.tenant_id)
     plugin = channel_rules.chat_service(channel.target)
     plugin.socket_connect_timeout = plugin.socket_read_timeout = settings.GOVERNOR_NOTIFY_TIMEOUT_SECONDS
     title, body = row.subject, row.body
@@ -179,10 +207,10 @@ def _chat(row: Notification, channel: Channel) -> Send:
             return Outcome(True)
         return Outcome(False, f"{plugin.service_name} refused or could not be reached (the monitor's log says why).")
 
-    return send
+    return _guarded(policy, channel.kind, channel.target, send)
 
 
-def prepare(row: Notification, now: datetime, secrets: dict[int, str]) -> Send | Outcome:
+def prepare(row: Notification, now: datetime, cache: PassCache) -> Send | Outcome:
     """What to send for ``row`` (read here, in the monitor's thread: users, policy, Vault), or why not."""
     channel = row.channel
     try:
@@ -196,8 +224,8 @@ def prepare(row: Notification, now: datetime, secrets: dict[int, str]) -> Send |
         if channel.kind == ChannelKind.EMAIL:
             return _email(row, channel.target)
         if channel.kind == ChannelKind.WEBHOOK:
-            return _webhook(row, channel, now, secrets)
-        return _chat(row, channel)
+            return _webhook(row, channel, now, cache)
+        return _chat(row, channel, cache)
     except HostRefused as exc:
         return Outcome(False, f"Refused by the tenant's HTTP policy: {exc}")
     except SecretError as exc:
@@ -276,9 +304,9 @@ def deliver_due(now: datetime, *, limit: int | None = None) -> dict[str, int]:
         return counts
     outcomes: dict[int, Outcome] = {}
     work: dict[int, Send] = {}
-    secrets: dict[int, str] = {}
+    cache = PassCache()
     for row in rows:
-        prepared = prepare(row, now, secrets)
+        prepared = prepare(row, now, cache)
         if isinstance(prepared, Outcome):
             outcomes[row.pk] = prepared
         else:

@@ -190,7 +190,7 @@ def test_a_crash_between_sending_and_recording_sends_once_more_with_the_same_key
     (row,) = notify(cast, "run:6", channels=[channels["hook"]])
     # A monitor claims and sends, then dies before it records anything.
     token, claimed = delivery.claim_due(T0, 10)
-    send = delivery.prepare(claimed[0], T0, {})
+    send = delivery.prepare(claimed[0], T0, delivery.PassCache())
     assert send().ok  # type: ignore[operator]
     # Another monitor finds nothing to do while the claim holds...
     assert sum(delivery.deliver_due(T0 + timedelta(seconds=10)).values()) == 0
