@@ -12,8 +12,10 @@ and connect (rebinding) cannot slip through.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -138,12 +140,17 @@ class GuardedBackend(httpcore.SyncBackend):
         return super().connect_tcp(addresses[0], port, timeout, local_address, socket_options)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs tens of milliseconds: once per process (client contexts are safe to
+    share between threads)."""
+    return httpx.create_ssl_context()
+
+
 def guarded_client(policy: Policy, timeout: float) -> httpx.Client:
     """An httpx client that never follows redirects, ignores proxy variables and connects only through
     the guard."""
     transport = httpx.HTTPTransport()
     # httpx does not expose the network backend; swap the pool for one that uses the guard.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=GuardedBackend(policy)
-    )
+    transport._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=GuardedBackend(policy))
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
