@@ -235,3 +235,19 @@ def test_the_outbox_api_shows_a_tenant_its_own_messages_only(cast, policy):
     assert [(n["subject"], n["user"], n["state"]) for n in ours] == [("acme news", "acme-approver", "pending")]
     assert [n["subject"] for n in theirs] == ["globex news"]
     assert client_for(cast.globex_admin).get(f"/api/v1/notifications/{ours[0]['id']}/").status_code == 404
+
+
+def test_the_admin_applies_the_same_checks_as_the_api(client, cast, policy):
+    client.force_login(cast.superuser)
+    form = {"tenant": cast.acme.pk, "name": "ops-hook", "kind": "webhook", "enabled": "on", "_save": "Save"}
+
+    refused = client.post("/admin/notifications/channel/add/", {**form, "target": "http://10.9.9.9/x", "secret": REF})
+    assert refused.status_code == 200
+    assert "private or reserved address" in str(refused.context["adminform"].form.errors["target"])
+    unsigned = client.post("/admin/notifications/channel/add/", {**form, "target": "https://10.1.2.3/x", "secret": ""})
+    assert "signing secret" in str(unsigned.context["adminform"].form.errors["secret"])
+    assert not Channel.objects.exists()
+
+    saved = client.post("/admin/notifications/channel/add/", {**form, "target": "https://10.1.2.3/x", "secret": REF})
+    assert saved.status_code == 302
+    assert AuditEvent.objects.filter(action="admin.created", tenant=cast.acme).exists()
