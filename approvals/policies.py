@@ -25,8 +25,19 @@ from django.contrib.auth.models import User as User
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from governance.access import Action, can, can_over, grants_for, over_q, restrict, same_identity, same_identity_q
-from governance.models import Environment, Role
+from governance.access import (
+    Action,
+    can,
+    can_over,
+    grants_for,
+    identity_keys,
+    over_q,
+    prime_grants,
+    restrict,
+    same_identity,
+    same_identity_q,
+)
+from governance.models import Environment, Role, ScopeGroupRole, ScopeUserRole
 from jobs.models import Criticality
 
 from .models import CONFIG_KINDS, ApprovalPolicy, ChangeRequest, TargetKind
@@ -173,6 +184,29 @@ def reviewable(user: AnyUser, queryset: QuerySet[ChangeRequest] | None = None) -
         return allowed
     whole_scope = over_q(user, Action.REVIEW, ChangeRequest)
     return allowed.exclude(Q(target_kind__in=list(WHOLE_SCOPE_KINDS)) & ~whole_scope)
+
+
+def reviewers(change: ChangeRequest) -> list[User]:
+    """The active people who may review ``change`` now (``review_refusal``), for its notification: the
+    approvers of its tenant (directly or through a group) that the one rule lets through."""
+    codename = f"role_{Role.APPROVER}"
+    direct = ScopeUserRole.objects.filter(
+        content_object__tenant_id=change.tenant_id, permission__codename=codename
+    ).values("user_id")
+    grouped = ScopeGroupRole.objects.filter(
+        content_object__tenant_id=change.tenant_id, permission__codename=codename
+    ).values("group__user")
+    candidates = list(User.objects.filter(Q(pk__in=direct) | Q(pk__in=grouped), is_active=True).order_by("pk"))
+    prime_grants(candidates)
+    # The author's identity for every candidate at once: the query count does not grow with approvers.
+    keys = identity_keys([change.author_id, *(user.pk for user in candidates)])
+    author = keys.get(change.author_id, frozenset({change.author_id}))
+    return [
+        user
+        for user in candidates
+        if not keys.get(user.pk, frozenset({user.pk})) & author
+        and review_refusal(user, change, author_identity=False) is None
+    ]
 
 
 def current_rule(environment: Environment, criticality: str) -> dict[str, Any]:

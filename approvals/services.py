@@ -34,7 +34,7 @@ from jobs import services as job_services
 from jobs.definitions import diff
 from jobs.models import DEFINITION_FIELDS, Job, JobStatus
 
-from . import config_changes, policies
+from . import config_changes, notify, policies
 from .errors import ChangeError, check_apply_after
 from .kinds import JOB, JOB_STATE, POLICY, kind_of
 from .kinds.base import Actor, Definition
@@ -232,6 +232,8 @@ def submit_change(change: ChangeRequest, *, actor: User) -> ChangeRequest:
             change.decided_at = now
             change.save()
             _apply_or_hold(change, actor=actor)
+        else:
+            notify.waiting_for_review(change)
     return change
 
 
@@ -321,6 +323,7 @@ def _review(
                 obj=change,
                 data={"comment": comment, "reason": change.rejection_reason, "revision": change.revision},
             )
+            notify.decided(change, actor=actor)
             return change
         audit.record(
             AuditAction.CHANGE_APPROVED,
@@ -333,6 +336,7 @@ def _review(
             change.status = ChangeStatus.APPROVED
             change.decided_at = now
             change.save()
+            notify.decided(change, actor=actor)
             _apply_or_hold(change, actor=actor)
     return change
 
@@ -530,6 +534,8 @@ def edit_change(
                 "definition_changed": before != change.diff(),
             },
         )
+        # A new revision of a submitted request waits for its reviewers again.
+        notify.waiting_for_review(change)
     return change
 
 
@@ -795,6 +801,7 @@ def _apply(change: ChangeRequest, *, actor: Actor) -> None:
                     "emergency_before_review": _applies_before_review(change),
                 },
             )
+            notify.decided(change, actor=actor)
     except (ChangeError, job_services.JobStateError, ValidationError, IntegrityError) as exc:
         if isinstance(exc, ChangeError):
             reason = exc.message
@@ -806,6 +813,7 @@ def _apply(change: ChangeRequest, *, actor: Actor) -> None:
         change.failure_reason = reason
         change.save()
         audit.record(AuditAction.CHANGE_FAILED, actor=actor, obj=change, data={"reason": reason})
+        notify.decided(change, actor=actor)
 
 
 def _describe(exc: Exception) -> str:

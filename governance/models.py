@@ -224,6 +224,9 @@ class AuditAction(models.TextChoices):
     EXPORT = "audit.exported", "Audit exported"
     VAULT_POLICY_APPLIED = "vault.policy_applied", "Vault policy updated for the tenants"
     VAULT_POLICY_FAILED = "vault.policy_failed", "Vault policy could not be updated"
+    CHANNEL_CREATED = "channel.created", "Notification channel created"
+    CHANNEL_DISABLED = "channel.disabled", "Notification channel disabled"
+    CHANNEL_ENABLED = "channel.enabled", "Notification channel enabled"
     # Writes by platform administrators in the Django admin (governance.admin.AuditedAdminMixin).
     ADMIN_CREATED = "admin.created", "Created in the Django admin"
     ADMIN_CHANGED = "admin.changed", "Changed in the Django admin"

@@ -8,10 +8,17 @@ from approvals import api_urls as approvals_api
 from governance import api_urls as governance_api
 from jobs import api_urls as jobs_api
 from monitoring import api_urls as monitoring_api
+from notifications import api_urls as notifications_api
 
 # One DefaultRouter over the apps' viewsets, so /api/v1/ lists every collection.
 router = DefaultRouter()
-for app_router in (governance_api.router, jobs_api.router, approvals_api.router, monitoring_api.router):
+for app_router in (
+    governance_api.router,
+    jobs_api.router,
+    approvals_api.router,
+    monitoring_api.router,
+    notifications_api.router,
+):
     for prefix, viewset, basename in app_router.registry:
         router.register(prefix, viewset, basename=basename)
 
@@ -21,6 +28,7 @@ urlpatterns = [
     path("v1/", include("approvals.api_urls")),
     path("v1/", include("manifests.api_urls")),
     path("v1/", include("monitoring.api_urls")),
+    path("v1/", include("notifications.api_urls")),
     path("v1/insights/", include("insights.api_urls")),
     path("v1/", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,6 +1,6 @@
 """``/metrics``: Governor's state in the Prometheus text format, read from the database at scrape time.
 
-Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (ten, whatever
+Nothing is counted in the process: a scrape runs a fixed number of aggregate queries (13, whatever
 the number of jobs or runs), so every web process answers the same and a restart loses nothing. Label
 sets stay bounded: tenant and environment slugs, run states, pool names, and for the duration histogram
 only the ``GOVERNOR_METRICS_MAX_JOBS`` jobs with the most runs finished in the window.
@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from governance.models import Environment
 from jobs.models import Alert, Job, JobStatus, Pool, Run, RunStatus, SchedulerLease
+from notifications.models import DeliveryAttempt, Notification, NotificationState
 
 # Upper bounds (seconds) of the run duration histogram; +Inf is added.
 DURATION_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
@@ -91,6 +92,7 @@ class GovernorCollector(Collector):
         yield from self._scheduler(now)
         yield from self._pools()
         yield self._incidents()
+        yield from self._notifications(now, since)
 
     def _by_place(self, rows) -> list[tuple[str, str, str, int]]:
         """(environment id, label, n) rows as sorted (tenant, environment, label, n)."""
@@ -255,6 +257,60 @@ class GovernorCollector(Collector):
         for tenant, environment, kind, n in rows:
             family.add_metric([tenant, environment, kind], n)
         return family
+
+    def _notifications(self, now, since) -> Iterator[Metric]:
+        """The outbox: what waits, how long the oldest has waited, and what failed for good or on a try."""
+        pending = GaugeMetricFamily(
+            "governor_notifications_pending",
+            "Notifications waiting in the outbox (due or backing off), per tenant.",
+            labels=["tenant"],
+        )
+        oldest = GaugeMetricFamily(
+            "governor_notification_outbox_oldest_seconds",
+            "Age of the oldest notification still waiting, per tenant.",
+            labels=["tenant"],
+        )
+        waiting = (
+            Notification.objects.filter(state=NotificationState.PENDING)
+            .values_list("tenant__slug")
+            .annotate(n=Count("id"), first=Min("created_at"))
+            .order_by("tenant__slug")
+        )
+        for tenant, n, first in waiting:
+            pending.add_metric([tenant], n)
+            oldest.add_metric([tenant], max(0.0, _seconds(now - first)))
+        yield pending
+        yield oldest
+        failures = GaugeMetricFamily(
+            "governor_notification_failures",
+            f"Notifications given up on (every retry failed, or undeliverable) in the last "
+            f"{settings.GOVERNOR_METRICS_WINDOW_SECONDS} s, per tenant and channel kind (email for people).",
+            labels=["tenant", "kind"],
+        )
+        failed = (
+            Notification.objects.filter(state=NotificationState.FAILED, failed_at__gte=since)
+            .values_list("tenant__slug", "channel__kind")
+            .annotate(n=Count("id"))
+            .order_by("tenant__slug", "channel__kind")
+        )
+        for tenant, kind, n in failed:
+            failures.add_metric([tenant, kind or "email"], n)
+        yield failures
+        errors = GaugeMetricFamily(
+            "governor_notification_delivery_errors",
+            f"Delivery attempts that failed (and may be retried) in the last "
+            f"{settings.GOVERNOR_METRICS_WINDOW_SECONDS} s, per tenant.",
+            labels=["tenant"],
+        )
+        tries = (
+            DeliveryAttempt.objects.filter(at__gte=since, ok=False)
+            .values_list("notification__tenant__slug")
+            .annotate(n=Count("id"))
+            .order_by("notification__tenant__slug")
+        )
+        for tenant, n in tries:
+            errors.add_metric([tenant], n)
+        yield errors
 
 
 def exposition() -> bytes:

@@ -310,6 +310,8 @@ SPECTACULAR_SETTINGS = {
         # A job's criticality and a recovery rule's severity share their four levels.
         "CriticalityEnum": "jobs.models.Criticality",
         "RecoveryActionKindEnum": "monitoring.models.RecoveryActionKind",
+        "ChannelKindEnum": "notifications.models.ChannelKind",
+        "NotificationStateEnum": "notifications.models.NotificationState",
     },
 }
 
@@ -438,6 +440,47 @@ GOVERNOR_METRICS_WINDOW_SECONDS = env_int("GOVERNOR_METRICS_WINDOW_SECONDS", 864
 GOVERNOR_METRICS_MAX_JOBS = env_int("GOVERNOR_METRICS_MAX_JOBS", 500)
 if GOVERNOR_METRICS_WINDOW_SECONDS < 60 or GOVERNOR_METRICS_MAX_JOBS < 0:
     raise ImproperlyConfigured("GOVERNOR_METRICS_WINDOW_SECONDS must be >= 60 and GOVERNOR_METRICS_MAX_JOBS >= 0")
+
+# Email (docs/notifications.md): Django's mail framework; the console backend when no host is set.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: STARTTLS or implicit TLS, not both")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "governor@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Notification delivery by the monitor (docs/notifications.md).
+GOVERNOR_NOTIFY_TIMEOUT_SECONDS = env_int("GOVERNOR_NOTIFY_TIMEOUT_SECONDS", 10)
+GOVERNOR_NOTIFY_WORKERS = env_int("GOVERNOR_NOTIFY_WORKERS", 4)
+GOVERNOR_NOTIFY_BATCH = env_int("GOVERNOR_NOTIFY_BATCH", 50)
+GOVERNOR_NOTIFY_MAX_ATTEMPTS = env_int("GOVERNOR_NOTIFY_MAX_ATTEMPTS", 8)
+GOVERNOR_NOTIFY_BACKOFF_SECONDS = env_int("GOVERNOR_NOTIFY_BACKOFF_SECONDS", 30)
+GOVERNOR_NOTIFY_BACKOFF_CAP_SECONDS = env_int("GOVERNOR_NOTIFY_BACKOFF_CAP_SECONDS", 3600)
+# The right-hand side of every notification's Message-ID: the same on every host, so a copy sent again
+# after a crash carries the same id.
+GOVERNOR_NOTIFY_MESSAGE_ID_DOMAIN = env_str("GOVERNOR_NOTIFY_MESSAGE_ID_DOMAIN", "governor.invalid")
+if (
+    min(
+        GOVERNOR_NOTIFY_TIMEOUT_SECONDS,
+        GOVERNOR_NOTIFY_WORKERS,
+        GOVERNOR_NOTIFY_BATCH,
+        GOVERNOR_NOTIFY_MAX_ATTEMPTS,
+        GOVERNOR_NOTIFY_BACKOFF_SECONDS,
+    )
+    < 1
+    or GOVERNOR_NOTIFY_BACKOFF_CAP_SECONDS < GOVERNOR_NOTIFY_BACKOFF_SECONDS
+):
+    raise ImproperlyConfigured(
+        "GOVERNOR_NOTIFY_* must be at least 1, and GOVERNOR_NOTIFY_BACKOFF_CAP_SECONDS at least the backoff"
+    )
 
 # Vault (OpenBao in development and tests)
 VAULT_ADDR = env_str("VAULT_ADDR", "http://127.0.0.1:8200")

@@ -22,5 +22,6 @@ urlpatterns = [
     path("", include("jobs.urls")),
     path("", include("approvals.urls")),
     path("", include("monitoring.urls")),
+    path("", include("notifications.urls")),
     path("insights/", include("insights.urls")),
 ]

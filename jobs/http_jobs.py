@@ -1,29 +1,27 @@
 """HTTP jobs: one request with httpx, judged by status code and an optional JSON Schema.
 
-Only hosts on the environment's allow-list are called. Loopback, link-local,
-private, reserved and cloud metadata addresses are refused unless the
-environment explicitly allows them (SSRF guard). The guard runs on every hop
-of a redirect chain, and the connection is made to the very address that was
-checked, so a DNS answer that changes between check and connect
-(rebinding) cannot slip through.
+Only hosts on the environment's allow-list are called, through the SSRF guard of
+``governance.egress`` (shared with webhooks): loopback, link-local, private,
+reserved and cloud metadata addresses are refused unless the environment
+explicitly allows them. The guard runs on every hop of a redirect chain, and
+the connection is made to the very address that was checked.
 """
 
 from __future__ import annotations
 
 import email.utils
-import fnmatch
-import ipaddress
 import json
-import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpcore
 import httpx
 
+from governance import egress
+from governance.egress import HostRefused, Policy, address_refused, union
 from governance.models import Environment
 from governance.patterns import UserSchemaValidator
 
@@ -31,28 +29,8 @@ from .placeholders import WHOLE_PLACEHOLDER
 
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 1024 * 1024
-# Cloud metadata endpoints that are not covered by the link-local/private checks.
-METADATA_ADDRESSES = {
-    ipaddress.ip_address("169.254.169.254"),
-    ipaddress.ip_address("100.100.100.200"),
-    ipaddress.ip_address("fd00:ec2::254"),
-    ipaddress.ip_address("192.0.0.192"),
-}
-METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.goog"}
 
-
-class HostRefused(Exception):
-    """The URL's host is not allowed for this environment."""
-
-
-@dataclass
-class Policy:
-    hosts: list[str] = field(default_factory=list)
-    allow_private: bool = False
-
-    def private_allowed(self, host: str) -> bool:
-        """Internal addresses only for hosts the allow-list names literally, never through a wildcard."""
-        return self.allow_private and host.lower().rstrip(".") in self.hosts
+__all__ = ["HostRefused", "Policy", "address_refused", "check_url_host", "execute_http", "policy_for", "tenant_policy"]
 
 
 def policy_for(environment: Environment | int) -> Policy:
@@ -65,87 +43,26 @@ def policy_for(environment: Environment | int) -> Policy:
     return Policy(hosts=[h.lower() for h in row.http_allowed_hosts], allow_private=row.allow_private_addresses)
 
 
-def address_refused(address: str) -> str | None:
-    """Why an IP address may not be called (None if it may)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified or not ip.is_global:
-        return "a private or reserved address"
-    return None
+def tenant_policy(tenant_id: int) -> Policy:
+    """The tenant's HTTP policy for what is not tied to one environment (webhooks, chat): the union
+    of its environments' policies (``egress.union``)."""
+    from .models import EnvironmentExecutionPolicy
+
+    rows = EnvironmentExecutionPolicy.objects.filter(environment__tenant_id=tenant_id).values_list(
+        "http_allowed_hosts", "allow_private_addresses"
+    )
+    return union(Policy(hosts=[h.lower() for h in hosts], allow_private=private) for hosts, private in rows)
 
 
 def check_url_host(url: str, environment: Environment | int | Policy, *, resolve: bool = True) -> Policy:
     """Refuse URLs whose scheme or host the environment does not allow (and, when resolving, whose
     addresses are internal)."""
     policy = environment if isinstance(environment, Policy) else policy_for(environment)
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"}:
-        raise HostRefused(f"Only http and https URLs are allowed, not {parts.scheme or 'no scheme'!r}.")
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        raise HostRefused("The URL has no host.")
-    if parts.username or parts.password:
-        raise HostRefused("Credentials in the URL are not allowed; use a secret header.")
-    if not any(fnmatch.fnmatchcase(host, pattern) for pattern in policy.hosts):
-        raise HostRefused(f"Host {host!r} is not on this environment's allow-list of HTTP hosts.")
-    if policy.private_allowed(host):
-        return policy
-    if host in METADATA_HOSTS:
-        raise HostRefused(f"Host {host!r} is a cloud metadata service.")
-    try:
-        literal = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        literal = None
-    if literal is not None:
-        reason = address_refused(str(literal))
-        if reason:
-            raise HostRefused(f"Host {host!r} is {reason}; refused unless the environment allows private addresses.")
-    elif resolve:
-        for address in resolve_host(host, parts.port or (443 if parts.scheme == "https" else 80)):
-            reason = address_refused(address)
-            if reason:
-                raise HostRefused(f"Host {host!r} resolves to {address}, {reason}; refused.")
-    return policy
-
-
-def resolve_host(host: str, port: int) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise httpx.ConnectError(f"Cannot resolve {host!r}: {exc}") from None
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-class GuardedBackend(httpcore.SyncBackend):
-    """Connects only to addresses that pass the SSRF guard, to exactly the address checked."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = resolve_host(host, port)
-        if not self.policy.private_allowed(host):
-            for address in addresses:
-                reason = address_refused(address)
-                if reason:
-                    raise httpcore.ConnectError(f"Refused to connect to {host} ({address}): {reason}.")
-        return super().connect_tcp(addresses[0], port, timeout, local_address, socket_options)
+    return egress.check_url_host(url, policy, resolve=resolve)
 
 
 def _client(policy: Policy, timeout: float) -> httpx.Client:
-    transport = httpx.HTTPTransport()
-    # httpx does not expose the network backend; swap the pool for one that uses the guard.
-    transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(), network_backend=GuardedBackend(policy)
-    )
-    return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+    return egress.guarded_client(policy, timeout)
 
 
 @dataclass

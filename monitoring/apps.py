@@ -9,8 +9,10 @@ class MonitoringConfig(AppConfig):
         # jobs never imports monitoring: finished runs and the executor's alerts reach it through
         # jobs.hooks (docs/architecture.md).
         from jobs import hooks
+        from notifications import delivery
 
-        from . import listeners
+        from . import listeners, loop
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
+        loop.add_step("notifications", delivery.deliver_step)

@@ -8,6 +8,8 @@ off, outside the scheduler and the workers.
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -21,18 +23,38 @@ class ChannelKind(models.TextChoices):
 
 
 class Channel(models.Model):
-    """Where a team's notifications go besides its people's email: a webhook or a chat service."""
+    """Where a team's notifications go besides its people's email: an address, a webhook or a chat service.
+
+    A webhook's signing secret is never stored here: ``secret`` is a Vault reference
+    (``vault:<mount>/<prefix>/<tenant>/<environment>[/<team>]/...#key``) read at delivery."""
+
+    ACCESS_FIELDS = ("tenant_id", "team_id", None)
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="notification_channels")
     team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, related_name="channels")
     name = models.SlugField(max_length=100)
     kind = models.CharField(max_length=10, choices=ChannelKind.choices)
     target = models.CharField(max_length=2000, help_text="An email address, a webhook URL or an apprise URL.")
+    secret = models.CharField(
+        max_length=600,
+        blank=True,
+        help_text="Webhooks: the Vault reference of the signing secret, e.g. vault:secret/governor/acme/prod/hooks#key.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="channel_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="channel_unique_name"),
+            models.CheckConstraint(
+                condition=~models.Q(kind="webhook") | ~models.Q(secret=""),
+                name="channel_webhook_signed",
+                violation_error_message="A webhook needs the Vault reference of its signing secret.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
@@ -45,7 +67,12 @@ class NotificationState(models.TextChoices):
 
 
 class Notification(models.Model):
-    """One message to one recipient (a user's email or a channel); ``dedupe_key`` makes it once only."""
+    """One message to one recipient (a user's email or a channel); ``dedupe_key`` makes it once only.
+
+    ``key`` is the idempotency key receivers see (email Message-ID, webhook header): a row is sent
+    again only when a monitor died between sending and recording, and then with the same key."""
+
+    ACCESS_FIELDS = ("tenant_id", "channel__team_id", None)
 
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+")
     channel = models.ForeignKey(Channel, on_delete=models.PROTECT, null=True, blank=True, related_name="notifications")
@@ -57,12 +84,17 @@ class Notification(models.Model):
     payload = models.JSONField(default=dict, blank=True, help_text="The event as JSON (webhook body).")
     source = models.CharField(max_length=100, blank=True, help_text="What caused it, e.g. incident:12.")
     dedupe_key = models.CharField(max_length=300, unique=True)
+    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     state = models.CharField(max_length=10, choices=NotificationState.choices, default=NotificationState.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(help_text="When delivery is next tried (UTC).")
+    next_attempt_at = models.DateTimeField(
+        help_text="When delivery is next tried (UTC); while a monitor sends it, the end of its claim."
+    )
+    claim = models.CharField(max_length=32, blank=True, help_text="The monitor cycle that holds it (while sending).")
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -70,7 +102,9 @@ class Notification(models.Model):
                 fields=["next_attempt_at"],
                 condition=models.Q(state="pending"),
                 name="notification_due",
-            )
+            ),
+            # The failures page and governor_notification_failures: failed rows, newest first.
+            models.Index(fields=["failed_at"], condition=models.Q(state="failed"), name="notification_failed"),
         ]
 
     def __str__(self) -> str:
@@ -80,12 +114,18 @@ class Notification(models.Model):
 class DeliveryAttempt(models.Model):
     """Every try at delivering a notification, kept for the channel's history."""
 
+    ACCESS_FIELDS = ("notification__tenant_id", "notification__channel__team_id", None)
+
     notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="delivery_attempts")
     at = models.DateTimeField()
     ok = models.BooleanField()
     error = models.TextField(blank=True)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        # The channels page and governor_notification_delivery_errors: recent attempts.
+        indexes = [models.Index(fields=["at"], name="delivery_attempt_at")]
 
     def __str__(self) -> str:
         return f"attempt at {self.at:%Y-%m-%d %H:%M:%S} ({'ok' if self.ok else 'failed'})"

@@ -14,6 +14,7 @@ from approvals.models import ChangeRequest
 from approvals.services import approve_change, create_freeze_window, propose_change
 from conftest import PASSWORD
 from jobs.models import Job, Run, RunStatus
+from notifications.models import Channel, DeliveryAttempt, Notification
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 
@@ -26,6 +27,7 @@ NAVIGATION = [
     ("reviews-due", "/overdue/"),
     ("freezes", "/freezes/"),
     ("policies", "/policies/"),
+    ("notifications", "/notifications/"),
     ("audit", "/audit/"),
 ]
 
@@ -96,6 +98,7 @@ def populate(cast) -> list[tuple[str, str]]:
         reason="Year-end release freeze",
     )
     created = ChangeRequest.objects.filter(job=close, action="create").get()
+    _notifications(cast, now)
     return [
         *NAVIGATION,
         ("job", f"/jobs/{close.pk}/"),
@@ -119,6 +122,30 @@ def populate(cast) -> list[tuple[str, str]]:
         ("insights-overhead", "/insights/overhead/"),
         ("not-found", "/jobs/999999/"),
     ]
+
+
+def _notifications(cast, now) -> None:
+    """A channel, a notification delivered to it and one that failed for good (the notifications page)."""
+    channel = Channel.objects.create(
+        tenant=cast.acme, team=cast.payments, name="payments-mail", kind="email", target="payments@acme.test"
+    )
+    for state, error in (("delivered", ""), ("failed", "SMTP 550: mailbox unavailable for payments@acme.test")):
+        row = Notification.objects.create(
+            tenant=cast.acme,
+            channel=channel,
+            subject=f"payments.ledger.close-books failed ({state})",
+            body="The run failed.",
+            dedupe_key=f"console:{state}",
+            state=state,
+            attempts=1,
+            next_attempt_at=now,
+            last_error=error,
+            failed_at=now if error else None,
+            delivered_at=None if error else now,
+        )
+        DeliveryAttempt.objects.create(
+            notification=row, at=now, ok=not error, error=error, status_code=None, duration_ms=12.5
+        )
 
 
 def sign_in(browser, live_server, username: str, *, width: int = 1360, height: int = 900):

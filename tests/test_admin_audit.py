@@ -21,6 +21,7 @@ from governance.admin import AuditedAdminMixin
 from governance.models import AuditAction, AuditEvent, Role, Scope, ScopeUserRole
 from governance.siem import forward_once, parse_destination
 from jobs.models import EnvironmentExecutionPolicy, TenantExecutionPolicy
+from notifications.models import Channel
 from tests.test_audit_siem import SyslogReceiver
 from tests.vault import free_port
 
@@ -255,6 +256,12 @@ EDITABLE = {
         lambda c: TenantExecutionPolicy.objects.create(tenant=c.globex),
         "allowed_executables",
         lambda c, o: '["/bin/sh"]',
+        lambda c: c.globex,
+    ),
+    "notifications.channel": Edit(
+        lambda c: Channel.objects.create(tenant=c.globex, name="ops-mail", kind="email", target="ops@globex.test"),
+        "target",
+        lambda c, o: "oncall@globex.test",
         lambda c: c.globex,
     ),
     "jobs.environmentexecutionpolicy": Edit(

@@ -195,7 +195,7 @@ def test_query_count_does_not_grow_with_jobs_and_runs(client, cast):
     plant(10, 190)
     many, jobs = queries()
     assert jobs == 200
-    assert many == few == 10
+    assert many == few == 13
 
 
 # --- who may scrape -------------------------------------------------------------------------------

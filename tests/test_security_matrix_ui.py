@@ -272,6 +272,7 @@ VIEWS: dict[str, View] = {
     # Pages without an object: what each role sees there is counted in test_ui_lists_show_...
     "dashboard": View(None, get=_everyone(200)),
     "audit_list": View(None, get=_everyone(200)),
+    "notification_list": View(None, get=_everyone(200)),
     "job_list": View(None, get=_everyone(200)),
     "change_list": View(None, get=_everyone(200)),
     "change_new": View(
