@@ -10,7 +10,8 @@ class MonitoringConfig(AppConfig):
         # jobs.hooks (docs/architecture.md).
         from jobs import hooks
 
-        from . import listeners
+        from . import escalation, listeners, loop
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
+        loop.add_step("escalation", escalation.escalate)
