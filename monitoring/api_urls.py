@@ -2,5 +2,14 @@
 
 from rest_framework.routers import DefaultRouter
 
+from .api import IncidentViewSet
+from .oncall_api import EscalationPolicyViewSet, OverrideViewSet, RotationViewSet, RouteViewSet, SilenceViewSet
+
 router = DefaultRouter()
+router.register("incidents", IncidentViewSet, basename="api-incident")
+router.register("rotations", RotationViewSet, basename="api-rotation")
+router.register("rotation-overrides", OverrideViewSet, basename="api-rotation-override")
+router.register("escalation-policies", EscalationPolicyViewSet, basename="api-escalation-policy")
+router.register("escalation-routes", RouteViewSet, basename="api-escalation-route")
+router.register("silences", SilenceViewSet, basename="api-silence")
 urlpatterns: list = []

@@ -117,7 +117,9 @@ def _notify_step(incident: Incident, step: Step, number: int, round_: int, now: 
     if recipients:
         message = f"Notified {', '.join(recipients)} (step {number}, round {round_})."
     else:
-        message = f"Step {number}, round {round_}: nobody to notify (no one on call, no user with an email, no channel)."
+        message = (
+            f"Step {number}, round {round_}: nobody to notify (no one on call, no user with an email, no channel)."
+        )
     _event(
         incident,
         IncidentEventKind.NOTIFIED if recipients else IncidentEventKind.UNROUTED,
@@ -146,8 +148,17 @@ def notify_due(incident: Incident, now: dt.datetime) -> None:
     if quiet is not None:
         if incident.silenced_until != quiet.until:
             incident.silenced_until, incident.silence_reason = quiet.until, quiet.reason[:500]
-            _event(incident, IncidentEventKind.SILENCED, now, f"Silenced until {quiet.until:%Y-%m-%d %H:%M:%S} UTC: {quiet.reason}.")
-            audit.record(AuditAction.INCIDENT_SILENCED, obj=incident, data={"until": quiet.until.isoformat(), "reason": quiet.reason})
+            _event(
+                incident,
+                IncidentEventKind.SILENCED,
+                now,
+                f"Silenced until {quiet.until:%Y-%m-%d %H:%M:%S} UTC: {quiet.reason}.",
+            )
+            audit.record(
+                AuditAction.INCIDENT_SILENCED,
+                obj=incident,
+                data={"until": quiet.until.isoformat(), "reason": quiet.reason},
+            )
         incident.next_escalation_at = quiet.until
         incident.save(update_fields=["silenced_until", "silence_reason", "next_escalation_at"])
         return

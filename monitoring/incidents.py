@@ -148,7 +148,11 @@ def acknowledge(incident: Incident, *, actor: Actor, now: dt.datetime | None = N
     with transaction.atomic():
         incident = _locked(incident)
         if incident.state != IncidentState.TRIGGERED:
-            raise ValidationError({"state": f"The incident is {incident.get_state_display().lower()}: only a triggered incident can be acknowledged."})
+            raise ValidationError(
+                {
+                    "state": f"The incident is {incident.get_state_display().lower()}: only a triggered incident can be acknowledged."
+                }
+            )
         user = user_of(actor)
         incident.state = IncidentState.ACKNOWLEDGED
         incident.acknowledged_at, incident.acknowledged_by = now, user
@@ -156,7 +160,11 @@ def acknowledge(incident: Incident, *, actor: Actor, now: dt.datetime | None = N
         incident.save(update_fields=["state", "acknowledged_at", "acknowledged_by", "next_escalation_at"])
         who = user.get_username() if user else "system"
         IncidentEvent.objects.create(
-            incident=incident, kind=IncidentEventKind.ACKNOWLEDGED, at=now, actor=user, message=f"Acknowledged by {who}."
+            incident=incident,
+            kind=IncidentEventKind.ACKNOWLEDGED,
+            at=now,
+            actor=user,
+            message=f"Acknowledged by {who}.",
         )
         audit.record(AuditAction.INCIDENT_ACKNOWLEDGED, actor=actor, obj=incident)
     return incident
@@ -172,7 +180,9 @@ def _close(incident: Incident, *, actor: Actor, reason: str, now: dt.datetime) -
     IncidentEvent.objects.create(
         incident=incident, kind=IncidentEventKind.RESOLVED, at=now, actor=user, message=message, data={"reason": reason}
     )
-    audit.record(AuditAction.INCIDENT_RESOLVED, actor=actor, obj=incident, data={"reason": reason, "automatic": user is None})
+    audit.record(
+        AuditAction.INCIDENT_RESOLVED, actor=actor, obj=incident, data={"reason": reason, "automatic": user is None}
+    )
     return incident
 
 

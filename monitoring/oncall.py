@@ -79,7 +79,9 @@ def _on_call(layers: Sequence[RotationLayer], overrides: Sequence[Override], at:
     return None
 
 
-def _changes_after(layers: Sequence[RotationLayer], overrides: Sequence[Override], at: dt.datetime) -> dt.datetime | None:
+def _changes_after(
+    layers: Sequence[RotationLayer], overrides: Sequence[Override], at: dt.datetime
+) -> dt.datetime | None:
     """The first instant after ``at`` at which the answer may change."""
     found: list[dt.datetime] = []
     for layer in layers:

@@ -11,6 +11,7 @@ here and refused with field errors.
 from __future__ import annotations
 
 import datetime as dt
+
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -83,7 +84,9 @@ def _layer_definition(layer: dict) -> dict:
 
 
 @transaction.atomic
-def save_rotation(*, actor: Actor, team: Team, name: str, layers: list[dict], rotation: Rotation | None = None) -> Rotation:
+def save_rotation(
+    *, actor: Actor, team: Team, name: str, layers: list[dict], rotation: Rotation | None = None
+) -> Rotation:
     """Create the team's rotation or replace an existing one's layers (``layers``: name, users (User
     rows), starts_on, rotation_days, handoff_time, timezone, weekdays; the last one wins)."""
     _require_manage(actor, team.tenant_id, team.pk)
@@ -253,7 +256,9 @@ def save_route(
         raise ValidationError({"policy": "A team's policy serves only that team's routes."})
     same = Route.objects.filter(tenant=tenant, team=team, criticality=criticality, environment=environment)
     if same.exclude(pk=route.pk if route else None).exists():
-        raise ValidationError({"non_field_errors": "A route for this team, criticality and environment already exists."})
+        raise ValidationError(
+            {"non_field_errors": "A route for this team, criticality and environment already exists."}
+        )
     operation = "update" if route is not None else "create"
     if route is not None and route.team_id != (team.pk if team else None):
         raise ValidationError({"team": "A route stays with its team."})

@@ -119,7 +119,9 @@ class IncidentEvent(models.Model):
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
     at = models.DateTimeField()
     kind = models.CharField(max_length=12, choices=IncidentEventKind.choices)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     message = models.TextField(blank=True)
     step = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Escalation step notified (1: the first).")
     round = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Round of the policy (1: the first).")
