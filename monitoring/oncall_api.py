@@ -121,12 +121,13 @@ class RotationInputSerializer(StrictInputMixin, serializers.Serializer):
     def validate(self, attrs):
         attrs = super().validate(attrs)
         team = attrs["team"]
-        errors: list[dict] = []
-        for layer in attrs["layers"]:
+        errors: dict[str, dict] = {}
+        for index, layer in enumerate(attrs["layers"]):
             users, problems = oncall_services.people(layer["users"], team.tenant_id, team.pk)
             layer["users"] = users
-            errors.append({"users": problems} if problems else {})
-        if any(errors):
+            if problems:
+                errors[str(index)] = {"users": problems}
+        if errors:
             raise serializers.ValidationError({"layers": errors})
         return attrs
 
@@ -260,9 +261,9 @@ class PolicyInputSerializer(StrictInputMixin, serializers.Serializer):
         attrs = super().validate(attrs)
         tenant = _tenant_of(attrs)
         attrs["tenant"] = tenant
-        team = attrs.get("team")
-        errors: list[dict] = []
-        for step in attrs["steps"]:
+        team = attrs.setdefault("team", None)
+        errors: dict[str, dict] = {}
+        for index, step in enumerate(attrs["steps"]):
             users, user_problems = oncall_services.people(step["users"], tenant.pk, team.pk if team else None)
             channels, channel_problems = oncall_services.channels_of(tenant.pk, step["channels"])
             step["users"], step["channels"] = users, channels
@@ -275,8 +276,9 @@ class PolicyInputSerializer(StrictInputMixin, serializers.Serializer):
                 problem["non_field_errors"] = [
                     "This step notifies nobody: notify the on-call person, users or channels."
                 ]
-            errors.append(problem)
-        if any(errors):
+            if problem:
+                errors[str(index)] = problem
+        if errors:
             raise serializers.ValidationError({"steps": errors})
         return attrs
 
@@ -327,6 +329,8 @@ class RouteInputSerializer(StrictInputMixin, serializers.Serializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
+        attrs.setdefault("team", None)
+        attrs.setdefault("environment", None)
         attrs["tenant"] = _tenant_of(attrs)
         return attrs
 
@@ -375,7 +379,8 @@ class SilenceInputSerializer(StrictInputMixin, serializers.Serializer):
 
     def validate(self, attrs):
         attrs = super().validate(attrs)
-        job = attrs.get("job")
+        job = attrs.setdefault("job", None)
+        attrs.setdefault("team", None)
         if job is not None:
             attrs.setdefault("tenant", job.tenant)
             attrs["team"] = attrs.get("team") or job.team

@@ -34,7 +34,9 @@ def with_email(*users):
     return users
 
 
-def rotation(team, users, *, starts_on=dt.date(2026, 11, 30), days=7, handoff=dt.time(9, 0), zone="Europe/Berlin", **extra):
+def rotation(
+    team, users, *, starts_on=dt.date(2026, 11, 30), days=7, handoff=dt.time(9, 0), zone="Europe/Berlin", **extra
+):
     """A one-layer rotation of ``users`` for ``team`` (weekly, Mondays 09:00 Berlin unless told)."""
     layer = {
         "name": "primary",

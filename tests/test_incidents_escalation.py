@@ -25,9 +25,7 @@ MIN = dt.timedelta(minutes=1)
 def sent() -> list[tuple[str, str]]:
     """(dedupe key without the recipient, recipient) of every queued notification, in order."""
     rows = Notification.objects.order_by("id").select_related("user", "channel")
-    return [
-        (n.dedupe_key.split("|")[0], n.user.username if n.user else f"channel:{n.channel.name}") for n in rows
-    ]
+    return [(n.dedupe_key.split("|")[0], n.user.username if n.user else f"channel:{n.channel.name}") for n in rows]
 
 
 @pytest.fixture
@@ -35,7 +33,9 @@ def escalating(cast):
     """payments: operator on call; step 1 the on-call person, step 2 (15 min later) approver and a webhook."""
     with_email(cast.operator, cast.approver, cast.admin)
     rotation(cast.payments, [cast.operator])
-    hook = Channel.objects.create(tenant=cast.acme, team=cast.payments, name="pager", kind="webhook", target="https://x")
+    hook = Channel.objects.create(
+        tenant=cast.acme, team=cast.payments, name="pager", kind="webhook", target="https://x"
+    )
     policy(
         cast.acme,
         cast.payments,
@@ -167,12 +167,19 @@ def test_routes_pick_the_most_specific_policy(cast):
     with_email(cast.approver, cast.admin, cast.operator)
     default = policy(cast.acme, None, [{"users": [cast.admin]}], name="tenant default")
     critical = oncall_services.save_policy(
-        actor=SYSTEM, tenant=cast.acme, team=cast.payments, name="payments critical prod", steps=[
-            {"delay_minutes": 5, "notify_on_call": False, "users": [cast.approver], "channels": []}
-        ]
+        actor=SYSTEM,
+        tenant=cast.acme,
+        team=cast.payments,
+        name="payments critical prod",
+        steps=[{"delay_minutes": 5, "notify_on_call": False, "users": [cast.approver], "channels": []}],
     )
     oncall_services.save_route(
-        actor=SYSTEM, tenant=cast.acme, team=cast.payments, policy=critical, criticality="critical", environment=cast.prod
+        actor=SYSTEM,
+        tenant=cast.acme,
+        team=cast.payments,
+        policy=critical,
+        criticality="critical",
+        environment=cast.prod,
     )
     prod_critical = cast.make_job(cast.prod, criticality="critical", rationale="Critical without a heartbeat: test.")
     dev_job = cast.make_job(cast.dev, name="payments.ledger.dev")
