@@ -4,8 +4,9 @@ policies, routes and silences. Reads follow ``restrict``; writes go through moni
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from django.contrib.auth.models import User
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status
@@ -45,12 +46,11 @@ class UserListField(serializers.ListField):
     child = serializers.IntegerField(min_value=1)
 
 
-def _zone(value: str) -> str:
+def _zone(value: str) -> None:
     try:
         schedule.validate_zone(value)
     except schedule.ScheduleError as exc:
         raise serializers.ValidationError(str(exc)) from None
-    return value
 
 
 class ConfigViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedViewSet):
@@ -63,7 +63,7 @@ class ConfigViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restricted
         return obj.tenant_id, obj.team_id
 
     def _guard(self, obj: Any) -> None:
-        if not oncall_services.may_manage(self.request.user, *self._place(obj)):
+        if not oncall_services.may_manage(cast(User, self.request.user), *self._place(obj)):
             raise AccessDenied("Only a tenant admin whose role covers this team manages its on-call and silences.")
 
     def _input(self, instance: Any = None) -> dict:

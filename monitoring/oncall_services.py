@@ -186,7 +186,8 @@ def save_policy(
         )
     if any(c.tenant_id != tenant.pk for step in steps for c in step["channels"]):
         raise ValidationError({"steps": "A channel belongs to another tenant."})
-    if EscalationPolicy.objects.filter(tenant=tenant, name=name).exclude(pk=policy.pk if policy else None).exists():
+    named = EscalationPolicy.objects.filter(tenant=tenant, name=name)
+    if (named.exclude(pk=policy.pk) if policy is not None else named).exists():
         raise ValidationError({"name": "An escalation policy with this name already exists in the tenant."})
     if policy is None:
         policy = EscalationPolicy.objects.create(
@@ -255,7 +256,7 @@ def save_route(
     if policy.team_id is not None and policy.team_id != (team.pk if team else None):
         raise ValidationError({"policy": "A team's policy serves only that team's routes."})
     same = Route.objects.filter(tenant=tenant, team=team, criticality=criticality, environment=environment)
-    if same.exclude(pk=route.pk if route else None).exists():
+    if (same.exclude(pk=route.pk) if route is not None else same).exists():
         raise ValidationError(
             {"non_field_errors": "A route for this team, criticality and environment already exists."}
         )

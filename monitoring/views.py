@@ -137,7 +137,7 @@ def _members(team: Team) -> list[dict]:
         role = labels.get(grant.permission.codename.removeprefix("role_"), grant.permission.codename)
         scope = grant.content_object
         where = ("team" if scope.team_id else "tenant") + (
-            f", {scope.environment.slug}" if scope.environment_id else ""
+            f", {scope.environment.slug}" if scope.environment is not None else ""
         )
         entry["roles"].append(f"{role} ({where})")
     return sorted(people.values(), key=lambda p: p["user"].get_username())

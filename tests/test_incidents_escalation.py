@@ -70,7 +70,7 @@ def test_step_two_is_notified_after_its_delay_without_acknowledgement_exactly_on
     assert incident.next_escalation_at is None and sent() == expected
     assert incident.events.last().kind == "exhausted"
     assert Notification.objects.first().payload["incident"] == incident.pk
-    assert "/incidents/%d/" % incident.pk in Notification.objects.first().body
+    assert f"/incidents/{incident.pk}/" in Notification.objects.first().body
 
 
 def test_the_monitor_loop_runs_the_escalation_step(escalating):
