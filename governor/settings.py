@@ -307,6 +307,8 @@ SPECTACULAR_SETTINGS = {
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
         "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
+        # An incident's severity uses the same four values as a job's criticality.
+        "CriticalityEnum": "jobs.models.Criticality",
     },
 }
 
