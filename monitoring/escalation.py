@@ -197,7 +197,7 @@ def escalate(now: dt.datetime) -> int:
         with transaction.atomic():
             # Locked: a second monitor process, an acknowledgement or a resolution waits for this step.
             incident = (
-                Incident.objects.select_for_update()
+                Incident.objects.select_for_update(of=("self",))
                 .select_related("job", "team", "escalation_policy__team")
                 .filter(pk=pk, state=IncidentState.TRIGGERED, next_escalation_at__lte=now)
                 .first()

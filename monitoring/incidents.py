@@ -34,7 +34,7 @@ def _alert_key(signal: AlertSignal) -> str:
 
 def _open(tenant_id: int, fingerprint: str) -> Incident | None:
     return (
-        Incident.objects.select_for_update()
+        Incident.objects.select_for_update(of=("self",))
         .select_related("job", "team", "escalation_policy__team")
         .filter(tenant_id=tenant_id, fingerprint=fingerprint, state__in=OPEN_STATES)
         .first()
@@ -136,7 +136,7 @@ def _may_act(actor: Actor, incident: Incident) -> None:
 
 
 def _locked(incident: Incident) -> Incident:
-    return Incident.objects.select_for_update().select_related("job").get(pk=incident.pk)
+    return Incident.objects.select_for_update(of=("self",)).select_related("job").get(pk=incident.pk)
 
 
 def acknowledge(incident: Incident, *, actor: Actor, now: dt.datetime | None = None) -> Incident:
@@ -219,7 +219,7 @@ def resolve_job_incidents(job_id: int, *, at: dt.datetime, reason: str) -> list[
 
     resolved = []
     with transaction.atomic():
-        for incident in Incident.objects.select_for_update().filter(
+        for incident in Incident.objects.select_for_update(of=("self",)).filter(
             job_id=job_id, state__in=OPEN_STATES, opened_at__lte=at
         ):
             resolved.append(_close(incident, actor=SYSTEM, reason=reason, now=at))
