@@ -37,6 +37,8 @@ class Action(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    # Acknowledge or resolve an incident (monitoring).
+    ACKNOWLEDGE = "acknowledge"
     PROPOSE = "propose"
     REVIEW = "review"
     ADMINISTER = "administer"
@@ -49,6 +51,7 @@ ROLES_FOR_ACTION: dict[Action, frozenset[str]] = {
     Action.PAUSE: frozenset(_OPERATE),
     Action.RESUME: frozenset(_OPERATE),
     Action.CANCEL: frozenset(_OPERATE),
+    Action.ACKNOWLEDGE: frozenset(_OPERATE),
     Action.PROPOSE: frozenset({Role.AUTHOR, Role.TENANT_ADMIN}),
     # Approving is its own role: administrators are not reviewers by default.
     Action.REVIEW: frozenset({Role.APPROVER}),

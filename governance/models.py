@@ -227,6 +227,15 @@ class AuditAction(models.TextChoices):
     CHANNEL_CREATED = "channel.created", "Notification channel created"
     CHANNEL_DISABLED = "channel.disabled", "Notification channel disabled"
     CHANNEL_ENABLED = "channel.enabled", "Notification channel enabled"
+    # Incidents, on-call and silences (monitoring).
+    INCIDENT_OPENED = "incident.opened", "Incident opened"
+    INCIDENT_NOTIFIED = "incident.notified", "Incident escalation step notified"
+    INCIDENT_SILENCED = "incident.silenced", "Incident silenced (notifies nobody)"
+    INCIDENT_ACKNOWLEDGED = "incident.acknowledged", "Incident acknowledged"
+    INCIDENT_RESOLVED = "incident.resolved", "Incident resolved"
+    ONCALL_CHANGED = "oncall.changed", "Rotation, override, escalation policy or route changed"
+    SILENCE_CREATED = "silence.created", "Silence created"
+    SILENCE_ENDED = "silence.ended", "Silence ended early"
     # Writes by platform administrators in the Django admin (governance.admin.AuditedAdminMixin).
     ADMIN_CREATED = "admin.created", "Created in the Django admin"
     ADMIN_CHANGED = "admin.changed", "Changed in the Django admin"

@@ -7,4 +7,14 @@ from .recovery_api import RecoveryActionViewSet, RecoveryRuleViewSet
 router = DefaultRouter()
 router.register("recovery-rules", RecoveryRuleViewSet, basename="api-recovery-rule")
 router.register("recovery-actions", RecoveryActionViewSet, basename="api-recovery-action")
+from .api import IncidentViewSet
+from .oncall_api import EscalationPolicyViewSet, OverrideViewSet, RotationViewSet, RouteViewSet, SilenceViewSet
+
+router = DefaultRouter()
+router.register("incidents", IncidentViewSet, basename="api-incident")
+router.register("rotations", RotationViewSet, basename="api-rotation")
+router.register("rotation-overrides", OverrideViewSet, basename="api-rotation-override")
+router.register("escalation-policies", EscalationPolicyViewSet, basename="api-escalation-policy")
+router.register("escalation-routes", RouteViewSet, basename="api-escalation-route")
+router.register("silences", SilenceViewSet, basename="api-silence")
 urlpatterns: list = []

@@ -11,8 +11,10 @@ class MonitoringConfig(AppConfig):
         from jobs import hooks
         from notifications import delivery
 
-        from . import listeners, loop
+        from . import escalation, listeners, loop
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
+        # In this order each cycle: incidents escalate, then what they queued is delivered.
+        loop.add_step("escalation", escalation.escalate)
         loop.add_step("notifications", delivery.deliver_step)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import incident_listeners
+
 
 def run_finished(run: Any) -> None:
     """A run ended (any final state): alert rules on failure, recovery rules, incidents resolved by success."""
     from . import recovery
 
     recovery.evaluate(run)
+    incident_listeners.resolve_on_success(run)
 
 
 def alert_raised(alert: Any) -> None:
     """The executor, the recovery sweep or the reconciler raised a ``jobs.Alert`` (lost run, missed ping...)."""
+    incident_listeners.incident_from_alert(alert)

@@ -1,3 +1,13 @@
-"""Monitoring pages: incidents, alert rules, on-call."""
+"""Monitoring pages: incidents and the team page (who is on call)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("incidents/", views.incident_list, name="incident_list"),
+    path("incidents/<int:pk>/", views.incident_detail, name="incident_detail"),
+    path("incidents/<int:pk>/acknowledge/", views.incident_acknowledge, name="incident_acknowledge"),
+    path("incidents/<int:pk>/resolve/", views.incident_resolve, name="incident_resolve"),
+    path("teams/<int:pk>/", views.team_detail, name="team_detail"),
+]

@@ -15,6 +15,8 @@ from approvals.services import approve_change, create_freeze_window, propose_cha
 from conftest import PASSWORD
 from jobs.models import Job, Run, RunStatus
 from notifications.models import Channel, DeliveryAttempt, Notification
+from monitoring.incidents import raise_alert
+from tests.incident_support import rotation, signal
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 
@@ -22,6 +24,7 @@ AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
 NAVIGATION = [
     ("dashboard", "/"),
     ("jobs", "/jobs/"),
+    ("incidents", "/incidents/"),
     ("changes", "/changes/?tab=all"),
     ("windows", "/config/"),
     ("reviews-due", "/overdue/"),
@@ -99,6 +102,16 @@ def populate(cast) -> list[tuple[str, str]]:
     )
     created = ChangeRequest.objects.filter(job=close, action="create").get()
     _notifications(cast, now)
+    # An incident of the failed run, on a team with a rotation (the team page's on-call panel).
+    rotation(cast.payments, [cast.operator, cast.admin], starts_on=now.date() - timedelta(days=3))
+    incident = raise_alert(
+        signal(
+            close,
+            run_id=failed.pk,
+            at=now - timedelta(minutes=50),
+            summary="payments.ledger.close-books failed: error: ledger export missing",
+        )
+    )
     return [
         *NAVIGATION,
         ("job", f"/jobs/{close.pk}/"),
@@ -120,6 +133,8 @@ def populate(cast) -> list[tuple[str, str]]:
         ("insights-rightsizing", "/insights/rightsizing/"),
         ("insights-zombies", "/insights/zombies/"),
         ("insights-overhead", "/insights/overhead/"),
+        ("incident", f"/incidents/{incident.pk}/"),
+        ("team", f"/teams/{cast.payments.pk}/"),
         ("not-found", "/jobs/999999/"),
     ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import pytest
@@ -17,11 +18,14 @@ from guardian.shortcuts import assign_perm
 
 from conftest import PASSWORD
 from governance import audit
+from governance.actors import SYSTEM
 from governance.admin import AuditedAdminMixin
 from governance.models import AuditAction, AuditEvent, Role, Scope, ScopeUserRole
 from governance.siem import forward_once, parse_destination
 from jobs.models import EnvironmentExecutionPolicy, TenantExecutionPolicy
 from notifications.models import Channel
+from monitoring import oncall_services
+from tests.incident_support import T0, policy, rotation
 from tests.test_audit_siem import SyslogReceiver
 from tests.vault import free_port
 
@@ -268,6 +272,45 @@ EDITABLE = {
         lambda c: EnvironmentExecutionPolicy.objects.create(environment=c.prod),
         "http_allowed_hosts",
         lambda c, o: '["evil.example.com"]',
+        lambda c: c.acme,
+    ),
+    # On-call is managed without change requests; superusers' admin edits are audited.
+    "monitoring.rotation": Edit(
+        lambda c: rotation(c.payments, [c.operator]), "name", lambda c, o: "payments nights", lambda c: c.acme
+    ),
+    "monitoring.rotationlayer": Edit(
+        lambda c: rotation(c.payments, [c.operator]).layers.get(), "name", lambda c, o: "nights", lambda c: c.acme
+    ),
+    "monitoring.override": Edit(
+        lambda c: oncall_services.create_override(
+            actor=SYSTEM,
+            rotation=rotation(c.payments, [c.operator]),
+            user=c.admin,
+            starts_at=T0,
+            ends_at=T0 + timedelta(hours=8),
+        ),
+        "reason",
+        lambda c, o: "swap",
+        lambda c: c.acme,
+    ),
+    "monitoring.escalationpolicy": Edit(
+        lambda c: policy(c.acme, c.payments, [{"users": [c.operator]}]),
+        "description",
+        lambda c, o: "pages the operator",
+        lambda c: c.acme,
+    ),
+    "monitoring.route": Edit(
+        lambda c: policy(c.acme, c.payments, [{"users": [c.operator]}]).routes.get(),
+        "page_during_maintenance",
+        lambda c, o: "on",
+        lambda c: c.acme,
+    ),
+    "monitoring.silence": Edit(
+        lambda c: oncall_services.create_silence(
+            actor=SYSTEM, tenant=c.acme, team=c.payments, ends_at=T0 + timedelta(days=3650), reason="migration"
+        ),
+        "reason",
+        lambda c, o: "migration, phase 2",
         lambda c: c.acme,
     ),
     "auth.user": Edit(lambda c: c.approver, "first_name", lambda c, o: "Mallory", lambda c: c.acme),

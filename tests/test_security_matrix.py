@@ -15,7 +15,9 @@ from governance.models import AuditAction, AuditEvent, Role, ServiceAccount
 from governance.tokens import create_service_account, issue_token
 from jobs.models import Run
 from jobs.services import trigger_run
+from monitoring.incidents import raise_alert
 from tests.api_support import client_for, counts
+from tests.incident_support import signal
 
 ROLES = ["viewer", "operator", "author", "approver", "admin", "globex_admin", "outsider"]
 HIDDEN = {404}
@@ -29,7 +31,8 @@ def _world(cast):
     )
     account = create_service_account(actor=cast.admin, tenant=cast.acme, name="matrix-bot", role=Role.OPERATOR)
     token, _ = issue_token(account.user, actor=cast.admin)
-    return {"job": job, "run": run, "change": change, "account": account, "token": token}
+    incident = raise_alert(signal(job, run_id=run.pk))
+    return {"job": job, "run": run, "change": change, "account": account, "token": token, "incident": incident}
 
 
 # case -> (method, url template, body, {role: expected statuses}); unlisted roles answer 404 (hidden).
@@ -74,6 +77,18 @@ CASES = {
     "cancel run": (
         "post",
         "/api/v1/runs/{run}/cancel/",
+        {"reason": "m"},
+        {"viewer": {403}, "approver": {403}, **dict.fromkeys(OPERATE, {200})},
+    ),
+    "acknowledge incident": (
+        "post",
+        "/api/v1/incidents/{incident}/acknowledge/",
+        None,
+        {"viewer": {403}, "approver": {403}, **dict.fromkeys(OPERATE, {200})},
+    ),
+    "resolve incident": (
+        "post",
+        "/api/v1/incidents/{incident}/resolve/",
         {"reason": "m"},
         {"viewer": {403}, "approver": {403}, **dict.fromkeys(OPERATE, {200})},
     ),

@@ -31,6 +31,8 @@ from governance.models import AuditAction, AuditEvent, Role
 from governance.services import grant_role
 from jobs.models import Job, MaintenanceWindow, Run, RunStatus
 from jobs.services import set_paused, trigger_run
+from monitoring.incidents import raise_alert
+from monitoring.signals import AlertSignal
 from tests.api_support import counts
 
 MEMBERS = ["viewer", "operator", "author", "approver", "tenant_admin"]
@@ -106,9 +108,22 @@ def _side(cast: Cast, *, env, team, prefix: str, author, author2, approver, oper
         starts_at=datetime(2026, 6, 1, 22, 0, tzinfo=UTC),
         ends_at=datetime(2026, 6, 2, 2, 0, tzinfo=UTC),
     )
+    incident = raise_alert(
+        AlertSignal(
+            tenant_id=env.tenant_id,
+            job_id=job.pk,
+            kind="run_failed",
+            severity="high",
+            fingerprint=f"matrix:{job.pk}",
+            summary="matrix",
+            at=timezone.now(),
+            run_id=failed_run.pk,
+        )
+    )
     return SimpleNamespace(
         env=env,
         team=team,
+        incident=incident,
         prefix=prefix,
         job=job,
         paused_job=paused_job,
@@ -345,6 +360,13 @@ VIEWS: dict[str, View] = {
     "job_promote": View("job", get=allowed(200, *PROPOSERS), other_get={"superuser": 403}),
     # Maintenance windows (like calendars and pools) change through change requests proposed by tenant
     # admins and whole-environment authors.
+    # Incidents: everyone reads; operators and above acknowledge and resolve (with a reason).
+    "incident_list": View(None, get=_everyone(200)),
+    "incident_detail": View("incident", get=allowed(200, *EVERYONE)),
+    "incident_acknowledge": View("incident", post=allowed(302, *OPERATORS)),
+    "incident_resolve": View("incident", post=allowed(302, *OPERATORS), body=REASON),
+    # The team page (members, who is on call, open incidents): anyone who can see the team.
+    "team_detail": View("team", get=allowed(200, *EVERYONE)),
     "config_list": View(None, get=_everyone(200)),
     "config_new": View(
         None,

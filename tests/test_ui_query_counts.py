@@ -142,6 +142,20 @@ def add_environments_with_rules(cast, start: int, count: int) -> None:
         )
 
 
+def add_incidents(cast, start: int, count: int) -> None:
+    """Open incidents of as many jobs of team payments (one acknowledged in three), each with a timeline."""
+    from monitoring.incidents import acknowledge, raise_alert
+    from tests.incident_support import signal
+
+    add_jobs(cast, start, count)
+    for i, job in enumerate(
+        Job.objects.filter(name__in=[f"payments.bulk.job-{i}" for i in range(start, start + count)])
+    ):
+        incident = raise_alert(signal(job, run_id=i + 1, summary=f"incident {start + i}"))
+        if i % 3 == 0:
+            acknowledge(incident, actor=cast.operator)
+
+
 def count_queries(client, url, params=None) -> int:
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(url, params or {})
@@ -158,6 +172,7 @@ LAST_ROW = {
     add_config_objects: "pool-29",
     add_freezes: "release 29",
     add_environments_with_rules: "Env 29",
+    add_incidents: "incident 29",
 }
 
 
@@ -184,6 +199,8 @@ LAST_ROW = {
         ("now_panel", {}, add_active_runs, "viewer"),
         ("now_board", {}, add_active_runs, "viewer"),
         ("dashboard", {}, add_active_runs, "viewer"),
+        ("incident_list", {}, add_incidents, "viewer"),
+        ("incident_list", {"state": "open", "severity": "high"}, add_incidents, "operator"),
     ],
 )
 def test_list_pages_do_not_grow_queries_with_rows(
@@ -300,3 +317,24 @@ def test_job_page_live_part_queries_do_not_grow_with_runs(client, cast, django_a
     )
     with django_assert_max_num_queries(small):
         client.get(reverse(page, args=[job.pk]))
+
+
+def test_team_page_and_incident_page_queries_do_not_grow(client, cast, django_assert_max_num_queries):
+    """The team page with its open incidents, members and rotation; an incident's page with its timeline."""
+    from monitoring.incidents import raise_alert
+    from monitoring.models import Incident
+    from tests.incident_support import rotation, signal
+
+    rotation(cast.payments, [cast.operator, cast.admin])
+    client.login(username=cast.viewer.username, password=PASSWORD)
+    add_incidents(cast, 0, 3)
+    team_small = count_queries(client, reverse("team_detail", args=[cast.payments.pk]))
+    incident = Incident.objects.order_by("id").first()
+    incident_small = count_queries(client, reverse("incident_detail", args=[incident.pk]))
+    add_incidents(cast, 3, 15)
+    for i in range(20):
+        raise_alert(signal(incident.job, run_id=1000 + i))
+    with django_assert_max_num_queries(team_small):
+        client.get(reverse("team_detail", args=[cast.payments.pk]))
+    with django_assert_max_num_queries(incident_small):
+        client.get(reverse("incident_detail", args=[incident.pk]))

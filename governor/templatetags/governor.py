@@ -13,6 +13,7 @@ from django.utils.safestring import mark_safe
 from approvals.services import awaiting_review
 from governance.patterns import linear_pattern
 from jobs import schedule
+from monitoring.queries import open_incidents
 
 register = template.Library()
 
@@ -242,3 +243,13 @@ def review_count(context) -> int:
     if user is None or not user.is_authenticated:
         return 0
     return awaiting_review(user).count()
+
+
+@register.simple_tag(takes_context=True)
+def open_incident_count(context) -> int:
+    """Open incidents the signed-in user can see (the nav badge); one query."""
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return 0
+    return open_incidents(user).count()
