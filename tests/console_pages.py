@@ -14,8 +14,8 @@ from approvals.models import ChangeRequest
 from approvals.services import approve_change, create_freeze_window, propose_change
 from conftest import PASSWORD
 from jobs.models import Job, Run, RunStatus
-from notifications.models import Channel, DeliveryAttempt, Notification
 from monitoring.incidents import raise_alert
+from notifications.models import Channel, DeliveryAttempt, Notification
 from tests.incident_support import rotation, signal
 
 AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"

@@ -23,8 +23,8 @@ from governance.admin import AuditedAdminMixin
 from governance.models import AuditAction, AuditEvent, Role, Scope, ScopeUserRole
 from governance.siem import forward_once, parse_destination
 from jobs.models import EnvironmentExecutionPolicy, TenantExecutionPolicy
-from notifications.models import Channel
 from monitoring import oncall_services
+from notifications.models import Channel
 from tests.incident_support import T0, policy, rotation
 from tests.test_audit_siem import SyslogReceiver
 from tests.vault import free_port

@@ -23,8 +23,9 @@ MIN = dt.timedelta(minutes=1)
 
 
 def sent() -> list[tuple[str, str]]:
-    """(dedupe key without the recipient, recipient) of every queued notification, in order."""
-    rows = Notification.objects.order_by("id").select_related("user", "channel")
+    """(dedupe key without the recipient, recipient) of every incident notification, in order (the
+    change requests that set up the job notify their reviewers too)."""
+    rows = Notification.objects.filter(source__startswith="incident:").order_by("id").select_related("user", "channel")
     return [(n.dedupe_key.split("|")[0], n.user.username if n.user else f"channel:{n.channel.name}") for n in rows]
 
 
@@ -34,7 +35,12 @@ def escalating(cast):
     with_email(cast.operator, cast.approver, cast.admin)
     rotation(cast.payments, [cast.operator])
     hook = Channel.objects.create(
-        tenant=cast.acme, team=cast.payments, name="pager", kind="webhook", target="https://x"
+        tenant=cast.acme,
+        team=cast.payments,
+        name="pager",
+        kind="webhook",
+        target="https://x",
+        secret="vault:secret/governor/acme/prod/hooks#pager",
     )
     policy(
         cast.acme,
@@ -69,8 +75,8 @@ def test_step_two_is_notified_after_its_delay_without_acknowledgement_exactly_on
     incident.refresh_from_db()
     assert incident.next_escalation_at is None and sent() == expected
     assert incident.events.last().kind == "exhausted"
-    assert Notification.objects.first().payload["incident"] == incident.pk
-    assert f"/incidents/{incident.pk}/" in Notification.objects.first().body
+    assert Notification.objects.filter(source__startswith="incident:").first().payload["incident"] == incident.pk
+    assert f"/incidents/{incident.pk}/" in Notification.objects.filter(source__startswith="incident:").first().body
 
 
 def test_the_monitor_loop_runs_the_escalation_step(escalating):
