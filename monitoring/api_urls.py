@@ -2,13 +2,9 @@
 
 from rest_framework.routers import DefaultRouter
 
-from .recovery_api import RecoveryActionViewSet, RecoveryRuleViewSet
-
-router = DefaultRouter()
-router.register("recovery-rules", RecoveryRuleViewSet, basename="api-recovery-rule")
-router.register("recovery-actions", RecoveryActionViewSet, basename="api-recovery-action")
 from .api import IncidentViewSet
 from .oncall_api import EscalationPolicyViewSet, OverrideViewSet, RotationViewSet, RouteViewSet, SilenceViewSet
+from .recovery_api import RecoveryActionViewSet, RecoveryRuleViewSet
 
 router = DefaultRouter()
 router.register("incidents", IncidentViewSet, basename="api-incident")
@@ -17,4 +13,6 @@ router.register("rotation-overrides", OverrideViewSet, basename="api-rotation-ov
 router.register("escalation-policies", EscalationPolicyViewSet, basename="api-escalation-policy")
 router.register("escalation-routes", RouteViewSet, basename="api-escalation-route")
 router.register("silences", SilenceViewSet, basename="api-silence")
+router.register("recovery-rules", RecoveryRuleViewSet, basename="api-recovery-rule")
+router.register("recovery-actions", RecoveryActionViewSet, basename="api-recovery-action")
 urlpatterns: list = []
