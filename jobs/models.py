@@ -417,6 +417,9 @@ class Run(models.Model):
             models.Index(fields=["deferred_until"], condition=Q(status="deferred"), name="run_deferred_due"),
             # Pool admission and backpressure: a tenant's queued and running runs, counted each tick.
             models.Index(fields=["tenant", "status"], condition=Q(status__in=["queued", "running"]), name="run_active"),
+            # Run lists and the dashboard filtered by state (failed since..., deferred): a tenant's
+            # runs of one state, newest first.
+            models.Index(fields=["tenant", "status", "-scheduled_for"], name="run_tenant_status_recent"),
             # /metrics: runs not yet finished by state, and the recent window of finished runs.
             models.Index(
                 fields=["status"],

@@ -332,6 +332,6 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
         "bar_height": GANTT_BAR,
         "now_x": GANTT_LABEL + GANTT_WIDTH,
         "total": sum(len(row["bars"]) for row in ordered),
-        "truncated": len(runs) >= GANTT_MAX_RUNS,
+        "truncated": len(fetched) >= GANTT_MAX_RUNS,
         "summary": ", ".join(f"{n} {RunStatus(s).label.lower()}" for s, n in sorted(statuses.items())),
     }
