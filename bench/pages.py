@@ -93,12 +93,13 @@ def _setup(backend: str) -> None:
 
 
 def _series_sql(vendor: str, count: int, columns: list[str], exprs: list[str], table: str) -> str:
+    # Built from model metadata and integers only (no input): the planted rows of one table.
     cols = ", ".join(columns)
     select = ", ".join(exprs)
     if vendor == "postgresql":
-        return f"INSERT INTO {table} ({cols}) SELECT {select} FROM generate_series(0::bigint, {count - 1}) AS s(i)"
+        return f"INSERT INTO {table} ({cols}) SELECT {select} FROM generate_series(0::bigint, {count - 1}) AS s(i)"  # noqa: S608
     return (
-        f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {count - 1}) "
+        f"WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {count - 1}) "  # noqa: S608
         f"INSERT INTO {table} ({cols}) SELECT {select} FROM s"
     )
 

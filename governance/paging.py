@@ -30,12 +30,17 @@ CURSOR_ERROR = "Not a list position: follow the list's Older and Newer links."
 
 
 class KeysFirstPaginator(Paginator):
-    """A paginator whose deep pages of a queryset load their keys first, then those rows (the API's)."""
+    """A paginator whose deep pages of a queryset load their keys first, then those rows (the API's).
+
+    ``keys_first_from``: from how many skipped rows on (0: every page, for a list whose rows carry
+    costly annotations that the database would otherwise compute for every row it sorts)."""
+
+    keys_first_from = KEYS_FIRST_FROM
 
     def page(self, number: Any) -> Page:
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        if bottom < KEYS_FIRST_FROM or not isinstance(self.object_list, QuerySet):
+        if bottom < self.keys_first_from or not isinstance(self.object_list, QuerySet):
             # Near the top the rows skipped are few: one query, as any page.
             return super().page(number)
         ids = list(self.object_list.values_list("pk", flat=True)[bottom : bottom + self.per_page])
@@ -45,9 +50,13 @@ class KeysFirstPaginator(Paginator):
 class BoundedPaginator(KeysFirstPaginator):
     """A paginator whose count stops at ``cap`` + 1 rows and whose pages load their keys first."""
 
-    def __init__(self, object_list: QuerySet, per_page: int, cap: int = CAP) -> None:
+    def __init__(
+        self, object_list: QuerySet, per_page: int, cap: int = CAP, keys_first_from: int | None = None
+    ) -> None:
         super().__init__(object_list, per_page)
         self.cap = cap
+        if keys_first_from is not None:
+            self.keys_first_from = keys_first_from
 
     @cached_property
     def count(self) -> int:
@@ -141,7 +150,9 @@ class TimePage:
 def time_page(queryset: QuerySet, params, time_field: str, per_page: int = 50) -> TimePage:
     """The page of ``queryset`` (ordered by ``-time_field, -pk``) that ``params`` ask for:
     ``before``/``after`` (a cursor) or ``page`` (a number). Raises ValueError for a bad cursor."""
-    paginator = BoundedPaginator(queryset, per_page)
+    # Keys first on every page: the key query reads the time index of the listed table alone, where
+    # a query joining the rows' relations lets SQLite's planner start from the wrong table.
+    paginator = BoundedPaginator(queryset, per_page, keys_first_from=0)
     before, after = params.get("before", "").strip(), params.get("after", "").strip()
     if not before and not after:
         page = paginator.get_page(params.get("page"))
@@ -153,11 +164,13 @@ def time_page(queryset: QuerySet, params, time_field: str, per_page: int = 50) -
         return TimePage(rows, paginator, number=page.number, older=older, page=page)
     at, pk = parse_cursor(before or after)
     if before:
-        rows = list(
+        ids = list(
             queryset.filter(**{f"{time_field}__lte": at})
             .exclude(**{time_field: at, "pk__gte": pk})
-            .order_by(f"-{time_field}", "-pk")[: per_page + 1]
+            .order_by(f"-{time_field}", "-pk")
+            .values_list("pk", flat=True)[: per_page + 1]
         )
+        rows = rows_in_order(queryset, ids)
         more = len(rows) > per_page
         rows = rows[:per_page]
         return TimePage(
@@ -168,11 +181,13 @@ def time_page(queryset: QuerySet, params, time_field: str, per_page: int = 50) -
             newer=cursor_of(rows[0], time_field) if rows else None,
             keyset=True,
         )
-    rows = list(
+    ids = list(
         queryset.filter(**{f"{time_field}__gte": at})
         .exclude(**{time_field: at, "pk__lte": pk})
-        .order_by(time_field, "pk")[: per_page + 1]
+        .order_by(time_field, "pk")
+        .values_list("pk", flat=True)[: per_page + 1]
     )
+    rows = rows_in_order(queryset, ids)
     more = len(rows) > per_page
     rows = rows[:per_page][::-1]
     return TimePage(

@@ -72,7 +72,7 @@ def job_list(request):
         jobs = jobs.filter(Q(name__icontains=q) | Q(description__icontains=q))
     jobs = jobs.order_by("tenant__slug", "environment__order", "name")
     # Keys first: the last-run and strip annotations are computed for the 50 jobs shown only.
-    page = BoundedPaginator(with_strip_cutoff(jobs), 50).get_page(params.get("page"))
+    page = BoundedPaginator(with_strip_cutoff(jobs), 50, keys_first_from=0).get_page(params.get("page"))
     listed = list(page.object_list)
     # One query for every strip on the page (each job's newest 20 runs).
     strips = last_runs(listed)
