@@ -80,9 +80,21 @@ class BoundedPaginator(KeysFirstPaginator):
 
 
 class ApiPagination(PageNumberPagination):
-    """The API's ``{"count", "next", "previous", "results"}`` pages (``?page=N``), keys first."""
+    """The API's ``{"count", "next", "previous", "results"}`` pages (``?page=N``), keys first deep down."""
 
     django_paginator_class = KeysFirstPaginator
+
+
+class KeysFirstAlways(KeysFirstPaginator):
+    keys_first_from = 0
+
+
+class LongListPagination(ApiPagination):
+    """For the long lists (runs, audit events): keys first on every page (one query more): the key
+    query reads the listed table's index alone, where the query joining the serializer's relations
+    lets SQLite's planner start from the wrong table and read every row."""
+
+    django_paginator_class = KeysFirstAlways
 
 
 def rows_in_order(queryset: QuerySet, ids: list) -> list:
