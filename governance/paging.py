@@ -24,6 +24,7 @@ from django.utils.functional import cached_property
 from rest_framework.pagination import PageNumberPagination
 
 CAP = 10_000
+PER_PAGE = 50
 # From this many rows skipped on, a page loads its keys first (one more query).
 KEYS_FIRST_FROM = 500
 CURSOR_ERROR = "Not a list position: follow the list's Older and Newer links."
@@ -51,10 +52,10 @@ class BoundedPaginator(KeysFirstPaginator):
     """A paginator whose count stops at ``cap`` + 1 rows and whose pages load their keys first."""
 
     def __init__(
-        self, object_list: QuerySet, per_page: int, cap: int = CAP, keys_first_from: int | None = None
+        self, object_list: QuerySet, per_page: int, cap: int | None = None, keys_first_from: int | None = None
     ) -> None:
         super().__init__(object_list, per_page)
-        self.cap = cap
+        self.cap = CAP if cap is None else cap
         if keys_first_from is not None:
             self.keys_first_from = keys_first_from
 
@@ -159,11 +160,12 @@ class TimePage:
         return self.page.next_page_number()
 
 
-def time_page(queryset: QuerySet, params, time_field: str, per_page: int = 50) -> TimePage:
+def time_page(queryset: QuerySet, params, time_field: str, per_page: int | None = None) -> TimePage:
     """The page of ``queryset`` (ordered by ``-time_field, -pk``) that ``params`` ask for:
     ``before``/``after`` (a cursor) or ``page`` (a number). Raises ValueError for a bad cursor."""
     # Keys first on every page: the key query reads the time index of the listed table alone, where
     # a query joining the rows' relations lets SQLite's planner start from the wrong table.
+    per_page = per_page or PER_PAGE
     paginator = BoundedPaginator(queryset, per_page, keys_first_from=0)
     before, after = params.get("before", "").strip(), params.get("after", "").strip()
     if not before and not after:
