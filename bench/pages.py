@@ -376,7 +376,8 @@ def _measure(backend: str, facts: dict) -> list:
             client.get(url)
         queries = len(ctx.captured_queries)
         p50, p95 = percentile(samples, 50), percentile(samples, 95)
-        note = f"{url} on {connection.vendor}: p50 {p50:.1f} ms, {queries} queries"
+        load = os.getloadavg()[0]
+        note = f"{url} on {connection.vendor}: p50 {p50:.1f} ms, {queries} queries, load average {load:.1f}"
         print(f"  {name:22} p50 {p50:7.1f}  p95 {p95:7.1f} ms  {queries:3} queries  {url}", flush=True)
         figures.append((f"page_p95_ms_{tag}_{name}", p95, "ms", f"< {TARGET_MS}", note))
         figures.append((f"page_queries_{tag}_{name}", queries, "queries", "constant", url))

@@ -45,7 +45,7 @@ class KeysFirstPaginator(Paginator):
             # Near the top the rows skipped are few: one query, as any page.
             return super().page(number)
         ids = list(self.object_list.values_list("pk", flat=True)[bottom : bottom + self.per_page])
-        return self._get_page(rows_in_order(self.object_list, ids), number, self)
+        return Page(rows_in_order(self.object_list, ids), number, self)
 
 
 class BoundedPaginator(KeysFirstPaginator):
@@ -62,7 +62,8 @@ class BoundedPaginator(KeysFirstPaginator):
     @cached_property
     def count(self) -> int:
         # COUNT(*) over at most cap + 1 keys: the same small cost on a table of a million rows.
-        return self.object_list.order_by().values("pk")[: self.cap + 1].count()
+        queryset: QuerySet = self.object_list  # type: ignore[assignment]  # built from a queryset
+        return queryset.order_by().values("pk")[: self.cap + 1].count()
 
     @property
     def capped(self) -> bool:
