@@ -421,6 +421,8 @@ class Run(models.Model):
             # Run lists and the dashboard filtered by state (failed since..., deferred): a tenant's
             # runs of one state, newest first.
             models.Index(fields=["tenant", "status", "-scheduled_for"], name="run_tenant_status_recent"),
+            # Run lists filtered by trigger (manual runs, pings): set once, never updated.
+            models.Index(fields=["tenant", "trigger", "-scheduled_for"], name="run_tenant_trigger_recent"),
             # /metrics: runs not yet finished by state, and the recent window of finished runs.
             models.Index(
                 fields=["status"],
