@@ -539,7 +539,7 @@ class ChangeRequestFilter(filters.FilterSet):
     awaiting_my_review = filters.BooleanFilter(
         method="filter_awaiting_my_review", label="Only submitted requests I may review and have not reviewed yet"
     )
-    status = filters.MultipleChoiceFilter(choices=ChangeStatus.choices)
+    status = filters.MultipleChoiceFilter(choices=ChangeStatus.choices, distinct=False)  # a plain column
     action = filters.ChoiceFilter(choices=ChangeAction.choices)
     target_kind = filters.ChoiceFilter(choices=TargetKind.choices)
     job = filters.NumberFilter(field_name="job_id")

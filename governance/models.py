@@ -285,8 +285,10 @@ class AuditEvent(models.Model):
         indexes = [
             # Audit search and exports: one tenant's events in time order.
             models.Index(fields=["tenant", "created_at"], name="audit_tenant_time"),
-            # "Everything that happened to this object" on detail pages.
-            models.Index(fields=["object_type", "object_id"], name="audit_object"),
+            # "Everything that happened to this object" on detail pages and the audit filter, newest first.
+            models.Index(fields=["object_type", "object_id", "-created_at"], name="audit_object_time"),
+            # The audit filter by action: one tenant's events of one action, newest first.
+            models.Index(fields=["tenant", "action", "-created_at"], name="audit_tenant_action_time"),
         ]
 
     def __str__(self) -> str:

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, time, timedelta
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.http import urlencode
@@ -14,6 +13,7 @@ from django.utils.http import urlencode
 from .access import restrict
 from .export import parse_object
 from .models import AuditAction, AuditEvent
+from .paging import CURSOR_ERROR, time_page
 from .utc import isoz
 
 
@@ -69,10 +69,14 @@ def audit_list(request):
             events = events.filter(**{"created_at__lt" if is_end else "created_at__gte": bound})
             # The export's "until" is inclusive.
             export_params[key] = isoz(bound - timedelta(microseconds=1) if is_end else bound)
-    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    try:
+        page = time_page(events, request.GET, "created_at")
+    except ValueError:
+        errors["before" if request.GET.get("before") else "after"] = CURSOR_ERROR
+        page = time_page(events.none(), {}, "created_at")
     context = {
         "page": page,
-        "events": list(page.object_list),
+        "events": page.object_list,
         "actions": AuditAction.choices,
         "filters": {
             "action": action,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
-from django.db.models.functions import TruncHour
+from django.db import connection
+from django.db.models import CharField, Count
+from django.db.models.functions import Substr, TruncHour
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -31,12 +32,20 @@ CHART_STATUSES = [
 FAILED_STATUSES = [RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST]
 
 
+def _hour_of(field: str):
+    """The UTC hour of a time column. On SQLite (times stored as UTC text) its first 13 characters,
+    ``2026-12-07 05``: Django's TruncHour there calls a Python function per row (a day of runs)."""
+    if connection.vendor == "sqlite":
+        return Substr(field, 1, 13, output_field=CharField())
+    return TruncHour(field, tzinfo=UTC)
+
+
 def runs_chart(user, now: datetime) -> dict:
     """Runs scheduled in the last 24 hours, stacked per hour and status, as SVG geometry."""
     start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
     rows = (
         restrict(Run.objects.filter(scheduled_for__gte=start, scheduled_for__lte=now), user)
-        .annotate(hour=TruncHour("scheduled_for", tzinfo=UTC))
+        .annotate(hour=_hour_of("scheduled_for"))
         .values("hour", "status")
         .annotate(n=Count("id"))
         .order_by()
@@ -44,7 +53,10 @@ def runs_chart(user, now: datetime) -> dict:
     buckets: dict[datetime, dict[str, int]] = {start + timedelta(hours=i): {} for i in range(24)}
     totals: dict[str, int] = {}
     for row in rows:
-        hour = row["hour"].astimezone(UTC)
+        hour = row["hour"]
+        if isinstance(hour, str):
+            hour = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC)
+        hour = hour.astimezone(UTC)
         status = row["status"] if row["status"] in CHART_STATUSES else RunStatus.QUEUED
         bucket = buckets.setdefault(hour, {})
         bucket[status] = bucket.get(status, 0) + row["n"]

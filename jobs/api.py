@@ -27,6 +27,7 @@ from governance.api import (
     ref_filter,
 )
 from governance.models import Environment, Team
+from governance.paging import LongListPagination
 from governance.services import AccessDenied
 
 from . import schedule, services
@@ -175,8 +176,9 @@ class JobFilter(filters.FilterSet):
     tenant = ref_filter("tenant", "Tenant")
     team = ref_filter("team", "Team")
     environment = ref_filter("environment", "Environment")
-    status = filters.MultipleChoiceFilter(choices=JobStatus.choices)
-    criticality = filters.MultipleChoiceFilter(choices=Criticality.choices)
+    # Plain columns: no DISTINCT.
+    status = filters.MultipleChoiceFilter(choices=JobStatus.choices, distinct=False)
+    criticality = filters.MultipleChoiceFilter(choices=Criticality.choices, distinct=False)
 
     class Meta:
         model = Job
@@ -397,6 +399,7 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     queryset = Run.objects.select_related("job__team", "job__environment", "triggered_by")
     serializer_class = RunSerializer
     filterset_class = RunFilter
+    pagination_class = LongListPagination
     filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
     ordering_fields = ["scheduled_for", "started_at", "finished_at", "status"]
     ordering = ["-scheduled_for", "-id"]

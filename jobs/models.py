@@ -327,7 +327,7 @@ class TriggerKind(models.TextChoices):
 class Run(models.Model):
     """One scheduled slot or one manual trigger of a job; (job, scheduled_for) is unique."""
 
-    # No index of their own: run_job_recent and run_tenant_recent (Meta.indexes) start with them,
+    # No index of their own: run_job_recent and run_tenant_recent_state (Meta.indexes) start with them,
     # and each index less is one less to write for every run the scheduler enqueues.
     job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="runs", db_index=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="+", db_index=False)
@@ -415,7 +415,8 @@ class Run(models.Model):
         ]
         indexes = [
             # Run lists: a tenant's newest runs first.
-            models.Index(fields=["tenant", "-scheduled_for"], name="run_tenant_recent"),
+            # With the state: the dashboard's runs-per-hour chart reads the index alone.
+            models.Index(fields=["tenant", "-scheduled_for", "status"], name="run_tenant_recent_state"),
             # Job page: a job's newest runs.
             models.Index(fields=["job", "-scheduled_for"], name="run_job_recent"),
             # Recovery sweep: running runs whose worker lease has expired.
@@ -426,6 +427,11 @@ class Run(models.Model):
             models.Index(fields=["deferred_until"], condition=Q(status="deferred"), name="run_deferred_due"),
             # Pool admission and backpressure: a tenant's queued and running runs, counted each tick.
             models.Index(fields=["tenant", "status"], condition=Q(status__in=["queued", "running"]), name="run_active"),
+            # Run lists and the dashboard filtered by state (failed since..., deferred): a tenant's
+            # runs of one state, newest first.
+            models.Index(fields=["tenant", "status", "-scheduled_for"], name="run_tenant_status_recent"),
+            # Run lists filtered by trigger (manual runs, pings): set once, never updated.
+            models.Index(fields=["tenant", "trigger", "-scheduled_for"], name="run_tenant_trigger_recent"),
             # /metrics: runs not yet finished by state, and the recent window of finished runs.
             models.Index(
                 fields=["status"],

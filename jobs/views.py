@@ -6,13 +6,13 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import OuterRef, Q, Subquery
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from governance.access import Action, can, get_object_or_404_for, restrict
 from governance.models import Team
+from governance.paging import BoundedPaginator
 from governance.ui_errors import UIError, service_errors
 
 from . import hooks, pools
@@ -72,7 +72,8 @@ def job_list(request):
     if q:
         jobs = jobs.filter(Q(name__icontains=q) | Q(description__icontains=q))
     jobs = jobs.order_by("tenant__slug", "environment__order", "name")
-    page = Paginator(with_strip_cutoff(jobs), 50).get_page(params.get("page"))
+    # Keys first: the last-run and strip annotations are computed for the 50 jobs shown only.
+    page = BoundedPaginator(with_strip_cutoff(jobs), 50, keys_first_from=0).get_page(params.get("page"))
     listed = list(page.object_list)
     # One query for every strip on the page (each job's newest 20 runs).
     strips = last_runs(listed)

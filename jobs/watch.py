@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from governance.access import restrict
 from governance.models import AuditAction, AuditEvent
+from governance.paging import rows_in_order
 
 from .models import Job, JobStatus, Run, RunStatus
 
@@ -163,14 +164,18 @@ def now_board(user, now: datetime | None = None, limit: int = 50) -> dict:
     def first(status):
         if not counts.get(status):
             return []
-        return sorted(
-            runs.filter(LIVE_GROUPS[status])
-            .select_related("job", "job__environment", "triggered_by")
-            .defer("output", "definition", "job__command", "job__runbook", "job__description")
-            # The oldest by id (equal (tenant, status) keys of run_active are stored in id order:
-            # no sort in the database), shown by their time.
-            .order_by("id")[:limit],
-            key=lambda r: (r.scheduled_for, r.pk),
+        # The oldest first, keys first from run_tenant_status_recent (tenant, status, time) alone:
+        # joined to the jobs in the same query, SQLite's planner may start from the jobs and read
+        # every run (its statistics know the average state, not that few runs are queued), and it
+        # cannot use the partial indexes when the statuses are bound parameters.
+        ids = list(
+            runs.filter(LIVE_GROUPS[status]).order_by("scheduled_for", "id").values_list("pk", flat=True)[:limit]
+        )
+        return rows_in_order(
+            Run.objects.select_related("job", "job__environment", "triggered_by").defer(
+                "output", "definition", "job__command", "job__runbook", "job__description"
+            ),
+            ids,
         )
 
     late_before = now - LATE_AFTER
@@ -332,6 +337,6 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
         "bar_height": GANTT_BAR,
         "now_x": GANTT_LABEL + GANTT_WIDTH,
         "total": sum(len(row["bars"]) for row in ordered),
-        "truncated": len(runs) >= GANTT_MAX_RUNS,
+        "truncated": len(fetched) >= GANTT_MAX_RUNS,
         "summary": ", ".join(f"{n} {RunStatus(s).label.lower()}" for s, n in sorted(statuses.items())),
     }

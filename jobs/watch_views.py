@@ -4,12 +4,12 @@ poll (htmx) while something is queued or running. They read jobs and governance 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.shortcuts import render
 from django.utils import timezone
 
 from governance.access import restrict
 from governance.models import Environment, Team, Tenant
+from governance.paging import CURSOR_ERROR, time_page
 
 from .filters import RunFilter
 from .models import Job, Run, RunStatus, TriggerKind
@@ -51,7 +51,13 @@ def run_list(request):
     ).order_by("-scheduled_for", "-id")
     filterset = RunFilter(request.GET, queryset=runs)
     valid = filterset.is_valid()
-    page = Paginator(filterset.qs if valid else Run.objects.none(), 50).get_page(request.GET.get("page"))
+    errors = {name: [str(e) for e in errors] for name, errors in filterset.errors.items()}
+    try:
+        page = time_page(filterset.qs if valid else Run.objects.none(), request.GET, "scheduled_for")
+    except ValueError:
+        valid = False
+        errors["before" if request.GET.get("before") else "after"] = [CURSOR_ERROR]
+        page = time_page(Run.objects.none(), {}, "scheduled_for")
     job = None
     job_id = request.GET.get("job", "")
     if valid and job_id.isdigit():
@@ -61,8 +67,8 @@ def run_list(request):
         job = job.first()
     context = {
         "page": page,
-        "runs": list(page.object_list),
-        "errors": {name: [str(e) for e in errors] for name, errors in filterset.errors.items()},
+        "runs": page.object_list,
+        "errors": errors,
         "filters": {name: request.GET.get(name, "") for name in RUN_FILTERS},
         "selected_statuses": request.GET.getlist("status"),
         "filtered": any(request.GET.get(name) for name in RUN_FILTERS),

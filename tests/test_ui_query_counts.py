@@ -338,3 +338,142 @@ def test_team_page_and_incident_page_queries_do_not_grow(client, cast, django_as
         client.get(reverse("team_detail", args=[cast.payments.pk]))
     with django_assert_max_num_queries(incident_small):
         client.get(reverse("incident_detail", args=[incident.pk]))
+# --- the long lists' other pages (issues 17 and 20): keyset pages, keys-first pages, filters ----
+
+
+def _cursor(url: str) -> str:
+    """A position in the middle of the list: the 3rd newest row."""
+    from governance.models import AuditEvent
+    from governance.paging import cursor_of
+
+    model, field = (AuditEvent, "created_at") if url == "audit_list" else (Run, "scheduled_for")
+    return cursor_of(model.objects.order_by(f"-{field}", "-pk")[2], field)
+
+
+@pytest.mark.parametrize(
+    ("url", "params", "builder", "user"),
+    [
+        ("audit_list", {"action": AuditAction.RUN_TRIGGERED}, add_events, "admin"),
+        ("audit_list", {"actor": "acme-operator", "since": "2020-01-01"}, add_events, "admin"),
+        ("audit_list", {"before": None}, add_events, "admin"),
+        ("audit_list", {"after": None}, add_events, "admin"),
+        ("run_list", {"before": None}, add_jobs, "viewer"),
+        ("run_list", {"status": "failed", "before": None}, add_jobs, "viewer"),
+        ("job_list", {"page": 2}, add_jobs, "viewer"),
+        ("job_list", {"q": "bulk", "environment": "dev"}, add_jobs, "viewer"),
+    ],
+)
+def test_long_list_pages_do_not_grow_queries_with_rows(
+    client, cast, django_assert_max_num_queries, url, params, builder, user
+):
+    """Keyset (older/newer) pages, a second page and filtered lists cost what the first page costs."""
+    client.login(username=getattr(cast, user).username, password=PASSWORD)
+    first = 55 if "page" in params else 5  # page 2 has rows from the start
+    builder(cast, 0, first)
+    resolved = {key: _cursor(url) if value is None else value for key, value in params.items()}
+    small = count_queries(client, reverse(url), resolved)
+    builder(cast, first, 30)
+    with django_assert_max_num_queries(small):
+        response = client.get(reverse(url), resolved)
+    assert response.status_code == 200
+
+
+def test_audit_older_links_walk_the_whole_trail_past_the_numbered_pages(client, cast, monkeypatch):
+    """Past the numbered pages, the Older links (keyset cursors) reach every event once, in order,
+    and Newer from there comes back."""
+    import re
+
+    from governance import paging
+    from governance.models import AuditEvent
+
+    # Pages of 5 rows and a count capped at 10: two numbered pages, then keyset pages.
+    monkeypatch.setattr(paging, "PER_PAGE", 5)
+    monkeypatch.setattr(paging, "CAP", 10)
+    client.login(username=cast.admin.username, password=PASSWORD)
+    add_events(cast, 0, 23)
+    url: str | None = reverse("audit_list") + "?action=run.triggered"
+    seen: list[int] = []
+    pages: list[str] = []
+    while url and len(pages) < 20:
+        response = client.get(url)
+        assert response.status_code == 200
+        html = response.content.decode()
+        pages.append(html)
+        seen += [int(i) for i in re.findall(r'data-event="(\d+)"', html)]
+        older = re.search(r'href="(\?[^"]*)">Older', html)
+        url = reverse("audit_list") + older.group(1).replace("&amp;", "&") if older else None
+    expected = list(
+        AuditEvent.objects.filter(tenant=cast.acme, action="run.triggered")
+        .order_by("-created_at", "-id")
+        .values_list("pk", flat=True)
+    )
+    assert len(expected) == 23 and seen == expected
+    assert "Page 1 · more than 10 total" in pages[0]
+    assert "more than 10 in all" in pages[-1]
+    # The last page's Newer link shows the five events before it.
+    newer = re.search(r'href="(\?[^"]*)">← Newer', pages[-1])
+    assert newer is not None
+    back = client.get(reverse("audit_list") + newer.group(1).replace("&amp;", "&")).content.decode()
+    assert [int(i) for i in re.findall(r'data-event="(\d+)"', back)] == expected[15:20]
+
+
+def test_a_cursor_that_does_not_parse_is_refused_beside_the_list(client, cast):
+    client.login(username=cast.admin.username, password=PASSWORD)
+    add_events(cast, 0, 3)
+    response = client.get(reverse("audit_list"), {"before": "yesterday"})
+    assert response.status_code == 400
+    assert "Not a list position" in response.content.decode()
+    client.login(username=cast.viewer.username, password=PASSWORD)
+    response = client.get(reverse("run_list"), {"after": "2026-12-01T00:00:00Z~x"})
+    assert response.status_code == 400
+    assert "Not a list position" in response.content.decode()
+
+
+# --- every API list ------------------------------------------------------------------------------
+
+
+def add_accounts_and_tokens(cast, start: int, count: int) -> None:
+    from governance.models import Role
+    from governance.tokens import create_service_account, issue_token
+
+    for i in range(start, start + count):
+        account = create_service_account(actor=cast.admin, tenant=cast.acme, name=f"bot-{i}", role=Role.VIEWER)
+        issue_token(account.user, actor=cast.admin, name=f"token-{i}")
+
+
+API_BUILDERS = {
+    "jobs": add_jobs,
+    "runs": add_jobs,
+    "change-requests": add_changes,
+    "audit-events": add_events,
+    "maintenance-windows": add_config_objects,
+    "holiday-calendars": add_config_objects,
+    "pools": add_config_objects,
+    "tenants": None,  # the cast's tenants: a list that does not grow with a tenant's rows
+    "teams": None,
+    "environments": add_environments_with_rules,
+    "service-accounts": add_accounts_and_tokens,
+    "auth/tokens": add_accounts_and_tokens,
+}
+
+
+def test_every_api_list_has_a_builder():
+    from governor.api_urls import router
+
+    assert {prefix for prefix, _viewset, _basename in router.registry} == set(API_BUILDERS)
+
+
+@pytest.mark.parametrize("resource", sorted(API_BUILDERS))
+def test_every_api_list_does_not_grow_queries_with_rows(client, cast, django_assert_max_num_queries, resource):
+    builder = API_BUILDERS[resource]
+    if builder is None:
+        pytest.skip("this list holds the cast's fixed rows")
+    client.login(username=cast.admin.username, password=PASSWORD)
+    url = f"/api/v1/{resource}/"
+    builder(cast, 0, 3)
+    small = count_queries(client, url)
+    builder(cast, 3, 20)
+    with django_assert_max_num_queries(small, info=resource):
+        response = client.get(url)
+    assert response.status_code == 200
+    assert response.json()["count"] >= 20

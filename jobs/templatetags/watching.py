@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django import template
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from ..models import Run
 from ..watch import STATE_LETTERS
@@ -21,3 +23,20 @@ def state_letter(status: str) -> str:
 def run_summary(run: Run) -> str:
     """What hover and focus show for a run (``jobs.watch.run_summary``)."""
     return summarize(run)
+
+
+@register.simple_tag
+def run_strip(strip) -> str:
+    """The run history strip (``jobs.watch.last_runs``), built here rather than by a template loop:
+    the jobs list shows up to a thousand cells, and the template engine took most of its time."""
+    if not strip:
+        return mark_safe('<span class="muted small">no runs yet</span>')  # noqa: S308  # a constant
+    cells = format_html_join(
+        "",
+        '<li><a class="cell st-{}" href="{}" data-tip="{}" aria-label="{}"><span aria-hidden="true">{}</span></a></li>',
+        ((run.status, run.url, run.summary, run.summary, run.letter) for run in strip),
+    )
+    count = len(strip)
+    return format_html(
+        '<ol class="strip" aria-label="Last {} run{}, oldest first">{}</ol>', count, "" if count == 1 else "s", cells
+    )
