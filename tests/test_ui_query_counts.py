@@ -338,6 +338,8 @@ def test_team_page_and_incident_page_queries_do_not_grow(client, cast, django_as
         client.get(reverse("team_detail", args=[cast.payments.pk]))
     with django_assert_max_num_queries(incident_small):
         client.get(reverse("incident_detail", args=[incident.pk]))
+
+
 # --- the long lists' other pages (issues 17 and 20): keyset pages, keys-first pages, filters ----
 
 
