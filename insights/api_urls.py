@@ -1,3 +1,10 @@
 """Insights API (/api/v1/insights/...)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .api import CapacityView, HerdsView
+
+urlpatterns = [
+    path("capacity/", CapacityView.as_view(), name="api-insights-capacity"),
+    path("herds/", HerdsView.as_view(), name="api-insights-herds"),
+]
