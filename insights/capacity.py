@@ -72,8 +72,16 @@ def _add(total: list[float], values: list[float]) -> None:
             total[index] += value
 
 
-def read(entry: InsightCache, scope: InsightScope, pool: str | None, environment: Environment | None) -> dict:
-    """The reader's part of the forecast, filtered."""
+def read(
+    entry: InsightCache,
+    scope: InsightScope,
+    pool: str | None,
+    environment: Environment | None,
+    *,
+    detail: int | None = None,
+) -> dict:
+    """The reader's part of the forecast, filtered: per pool and environment its peaks and overflow
+    episodes, busiest first; the series and daily peaks of the first ``detail`` (None: all)."""
     data = entry.data
     rows = ForecastSeries.objects.filter(cache=entry)
     if pool is not None:
@@ -109,53 +117,28 @@ def read(entry: InsightCache, scope: InsightScope, pool: str | None, environment
                 "peak_text": _text(episode["peak_at"])[11:],
             }
         )
+    overflowing: dict[tuple[str, int], int] = defaultdict(int)
+    for episode in data["episodes"]:
+        overflowing[(episode["pool"], episode["env"])] += 1
     groups = []
     for (pool_name, env_id), parts in grouped.items():
+        group = {
+            "pool": pool_name,
+            "environment": envs[env_id].slug,
+            "environment_id": env_id,
+            "slots": slots.get((pool_name, env_id)),
+            "episodes": overflowing[(pool_name, env_id)],
+            "parts": parts,
+        }
         if len(parts) == 1:
-            p50, p90 = parts[0].unpack()
+            group["peak_p50"], group["peak_p90"] = parts[0].peak_p50, parts[0].peak_p90
         else:
-            p50 = [0.0] * data["buckets"]
-            p90 = [0.0] * data["buckets"]
-            for part in parts:
-                low, high = part.unpack()
-                _add(p50, low)
-                _add(p90, high)
-        limit = slots.get((pool_name, env_id))
-        shift = (start.hour * 3600 + start.minute * 60) // forecast.BUCKET_S
-        peaks50: dict[int, float] = {}
-        peaks90: dict[int, float] = {}
-        for index, value in enumerate(p50):
-            day = (shift + index) // forecast.BUCKETS_PER_DAY
-            if value > peaks50.get(day, -1.0):
-                peaks50[day] = value
-            if p90[index] > peaks90.get(day, -1.0):
-                peaks90[day] = p90[index]
-        daily = [
-            {
-                **days[day],
-                "peak_p50": round(peak, 2),
-                "peak_p90": round(peaks90[day], 2),
-                "over": limit is not None and peak > limit + 1e-9,
-                "marked": marked(days[day]),
-            }
-            for day, peak in sorted(peaks50.items())
-            if day < len(days)
-        ]
-        groups.append(
-            {
-                "pool": pool_name,
-                "environment": envs[env_id].slug,
-                "environment_id": env_id,
-                "slots": limit,
-                "peak_p50": round(max(p50), 2),
-                "peak_p90": round(max(p90), 2),
-                "overflow_buckets": sum(1 for v in p50 if limit is not None and v > limit + 1e-9),
-                "p50": p50,
-                "p90": p90,
-                "days": daily,
-            }
-        )
-    groups.sort(key=lambda g: (-g["overflow_buckets"], -g["peak_p50"], g["pool"], g["environment"]))
+            _detail(group, data["buckets"], start, days)
+        groups.append(group)
+    groups.sort(key=lambda g: (-g["episodes"], -g["peak_p50"], g["pool"], g["environment"]))
+    for group in groups if detail is None else groups[:detail]:
+        if "p50" not in group:
+            _detail(group, data["buckets"], start, days)
     return {
         "start": start,
         "horizon_days": entry.horizon_days,
@@ -168,6 +151,46 @@ def read(entry: InsightCache, scope: InsightScope, pool: str | None, environment
         "peak_days": [d for d in days if d["flags"]],
         "days_all": days,
     }
+
+
+def _detail(group: dict, buckets: int, start: datetime, days: list[dict]) -> None:
+    """Unpack a group's series (summing its teams' parts): peaks, overflowing buckets, daily peaks."""
+    parts = group["parts"]
+    if len(parts) == 1:
+        p50, p90 = parts[0].unpack()
+    else:
+        p50 = [0.0] * buckets
+        p90 = [0.0] * buckets
+        for part in parts:
+            low, high = part.unpack()
+            _add(p50, low)
+            _add(p90, high)
+    limit = group["slots"]
+    shift = (start.hour * 3600 + start.minute * 60) // forecast.BUCKET_S
+    daily = []
+    for day in range(len(days)):
+        first = max(day * forecast.BUCKETS_PER_DAY - shift, 0)
+        last = min((day + 1) * forecast.BUCKETS_PER_DAY - shift, len(p50))
+        if last <= first:
+            break
+        peak = max(p50[first:last])
+        daily.append(
+            {
+                **days[day],
+                "peak_p50": round(peak, 2),
+                "peak_p90": round(max(p90[first:last]), 2),
+                "over": limit is not None and peak > limit + 1e-9,
+                "marked": marked(days[day]),
+            }
+        )
+    group.update(
+        peak_p50=round(max(p50, default=0.0), 2),
+        peak_p90=round(max(p90, default=0.0), 2),
+        overflow_buckets=sum(1 for v in p50 if v > limit + 1e-9) if limit is not None else 0,
+        p50=p50,
+        p90=p90,
+        days=daily,
+    )
 
 
 def _text(instant: str) -> str:

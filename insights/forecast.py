@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from operator import add
 from statistics import median
 from typing import Any
 
@@ -309,7 +310,38 @@ def day_flags(first: date, days: int, holidays: dict[str, list[str]]) -> list[di
 class _Run:
     job_id: int
     offsets: list[int]
-    durations: list[float]  # p50 seconds per fire
+    durations: list[float] | None  # p50 seconds per fire when seasonal
+    p50: float
+
+    def duration(self, position: int) -> float:
+        return self.p50 if self.durations is None else self.durations[position]
+
+
+def by_phase(offsets: list[int]) -> dict[int, list[int]]:
+    """The buckets of the starts, by the second of its bucket each start falls on (sorted)."""
+    found: dict[int, list[int]] = defaultdict(list)
+    for offset in offsets:
+        bucket, phase = divmod(offset, BUCKET_S)
+        found[phase].append(bucket)
+    return found
+
+
+def _kernel(phase: int, durations: list[float]) -> list[tuple[int, float]]:
+    """What runs of ``durations`` starting ``phase`` seconds into bucket 0 add to buckets 0, 1, ..."""
+    work = [0.0] * (int((phase + max(durations)) // BUCKET_S) + 2)
+    for seconds in durations:
+        _spread(work, phase, seconds, len(work))
+    return [(index, value) for index, value in enumerate(work) if value]
+
+
+def _convolve(series: list[float], phases: dict[int, list[int]], durations: list[float], buckets: int) -> None:
+    """Add runs of each of ``durations`` starting at each start (``phases``: ``by_phase``): the
+    coverage of a start is the same for every start on the same second of its bucket, so it is
+    worked out once per phase."""
+    for phase, starts in phases.items():
+        for index, value in _kernel(phase, durations):
+            for bucket in starts[: bisect_left(starts, buckets - index)]:
+                series[bucket + index] += value
 
 
 def compute(tenant: Tenant, horizon_days: int, *, now: datetime | None = None, herds: bool | None = None) -> dict:
@@ -336,6 +368,7 @@ def compute(tenant: Tenant, horizon_days: int, *, now: datetime | None = None, h
     info: dict[int, dict] = {}
     unexpandable: list[dict] = []
     starts: dict[int, list[int]] = {}
+    shared: dict[tuple[tuple[str, int, int | None], int], tuple[list[int], list[tuple[float, float]]]] = {}
     for job in jobs:
         try:
             offsets = expander.offsets(job)
@@ -362,35 +395,44 @@ def compute(tenant: Tenant, horizon_days: int, *, now: datetime | None = None, h
         if key not in p50:
             p50[key] = [0.0] * buckets
             p90[key] = [0.0] * buckets
-        low, high = p50[key], p90[key]
+        pooled_job = (job.environment_id, job.pool) in pools
+        if not profile.seasonal:
+            # Jobs of one series that fire at the same instants are added together (below).
+            shared.setdefault((key, id(offsets)), (offsets, []))[1].append((profile.p50, profile.p90))
+            if pooled_job:
+                pooled[(job.environment_id, job.pool)].append(_Run(job.pk, offsets, None, profile.p50))
+            continue
+        # Seasonal: one duration per day, so the fires of a day are added together.
         durations: list[float] = []
-        factors: dict[int, float] = {}
+        by_day: dict[int, list[int]] = defaultdict(list)
         for offset in offsets:
-            factor = 1.0
-            if profile.seasonal:
-                day_index = (day_seconds + offset) // 86400
-                factor = factors.get(day_index) or factors.setdefault(
-                    day_index, profile.factor(first_day + timedelta(days=day_index))
-                )
-            seconds = profile.p50 * factor
-            durations.append(seconds)
-            _spread(low, offset, seconds, buckets)
-            _spread(high, offset, profile.p90 * factor, buckets)
-        if (job.environment_id, job.pool) in pools:
-            pooled[(job.environment_id, job.pool)].append(_Run(job.pk, offsets, durations))
+            by_day[(day_seconds + offset) // 86400].append(offset)
+        for day_index, fired in by_day.items():
+            factor = profile.factor(first_day + timedelta(days=day_index))
+            durations.extend([profile.p50 * factor] * len(fired))
+            phases = by_phase(fired)
+            _convolve(p50[key], phases, [profile.p50 * factor], buckets)
+            _convolve(p90[key], phases, [profile.p90 * factor], buckets)
+        if pooled_job:
+            pooled[(job.environment_id, job.pool)].append(_Run(job.pk, offsets, durations, profile.p50))
+    phase_cache: dict[int, dict[int, list[int]]] = {}
+    for (key, list_id), (offsets, durations) in shared.items():
+        phases = phase_cache.get(list_id)
+        if phases is None:
+            phases = phase_cache[list_id] = by_phase(offsets)
+        _convolve(p50[key], phases, [low for low, _ in durations], buckets)
+        _convolve(p90[key], phases, [high for _, high in durations], buckets)
 
     # Totals per pool and environment (team None), then the overflow episodes of real pools.
     totals50: dict[tuple[str, int], list[float]] = {}
     totals90: dict[tuple[str, int], list[float]] = {}
-    for (pool, env, _team), series in p50.items():
-        total = totals50.setdefault((pool, env), [0.0] * buckets)
-        other = totals90.setdefault((pool, env), [0.0] * buckets)
-        for index, value in enumerate(series):
-            if value:
-                total[index] += value
-        for index, value in enumerate(p90[(pool, env, _team)]):
-            if value:
-                other[index] += value
+    for (pool, env, team), series in p50.items():
+        if (pool, env) in totals50:
+            totals50[(pool, env)] = list(map(add, totals50[(pool, env)], series))
+            totals90[(pool, env)] = list(map(add, totals90[(pool, env)], p90[(pool, env, team)]))
+        else:
+            totals50[(pool, env)] = list(series)
+            totals90[(pool, env)] = list(p90[(pool, env, team)])
     episodes = []
     for (pool, env), total in sorted(totals50.items()):
         slots = pools.get((env, pool))
@@ -488,7 +530,7 @@ def _episodes(
             # Fires that may cover the peak bucket: started before its end, and not too long before.
             upto = bisect_left(run.offsets, high)
             for position in range(upto - 1, -1, -1):
-                offset, seconds = run.offsets[position], run.durations[position]
+                offset, seconds = run.offsets[position], run.duration(position)
                 if offset + seconds <= low:
                     if low - offset > 86400 * 2:
                         break

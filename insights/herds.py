@@ -63,57 +63,59 @@ def compute(
     now: datetime | None = None,
 ) -> InsightCache:
     """Cache the herd analysis of the tenant from the forecast's expansion (``starts``: each job's
-    fire offsets from ``expander.start``). Only the first HORIZON_DAYS days are counted."""
+    fire offsets from ``expander.start``). Only the first HORIZON_DAYS days are counted.
+
+    Jobs that fire alike share a *pattern* (starts per minute of the day over the horizon); each job
+    on a crowded minute (more than MIN_THRESHOLD starts a day) is stored with its pattern now and
+    the pattern of its suggested rewrite."""
     began = time.perf_counter()
     start = expander.start
     day_seconds = start.hour * 3600 + start.minute * 60
     limit = HORIZON_DAYS * 86400
-    per_job: dict[int, Counter[int]] = {}
+    patterns: list[dict[str, int]] = []
+    pattern_of: dict[int, int] = {}  # id(offsets list) -> pattern index
+    counters: list[Counter[int]] = []
+
+    def pattern(offsets: list[int]) -> int:
+        index = pattern_of.get(id(offsets))
+        if index is None:
+            counts = Counter(minute_of(day_seconds, o) for o in offsets if o < limit)
+            index = pattern_of[id(offsets)] = len(patterns)
+            patterns.append({str(m): c for m, c in sorted(counts.items())})
+            counters.append(counts)
+        return index
+
     total: Counter[int] = Counter()
     groups: dict[str, Counter[int]] = {}
+    used: dict[int, int] = {}
     for job in jobs:
         offsets = starts.get(job.pk)
         if not offsets:
             continue
-        counts = Counter(minute_of(day_seconds, o) for o in offsets if o < limit)
-        per_job[job.pk] = counts
-        total.update(counts)
-        groups.setdefault(f"{job.environment_id}|{job.team_id}", Counter()).update(counts)
+        index = used[job.pk] = pattern(offsets)
+        total.update(counters[index])
+        groups.setdefault(f"{job.environment_id}|{job.team_id}", Counter()).update(counters[index])
     crowded = {minute for minute, count in total.items() if count / HORIZON_DAYS > MIN_THRESHOLD}
-    at: dict[int, list[list[int]]] = {}
-    rewrites: dict[str, dict] = {}
-    by_id = {job.pk: job for job in jobs}
-    for job_id, counts in per_job.items():
-        here = [minute for minute in counts if minute in crowded]
-        if not here:
+    rows: dict[str, list] = {}
+    for job in jobs:
+        index = used.get(job.pk)
+        if index is None or not crowded.intersection(counters[index]):
             continue
-        for minute in here:
-            at.setdefault(minute, []).append([job_id, counts[minute]])
-        job = by_id[job_id]
         suggested = suggest_h(job.cron)
-        after: Counter[int] = Counter()
+        after = -1
         if suggested:
             try:
-                definition = {**expander.definition(job), "cron": suggested}
-                offsets = [o for o in expander.offsets(job, definition) if o < limit]
-                after = Counter(minute_of(day_seconds, o) for o in offsets)
+                after = pattern(expander.offsets(job, {**expander.definition(job), "cron": suggested}))
             except schedule.ScheduleError:
                 suggested = None
-        rewrites[str(job_id)] = {
-            "name": info[job_id]["name"],
-            "team": job.team_id,
-            "env": job.environment_id,
-            "cron": job.cron,
-            "suggested": suggested,
-            "before": {str(m): c for m, c in counts.items()},
-            "after": {str(m): c for m, c in after.items()},
-        }
+        rows[str(job.pk)] = [info[job.pk]["name"], job.team_id, job.environment_id, job.cron, suggested, index, after]
     data = {
         "start": schedule.isoz(start),
         "days": HORIZON_DAYS,
         "groups": {key: {str(m): c for m, c in counts.items()} for key, counts in groups.items()},
-        "at": {str(m): rows for m, rows in sorted(at.items())},
-        "jobs": rewrites,
+        "patterns": patterns,
+        # job id -> [name, team, environment, cron, suggested cron or None, pattern now, pattern after or -1]
+        "jobs": rows,
     }
     return store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
 
@@ -141,9 +143,11 @@ def label(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def analyse(entry: InsightCache, scope: InsightScope, threshold: float) -> dict:
+def analyse(entry: InsightCache, scope: InsightScope, threshold: float, *, max_jobs: int | None = None) -> dict:
     """What the reader may see of the cached analysis: the curve (starts per day at each minute),
-    the hotspots above ``threshold`` with each job's suggested rewrite, and the flattened curve."""
+    the hotspots above ``threshold`` with each job's suggested rewrite, and the flattened curve
+    (every job on a hotspot rewritten). ``max_jobs``: at most that many jobs listed per hotspot
+    (``jobs_total`` counts them all)."""
     data = entry.data
     days = data["days"] or 1
     curve = [0.0] * MINUTES
@@ -153,52 +157,54 @@ def analyse(entry: InsightCache, scope: InsightScope, threshold: float) -> dict:
             continue
         for minute, count in counts.items():
             curve[int(minute)] += count / days
-    jobs = data["jobs"]
-    hotspots = []
-    moved: set[str] = set()
-    for minute_text, rows in data["at"].items():
-        minute = int(minute_text)
-        if curve[minute] <= threshold + 1e-9:
+    hot = {minute for minute, value in enumerate(curve) if value > threshold + 1e-9}
+    patterns = data["patterns"]
+    hits: dict[int, list[int]] = {}
+    spots: dict[int, list[dict]] = {minute: [] for minute in sorted(hot)}
+    moved: Counter[tuple[int, int]] = Counter()
+    for job_id, (name, team, env, cron, suggested, now_index, after_index) in data["jobs"].items():
+        found = hits.get(now_index)
+        if found is None:
+            found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
+        if not found or not scope.covers(team, env):
             continue
-        entries = []
-        for job_id, count in rows:
-            job = jobs[str(job_id)]
-            if not scope.covers(job["team"], job["env"]):
-                continue
-            after = job["after"]
-            entries.append(
+        after = patterns[after_index] if after_index >= 0 else {}
+        new_minutes = sorted(after, key=int)
+        for minute in found:
+            spots[minute].append(
                 {
-                    "job": job_id,
-                    "name": job["name"],
-                    "cron": job["cron"],
-                    "suggested": job["suggested"],
-                    "per_day": round(count / days, 2),
-                    "new_minutes": [label(int(m)) for m in sorted(after, key=int)][:4],
-                    "more_minutes": max(len(after) - 4, 0),
+                    "job": int(job_id),
+                    "name": name,
+                    "cron": cron,
+                    "suggested": suggested,
+                    "per_day": round(patterns[now_index][str(minute)] / days, 2),
+                    "new_minutes": [label(int(m)) for m in new_minutes[:4]],
+                    "more_minutes": max(len(new_minutes) - 4, 0),
                 }
             )
-            if job["suggested"]:
-                moved.add(str(job_id))
+        if suggested:
+            moved[(now_index, after_index)] += 1
+    flattened = list(curve)
+    for (now_index, after_index), count in moved.items():
+        for minute, starts in patterns[now_index].items():
+            flattened[int(minute)] -= count * starts / days
+        for minute, starts in patterns[after_index].items():
+            flattened[int(minute)] += count * starts / days
+    flattened = [max(round(v, 6), 0.0) for v in flattened]
+    hotspots = []
+    for minute, entries in spots.items():
         entries.sort(key=lambda e: (-e["per_day"], e["name"]))
         hotspots.append(
             {
                 "minute": minute,
                 "at": label(minute),
                 "starts": round(curve[minute], 2),
-                "jobs": entries,
+                "after": round(flattened[minute], 2),
+                "jobs_total": len(entries),
                 "rewritable": sum(1 for e in entries if e["suggested"]),
+                "jobs": entries if max_jobs is None else entries[:max_jobs],
             }
         )
-    flattened = list(curve)
-    for job_id in moved:
-        job = jobs[job_id]
-        for minute, count in job["before"].items():
-            flattened[int(minute)] -= count / days
-        for minute, count in job["after"].items():
-            flattened[int(minute)] += count / days
-    flattened = [max(round(v, 6), 0.0) for v in flattened]
-    for spot in hotspots:
-        spot["after"] = round(flattened[spot["minute"]], 2)
     return {
         "threshold": threshold,
         "days": days,

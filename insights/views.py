@@ -9,13 +9,14 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, tenant_ids
+from governance.access import Action, record_denied, tenant_ids
 
 from . import capacity, forecast, herds
 from .common import InsightScope, ParamError, cached, csv_response, insight_tenants, scope_for, wants_csv
@@ -34,6 +35,9 @@ PAGES = [
     ("insights_zombies", "Zombie jobs", "Jobs that fail, run for nobody or belong to no one."),
     ("insights_overhead", "Overhead", "Queue wait, startup and recording per run; the scheduler's lag."),
 ]
+# The herds page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
+PAGE_HOTSPOTS = 24
+PAGE_JOBS = 50
 # Someone may ask for a recomputation at most this often per tenant and horizon.
 REFRESH_COOLDOWN = timedelta(minutes=1)
 
@@ -112,8 +116,9 @@ def capacity_page(request):
         context["errors"] = errors
         return render(request, "insights/capacity.html", context, status=400)
     entry = capacity.entry_for(scope, horizon)
-    found = capacity.read(entry, scope, pool, environment)
-    if wants_csv(params):
+    csv_wanted = wants_csv(params)
+    found = capacity.read(entry, scope, pool, environment, detail=None if csv_wanted else capacity.MAX_CHARTS)
+    if csv_wanted:
         return _capacity_csv(scope, found)
     for group in found["groups"][: capacity.MAX_CHARTS]:
         group["chart"] = capacity.chart(group, found["start"], found["days_all"])
@@ -170,10 +175,13 @@ def herds_page(request):
     except ParamError as exc:
         context["errors"] = exc.as_dict()
         return render(request, "insights/herds.html", context, status=400)
-    found = herds.analyse(herds_entry(scope), scope, threshold)
-    if wants_csv(request.GET):
+    csv_wanted = wants_csv(request.GET)
+    found = herds.analyse(herds_entry(scope), scope, threshold, max_jobs=None if csv_wanted else PAGE_JOBS)
+    if csv_wanted:
         return _herds_csv(scope, found)
     context.update(found)
+    busiest = sorted(found["hotspots"], key=lambda h: -h["starts"])[:PAGE_HOTSPOTS]
+    context["shown_hotspots"] = sorted(busiest, key=lambda h: h["minute"])
     context["can_propose"] = request.user.is_superuser or scope.tenant.pk in tenant_ids(request.user, Action.PROPOSE)
     context["heat"] = herds.heatmap(found["curve"], threshold)
     context["curves"] = herds.curves(found["curve"], found["flattened"], threshold)
@@ -215,6 +223,10 @@ def herds_propose(request):
     """Propose the suggested H rewrite of the chosen jobs: one change request each, by the reader,
     reviewed as any other change (nothing is applied here)."""
     scope = scope_for(request.user, request.POST)
+    if not (request.user.is_superuser or scope.tenant.pk in tenant_ids(request.user, Action.PROPOSE)):
+        reason = "Proposing a stagger needs the author role in the tenant."
+        record_denied(request.user, Action.PROPOSE, scope.tenant, reason=reason)
+        raise PermissionDenied(reason)
     ids = [int(v) for v in request.POST.getlist("job") if v.isascii() and v.isdigit() and len(v) < 12]
     query = {"tenant": scope.tenant.slug}
     if request.POST.get("threshold"):

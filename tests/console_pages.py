@@ -26,6 +26,7 @@ NAVIGATION = [
     ("reviews-due", "/overdue/"),
     ("freezes", "/freezes/"),
     ("policies", "/policies/"),
+    ("insights", "/insights/"),
     ("audit", "/audit/"),
 ]
 
@@ -113,6 +114,8 @@ def populate(cast) -> list[tuple[str, str]]:
         ("propose-pool", "/config/pool/new/"),
         ("propose-policy", "/policies/propose/"),
         ("post-reviews", "/changes/post-reviews/"),
+        ("insights-capacity", "/insights/capacity/?horizon=90"),
+        ("insights-herds", "/insights/herds/?threshold=1"),
         ("not-found", "/jobs/999999/"),
     ]
 
