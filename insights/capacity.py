@@ -120,9 +120,9 @@ def read(
     overflowing: dict[tuple[str, int], int] = defaultdict(int)
     for episode in data["episodes"]:
         overflowing[(episode["pool"], episode["env"])] += 1
-    groups = []
+    groups: list[dict[str, Any]] = []
     for (pool_name, env_id), parts in grouped.items():
-        group = {
+        group: dict[str, Any] = {
             "pool": pool_name,
             "environment": envs[env_id].slug,
             "environment_id": env_id,

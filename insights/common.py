@@ -112,8 +112,8 @@ def cached(
     """The cached result of ``kind`` for the tenant, recomputed (``compute()`` saves and returns it)
     when asked (``refresh``) or stale."""
     entry = InsightCache.objects.filter(tenant=tenant, kind=kind, horizon_days=horizon_days).first()
-    if refresh or is_stale(entry, params=params):
-        entry = compute()
+    if entry is None or refresh or is_stale(entry, params=params):
+        return compute()
     return entry
 
 

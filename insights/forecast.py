@@ -24,7 +24,7 @@ import calendar
 import json
 import time
 from bisect import bisect_left
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -161,6 +161,7 @@ def profiles(tenant_id: int, now: datetime) -> dict[int, Profile]:
     )
     samples: dict[int, list[tuple[datetime, float]]] = defaultdict(list)
     for job_id, started, finished in rows.iterator(chunk_size=5000):
+        assert started is not None and finished is not None
         samples[job_id].append((started, max((finished - started).total_seconds(), 0.0)))
     return {job_id: learn(found) for job_id, found in samples.items()}
 
@@ -416,12 +417,12 @@ def compute(tenant: Tenant, horizon_days: int, *, now: datetime | None = None, h
         if pooled_job:
             pooled[(job.environment_id, job.pool)].append(_Run(job.pk, offsets, durations, profile.p50))
     phase_cache: dict[int, dict[int, list[int]]] = {}
-    for (key, list_id), (offsets, durations) in shared.items():
-        phases = phase_cache.get(list_id)
-        if phases is None:
-            phases = phase_cache[list_id] = by_phase(offsets)
-        _convolve(p50[key], phases, [low for low, _ in durations], buckets)
-        _convolve(p90[key], phases, [high for _, high in durations], buckets)
+    for (series_key, list_id), (fired, pairs) in shared.items():
+        found = phase_cache.get(list_id)
+        if found is None:
+            found = phase_cache[list_id] = by_phase(fired)
+        _convolve(p50[series_key], found, [low for low, _ in pairs], buckets)
+        _convolve(p90[series_key], found, [high for _, high in pairs], buckets)
 
     # Totals per pool and environment (team None), then the overflow episodes of real pools.
     totals50: dict[tuple[str, int], list[float]] = {}
@@ -525,7 +526,7 @@ def _episodes(
             index += 1
         peak = max(range(first, index), key=lambda i: total[i])
         low, high = peak * BUCKET_S, (peak + 1) * BUCKET_S
-        shares: Counter[int] = Counter()
+        shares: dict[int, float] = defaultdict(float)
         for run in runs:
             # Fires that may cover the peak bucket: started before its end, and not too long before.
             upto = bisect_left(run.offsets, high)
@@ -545,7 +546,7 @@ def _episodes(
                 "share": round(share, 3),
                 "p50_s": info[job_id]["p50_s"],
             }
-            for job_id, share in shares.most_common(MAX_EPISODE_JOBS)
+            for job_id, share in sorted(shares.items(), key=lambda item: (-item[1], item[0]))[:MAX_EPISODE_JOBS]
         ]
         found.append(
             {

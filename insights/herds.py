@@ -98,9 +98,9 @@ def compute(
     crowded = {minute for minute, count in total.items() if count / HORIZON_DAYS > MIN_THRESHOLD}
     rows: dict[str, list] = {}
     for job in jobs:
-        index = used.get(job.pk)
-        if index is None or not crowded.intersection(counters[index]):
+        if job.pk not in used or not crowded.intersection(counters[used[job.pk]]):
             continue
+        index = used[job.pk]
         suggested = suggest_h(job.cron)
         after = -1
         if suggested:
