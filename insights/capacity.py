@@ -18,7 +18,8 @@ from .common import InsightScope, ParamError, cached
 from .models import ForecastSeries, InsightCache
 
 DEFAULT_HORIZON = 30
-MAX_CHARTS = 8
+MAX_CHARTS = 4
+CHART_POINTS = 480
 CHART_W, CHART_H, CHART_LEFT, CHART_TOP = 900, 180, 44, 18
 
 
@@ -209,11 +210,12 @@ def chart(group: dict, start: datetime, days: list[dict]) -> dict:
     """SVG geometry of one pool's forecast: the hourly maximum of p50 (area) and p90 (line), the
     pool's slots (dashed line), month-end, quarter-end and holiday days as hatched, labelled bands."""
     p50, p90 = group["p50"], group["p90"]
-    per_point = 4  # one point per hour
+    per_point = max(4, -(-len(p50) // CHART_POINTS))  # at least an hour a point, at most CHART_POINTS
     points50 = [max(p50[i : i + per_point]) for i in range(0, len(p50), per_point)]
     points90 = [max(p90[i : i + per_point]) for i in range(0, len(p90), per_point)]
     top = max(max(points90, default=0), group["slots"] or 0, 1.0) * 1.1
     count = max(len(points50), 1)
+    hours = per_point / 4
 
     def x(index: float) -> float:
         return round(CHART_LEFT + index / count * CHART_W, 1)
@@ -229,7 +231,7 @@ def chart(group: dict, start: datetime, days: list[dict]) -> dict:
     ticks = []
     for day in days:
         at = datetime.fromisoformat(day["date"]).replace(tzinfo=start.tzinfo)
-        hour = (at - start).total_seconds() / 3600
+        hour = (at - start).total_seconds() / 3600 / hours  # in points
         if hour >= count:
             continue
         if day["flags"]:
@@ -244,7 +246,7 @@ def chart(group: dict, start: datetime, days: list[dict]) -> dict:
             bands.append(
                 {
                     "x": x(left),
-                    "width": round(max(x(min(hour + 24, count)) - x(left), 1), 1),
+                    "width": round(max(x(min(hour + 24 / hours, count)) - x(left), 1), 1),
                     "label": "+".join(marks),
                     "title": f"{day['date']}: " + ", ".join(f.replace("_", " ") for f in day["flags"]),
                     "kind": "quarter" if "quarter_end" in day["flags"] else day["flags"][0],

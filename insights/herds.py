@@ -143,11 +143,18 @@ def label(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def analyse(entry: InsightCache, scope: InsightScope, threshold: float, *, max_jobs: int | None = None) -> dict:
+def analyse(
+    entry: InsightCache,
+    scope: InsightScope,
+    threshold: float,
+    *,
+    max_jobs: int | None = None,
+    max_hotspots: int | None = None,
+) -> dict:
     """What the reader may see of the cached analysis: the curve (starts per day at each minute),
     the hotspots above ``threshold`` with each job's suggested rewrite, and the flattened curve
     (every job on a hotspot rewritten). ``max_jobs``: at most that many jobs listed per hotspot
-    (``jobs_total`` counts them all)."""
+    (``jobs_total`` counts them all); ``max_hotspots``: jobs listed for the busiest hotspots only."""
     data = entry.data
     days = data["days"] or 1
     curve = [0.0] * MINUTES
@@ -160,28 +167,24 @@ def analyse(entry: InsightCache, scope: InsightScope, threshold: float, *, max_j
     hot = {minute for minute, value in enumerate(curve) if value > threshold + 1e-9}
     patterns = data["patterns"]
     hits: dict[int, list[int]] = {}
-    spots: dict[int, list[dict]] = {minute: [] for minute in sorted(hot)}
+    spots: dict[int, list[tuple]] = {minute: [] for minute in sorted(hot)}
     moved: Counter[tuple[int, int]] = Counter()
-    for job_id, (name, team, env, cron, suggested, now_index, after_index) in data["jobs"].items():
+    listed = set(sorted(spots, key=lambda m: -curve[m])[:max_hotspots]) if max_hotspots is not None else set(spots)
+    counted: Counter[int] = Counter()
+    rewritable: Counter[int] = Counter()
+    for job_id, row in data["jobs"].items():
+        name, team, env, _cron, suggested, now_index, after_index = row
         found = hits.get(now_index)
         if found is None:
             found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
         if not found or not scope.covers(team, env):
             continue
-        after = patterns[after_index] if after_index >= 0 else {}
-        new_minutes = sorted(after, key=int)
         for minute in found:
-            spots[minute].append(
-                {
-                    "job": int(job_id),
-                    "name": name,
-                    "cron": cron,
-                    "suggested": suggested,
-                    "per_day": round(patterns[now_index][str(minute)] / days, 2),
-                    "new_minutes": [label(int(m)) for m in new_minutes[:4]],
-                    "more_minutes": max(len(new_minutes) - 4, 0),
-                }
-            )
+            counted[minute] += 1
+            if suggested:
+                rewritable[minute] += 1
+            if minute in listed:
+                spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
         if suggested:
             moved[(now_index, after_index)] += 1
     flattened = list(curve)
@@ -191,18 +194,38 @@ def analyse(entry: InsightCache, scope: InsightScope, threshold: float, *, max_j
         for minute, starts in patterns[after_index].items():
             flattened[int(minute)] += count * starts / days
     flattened = [max(round(v, 6), 0.0) for v in flattened]
+    new_minutes: dict[int, list[str]] = {}
+
+    def listing(negative: int, name: str, job_id: int, row: list) -> dict:
+        after_index = row[6]
+        minutes = new_minutes.get(after_index)
+        if minutes is None:
+            found = sorted(patterns[after_index], key=int) if after_index >= 0 else []
+            minutes = new_minutes[after_index] = [label(int(m)) for m in found[:4]] + [str(max(len(found) - 4, 0))]
+        return {
+            "job": job_id,
+            "name": name,
+            "cron": row[3],
+            "suggested": row[4],
+            "per_day": round(-negative / days, 2),
+            "new_minutes": minutes[:-1],
+            "more_minutes": int(minutes[-1]),
+        }
+
     hotspots = []
     for minute, entries in spots.items():
-        entries.sort(key=lambda e: (-e["per_day"], e["name"]))
+        if minute in listed:
+            entries.sort(key=lambda e: (e[0], e[1]))
+        shown = entries if max_jobs is None else entries[:max_jobs]
         hotspots.append(
             {
                 "minute": minute,
                 "at": label(minute),
                 "starts": round(curve[minute], 2),
                 "after": round(flattened[minute], 2),
-                "jobs_total": len(entries),
-                "rewritable": sum(1 for e in entries if e["suggested"]),
-                "jobs": entries if max_jobs is None else entries[:max_jobs],
+                "jobs_total": counted[minute],
+                "rewritable": rewritable[minute],
+                "jobs": [listing(*e) for e in shown] if minute in listed else [],
             }
         )
     return {
@@ -257,6 +280,7 @@ def heatmap(curve: list[float], threshold: float) -> dict:
         )
     return {
         "rows": rows,
+        "cells": _cells_svg(rows),
         "width": HEAT_LEFT + 60 * CELL_W + 8,
         "height": HEAT_TOP + 24 * CELL_H + 6,
         "cell_w": CELL_W - 1,
@@ -264,6 +288,27 @@ def heatmap(curve: list[float], threshold: float) -> dict:
         "minute_ticks": [{"x": HEAT_LEFT + m * CELL_W + CELL_W // 2, "label": f":{m:02d}"} for m in range(0, 60, 5)],
         "hot": sum(1 for v in curve if v > threshold + 1e-9),
     }
+
+
+def _cells_svg(rows: list[dict]) -> str:
+    """The heatmap's cells as SVG (numbers and labels made here only, nothing to escape): drawn in
+    Python, 1440 cells are too many for the template engine on every request."""
+    parts = []
+    for row in rows:
+        parts.append(f'<text x="0" y="{row["text_y"]}" class="tick">{row["hour"]}:00</text>')
+        for cell in row["cells"]:
+            hot = " hot" if cell["hot"] else ""
+            rect = f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" class="heat lvl-{cell["level"]}{hot}"'
+            if cell["value"]:
+                parts.append(f"{rect}><title>{cell['at']}: {cell['value']:g} starts a day</title></rect>")
+            else:
+                parts.append(rect + "/>")
+            if cell["hot"]:
+                parts.append(
+                    f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
+                    'class="heat-hot" fill="url(#heat-hatch)"/>'
+                )
+    return "".join(parts)
 
 
 def curves(before: list[float], after: list[float], threshold: float) -> dict:

@@ -36,8 +36,8 @@ PAGES = [
     ("insights_overhead", "Overhead", "Queue wait, startup and recording per run; the scheduler's lag."),
 ]
 # The herds page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
-PAGE_HOTSPOTS = 24
-PAGE_JOBS = 50
+PAGE_HOTSPOTS = 12
+PAGE_JOBS = 25
 # Someone may ask for a recomputation at most this often per tenant and horizon.
 REFRESH_COOLDOWN = timedelta(minutes=1)
 
@@ -176,7 +176,13 @@ def herds_page(request):
         context["errors"] = exc.as_dict()
         return render(request, "insights/herds.html", context, status=400)
     csv_wanted = wants_csv(request.GET)
-    found = herds.analyse(herds_entry(scope), scope, threshold, max_jobs=None if csv_wanted else PAGE_JOBS)
+    found = herds.analyse(
+        herds_entry(scope),
+        scope,
+        threshold,
+        max_jobs=None if csv_wanted else PAGE_JOBS,
+        max_hotspots=None if csv_wanted else PAGE_HOTSPOTS,
+    )
     if csv_wanted:
         return _herds_csv(scope, found)
     context.update(found)
