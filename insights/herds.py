@@ -241,6 +241,17 @@ def analyse(
     }
 
 
+def jobs_at(entry: InsightCache, scope: InsightScope, minute: int) -> list[int]:
+    """The jobs the reader may see that start at ``minute`` of the day, with a suggested rewrite."""
+    patterns = entry.data["patterns"]
+    key = str(minute)
+    return [
+        int(job_id)
+        for job_id, (_name, team, env, _cron, suggested, now_index, _after) in entry.data["jobs"].items()
+        if suggested and key in patterns[now_index] and scope.covers(team, env)
+    ]
+
+
 def hourly(values: list[float]) -> list[list[float]]:
     """24 rows of 60 minutes (the heatmap's grid)."""
     return [values[hour * 60 : hour * 60 + 60] for hour in range(24)]

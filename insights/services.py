@@ -16,7 +16,7 @@ from jobs.models import Job, JobStatus
 
 from .herds import suggest_h
 
-MAX_STAGGER_JOBS = 200
+MAX_STAGGER_JOBS = 500
 
 
 def propose_stagger(

@@ -234,6 +234,11 @@ def herds_propose(request):
         record_denied(request.user, Action.PROPOSE, scope.tenant, reason=reason)
         raise PermissionDenied(reason)
     ids = [int(v) for v in request.POST.getlist("job") if v.isascii() and v.isdigit() and len(v) < 12]
+    minutes = [int(v) for v in request.POST.getlist("all_at") if v.isascii() and v.isdigit() and int(v) < herds.MINUTES]
+    if minutes:
+        entry = herds_entry(scope)
+        for minute in minutes:
+            ids += herds.jobs_at(entry, scope, minute)
     query = {"tenant": scope.tenant.slug}
     if request.POST.get("threshold"):
         query["threshold"] = request.POST["threshold"][:20]

@@ -267,3 +267,12 @@ def test_pages_read_the_cache_until_it_is_stale_and_the_nightly_command_fills_it
     Job.objects.filter(pk=planted["close"][0].pk).update(updated_at=first + timedelta(seconds=1))
     capacity(cast.viewer)
     assert InsightCache.objects.get(tenant=cast.acme, kind="capacity", horizon_days=30).computed_at > first
+
+
+def test_stagger_all_jobs_of_a_hotspot_at_once(cast, planted):
+    response = browser(cast.author).post("/insights/herds/propose/", {"tenant": "acme", "all_at": "120"})
+    assert response.status_code == 302
+    herd = [job.pk for job in planted["herd"]]
+    assert ChangeRequest.objects.filter(job__in=herd, proposed__cron="H 2 * * *").count() == HERD
+    # Only the jobs at 02:00: no other job got a request.
+    assert not ChangeRequest.objects.exclude(job__in=herd).exists()
