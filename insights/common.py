@@ -30,7 +30,7 @@ from .models import InsightCache
 
 # A cached result older than this is recomputed when a page asks for it (the nightly refresh
 # normally keeps it younger).
-MAX_AGE = timedelta(hours=getattr(settings, "GOVERNOR_INSIGHTS_MAX_AGE_HOURS", 26))
+MAX_AGE = timedelta(hours=settings.GOVERNOR_INSIGHTS_MAX_AGE_HOURS)
 
 
 class ParamError(ValueError):

@@ -125,7 +125,10 @@ def test_the_herds_find_exactly_the_0200_hotspot_and_the_rewrites_flatten_it(cas
     assert {j["suggested"] for j in spot["jobs"]} == {"H 2 * * *"}
     # Spread by H over 02:00-02:59: no minute reaches the threshold any more, no start is lost.
     assert spot["after"] < 10 and body["peak_after"] < 10
-    assert all(i // 60 == 2 or after <= before for i, (before, after) in enumerate(zip(body["starts_per_minute"], body["flattened"], strict=True)))
+    assert all(
+        i // 60 == 2 or after <= before
+        for i, (before, after) in enumerate(zip(body["starts_per_minute"], body["flattened"], strict=True))
+    )
     assert sum(body["flattened"]) == pytest.approx(sum(body["starts_per_minute"]), rel=1e-6)
     assert max(body["flattened"][120:180]) >= 1
     # A lower threshold finds the next busiest minutes too; a higher one none.
@@ -147,15 +150,17 @@ def test_the_pages_show_the_planted_cases_with_csv_exports(cast, planted):
     html = page.content.decode()
     assert html.count('data-pool="batch"') >= 2 and "payments.close.07" in html
     assert 'role="img"' in html and "Daily peaks as a table" in html
-    exported = client.get("/insights/capacity/", {"horizon": "30", "pool": "batch", "environment": "prod", "format": "csv"})
+    exported = client.get(
+        "/insights/capacity/", {"horizon": "30", "pool": "batch", "environment": "prod", "format": "csv"}
+    )
     rows = list(csv.DictReader(io.StringIO(exported.content.decode())))
     assert exported["Content-Type"].startswith("text/csv") and len(rows) == 30 * 96
     over = [r for r in rows if r["over"] == "yes"]
     start = parse_datetime(rows[0]["bucket_start"])
     # Every overflowing quarter-hour lies in the night of a month end (22:15 to before 04:00).
-    assert over and {
-        (parse_datetime(r["bucket_start"]) - timedelta(hours=6)).date().isoformat() for r in over
-    } == set(month_ends_between(start, start + timedelta(days=30)))
+    assert over and {(parse_datetime(r["bucket_start"]) - timedelta(hours=6)).date().isoformat() for r in over} == set(
+        month_ends_between(start, start + timedelta(days=30))
+    )
     herd_page = client.get("/insights/herds/").content.decode()
     assert "02:00 UTC: 120" in herd_page and "H 2 * * *" in herd_page
     assert 'name="job"' not in herd_page  # a viewer may not propose
@@ -249,7 +254,10 @@ def test_propose_stagger_opens_change_requests_for_review_and_changes_nothing(ca
 def test_a_viewer_or_another_tenant_cannot_propose_a_stagger(cast, planted):
     job = planted["herd"][0]
     browser(cast.viewer).post("/insights/herds/propose/", {"tenant": "acme", "job": [job.pk]})
-    assert browser(cast.globex_author).post("/insights/herds/propose/", {"tenant": "acme", "job": [job.pk]}).status_code == 404
+    assert (
+        browser(cast.globex_author).post("/insights/herds/propose/", {"tenant": "acme", "job": [job.pk]}).status_code
+        == 404
+    )
     browser(cast.globex_author).post("/insights/herds/propose/", {"tenant": "globex", "job": [job.pk]})
     assert not ChangeRequest.objects.filter(job=job).exists()
 

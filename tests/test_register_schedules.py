@@ -26,4 +26,8 @@ def test_the_sweep_is_registered_once_and_edits_are_put_back():
 def test_the_nightly_insights_refresh_is_registered():
     call_command("register_schedules", verbosity=0)
     refresh = Schedule.objects.get(name="governor-insights-refresh")
-    assert (refresh.func, refresh.schedule_type, refresh.cron) == ("insights.tasks.refresh_all", Schedule.CRON, "30 1 * * *")
+    assert (refresh.func, refresh.schedule_type, refresh.cron) == (
+        "insights.tasks.refresh_all",
+        Schedule.CRON,
+        "30 1 * * *",
+    )

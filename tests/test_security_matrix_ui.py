@@ -455,7 +455,9 @@ def test_ui_permission_matrix(world, db, name, method, side_name, role):
             assert denied.filter(tenant_id=target.tenant_id).exists(), (name, role, "denial outside the tenant")
     if method == "post" and name not in ("login", "logout"):
         if response.status_code < 400:
-            assert name in NOT_AUDITED or new_events.filter(actor=user).exclude(action=AuditAction.ACCESS_DENIED).exists(), (
+            assert (
+                name in NOT_AUDITED or new_events.filter(actor=user).exclude(action=AuditAction.ACCESS_DENIED).exists()
+            ), (
                 name,
                 role,
                 "an allowed write left no audit event",
