@@ -284,3 +284,37 @@ def test_stagger_all_jobs_of_a_hotspot_at_once(cast, planted):
     assert ChangeRequest.objects.filter(job__in=herd, proposed__cron="H 2 * * *").count() == HERD
     # Only the jobs at 02:00: no other job got a request.
     assert not ChangeRequest.objects.exclude(job__in=herd).exists()
+
+
+def test_the_pages_cost_as_many_queries_with_more_jobs(cast, planted):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobs.models import Pool
+
+    pages = ["/insights/capacity/?horizon=90", "/insights/herds/", "/insights/"]
+
+    def queries(user) -> list[int]:
+        client = browser(user)
+        found = []
+        for path in pages:
+            with CaptureQueriesContext(connection) as captured:
+                assert client.get(path).status_code == 200
+            found.append(len(captured))
+        return found
+
+    readers = [cast.viewer, cast.narrowed["payments"]]
+    before = [queries(user) for user in readers]
+    Pool.objects.create(tenant=cast.acme, environment=cast.dev, name="extra", slots=2)
+    Job.objects.bulk_create(
+        Job(
+            tenant=cast.acme,
+            team=[cast.payments, cast.data][i % 2],
+            environment=cast.dev,
+            **cast.definition(name=f"payments.extra.{i:02d}", cron="0 2 * * *", timezone="UTC"),
+            pool="extra",
+        )
+        for i in range(40)
+    )
+    forecast.refresh([cast.acme])
+    assert [queries(user) for user in readers] == before
