@@ -20,6 +20,7 @@ from governance.access import Action, record_denied, tenant_ids
 
 from . import capacity, forecast, herds
 from .common import InsightScope, ParamError, cached, csv_response, insight_tenants, scope_for, wants_csv
+from .models import InsightCache
 from .services import propose_stagger
 
 # Every Insights page: (url name, tab label, what it answers). Pages of other parts of issue 21
@@ -79,8 +80,6 @@ def index(request):
     scope = _scope_or_none(request)
     context = _common(request, scope, "insights_index")
     if scope is not None:
-        from .models import InsightCache
-
         context["entries"] = {
             (e.kind, e.horizon_days): e
             for e in InsightCache.objects.filter(tenant=scope.tenant).only(
@@ -266,8 +265,6 @@ def herds_propose(request):
 def refresh(request):
     """Recompute the tenant's forecast (both horizons and the herds) now, unless it was just done."""
     scope = scope_for(request.user, request.POST)
-    from .models import InsightCache
-
     recent = InsightCache.objects.filter(
         tenant=scope.tenant, kind=forecast.KIND, computed_at__gt=timezone.now() - REFRESH_COOLDOWN
     ).exists()
