@@ -407,6 +407,8 @@ GOVERNOR_DEMO_PASSWORD = env_str("GOVERNOR_DEMO_PASSWORD", "governor-demo")
 
 # Change control and job lifecycle
 GOVERNOR_CHANGE_EXPIRY_HOURS = env_int("GOVERNOR_CHANGE_EXPIRY_HOURS", 14 * 24)
+# Insights (docs/insights.md): a cached result older than this is recomputed when a page asks.
+GOVERNOR_INSIGHTS_MAX_AGE_HOURS = env_int("GOVERNOR_INSIGHTS_MAX_AGE_HOURS", 26)
 GOVERNOR_REVIEW_PERIOD_DAYS = env_int("GOVERNOR_REVIEW_PERIOD_DAYS", 365)
 GOVERNOR_SUNSET_WARNING_DAYS = env_int("GOVERNOR_SUNSET_WARNING_DAYS", 14)
 # Jobs as code: the largest manifest request body (or all files one CLI command reads) and the most

@@ -3,8 +3,11 @@
 from django.urls import path
 
 from . import review_api
+from .api import CapacityView, HerdsView
 
-urlpatterns: list = [
+urlpatterns = [
+    path("capacity/", CapacityView.as_view(), name="api-insights-capacity"),
+    path("herds/", HerdsView.as_view(), name="api-insights-herds"),
     # The review pages' data (insights/review_api.py).
     path("rightsizing/", review_api.RightsizingView.as_view(), name="api-insights-rightsizing"),
     path(

@@ -584,6 +584,13 @@ def iter_fires(
     yield from _fires(compiled, tz, after, gap, overlap)
 
 
+def fire_identity(expr: str, seed: str | None = None) -> tuple[str, bool]:
+    """What decides where an expression fires for a job (H resolved with its seed): two jobs whose
+    identities, zones and policies are equal fire at the same instants (Insights expands them once)."""
+    compiled = _compile(expr, seed)
+    return compiled.expanded, compiled.elapsed
+
+
 def next_n(
     expr: str,
     tz_name: str,

@@ -31,6 +31,7 @@ NAVIGATION = [
     ("freezes", "/freezes/"),
     ("policies", "/policies/"),
     ("notifications", "/notifications/"),
+    ("insights", "/insights/"),
     ("audit", "/audit/"),
 ]
 
@@ -135,6 +136,8 @@ def populate(cast) -> list[tuple[str, str]]:
         ("insights-overhead", "/insights/overhead/"),
         ("incident", f"/incidents/{incident.pk}/"),
         ("team", f"/teams/{cast.payments.pk}/"),
+        ("insights-capacity", "/insights/capacity/?horizon=90"),
+        ("insights-herds", "/insights/herds/?threshold=1"),
         ("not-found", "/jobs/999999/"),
     ]
 

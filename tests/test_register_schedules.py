@@ -1,5 +1,5 @@
 """`manage.py register_schedules` (run by scripts/run-dev.sh): the change-control sweep runs every
-minute on the workers, registered once however often the command runs."""
+minute (and the Insights refresh nightly) on the workers, registered once however often the command runs."""
 
 from __future__ import annotations
 
@@ -20,4 +20,14 @@ def test_the_sweep_is_registered_once_and_edits_are_put_back():
     call_command("register_schedules", verbosity=0)
     sweep.refresh_from_db()
     assert (sweep.func, sweep.minutes) == ("approvals.tasks.sweep", 1)
-    assert Schedule.objects.count() == 1
+    assert Schedule.objects.count() == 2
+
+
+def test_the_nightly_insights_refresh_is_registered():
+    call_command("register_schedules", verbosity=0)
+    refresh = Schedule.objects.get(name="governor-insights-refresh")
+    assert (refresh.func, refresh.schedule_type, refresh.cron) == (
+        "insights.tasks.refresh_all",
+        Schedule.CRON,
+        "30 1 * * *",
+    )

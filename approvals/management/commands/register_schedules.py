@@ -12,11 +12,18 @@ SCHEDULES = {
         "minutes": 1,
         "repeats": -1,
     },
+    # Recompute every tenant's Insights (capacity forecasts, thundering herds) once a night.
+    "governor-insights-refresh": {
+        "func": "insights.tasks.refresh_all",
+        "schedule_type": Schedule.CRON,
+        "cron": "30 1 * * *",
+        "repeats": -1,
+    },
 }
 
 
 class Command(BaseCommand):
-    help = "Create or update the django-q2 schedules Governor needs (the change-control sweep every minute)."
+    help = "Create or update the django-q2 schedules Governor needs (the change-control sweep every minute, the nightly Insights refresh)."
 
     def handle(self, *args, **options):
         for name, fields in SCHEDULES.items():

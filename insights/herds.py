@@ -1,0 +1,359 @@
+"""Thundering herds (issue 21, item 2): how many runs start at each minute of the day (UTC, the
+average over the next HORIZON_DAYS days of the firing module's expansion), the minutes where more
+than a threshold start, and for each job starting there an ``H`` rewrite of its minute field
+(docs/scheduling.md: H is hashed from the job's identity, so jobs that all say ``0 2 * * *`` spread
+over the hour once they say ``H 2 * * *``) with the curve the rewrites would give.
+
+The rewritten schedules are expanded through the same firing module (windows, holidays and DST
+still apply), once, when the forecast is computed: a page only adds and subtracts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from governance.models import Tenant
+from jobs import schedule
+from jobs.models import Job
+
+from .common import InsightScope, ParamError, store
+from .models import InsightCache
+
+KIND = "herds"
+HORIZON_DAYS = 30
+MINUTES = 1440
+DEFAULT_THRESHOLD = 10.0
+# Minutes where at most this many runs start per day are never hotspots (a threshold is at least this).
+MIN_THRESHOLD = 1.0
+MAX_THRESHOLD = 100_000.0
+_STEP = re.compile(r"^(?:\*|0|0-59)/([0-9]{1,2})$")
+
+
+def suggest_h(cron: str) -> str | None:
+    """The cron with its minute field hashed: a fixed minute becomes ``H``, ``*/N`` (or ``0/N``)
+    becomes ``H/N``; None when the minute is already hashed or is a list or range to keep."""
+    fields = cron.split()
+    if len(fields) != 5 or "H" in fields[0].upper():
+        return None
+    minute = fields[0]
+    if minute.isdigit() and 0 <= int(minute) <= 59:
+        fields[0] = "H"
+    elif (match := _STEP.match(minute)) and int(match.group(1)) > 1:
+        fields[0] = f"H/{int(match.group(1))}"
+    else:
+        return None
+    return " ".join(fields)
+
+
+def minute_of(day_seconds: int, offset: int) -> int:
+    return ((day_seconds + offset) % 86400) // 60
+
+
+def compute(
+    tenant: Tenant,
+    jobs: list[Job],
+    info: dict[int, dict],
+    starts: dict[int, list[int]],
+    expander: Any,
+    *,
+    now: datetime | None = None,
+) -> InsightCache:
+    """Cache the herd analysis of the tenant from the forecast's expansion (``starts``: each job's
+    fire offsets from ``expander.start``). Only the first HORIZON_DAYS days are counted.
+
+    Jobs that fire alike share a *pattern* (starts per minute of the day over the horizon); each job
+    on a crowded minute (more than MIN_THRESHOLD starts a day) is stored with its pattern now and
+    the pattern of its suggested rewrite."""
+    began = time.perf_counter()
+    start = expander.start
+    day_seconds = start.hour * 3600 + start.minute * 60
+    limit = HORIZON_DAYS * 86400
+    patterns: list[dict[str, int]] = []
+    pattern_of: dict[int, int] = {}  # id(offsets list) -> pattern index
+    counters: list[Counter[int]] = []
+
+    def pattern(offsets: list[int]) -> int:
+        index = pattern_of.get(id(offsets))
+        if index is None:
+            counts = Counter(minute_of(day_seconds, o) for o in offsets if o < limit)
+            index = pattern_of[id(offsets)] = len(patterns)
+            patterns.append({str(m): c for m, c in sorted(counts.items())})
+            counters.append(counts)
+        return index
+
+    total: Counter[int] = Counter()
+    groups: dict[str, Counter[int]] = {}
+    used: dict[int, int] = {}
+    for job in jobs:
+        offsets = starts.get(job.pk)
+        if not offsets:
+            continue
+        index = used[job.pk] = pattern(offsets)
+        total.update(counters[index])
+        groups.setdefault(f"{job.environment_id}|{job.team_id}", Counter()).update(counters[index])
+    crowded = {minute for minute, count in total.items() if count / HORIZON_DAYS > MIN_THRESHOLD}
+    rows: dict[str, list] = {}
+    for job in jobs:
+        if job.pk not in used or not crowded.intersection(counters[used[job.pk]]):
+            continue
+        index = used[job.pk]
+        suggested = suggest_h(job.cron)
+        after = -1
+        if suggested:
+            try:
+                after = pattern(expander.offsets(job, {**expander.definition(job), "cron": suggested}))
+            except schedule.ScheduleError:
+                suggested = None
+        rows[str(job.pk)] = [info[job.pk]["name"], job.team_id, job.environment_id, job.cron, suggested, index, after]
+    data = {
+        "start": schedule.isoz(start),
+        "days": HORIZON_DAYS,
+        "groups": {key: {str(m): c for m, c in counts.items()} for key, counts in groups.items()},
+        "patterns": patterns,
+        # job id -> [name, team, environment, cron, suggested cron or None, pattern now, pattern after or -1]
+        "jobs": rows,
+    }
+    return store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
+
+
+# --- reading the cache ---------------------------------------------------------------------
+
+
+def parse_threshold(raw: str | None) -> float:
+    """``?threshold=``: starts per day at one minute above which the minute is a hotspot."""
+    if raw is None or raw.strip() == "":
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ParamError("threshold", f"Must be a number of starts per minute, e.g. 10 (got {raw[:40]!r}).") from None
+    if value != value or not (MIN_THRESHOLD <= value <= MAX_THRESHOLD):
+        raise ParamError(
+            "threshold",
+            f"Must be between {MIN_THRESHOLD:g} and {MAX_THRESHOLD:g} starts per minute (got {raw[:40]!r}).",
+        )
+    return value
+
+
+def label(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def analyse(
+    entry: InsightCache,
+    scope: InsightScope,
+    threshold: float,
+    *,
+    max_jobs: int | None = None,
+    max_hotspots: int | None = None,
+) -> dict:
+    """What the reader may see of the cached analysis: the curve (starts per day at each minute),
+    the hotspots above ``threshold`` with each job's suggested rewrite, and the flattened curve
+    (every job on a hotspot rewritten). ``max_jobs``: at most that many jobs listed per hotspot
+    (``jobs_total`` counts them all); ``max_hotspots``: jobs listed for the busiest hotspots only."""
+    data = entry.data
+    days = data["days"] or 1
+    curve = [0.0] * MINUTES
+    for key, counts in data["groups"].items():
+        env, team = key.split("|")
+        if not scope.covers(int(team), int(env)):
+            continue
+        for minute, count in counts.items():
+            curve[int(minute)] += count / days
+    hot = {minute for minute, value in enumerate(curve) if value > threshold + 1e-9}
+    patterns = data["patterns"]
+    hits: dict[int, list[int]] = {}
+    spots: dict[int, list[tuple]] = {minute: [] for minute in sorted(hot)}
+    moved: Counter[tuple[int, int]] = Counter()
+    listed = set(sorted(spots, key=lambda m: -curve[m])[:max_hotspots]) if max_hotspots is not None else set(spots)
+    counted: Counter[int] = Counter()
+    rewritable: Counter[int] = Counter()
+    for job_id, row in data["jobs"].items():
+        name, team, env, _cron, suggested, now_index, after_index = row
+        found = hits.get(now_index)
+        if found is None:
+            found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
+        if not found or not scope.covers(team, env):
+            continue
+        for minute in found:
+            counted[minute] += 1
+            if suggested:
+                rewritable[minute] += 1
+            if minute in listed:
+                spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
+        if suggested:
+            moved[(now_index, after_index)] += 1
+    flattened = list(curve)
+    for (now_index, after_index), count in moved.items():
+        for minute, starts in patterns[now_index].items():
+            flattened[int(minute)] -= count * starts / days
+        for minute, starts in patterns[after_index].items():
+            flattened[int(minute)] += count * starts / days
+    flattened = [max(round(v, 6), 0.0) for v in flattened]
+    new_minutes: dict[int, list[str]] = {}
+
+    def listing(negative: int, name: str, job_id: int, row: list) -> dict:
+        after_index = row[6]
+        minutes = new_minutes.get(after_index)
+        if minutes is None:
+            found = sorted(patterns[after_index], key=int) if after_index >= 0 else []
+            minutes = new_minutes[after_index] = [label(int(m)) for m in found[:4]] + [str(max(len(found) - 4, 0))]
+        return {
+            "job": job_id,
+            "name": name,
+            "cron": row[3],
+            "suggested": row[4],
+            "per_day": round(-negative / days, 2),
+            "new_minutes": minutes[:-1],
+            "more_minutes": int(minutes[-1]),
+        }
+
+    hotspots = []
+    for minute, entries in spots.items():
+        if minute in listed:
+            entries.sort(key=lambda e: (e[0], e[1]))
+        shown = entries if max_jobs is None else entries[:max_jobs]
+        hotspots.append(
+            {
+                "minute": minute,
+                "at": label(minute),
+                "starts": round(curve[minute], 2),
+                "after": round(flattened[minute], 2),
+                "jobs_total": counted[minute],
+                "rewritable": rewritable[minute],
+                "jobs": [listing(*e) for e in shown] if minute in listed else [],
+            }
+        )
+    return {
+        "threshold": threshold,
+        "days": days,
+        "curve": [round(v, 4) for v in curve],
+        "flattened": flattened,
+        "hotspots": hotspots,
+        "peak": round(max(curve), 2),
+        "peak_after": round(max(flattened), 2),
+        "computed_at": entry.computed_at,
+        "start": data["start"],
+    }
+
+
+def jobs_at(entry: InsightCache, scope: InsightScope, minute: int) -> list[int]:
+    """The jobs the reader may see that start at ``minute`` of the day, with a suggested rewrite."""
+    patterns = entry.data["patterns"]
+    key = str(minute)
+    return [
+        int(job_id)
+        for job_id, (_name, team, env, _cron, suggested, now_index, _after) in entry.data["jobs"].items()
+        if suggested and key in patterns[now_index] and scope.covers(team, env)
+    ]
+
+
+def hourly(values: list[float]) -> list[list[float]]:
+    """24 rows of 60 minutes (the heatmap's grid)."""
+    return [values[hour * 60 : hour * 60 + 60] for hour in range(24)]
+
+
+# --- chart geometry ------------------------------------------------------------------------
+
+CELL_W, CELL_H, HEAT_LEFT, HEAT_TOP = 14, 16, 44, 18
+CURVE_W, CURVE_H, CURVE_LEFT, CURVE_TOP = 900, 160, 44, 12
+
+
+def heatmap(curve: list[float], threshold: float) -> dict:
+    """A 24 x 60 grid (hour x minute): each cell's shade grows with its starts (five levels);
+    cells above the threshold are hatched and outlined, so they read without colour."""
+    top = max(max(curve, default=0.0), 1e-9)
+    rows = []
+    for hour, values in enumerate(hourly(curve)):
+        cells = []
+        for minute, value in enumerate(values):
+            level = 0 if value <= 0 else min(4, 1 + int(value / top * 4))
+            cells.append(
+                {
+                    "x": HEAT_LEFT + minute * CELL_W,
+                    "level": level,
+                    "hot": value > threshold + 1e-9,
+                    "value": round(value, 2),
+                    "at": label(hour * 60 + minute),
+                }
+            )
+        rows.append(
+            {
+                "hour": f"{hour:02d}",
+                "y": HEAT_TOP + hour * CELL_H,
+                "text_y": HEAT_TOP + hour * CELL_H + 12,
+                "cells": cells,
+            }
+        )
+    return {
+        "rows": rows,
+        "cells": _cells_svg(rows),
+        "width": HEAT_LEFT + 60 * CELL_W + 8,
+        "height": HEAT_TOP + 24 * CELL_H + 6,
+        "cell_w": CELL_W - 1,
+        "cell_h": CELL_H - 1,
+        "minute_ticks": [{"x": HEAT_LEFT + m * CELL_W + CELL_W // 2, "label": f":{m:02d}"} for m in range(0, 60, 5)],
+        "hot": sum(1 for v in curve if v > threshold + 1e-9),
+    }
+
+
+def _cells_svg(rows: list[dict]) -> str:
+    """The heatmap's cells as SVG (numbers and labels made here only, nothing to escape): drawn in
+    Python, 1440 cells are too many for the template engine on every request."""
+    parts = []
+    for row in rows:
+        parts.append(f'<text x="0" y="{row["text_y"]}" class="tick">{row["hour"]}:00</text>')
+        for cell in row["cells"]:
+            hot = " hot" if cell["hot"] else ""
+            rect = f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" class="heat lvl-{cell["level"]}{hot}"'
+            if cell["value"]:
+                parts.append(f"{rect}><title>{cell['at']}: {cell['value']:g} starts a day</title></rect>")
+            else:
+                parts.append(rect + "/>")
+            if cell["hot"]:
+                parts.append(
+                    f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
+                    'class="heat-hot" fill="url(#heat-hatch)"/>'
+                )
+    return "".join(parts)
+
+
+def curves(before: list[float], after: list[float], threshold: float) -> dict:
+    """Starts per minute over the day, now (solid) and with the suggested rewrites (dashed), and
+    the threshold (dotted)."""
+    top = max(max(before, default=0.0), threshold, 1.0) * 1.1
+
+    def x(minute: int) -> float:
+        return round(CURVE_LEFT + minute / MINUTES * CURVE_W, 2)
+
+    def y(value: float) -> float:
+        return round(CURVE_TOP + CURVE_H - value / top * CURVE_H, 1)
+
+    def path(values: list[float]) -> str:
+        return "M" + " L".join(f"{x(m)},{y(v)}" for m, v in enumerate(values))
+
+    return {
+        "width": CURVE_LEFT + CURVE_W + 10,
+        "height": CURVE_TOP + CURVE_H + 22,
+        "before": path(before),
+        "after": path(after),
+        "threshold_y": y(threshold),
+        "left": CURVE_LEFT,
+        "right": CURVE_LEFT + CURVE_W,
+        "base": CURVE_TOP + CURVE_H,
+        "ticks": [{"x": x(h * 60), "label": f"{h:02d}:00"} for h in range(0, 24, 3)],
+        "scale": [{"y": y(v), "label": f"{v:g}"} for v in _scale(top)],
+    }
+
+
+def _scale(top: float) -> list[float]:
+    step = 1.0
+    for candidate in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000):
+        step = candidate
+        if top / candidate <= 5:
+            break
+    return [i * step for i in range(int(top // step) + 1)]
