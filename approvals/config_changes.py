@@ -1,4 +1,5 @@
-"""Change control for the scheduling configuration: maintenance windows, holiday calendars, pools.
+"""Change control for the scheduling configuration: maintenance windows, holiday calendars, pools,
+and the alert rules of monitoring.
 
 These objects are governed like jobs (docs/change-control.md, "Windows, calendars and pools"): every
 create, update and delete is a change request, reviewed under the approval policy of the object's
@@ -23,6 +24,8 @@ from governance.actors import Actor
 from governance.models import Environment
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
+from monitoring import rule_params, rule_services
+from monitoring.models import AlertRule
 
 from .errors import ChangeError
 from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind
@@ -109,6 +112,28 @@ def _delete_pool(*, actor: Actor, target, change_request_id, change_reason):
     pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
 
 
+def _clean_alert_rule(data, *, tenant, environment, target):
+    return rule_params.clean_rule(data, tenant=tenant, environment=environment, rule=target)
+
+
+def _apply_alert_rule(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return rule_services.apply_alert_rule(
+        actor=actor,
+        tenant=tenant,
+        environment=environment,
+        definition=definition,
+        rule=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
+def _delete_alert_rule(*, actor: Actor, target, change_request_id, change_reason):
+    rule_services.delete_alert_rule(
+        actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
+    )
+
+
 KINDS: dict[str, Kind] = {
     TargetKind.MAINTENANCE_WINDOW: Kind(
         TargetKind.MAINTENANCE_WINDOW,
@@ -130,6 +155,16 @@ KINDS: dict[str, Kind] = {
     ),
     TargetKind.POOL: Kind(
         TargetKind.POOL, Pool, "required", _clean_pool, pools.pool_definition, _apply_pool, _delete_pool
+    ),
+    # Alert rules (monitoring): tenant-wide, or limited to one environment (a job rule: the job's).
+    TargetKind.ALERT_RULE: Kind(
+        TargetKind.ALERT_RULE,
+        AlertRule,
+        "optional",
+        _clean_alert_rule,
+        rule_params.rule_definition,
+        _apply_alert_rule,
+        _delete_alert_rule,
     ),
 }
 

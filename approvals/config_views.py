@@ -20,12 +20,14 @@ from jobs.pools import busy_counts
 from . import config_changes, policies, services
 from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
+from .rule_forms import AlertRuleForm
 from .views import announce
 
 FORMS: dict[str, Any] = {
     TargetKind.MAINTENANCE_WINDOW: WindowForm,
     TargetKind.HOLIDAY_CALENDAR: CalendarForm,
     TargetKind.POOL: PoolForm,
+    TargetKind.ALERT_RULE: AlertRuleForm,
 }
 
 

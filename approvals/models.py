@@ -13,6 +13,7 @@ from simple_history.models import HistoricalRecords
 from governance.models import Environment, Team, Tenant
 from jobs import calendars, pools
 from jobs.models import Criticality, Job
+from monitoring.rule_params import RULE_FIELDS
 
 
 class ChangeAction(models.TextChoices):
@@ -39,17 +40,21 @@ class TargetKind(models.TextChoices):
     MAINTENANCE_WINDOW = "maintenance_window", "Maintenance window"
     HOLIDAY_CALENDAR = "holiday_calendar", "Holiday calendar"
     POOL = "pool", "Pool"
+    ALERT_RULE = "alert_rule", "Alert rule"
 
 
-CONFIG_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL})
+CONFIG_KINDS = frozenset(
+    {TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL, TargetKind.ALERT_RULE}
+)
 # The order a window's, calendar's or pool's fields are shown in diffs.
 CONFIG_FIELD_ORDER: dict[str, tuple[str, ...]] = {
     TargetKind.MAINTENANCE_WINDOW: calendars.WINDOW_FIELDS,
     TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
     TargetKind.POOL: pools.POOL_FIELDS,
+    TargetKind.ALERT_RULE: RULE_FIELDS,
 }
 # Kinds that may be tenant-wide: their requests have no environment.
-TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR})
+TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.ALERT_RULE})
 
 
 class ChangeStatus(models.TextChoices):

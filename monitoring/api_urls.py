@@ -2,5 +2,8 @@
 
 from rest_framework.routers import DefaultRouter
 
+from .rule_api import AlertRuleViewSet
+
 router = DefaultRouter()
+router.register("alert-rules", AlertRuleViewSet, basename="api-alert-rule")
 urlpatterns: list = []

@@ -10,7 +10,9 @@ class MonitoringConfig(AppConfig):
         # jobs.hooks (docs/architecture.md).
         from jobs import hooks
 
-        from . import listeners
+        from . import job_page, listeners, loop, rule_step
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
+        hooks.add_job_page_part(job_page.add_alert_rules)
+        loop.add_step("alert_rules", rule_step.evaluate_rules)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import rule_step
+
 
 def run_finished(run: Any) -> None:
     """A run ended (any final state): alert rules on failure, recovery rules, incidents resolved by success."""
+    rule_step.on_run_finished(run)
 
 
 def alert_raised(alert: Any) -> None:

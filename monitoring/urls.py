@@ -1,3 +1,9 @@
 """Monitoring pages: incidents, alert rules, on-call."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("alert-rules/", views.alert_rule_list, name="alert_rule_list"),
+]

@@ -1,0 +1,556 @@
+"""The alert-rule engine: which conditions hold now, for every job, in a fixed number of queries.
+
+``evaluate(now)`` reads the rules (explicit ones and the defaults by criticality), the jobs and the
+few run facts the kinds need, set-based (one query per fact, whatever the number of jobs), and
+returns an ``Evaluation``: the signals that start firing now and the fingerprints that stop.
+
+The ``for`` debounce and "has it fired" live in ``RuleState`` rows, one per condition that holds
+(deleted when it no longer does), so the incidents stay free of engine bookkeeping and a restart of
+the monitor neither re-fires nor forgets. A kind whose condition has a natural start (a run's
+start, a slot's due time, a deadline) debounces from that instant; failure_rate, whose condition
+has none, from the first cycle that saw it. The engine calls nothing outside monitoring: the loop
+step (``monitoring.rule_step``) hands the signals to ``incidents.raise_alert`` and the clears to
+``incidents.resolve_fingerprint``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Count, OuterRef, Q, Subquery
+
+from jobs.models import HolidayCalendar, Job, JobStatus, Run, RunStatus
+
+from .models import AlertRule, DurationSamples, RuleKind, RuleScope, RuleState, Severity
+from .signals import AlertSignal
+
+UTC = dt.UTC
+FAILED = (RunStatus.FAILED, RunStatus.TIMED_OUT)
+FINAL = (RunStatus.SUCCEEDED, *FAILED)
+WAITING = (RunStatus.SCHEDULED, RunStatus.QUEUED)
+# Kinds about the schedule: a paused job is expected not to run.
+SCHEDULE_KINDS = frozenset(
+    {RuleKind.LATE_START, RuleKind.DEADLINE_MISSED, RuleKind.DEADLINE_PREDICTED, RuleKind.HEARTBEAT_SILENCE}
+)
+
+# Built-in rules by job criticality (docs/monitoring.md, "Defaults by criticality"): a job covered by
+# no explicit rule of a kind (enabled or not: disabling an explicit rule is how to opt out) gets these.
+DEFAULT_RULES: dict[str, tuple[tuple[str, str, dict[str, Any]], ...]] = {
+    "critical": (
+        (RuleKind.RUN_FAILED, Severity.CRITICAL, {}),
+        (RuleKind.LATE_START, Severity.HIGH, {"grace_seconds": 900}),
+        (RuleKind.LONG_RUNNING, Severity.HIGH, {"k": 3.0, "samples": 20, "min_samples": 5}),
+    ),
+    "high": (
+        (RuleKind.RUN_FAILED, Severity.HIGH, {}),
+        (RuleKind.LATE_START, Severity.MEDIUM, {"grace_seconds": 1800}),
+        (RuleKind.LONG_RUNNING, Severity.MEDIUM, {"k": 3.0, "samples": 20, "min_samples": 5}),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One rule, explicit or default, as it applies to one job."""
+
+    kind: str
+    severity: str
+    for_seconds: int
+    params: dict[str, Any]
+    rule_id: int | None = None
+    name: str = ""
+    enabled: bool = True
+
+    @property
+    def is_default(self) -> bool:
+        return self.rule_id is None
+
+    def fingerprint(self, job_id: int) -> str:
+        if self.rule_id is None:
+            return f"default:{self.kind}:job:{job_id}"
+        return f"rule:{self.rule_id}:job:{job_id}"
+
+
+@dataclass(frozen=True)
+class Clear:
+    """A condition that fired and no longer holds: its incident may resolve."""
+
+    tenant_id: int
+    job_id: int | None
+    fingerprint: str
+    reason: str
+
+
+@dataclass
+class Evaluation:
+    signals: list[AlertSignal] = field(default_factory=list)
+    clears: list[Clear] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A rule's condition holds for a job; ``onset`` is when it began (None: the first cycle that saw it)."""
+
+    onset: dt.datetime | None
+    summary: str
+    run_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+# --- which rules apply to which job ------------------------------------------------------------
+
+
+class RuleIndex:
+    """The rules of some tenants, indexed by what they are scoped to."""
+
+    def __init__(self, rules: Iterable[AlertRule]) -> None:
+        self.by_job: dict[int, list[AlertRule]] = defaultdict(list)
+        self.by_team: dict[int, list[AlertRule]] = defaultdict(list)
+        self.by_tag: dict[tuple[int, str], list[AlertRule]] = defaultdict(list)
+        for rule in rules:
+            if rule.scope == RuleScope.JOB:
+                self.by_job[rule.job_id].append(rule)  # type: ignore[index]
+            elif rule.scope == RuleScope.TEAM:
+                self.by_team[rule.team_id].append(rule)  # type: ignore[index]
+            else:
+                self.by_tag[(rule.tenant_id, rule.tag)].append(rule)
+
+    def explicit(self, job: Any) -> list[AlertRule]:
+        """The explicit rules (enabled or not) whose scope covers ``job`` (never another tenant's)."""
+        found = [r for r in self.by_job.get(job.id, ()) if r.tenant_id == job.tenant_id]
+        candidates = list(self.by_team.get(job.team_id, ()))
+        for tag in job.tags or ():
+            candidates.extend(self.by_tag.get((job.tenant_id, tag), ()))
+        found.extend(
+            r
+            for r in candidates
+            if r.tenant_id == job.tenant_id and r.environment_id in (None, job.environment_id)
+        )
+        return found
+
+    def applied(self, job: Any) -> list[Applied]:
+        """Every rule that applies to ``job``: its explicit rules, then the defaults of its criticality
+        for the kinds no explicit rule covers. Disabled explicit rules are listed (``enabled`` False)."""
+        explicit = self.explicit(job)
+        result = [
+            Applied(r.kind, r.severity, r.for_seconds, r.params, rule_id=r.pk, name=r.name, enabled=r.enabled)
+            for r in sorted(explicit, key=lambda r: (r.kind, r.name))
+        ]
+        covered = {r.kind for r in explicit}
+        result.extend(
+            Applied(kind, severity, 0, params, name=f"default ({job.criticality})")
+            for kind, severity, params in DEFAULT_RULES.get(job.criticality, ())
+            if kind not in covered
+        )
+        return result
+
+
+def rules_for_job(job: Job) -> list[Applied]:
+    """The rules that apply to one job (the job page)."""
+    rules = AlertRule.objects.filter(tenant_id=job.tenant_id).filter(
+        Q(job_id=job.pk) | Q(scope=RuleScope.TEAM, team_id=job.team_id) | Q(scope=RuleScope.TAG, tag__in=job.tags or [])
+    )
+    return RuleIndex(rules).applied(job)
+
+
+# --- statistics and deadlines --------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of ``values`` (not empty)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def recent_percentile(samples: list[float] | None, params: dict, fraction: float) -> float | None:
+    """The percentile of the last ``samples`` durations, None below ``min_samples`` of them."""
+    recent = (samples or [])[: params.get("samples", 20)]
+    if not recent or len(recent) < params.get("min_samples", 5):
+        return None
+    return percentile(recent, fraction)
+
+
+def deadline_on(day: dt.date, params: dict) -> dt.datetime:
+    """The deadline instant (UTC) of a local day. A time the clocks skip (spring forward) counts as the
+    instant the wall clock would show it had they not moved (02:30 -> 03:30 summer time); a repeated
+    time (autumn) as its first occurrence."""
+    hours, minutes = (int(part) for part in params["time"].split(":"))
+    local = dt.datetime.combine(day, dt.time(hours, minutes), tzinfo=ZoneInfo(params["timezone"]))
+    return local.astimezone(UTC)
+
+
+def is_deadline_day(day: dt.date, params: dict, holidays: frozenset[str]) -> bool:
+    if params.get("days", "business") == "daily":
+        return True
+    return day.weekday() < 5 and day.isoformat() not in holidays
+
+
+def last_deadline(now: dt.datetime, params: dict, holidays: frozenset[str]) -> dt.datetime | None:
+    """The latest deadline at or before ``now`` (looking back two weeks at most)."""
+    today = now.astimezone(ZoneInfo(params["timezone"])).date()
+    for back in range(15):
+        day = today - dt.timedelta(days=back)
+        instant = deadline_on(day, params)
+        if instant <= now and is_deadline_day(day, params, holidays):
+            return instant
+    return None
+
+
+def next_deadline(now: dt.datetime, params: dict, holidays: frozenset[str]) -> dt.datetime | None:
+    """The first deadline after ``now`` (looking ahead two weeks at most)."""
+    today = now.astimezone(ZoneInfo(params["timezone"])).date()
+    for ahead in range(15):
+        day = today + dt.timedelta(days=ahead)
+        instant = deadline_on(day, params)
+        if instant > now and is_deadline_day(day, params, holidays):
+            return instant
+    return None
+
+
+def day_before(deadline: dt.datetime, params: dict) -> dt.datetime:
+    """The same local time on the previous day: a run must succeed after it to meet ``deadline``."""
+    local_day = deadline.astimezone(ZoneInfo(params["timezone"])).date()
+    return deadline_on(local_day - dt.timedelta(days=1), params)
+
+
+# --- the facts of one cycle ----------------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    """What the kinds read, loaded set-based: one query per fact for every job at once."""
+
+    last_final: dict[int, dict] = field(default_factory=dict)  # job -> latest finished run
+    last_success: dict[int, dt.datetime] = field(default_factory=dict)  # job -> its finish
+    last_life: dict[int, dt.datetime] = field(default_factory=dict)  # job -> latest sign of life
+    running: dict[int, dict] = field(default_factory=dict)  # job -> its oldest running run
+    waiting: dict[int, dict] = field(default_factory=dict)  # job -> its oldest run not started
+    samples: dict[int, list[float]] = field(default_factory=dict)  # job -> durations, newest first
+    rates: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (window, job) -> (failed, all)
+    holidays: dict[tuple[int, str], frozenset[str]] = field(default_factory=dict)  # (tenant, calendar) -> dates
+
+
+def _latest(job_ids: Any, condition: Q) -> Subquery:
+    """The id of each job's latest top-level run matching ``condition`` (index run_job_recent)."""
+    latest = (
+        Run.objects.filter(condition, job_id=OuterRef("pk"), parent__isnull=True)
+        .order_by("-scheduled_for", "-id")
+        .values("pk")[:1]
+    )
+    return Subquery(Job.objects.filter(pk__in=job_ids).annotate(latest=latest).values("latest"))
+
+
+def load_facts(now: dt.datetime, jobs: list[Any], needs: dict[str, set[int]], windows: set[int]) -> Facts:
+    facts = Facts()
+    if needs[RuleKind.RUN_FAILED]:
+        ids = sorted(needs[RuleKind.RUN_FAILED])
+        for row in Run.objects.filter(pk__in=_latest(ids, Q(status__in=FINAL))).values(
+            "pk", "job_id", "status", "finished_at"
+        ):
+            facts.last_final[row["job_id"]] = row
+    deadline_jobs = needs[RuleKind.DEADLINE_MISSED] | needs[RuleKind.DEADLINE_PREDICTED]
+    if deadline_jobs:
+        for job_id, finished in Run.objects.filter(
+            pk__in=_latest(sorted(deadline_jobs), Q(status=RunStatus.SUCCEEDED))
+        ).values_list("job_id", "finished_at"):
+            if finished is not None:
+                facts.last_success[job_id] = finished
+    if needs[RuleKind.HEARTBEAT_SILENCE]:
+        for row in Run.objects.filter(pk__in=_latest(sorted(needs[RuleKind.HEARTBEAT_SILENCE]), Q())).values(
+            "job_id", "scheduled_for", "started_at", "finished_at", "heartbeat_at"
+        ):
+            seen = [row[f] for f in ("started_at", "finished_at", "heartbeat_at") if row[f] is not None]
+            facts.last_life[row["job_id"]] = max(seen) if seen else row["scheduled_for"]
+    run_jobs = needs[RuleKind.LONG_RUNNING] | needs[RuleKind.DEADLINE_PREDICTED]
+    if run_jobs:
+        for row in (
+            Run.objects.filter(status=RunStatus.RUNNING, parent__isnull=True, started_at__isnull=False)
+            .order_by("started_at")
+            .values("pk", "job_id", "started_at")
+        ):
+            if row["job_id"] in run_jobs:
+                facts.running.setdefault(row["job_id"], row)
+        with_stats = [j for j in facts.running if j in run_jobs]
+        if with_stats:
+            facts.samples = dict(
+                DurationSamples.objects.filter(job_id__in=with_stats).values_list("job_id", "seconds")
+            )
+    if needs[RuleKind.LATE_START]:
+        for row in (
+            Run.objects.filter(status__in=WAITING, parent__isnull=True, scheduled_for__lte=now)
+            .order_by("scheduled_for")
+            .values("pk", "job_id", "scheduled_for")
+        ):
+            facts.waiting.setdefault(row["job_id"], row)
+    for window in sorted(windows):
+        ids = sorted(needs[RuleKind.FAILURE_RATE])
+        rows = (
+            Run.objects.filter(
+                status__in=FINAL,
+                parent__isnull=True,
+                finished_at__gt=now - dt.timedelta(seconds=window),
+                finished_at__lte=now,
+            )
+            .values("job_id")
+            .annotate(total=Count("pk"), failed=Count("pk", filter=Q(status__in=FAILED)))
+            .order_by()
+        )
+        wanted = set(ids)
+        for row in rows:
+            if row["job_id"] in wanted:
+                facts.rates[(window, row["job_id"])] = (row["failed"], row["total"])
+    calendars = {(j.tenant_id, j.holiday_calendar) for j in jobs if j.holiday_calendar and j.id in deadline_jobs}
+    if calendars:
+        tenants = {t for t, _ in calendars}
+        for tenant_id, name, dates in HolidayCalendar.objects.filter(tenant_id__in=tenants).values_list(
+            "tenant_id", "name", "dates"
+        ):
+            facts.holidays[(tenant_id, name)] = frozenset(dates or ())
+    return facts
+
+
+# --- the kinds -----------------------------------------------------------------------------------
+
+
+def _at(instant: dt.datetime) -> str:
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def check(rule: Applied, job: Any, facts: Facts, now: dt.datetime) -> Condition | None:
+    """Does ``rule``'s condition hold for ``job`` now?"""
+    params = rule.params
+    kind = rule.kind
+    if kind in SCHEDULE_KINDS and job.status != JobStatus.ENABLED:
+        return None
+    if kind == RuleKind.RUN_FAILED:
+        last = facts.last_final.get(job.id)
+        if last is None or last["status"] not in FAILED or last["finished_at"] is None:
+            return None
+        return Condition(
+            last["finished_at"],
+            f"{job.name}: run #{last['pk']} {last['status'].replace('_', ' ')} (after retries).",
+            run_id=last["pk"],
+            details={"status": last["status"]},
+        )
+    if kind == RuleKind.LATE_START:
+        grace = dt.timedelta(seconds=params.get("grace_seconds", 600))
+        waiting = facts.waiting.get(job.id)
+        due = waiting["scheduled_for"] if waiting else None
+        if job.next_fire_at is not None and (due is None or job.next_fire_at < due):
+            due = job.next_fire_at
+        if due is None or now < due + grace:
+            return None
+        return Condition(
+            due + grace,
+            f"{job.name}: the run due at {_at(due)} has not started ({int(grace.total_seconds())} s grace).",
+            run_id=waiting["pk"] if waiting and waiting["scheduled_for"] == due else None,
+            details={"due": _at(due)},
+        )
+    if kind == RuleKind.LONG_RUNNING:
+        run = facts.running.get(job.id)
+        if run is None:
+            return None
+        if "seconds" in params:
+            limit, how = float(params["seconds"]), f"{params['seconds']} s"
+        else:
+            p95 = recent_percentile(facts.samples.get(job.id), params, 0.95)
+            if p95 is None:
+                return None
+            limit, how = params["k"] * p95, f"{params['k']:g} x p95 ({p95:.0f} s)"
+        onset = run["started_at"] + dt.timedelta(seconds=limit)
+        if now < onset:
+            return None
+        return Condition(
+            onset,
+            f"{job.name}: run #{run['pk']} has run {(now - run['started_at']).total_seconds():.0f} s, past {how}.",
+            run_id=run["pk"],
+            details={"limit_seconds": round(limit, 3)},
+        )
+    if kind == RuleKind.FAILURE_RATE:
+        failed, total = facts.rates.get((params["window_seconds"], job.id), (0, 0))
+        if total < params.get("min_runs", 5) or failed / total < params["threshold"]:
+            return None
+        return Condition(
+            None,
+            f"{job.name}: {failed} of {total} runs failed in the last {params['window_seconds']} s "
+            f"(threshold {params['threshold']:.0%}).",
+            details={"failed": failed, "runs": total},
+        )
+    if kind == RuleKind.DEADLINE_MISSED:
+        holidays = facts.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
+        deadline = last_deadline(now, params, holidays)
+        if deadline is None:
+            return None
+        success = facts.last_success.get(job.id)
+        if success is not None and success > day_before(deadline, params):
+            return None
+        return Condition(
+            deadline,
+            f"{job.name}: no successful run finished by {params['time']} {params['timezone']} ({_at(deadline)}).",
+            details={"deadline": _at(deadline)},
+        )
+    if kind == RuleKind.DEADLINE_PREDICTED:
+        run = facts.running.get(job.id)
+        if run is None:
+            return None
+        holidays = facts.holidays.get((job.tenant_id, job.holiday_calendar), frozenset())
+        deadline = next_deadline(now, params, holidays)
+        p90 = recent_percentile(facts.samples.get(job.id), params, 0.90)
+        if deadline is None or p90 is None:
+            return None
+        opened = day_before(deadline, params)
+        success = facts.last_success.get(job.id)
+        if run["started_at"] <= opened or (success is not None and success > opened):
+            return None  # a run of an earlier day, or today's deadline is already met
+        predicted = run["started_at"] + dt.timedelta(seconds=p90)
+        if predicted <= deadline:
+            return None
+        return Condition(
+            run["started_at"],
+            f"{job.name}: run #{run['pk']} is predicted to finish at {_at(predicted)} (start + p90 {p90:.0f} s), "
+            f"after the deadline {params['time']} {params['timezone']} ({_at(deadline)}).",
+            run_id=run["pk"],
+            details={"deadline": _at(deadline), "predicted": _at(predicted)},
+        )
+    if kind == RuleKind.HEARTBEAT_SILENCE:
+        seen = facts.last_life.get(job.id)
+        if seen is None:
+            return None
+        onset = seen + dt.timedelta(seconds=params["seconds"])
+        if now < onset:
+            return None
+        return Condition(onset, f"{job.name}: no sign of life since {_at(seen)} ({params['seconds']} s silence).")
+    return None
+
+
+# --- one cycle -----------------------------------------------------------------------------------
+
+
+JOB_FIELDS = (
+    "id",
+    "tenant_id",
+    "team_id",
+    "environment_id",
+    "name",
+    "criticality",
+    "tags",
+    "status",
+    "next_fire_at",
+    "holiday_calendar",
+)
+
+
+class _Job:
+    __slots__ = JOB_FIELDS
+
+    def __init__(self, row: tuple) -> None:
+        for name, value in zip(JOB_FIELDS, row, strict=True):
+            setattr(self, name, value)
+
+
+def evaluate(
+    now: dt.datetime, *, job_ids: Iterable[int] | None = None, kinds: Iterable[str] | None = None
+) -> Evaluation:
+    """One evaluation cycle at ``now``: record which conditions hold (``RuleState``) and return the
+    signals that fire now and the fingerprints that stopped holding.
+
+    ``job_ids``/``kinds`` narrow the cycle (a finished run re-checks its own job's run_failed rules at
+    once); states outside that view are left alone."""
+    kinds = set(kinds) if kinds is not None else set(RuleKind.values)
+    jobs_q = Job.objects.exclude(status=JobStatus.DELETED)
+    rules_q = AlertRule.objects.all()
+    if job_ids is not None:
+        wanted = sorted(set(job_ids))
+        jobs_q = jobs_q.filter(pk__in=wanted)
+    jobs = [_Job(row) for row in jobs_q.values_list(*JOB_FIELDS)]
+    if job_ids is not None:
+        rules_q = rules_q.filter(tenant_id__in={j.tenant_id for j in jobs})
+    index = RuleIndex(rules_q.only(*RULE_ONLY))
+
+    plan: list[tuple[_Job, Applied]] = []
+    needs: dict[str, set[int]] = {kind: set() for kind in RuleKind.values}
+    windows: set[int] = set()
+    for job in jobs:
+        for rule in index.applied(job):
+            if not rule.enabled or rule.kind not in kinds:
+                continue
+            if rule.kind in SCHEDULE_KINDS and job.status != JobStatus.ENABLED:
+                continue
+            plan.append((job, rule))
+            needs[rule.kind].add(job.id)
+            if rule.kind == RuleKind.FAILURE_RATE:
+                windows.add(rule.params["window_seconds"])
+    facts = load_facts(now, jobs, needs, windows)
+
+    holding: dict[tuple[int, str], tuple[_Job, Applied, Condition]] = {}
+    for job, rule in plan:
+        condition = check(rule, job, facts, now)
+        if condition is not None:
+            holding[(job.tenant_id, rule.fingerprint(job.id))] = (job, rule, condition)
+    return _settle(now, holding, narrowed=job_ids is not None or kinds != set(RuleKind.values), plan=plan)
+
+
+RULE_ONLY = ("id", "tenant_id", "environment_id", "name", "scope", "job_id", "team_id", "tag", "kind")
+RULE_ONLY = (*RULE_ONLY, "severity", "for_seconds", "params", "enabled")
+
+
+def _settle(
+    now: dt.datetime,
+    holding: dict[tuple[int, str], tuple[_Job, Applied, Condition]],
+    *,
+    narrowed: bool,
+    plan: list[tuple[_Job, Applied]],
+) -> Evaluation:
+    """Debounce against the stored states; write the changes (at most three statements)."""
+    states_q = RuleState.objects.all()
+    if narrowed:
+        in_view = {rule.fingerprint(job.id) for job, rule in plan}
+        states_q = states_q.filter(fingerprint__in=sorted(in_view))
+    states = {(s.tenant_id, s.fingerprint): s for s in states_q}
+    result = Evaluation()
+    created: list[RuleState] = []
+    fired: list[RuleState] = []
+    for key, (job, rule, condition) in holding.items():
+        state = states.get(key)
+        if state is None:
+            state = RuleState(tenant_id=key[0], fingerprint=key[1], since=now)
+            created.append(state)
+        onset = condition.onset or state.since
+        if state.fired_at is not None or now < onset + dt.timedelta(seconds=rule.for_seconds):
+            continue
+        state.fired_at = now
+        if state.pk is not None:
+            fired.append(state)
+        result.signals.append(
+            AlertSignal(
+                tenant_id=job.tenant_id,
+                job_id=job.id,
+                kind=rule.kind,
+                severity=rule.severity,
+                fingerprint=key[1],
+                summary=condition.summary,
+                at=now,
+                rule_id=rule.rule_id,
+                run_id=condition.run_id,
+                details={"rule": rule.name, "default": rule.is_default, "since": _at(onset), **condition.details},
+            )
+        )
+    gone = [state for key, state in states.items() if key not in holding]
+    for state in gone:
+        if state.fired_at is not None:
+            job_part = state.fingerprint.rsplit(":job:", 1)
+            job_id = int(job_part[1]) if len(job_part) == 2 and job_part[1].isdigit() else None
+            result.clears.append(Clear(state.tenant_id, job_id, state.fingerprint, "The condition no longer holds."))
+    if created:
+        RuleState.objects.bulk_create(created, ignore_conflicts=True)
+    if fired:
+        RuleState.objects.bulk_update(fired, ["fired_at"])
+    if gone:
+        RuleState.objects.filter(pk__in=[s.pk for s in gone]).delete()
+    return result
