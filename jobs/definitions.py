@@ -289,7 +289,7 @@ def clean_tags(value: Any, errors: dict) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-        errors["tags"] = ["Must be a list of slugs, e.g. [\"payments\", \"nightly\"]."]
+        errors["tags"] = ['Must be a list of slugs, e.g. ["payments", "nightly"].']
         return []
     bad = [tag for tag in value if not TAG_PATTERN.fullmatch(tag)]
     if bad:

@@ -52,15 +52,13 @@ def _int(data: dict, field: str, errors: dict, *, low: int, high: int, default: 
 
 
 def _number(data: dict, field: str, errors: dict, *, low: float, high: float, low_open: bool = False) -> float | None:
-    value = data.get(field)
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
-    if not bad:
-        bad = not (low < value <= high if low_open else low <= value <= high)
-    if bad:
+    value: Any = data.get(field)
+    number = None if isinstance(value, bool) or not isinstance(value, int | float) else float(value)
+    if number is None or not (low < number <= high if low_open else low <= number <= high):
         bound = f"above {low}" if low_open else f"from {low}"
         errors[field] = [f"Must be a number {bound} up to {high}, got {value!r}."]
         return None
-    return float(value)
+    return number
 
 
 def clean_params(kind: str, data: dict, errors: dict) -> dict[str, Any]:
@@ -127,7 +125,7 @@ def _deadline(data: dict, errors: dict) -> dict[str, Any]:
 
 
 def _choice(data: dict, field: str, choices: type, default: str | None, errors: dict) -> str:
-    value = data.get(field) or default
+    value: Any = data.get(field) or default
     if value not in choices.values:  # type: ignore[attr-defined]
         errors[field] = [f"Must be one of: {', '.join(choices.values)}, got {value!r}."]  # type: ignore[attr-defined]
         return ""
@@ -148,7 +146,7 @@ def clean_rule(data: Any, *, tenant: Tenant, environment: Environment | None, ru
     name = data.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         errors["name"] = ["Required: a slug (lower-case letters, digits and dashes, at most 100 characters)."]
-    elif AlertRule.objects.filter(tenant=tenant, name=name).exclude(pk=rule.pk if rule else None).exists():
+    elif AlertRule.objects.filter(tenant=tenant, name=name).exclude(pk=rule.pk if rule else 0).exists():
         errors["name"] = [f"This tenant already has an alert rule named {name!r}."]
     kind = _choice(data, "kind", RuleKind, None, errors)
     scope = _choice(data, "scope", RuleScope, None, errors)
@@ -174,7 +172,7 @@ def clean_rule(data: Any, *, tenant: Tenant, environment: Environment | None, ru
 
 
 def _clean_scope(scope: str, data: dict, errors: dict, *, tenant: Tenant, environment: Environment | None) -> dict:
-    target = {"job": "", "team": "", "tag": ""}
+    target: dict[str, Any] = {"job": "", "team": "", "tag": ""}
     for field in ("job", "team", "tag"):
         if field != scope and data.get(field) not in (None, ""):
             errors[field] = [f"A {scope or '?'}-scoped rule names no {field}."]
@@ -185,9 +183,11 @@ def _clean_scope(scope: str, data: dict, errors: dict, *, tenant: Tenant, enviro
     if scope == RuleScope.JOB:
         if environment is None:
             errors["environment"] = ["A job rule belongs to the job's environment: choose it."]
-        elif not Job.objects.filter(tenant=tenant, environment=environment, name=value).exclude(
-            status=JobStatus.DELETED
-        ).exists():
+        elif (
+            not Job.objects.filter(tenant=tenant, environment=environment, name=value)
+            .exclude(status=JobStatus.DELETED)
+            .exists()
+        ):
             errors["job"] = [f"No job named {value!r} in {environment.slug}."]
     elif scope == RuleScope.TEAM:
         if not Team.objects.filter(tenant=tenant, slug=value).exists():

@@ -52,7 +52,7 @@ def record_duration(run: Run) -> None:
         .order_by("-scheduled_for", "-id")
         .values_list("started_at", "finished_at")[:MAX_SAMPLES]
     )
-    seconds = [round((finished - started).total_seconds(), 3) for started, finished in rows]
+    seconds = [round((finished - started).total_seconds(), 3) for started, finished in rows if started and finished]
     DurationSamples.objects.update_or_create(job_id=run.job_id, defaults={"seconds": seconds})
 
 
@@ -65,7 +65,9 @@ def on_run_finished(run: Run) -> Evaluation | None:
         record_duration(run)
     if run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT):
         return None
-    now = max(timezone.now(), run.finished_at or timezone.now())
+    now = timezone.now()
+    if run.finished_at is not None and run.finished_at > now:
+        now = run.finished_at
     result = evaluate(now, job_ids=[run.job_id], kinds=[RuleKind.RUN_FAILED])
     deliver(result, now)
     return result

@@ -20,7 +20,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from django.db.models import Count, OuterRef, Q, Subquery
@@ -128,9 +128,7 @@ class RuleIndex:
         for tag in job.tags or ():
             candidates.extend(self.by_tag.get((job.tenant_id, tag), ()))
         found.extend(
-            r
-            for r in candidates
-            if r.tenant_id == job.tenant_id and r.environment_id in (None, job.environment_id)
+            r for r in candidates if r.tenant_id == job.tenant_id and r.environment_id in (None, job.environment_id)
         )
         return found
 
@@ -253,7 +251,7 @@ def load_facts(now: dt.datetime, jobs: list[Any], needs: dict[str, set[int]], wi
         for row in Run.objects.filter(pk__in=_latest(ids, Q(status__in=FINAL))).values(
             "pk", "job_id", "status", "finished_at"
         ):
-            facts.last_final[row["job_id"]] = row
+            facts.last_final[row["job_id"]] = dict(row)
     deadline_jobs = needs[RuleKind.DEADLINE_MISSED] | needs[RuleKind.DEADLINE_PREDICTED]
     if deadline_jobs:
         for job_id, finished in Run.objects.filter(
@@ -262,32 +260,34 @@ def load_facts(now: dt.datetime, jobs: list[Any], needs: dict[str, set[int]], wi
             if finished is not None:
                 facts.last_success[job_id] = finished
     if needs[RuleKind.HEARTBEAT_SILENCE]:
-        for row in Run.objects.filter(pk__in=_latest(sorted(needs[RuleKind.HEARTBEAT_SILENCE]), Q())).values(
+        for life in Run.objects.filter(pk__in=_latest(sorted(needs[RuleKind.HEARTBEAT_SILENCE]), Q())).values(
             "job_id", "scheduled_for", "started_at", "finished_at", "heartbeat_at"
         ):
-            seen = [row[f] for f in ("started_at", "finished_at", "heartbeat_at") if row[f] is not None]
-            facts.last_life[row["job_id"]] = max(seen) if seen else row["scheduled_for"]
+            seen: list[dt.datetime] = [
+                life[f]
+                for f in ("started_at", "finished_at", "heartbeat_at")
+                if life[f] is not None  # type: ignore[misc]
+            ]
+            facts.last_life[life["job_id"]] = max(seen) if seen else life["scheduled_for"]
     run_jobs = needs[RuleKind.LONG_RUNNING] | needs[RuleKind.DEADLINE_PREDICTED]
     if run_jobs:
-        for row in (
+        for active in (
             Run.objects.filter(status=RunStatus.RUNNING, parent__isnull=True, started_at__isnull=False)
             .order_by("started_at")
             .values("pk", "job_id", "started_at")
         ):
-            if row["job_id"] in run_jobs:
-                facts.running.setdefault(row["job_id"], row)
+            if active["job_id"] in run_jobs:
+                facts.running.setdefault(active["job_id"], dict(active))
         with_stats = [j for j in facts.running if j in run_jobs]
         if with_stats:
-            facts.samples = dict(
-                DurationSamples.objects.filter(job_id__in=with_stats).values_list("job_id", "seconds")
-            )
+            facts.samples = dict(DurationSamples.objects.filter(job_id__in=with_stats).values_list("job_id", "seconds"))
     if needs[RuleKind.LATE_START]:
-        for row in (
+        for due in (
             Run.objects.filter(status__in=WAITING, parent__isnull=True, scheduled_for__lte=now)
             .order_by("scheduled_for")
             .values("pk", "job_id", "scheduled_for")
         ):
-            facts.waiting.setdefault(row["job_id"], row)
+            facts.waiting.setdefault(due["job_id"], dict(due))
     for window in sorted(windows):
         ids = sorted(needs[RuleKind.FAILURE_RATE])
         rows = (
@@ -302,9 +302,9 @@ def load_facts(now: dt.datetime, jobs: list[Any], needs: dict[str, set[int]], wi
             .order_by()
         )
         wanted = set(ids)
-        for row in rows:
-            if row["job_id"] in wanted:
-                facts.rates[(window, row["job_id"])] = (row["failed"], row["total"])
+        for count in rows:
+            if count["job_id"] in wanted:
+                facts.rates[(window, count["job_id"])] = (count["failed"], count["total"])
     calendars = {(j.tenant_id, j.holiday_calendar) for j in jobs if j.holiday_calendar and j.id in deadline_jobs}
     if calendars:
         tenants = {t for t, _ in calendars}
@@ -432,26 +432,36 @@ def check(rule: Applied, job: Any, facts: Facts, now: dt.datetime) -> Condition 
 # --- one cycle -----------------------------------------------------------------------------------
 
 
-JOB_FIELDS = (
+class JobRow(NamedTuple):
+    """The columns of a job the engine reads (one query for every job)."""
+
+    id: int
+    tenant_id: int
+    team_id: int
+    environment_id: int
+    name: str
+    criticality: str
+    tags: list[str]
+    status: str
+    next_fire_at: dt.datetime | None
+    holiday_calendar: str
+
+
+RULE_ONLY = (
     "id",
     "tenant_id",
-    "team_id",
     "environment_id",
     "name",
-    "criticality",
-    "tags",
-    "status",
-    "next_fire_at",
-    "holiday_calendar",
+    "scope",
+    "job_id",
+    "team_id",
+    "tag",
+    "kind",
+    "severity",
+    "for_seconds",
+    "params",
+    "enabled",
 )
-
-
-class _Job:
-    __slots__ = JOB_FIELDS
-
-    def __init__(self, row: tuple) -> None:
-        for name, value in zip(JOB_FIELDS, row, strict=True):
-            setattr(self, name, value)
 
 
 def evaluate(
@@ -468,12 +478,12 @@ def evaluate(
     if job_ids is not None:
         wanted = sorted(set(job_ids))
         jobs_q = jobs_q.filter(pk__in=wanted)
-    jobs = [_Job(row) for row in jobs_q.values_list(*JOB_FIELDS)]
+    jobs = [JobRow(*row) for row in jobs_q.values_list(*JobRow._fields)]
     if job_ids is not None:
         rules_q = rules_q.filter(tenant_id__in={j.tenant_id for j in jobs})
     index = RuleIndex(rules_q.only(*RULE_ONLY))
 
-    plan: list[tuple[_Job, Applied]] = []
+    plan: list[tuple[JobRow, Applied]] = []
     needs: dict[str, set[int]] = {kind: set() for kind in RuleKind.values}
     windows: set[int] = set()
     for job in jobs:
@@ -488,7 +498,7 @@ def evaluate(
                 windows.add(rule.params["window_seconds"])
     facts = load_facts(now, jobs, needs, windows)
 
-    holding: dict[tuple[int, str], tuple[_Job, Applied, Condition]] = {}
+    holding: dict[tuple[int, str], tuple[JobRow, Applied, Condition]] = {}
     for job, rule in plan:
         condition = check(rule, job, facts, now)
         if condition is not None:
@@ -496,16 +506,12 @@ def evaluate(
     return _settle(now, holding, narrowed=job_ids is not None or kinds != set(RuleKind.values), plan=plan)
 
 
-RULE_ONLY = ("id", "tenant_id", "environment_id", "name", "scope", "job_id", "team_id", "tag", "kind")
-RULE_ONLY = (*RULE_ONLY, "severity", "for_seconds", "params", "enabled")
-
-
 def _settle(
     now: dt.datetime,
-    holding: dict[tuple[int, str], tuple[_Job, Applied, Condition]],
+    holding: dict[tuple[int, str], tuple[JobRow, Applied, Condition]],
     *,
     narrowed: bool,
-    plan: list[tuple[_Job, Applied]],
+    plan: list[tuple[JobRow, Applied]],
 ) -> Evaluation:
     """Debounce against the stored states; write the changes (at most three statements)."""
     states_q = RuleState.objects.all()
