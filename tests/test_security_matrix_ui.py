@@ -368,6 +368,8 @@ VIEWS: dict[str, View] = {
         body=JUSTIFY,
         url_kwargs=lambda side: WINDOW_KIND,
     ),
+    # Alert rules (monitoring.views): everyone reads their tenant's; proposals go through config_new.
+    "alert_rule_list": View(None, get=_everyone(200)),
 }
 
 
