@@ -251,6 +251,7 @@ TARGET_ROUTES: dict[str, str] = {
     TargetKind.MAINTENANCE_WINDOW: "api-maintenance-window-detail",
     TargetKind.HOLIDAY_CALENDAR: "api-holiday-calendar-detail",
     TargetKind.POOL: "api-pool-detail",
+    TargetKind.ALERT_RULE: "api-alert-rule-detail",
 }
 
 

@@ -307,6 +307,10 @@ SPECTACULAR_SETTINGS = {
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
         "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
+        # Alert severities are the criticality levels: one enum for both.
+        "CriticalityEnum": "jobs.models.Criticality",
+        "AlertRuleKindEnum": "monitoring.models.RuleKind",
+        "AlertRuleScopeEnum": "monitoring.models.RuleScope",
     },
 }
 
