@@ -58,7 +58,16 @@ def record_duration(run: Run) -> None:
 
 def on_run_finished(run: Run) -> Evaluation | None:
     """A run ended: a failure (after retries) alerts at once, not on the next cycle; a success
-    refreshes the duration samples and clears the job's run-failed alerts."""
+    refreshes the duration samples and clears the job's run-failed alerts. Never raises: the other
+    parts listening to the same run (recovery, incidents) still hear of it."""
+    try:
+        return _on_run_finished(run)
+    except Exception:
+        log.exception("alert rules for finished run %s failed", run.pk)
+        return None
+
+
+def _on_run_finished(run: Run) -> Evaluation | None:
     if run.parent_id is not None:
         return None  # a partition: its parent run reports for the slot
     if run.status == RunStatus.SUCCEEDED:
