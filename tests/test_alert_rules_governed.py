@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from approvals.models import ChangeRequest, ChangeStatus
 from approvals.config_changes import kind_of
+from approvals.models import ChangeRequest, ChangeStatus
 from approvals.services import approve_change, propose_config_change
 from monitoring.models import AlertRule
 from tests.api_support import client_for, counts
@@ -101,7 +101,9 @@ def test_another_tenant_can_neither_propose_a_rule_on_our_job_nor_see_our_rules(
     response = client_for(cast.globex_admin).post(
         "/api/v1/change-requests/", rule_body(cast, environment=cast.globex_prod), format="json"
     )
-    assert response.status_code == 400 and response.json()["job"] == ["No job named 'payments.ledger.reconcile' in prod."]
+    assert response.status_code == 400 and response.json()["job"] == [
+        "No job named 'payments.ledger.reconcile' in prod."
+    ]
     # A tag only our jobs carry is unknown to them.
     response = client_for(cast.globex_admin).post(
         "/api/v1/change-requests/",
@@ -202,7 +204,13 @@ def test_job_tags_are_validated_normalised_and_shown_in_the_api(cast):
 
 
 def test_the_job_page_lists_explicit_and_default_rules(cast, client):
-    critical = cast.make_job(cast.dev, name="payments.ledger.critical", criticality="critical", tags=["nightly"], rationale="Pings come from the warehouse.")
+    critical = cast.make_job(
+        cast.dev,
+        name="payments.ledger.critical",
+        criticality="critical",
+        tags=["nightly"],
+        rationale="Pings come from the warehouse.",
+    )
     govern(cast, environment=cast.dev, **_definition(scope="tag", tag="nightly", job=None))
     client.force_login(cast.viewer)
     page = client.get(reverse("job_detail", args=[critical.pk])).content.decode()
