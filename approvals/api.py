@@ -252,6 +252,7 @@ TARGET_ROUTES: dict[str, str] = {
     TargetKind.HOLIDAY_CALENDAR: "api-holiday-calendar-detail",
     TargetKind.POOL: "api-pool-detail",
     TargetKind.RECOVERY_RULE: "api-recovery-rule-detail",
+    TargetKind.ALERT_RULE: "api-alert-rule-detail",
 }
 
 

@@ -1,4 +1,5 @@
-"""Change control for the scheduling configuration: maintenance windows, holiday calendars, pools.
+"""Change control for the scheduling configuration: maintenance windows, holiday calendars, pools,
+and the alert rules of monitoring.
 
 These objects are governed like jobs (docs/change-control.md, "Windows, calendars and pools"): every
 create, update and delete is a change request, reviewed under the approval policy of the object's
@@ -25,6 +26,8 @@ from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 from monitoring import recovery_rules
 from monitoring.models import RecoveryRule
+from monitoring import rule_params, rule_services
+from monitoring.models import AlertRule
 
 from .errors import ChangeError
 from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind
@@ -123,8 +126,30 @@ def _apply_recovery_rule(*, actor: Actor, tenant, environment, definition, targe
     )
 
 
+def _clean_alert_rule(data, *, tenant, environment, target):
+    return rule_params.clean_rule(data, tenant=tenant, environment=environment, rule=target)
+
+
+def _apply_alert_rule(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
+    return rule_services.apply_alert_rule(
+        actor=actor,
+        tenant=tenant,
+        environment=environment,
+        definition=definition,
+        rule=target,
+        change_request_id=change_request_id,
+        change_reason=change_reason,
+    )
+
+
 def _delete_recovery_rule(*, actor: Actor, target, change_request_id, change_reason):
     recovery_rules.delete_rule(
+        actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
+    )
+
+
+def _delete_alert_rule(*, actor: Actor, target, change_request_id, change_reason):
+    rule_services.delete_alert_rule(
         actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
     )
 
@@ -163,6 +188,16 @@ KINDS: dict[str, Kind] = {
         recovery_rules.definition_of,
         _apply_recovery_rule,
         _delete_recovery_rule,
+    ),
+    # Alert rules (monitoring): tenant-wide, or limited to one environment (a job rule: the job's).
+    TargetKind.ALERT_RULE: Kind(
+        TargetKind.ALERT_RULE,
+        AlertRule,
+        "optional",
+        _clean_alert_rule,
+        rule_params.rule_definition,
+        _apply_alert_rule,
+        _delete_alert_rule,
     ),
 }
 

@@ -21,6 +21,7 @@ from monitoring.models import RecoveryRule
 from . import config_changes, policies, services
 from .config_forms import CalendarForm, DeleteConfigForm, PoolForm, RecoveryRuleForm, WindowForm
 from .models import CONFIG_KINDS, OPEN_STATUSES, ChangeRequest, TargetKind
+from .rule_forms import AlertRuleForm
 from .views import announce
 
 FORMS: dict[str, Any] = {
@@ -28,6 +29,7 @@ FORMS: dict[str, Any] = {
     TargetKind.HOLIDAY_CALENDAR: CalendarForm,
     TargetKind.POOL: PoolForm,
     TargetKind.RECOVERY_RULE: RecoveryRuleForm,
+    TargetKind.ALERT_RULE: AlertRuleForm,
 }
 
 

@@ -133,6 +133,7 @@ class JobDefinitionForm(ProposalForm):
         "name",
         "description",
         "criticality",
+        "tags",
         "command",
         "cron",
         "timezone",
@@ -165,6 +166,12 @@ class JobDefinitionForm(ProposalForm):
         widget=forms.Textarea(attrs={"rows": 5, "placeholder": "What to do when this job fails (markdown)."}),
     )
     criticality = forms.ChoiceField(choices=Criticality.choices, initial=Criticality.MEDIUM)
+    tags = forms.CharField(
+        required=False,
+        max_length=1100,
+        help_text="Slugs separated by commas or spaces, e.g. 'payments, nightly'; alert rules can apply by tag.",
+        widget=forms.TextInput(attrs={"placeholder": "payments, nightly", "autocomplete": "off"}),
+    )
     command = forms.CharField(
         help_text="One argv item per line; the first line is the program. No shell is involved.",
         widget=forms.Textarea(
@@ -246,6 +253,9 @@ class JobDefinitionForm(ProposalForm):
             raise ValidationError("Give at least the program to run.")
         return argv
 
+    def clean_tags(self) -> list[str]:
+        return [tag for tag in self.cleaned_data["tags"].replace(",", " ").split() if tag]
+
     def definition(self) -> dict:
         data = self.cleaned_data
         return {
@@ -253,6 +263,7 @@ class JobDefinitionForm(ProposalForm):
             "description": data["description"],
             "runbook": data["runbook"],
             "criticality": data["criticality"],
+            "tags": data["tags"],
             "command": data["command"],
             "cron": data["cron"],
             "timezone": data["timezone"].strip(),
@@ -270,13 +281,15 @@ class JobDefinitionForm(ProposalForm):
     def initial_from_definition(definition: dict) -> dict:
         initial = {field: definition.get(field) for field in DEFINITION_FIELDS if field in definition}
         initial["command"] = "\n".join(definition.get("command") or [])
+        initial["tags"] = ", ".join(definition.get("tags") or [])
         return initial
 
     @staticmethod
     def initial_from(job) -> dict:
         """Initial values from a live job or one of its historical records."""
-        initial = {field: getattr(job, field) for field in DEFINITION_FIELDS}
+        initial = {field: getattr(job, field, None) for field in DEFINITION_FIELDS}
         initial["command"] = "\n".join(job.command or [])
+        initial["tags"] = ", ".join(getattr(job, "tags", None) or [])
         return initial
 
 

@@ -14,6 +14,7 @@ from governance.models import Environment, Team, Tenant
 from jobs import calendars, pools
 from jobs.models import Criticality, Job
 from monitoring.models import RECOVERY_RULE_FIELDS
+from monitoring.rule_params import RULE_FIELDS
 
 
 class ChangeAction(models.TextChoices):
@@ -41,10 +42,17 @@ class TargetKind(models.TextChoices):
     HOLIDAY_CALENDAR = "holiday_calendar", "Holiday calendar"
     POOL = "pool", "Pool"
     RECOVERY_RULE = "recovery_rule", "Recovery rule"
+    ALERT_RULE = "alert_rule", "Alert rule"
 
 
 CONFIG_KINDS = frozenset(
-    {TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.POOL, TargetKind.RECOVERY_RULE}
+    {
+        TargetKind.MAINTENANCE_WINDOW,
+        TargetKind.HOLIDAY_CALENDAR,
+        TargetKind.POOL,
+        TargetKind.RECOVERY_RULE,
+        TargetKind.ALERT_RULE,
+    }
 )
 # The order a window's, calendar's or pool's fields are shown in diffs.
 CONFIG_FIELD_ORDER: dict[str, tuple[str, ...]] = {
@@ -52,9 +60,10 @@ CONFIG_FIELD_ORDER: dict[str, tuple[str, ...]] = {
     TargetKind.HOLIDAY_CALENDAR: calendars.CALENDAR_FIELDS,
     TargetKind.POOL: pools.POOL_FIELDS,
     TargetKind.RECOVERY_RULE: RECOVERY_RULE_FIELDS,
+    TargetKind.ALERT_RULE: RULE_FIELDS,
 }
 # Kinds that may be tenant-wide: their requests have no environment.
-TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR})
+TENANT_WIDE_KINDS = frozenset({TargetKind.MAINTENANCE_WINDOW, TargetKind.HOLIDAY_CALENDAR, TargetKind.ALERT_RULE})
 
 
 class ChangeStatus(models.TextChoices):

@@ -307,11 +307,13 @@ SPECTACULAR_SETTINGS = {
         "AlertKindEnum": "jobs.models.AlertKind",
         "JobKindEnum": "jobs.models.JobKind",
         "ChangeWarningKindEnum": "approvals.warnings.WarningKind",
-        # A job's criticality and a recovery rule's severity share their four levels.
+        # A job's criticality, a recovery rule's and an alert's severity share their four levels.
         "CriticalityEnum": "jobs.models.Criticality",
         "RecoveryActionKindEnum": "monitoring.models.RecoveryActionKind",
         "ChannelKindEnum": "notifications.models.ChannelKind",
         "NotificationStateEnum": "notifications.models.NotificationState",
+        "AlertRuleKindEnum": "monitoring.models.RuleKind",
+        "AlertRuleScopeEnum": "monitoring.models.RuleScope",
     },
 }
 

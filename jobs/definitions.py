@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -37,6 +38,8 @@ MAX_ARG_LENGTH = 8192
 MAX_TIMEOUT = 7 * 24 * 3600
 MAX_CATCHUP_LIMIT = 100
 MAX_STARTING_DEADLINE = 31 * 24 * 3600
+MAX_TAGS = 20
+TAG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?")
 
 
 def _str(data: dict, field: str, errors: dict, *, required: bool = False, max_length: int = 10000) -> str:
@@ -112,6 +115,8 @@ def clean_definition(
     if criticality not in Criticality.values:
         errors["criticality"] = [f"Must be one of: {', '.join(Criticality.values)}."]
 
+    tags = clean_tags(merged.get("tags"), errors)
+
     # Execution fields (kind, command and its parameters, limits, retries, HTTP, heartbeats, edges).
     execution = clean_execution(
         merged,
@@ -181,6 +186,7 @@ def clean_definition(
         "description": description,
         "runbook": runbook,
         "criticality": criticality,
+        "tags": tags,
         "cron": cron,
         "timezone": tz_name,
         "timeout_seconds": timeout,
@@ -276,6 +282,27 @@ def _clean_windows(data: dict, errors: dict) -> list[dict]:
             }
         )
     return cleaned
+
+
+def clean_tags(value: Any, errors: dict) -> list[str]:
+    """Tags: a list of slugs (lower-case letters, digits, dashes), sorted and without repeats."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
+        errors["tags"] = ['Must be a list of slugs, e.g. ["payments", "nightly"].']
+        return []
+    bad = [tag for tag in value if not TAG_PATTERN.fullmatch(tag)]
+    if bad:
+        errors["tags"] = [
+            f"Not a slug: {', '.join(repr(t) for t in bad[:5])} (lower-case letters, digits and dashes, "
+            "at most 50 characters)."
+        ]
+        return []
+    tags = sorted(set(value))
+    if len(tags) > MAX_TAGS:
+        errors["tags"] = [f"At most {MAX_TAGS} tags, got {len(tags)}."]
+        return []
+    return tags
 
 
 def _clean_calendar(data: dict, errors: dict, tenant: Tenant) -> str:

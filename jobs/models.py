@@ -131,6 +131,7 @@ DEFINITION_FIELDS = (
     "description",
     "runbook",
     "criticality",
+    "tags",
     "command",
     "cron",
     "timezone",
@@ -153,6 +154,9 @@ class Job(models.Model):
     description = models.TextField(blank=True)
     runbook = models.TextField(blank=True, help_text="Markdown: what to do when this job fails.")
     criticality = models.CharField(max_length=10, choices=Criticality.choices, default=Criticality.MEDIUM)
+    tags = models.JSONField(
+        default=list, blank=True, help_text="Slugs grouping jobs across teams, e.g. for alert rules (at most 20)."
+    )
     command = models.JSONField(help_text="argv list; executed without a shell.")
     cron = models.CharField(max_length=120)
     timezone = models.CharField(max_length=64, default="UTC")

@@ -166,6 +166,14 @@ def json_schema() -> dict:
         schema = _field_schema(name)
         if name == "command":
             schema = {"type": "array", "items": {"type": "string"}, "minItems": 1}
+        if name == "tags":
+            schema = {
+                "type": "array",
+                "items": {"type": "string", "pattern": r"^[a-z0-9]+(-[a-z0-9]+)*$", "maxLength": 50},
+                "maxItems": 20,
+                "uniqueItems": True,
+                **schema,
+            }
         if name in FIELD_NOTES:
             schema["description"] = FIELD_NOTES[name]
         fields[name] = schema

@@ -11,10 +11,13 @@ class MonitoringConfig(AppConfig):
         from jobs import hooks
         from notifications import delivery
 
-        from . import escalation, listeners, loop
+        from . import escalation, job_page, listeners, loop, rule_step
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
-        # In this order each cycle: incidents escalate, then what they queued is delivered.
+        hooks.add_job_page_part(job_page.add_alert_rules)
+        # In this order each cycle: rules raise or clear alerts, incidents escalate, then what they
+        # queued is delivered.
+        loop.add_step("alert_rules", rule_step.evaluate_rules)
         loop.add_step("escalation", escalation.escalate)
         loop.add_step("notifications", delivery.deliver_step)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import incident_listeners
+from . import incident_listeners, rule_step
 
 
 def run_finished(run: Any) -> None:
     """A run ended (any final state): alert rules on failure, recovery rules, incidents resolved by success."""
     from . import recovery
 
+    rule_step.on_run_finished(run)
     recovery.evaluate(run)
     incident_listeners.resolve_on_success(run)
 

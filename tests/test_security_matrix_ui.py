@@ -408,6 +408,8 @@ VIEWS: dict[str, View] = {
     ),
     # Recomputing the cache changes no governed data (not audited); the outsider has no tenant.
     "insights_refresh": View(None, post=_everyone(302) | {"outsider": 404}),
+    # Alert rules (monitoring.views): everyone reads their tenant's; proposals go through config_new.
+    "alert_rule_list": View(None, get=_everyone(200)),
 }
 # POSTs that write nothing governed, so leave no audit event.
 NOT_AUDITED = ("login", "logout", "insights_refresh")

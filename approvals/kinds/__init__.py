@@ -10,6 +10,7 @@ job's pause and resume (``STATE_ACTIONS``) are a kind of their own (key ``job_st
     maintenance_window  kinds.config           (spec in approvals.config_changes.KINDS)
     holiday_calendar    kinds.config
     pool                kinds.config
+    alert_rule          kinds.alert_rule       (spec in approvals.config_changes.KINDS)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 from ..config_changes import KINDS as CONFIG_SPECS
 from ..errors import ChangeError
 from ..models import STATE_ACTIONS, ChangeRequest, TargetKind
+from .alert_rule import ALERT_RULE
 from .base import ChangeKind
 from .config import ConfigKind
 from .job import JOB, JOB_STATE
@@ -29,6 +31,7 @@ KINDS: dict[str, ChangeKind] = {
     JOB_STATE_KEY: JOB_STATE,
     TargetKind.POLICY: POLICY,
     **{key: ConfigKind(spec) for key, spec in CONFIG_SPECS.items()},
+    TargetKind.ALERT_RULE: ALERT_RULE,
 }
 
 
