@@ -24,10 +24,8 @@ from governance.actors import Actor
 from governance.models import Environment
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
-from monitoring import recovery_rules
-from monitoring.models import RecoveryRule
-from monitoring import rule_params, rule_services
-from monitoring.models import AlertRule
+from monitoring import recovery_rules, rule_params, rule_services
+from monitoring.models import AlertRule, RecoveryRule
 
 from .errors import ChangeError
 from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind

@@ -8,7 +8,7 @@ from django import forms
 
 from jobs.models import WindowPolicy
 from jobs.schedule import isoz
-from monitoring.models import RecoveryActionKind, RecoverySeverity
+from monitoring.models import RecoveryActionKind, Severity
 
 from .forms import ProposalForm
 
@@ -225,7 +225,7 @@ class RecoveryRuleForm(ConfigProposalForm):
     remediation_job = forms.CharField(
         required=False, max_length=200, help_text="Remediate: a live job of the same environment."
     )
-    severity = forms.ChoiceField(choices=RecoverySeverity.choices, initial=RecoverySeverity.HIGH)
+    severity = forms.ChoiceField(choices=Severity.choices, initial=Severity.HIGH)
     max_actions = forms.IntegerField(initial=3, label="At most (actions)")
     window_minutes = forms.IntegerField(initial=60, label="per (minutes), per job")
 

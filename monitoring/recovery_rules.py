@@ -29,7 +29,7 @@ from governance.models import AuditAction, Environment, Team, Tenant
 from governance.patterns import pattern_problem
 from jobs.models import Job, JobStatus
 
-from .models import RECOVERY_RULE_FIELDS, RecoveryActionKind, RecoveryRule, RecoverySeverity
+from .models import RECOVERY_RULE_FIELDS, RecoveryActionKind, RecoveryRule, Severity
 
 RULE_FIELDS = RECOVERY_RULE_FIELDS
 DEFAULTS: dict[str, Any] = {
@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "retry_delay_seconds": 30,
     "retry_factor": 2.0,
     "remediation_job": "",
-    "severity": RecoverySeverity.HIGH.value,
+    "severity": Severity.HIGH.value,
     "max_actions": 3,
     "window_minutes": 60,
 }
@@ -166,8 +166,8 @@ def clean_rule(data: Any, *, tenant: Tenant, environment: Environment | None, ru
     cleaned["remediation_job"] = remediation
 
     severity = merged.get("severity")
-    if severity not in RecoverySeverity.values:
-        errors["severity"] = [f"One of {', '.join(RecoverySeverity.values)}."]
+    if severity not in Severity.values:
+        errors["severity"] = [f"One of {', '.join(Severity.values)}."]
     cleaned["severity"] = severity
     cleaned["max_actions"] = _int(merged.get("max_actions"), "max_actions", 1, 100, errors)
     cleaned["window_minutes"] = _int(merged.get("window_minutes"), "window_minutes", 1, 7 * 24 * 60, errors)

@@ -11,13 +11,14 @@ from simple_history.models import HistoricalRecords
 from governance.models import Environment, Team, Tenant
 from jobs.models import Job, Run
 
+from .incidents import Severity
+
 __all__ = [
     "RECOVERY_RULE_FIELDS",
     "RecoveryAction",
     "RecoveryActionKind",
     "RecoveryOutcome",
     "RecoveryRule",
-    "RecoverySeverity",
 ]
 
 
@@ -47,13 +48,6 @@ class RecoveryActionKind(models.TextChoices):
     PAGE = "page", "Page (raise an alert)"
 
 
-class RecoverySeverity(models.TextChoices):
-    CRITICAL = "critical", "Critical"
-    HIGH = "high", "High"
-    MEDIUM = "medium", "Medium"
-    LOW = "low", "Low"
-
-
 class RecoveryRule(models.Model):
     """For the failed runs of one job, or of a team's jobs, of one environment: when the exit code,
     the output (an RE2 pattern) and the HTTP status all match what the rule names, do ``action``, at
@@ -73,7 +67,7 @@ class RecoveryRule(models.Model):
     retry_delay_seconds = models.PositiveIntegerField(default=30, help_text="Delay before the first retry.")
     retry_factor = models.FloatField(default=2.0, help_text="Each further retry waits this many times longer.")
     remediation_job = models.ForeignKey(Job, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
-    severity = models.CharField(max_length=10, choices=RecoverySeverity.choices, default=RecoverySeverity.HIGH)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.HIGH)
     max_actions = models.PositiveSmallIntegerField(default=3, help_text="Actions per job and window at most.")
     window_minutes = models.PositiveIntegerField(default=60)
     created_at = models.DateTimeField(auto_now_add=True)

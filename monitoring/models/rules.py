@@ -13,6 +13,8 @@ from simple_history.models import HistoricalRecords
 from governance.models import Environment, Team, Tenant
 from jobs.models import Job
 
+from .incidents import Severity
+
 __all__ = ["AlertRule", "DurationSamples", "RuleKind", "RuleScope", "RuleState", "Severity"]
 
 
@@ -30,13 +32,6 @@ class RuleKind(models.TextChoices):
     DEADLINE_MISSED = "deadline_missed", "Deadline missed"
     DEADLINE_PREDICTED = "deadline_predicted", "Deadline predicted to be missed"
     HEARTBEAT_SILENCE = "heartbeat_silence", "Heartbeat silence"
-
-
-class Severity(models.TextChoices):
-    CRITICAL = "critical", "Critical"
-    HIGH = "high", "High"
-    MEDIUM = "medium", "Medium"
-    LOW = "low", "Low"
 
 
 class AlertRule(models.Model):
