@@ -312,6 +312,7 @@ SPECTACULAR_SETTINGS = {
         "RecoveryActionKindEnum": "monitoring.models.RecoveryActionKind",
         "ChannelKindEnum": "notifications.models.ChannelKind",
         "NotificationStateEnum": "notifications.models.NotificationState",
+        "IncidentStateEnum": "monitoring.models.IncidentState",
         "AlertRuleKindEnum": "monitoring.models.RuleKind",
         "AlertRuleScopeEnum": "monitoring.models.RuleScope",
     },

@@ -15,9 +15,11 @@ def run_finished(run: Any) -> None:
     """A run ended (any final state): alert rules on failure, recovery rules, incidents resolved by success."""
     from . import recovery
 
+    # A success resolves the job's incidents first, naming the run; the rules' own clears then find
+    # nothing left open.
+    incident_listeners.resolve_on_success(run)
     rule_step.on_run_finished(run)
     recovery.evaluate(run)
-    incident_listeners.resolve_on_success(run)
 
 
 def alert_raised(alert: Any) -> None:
