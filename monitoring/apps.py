@@ -11,7 +11,7 @@ class MonitoringConfig(AppConfig):
         from jobs import hooks
         from notifications import delivery
 
-        from . import escalation, job_page, listeners, loop, rule_step
+        from . import escalation, incidents, job_page, listeners, loop, rule_step
 
         hooks.add_run_finished_listener(listeners.run_finished)
         hooks.add_alert_listener(listeners.alert_raised)
@@ -19,5 +19,6 @@ class MonitoringConfig(AppConfig):
         # In this order each cycle: rules raise or clear alerts, incidents escalate, then what they
         # queued is delivered.
         loop.add_step("alert_rules", rule_step.evaluate_rules)
+        loop.add_step("resolve_recovered", incidents.resolve_recovered)
         loop.add_step("escalation", escalation.escalate)
         loop.add_step("notifications", delivery.deliver_step)

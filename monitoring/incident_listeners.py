@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from jobs.models import Criticality, RunStatus
 
+from . import gates
 from .incidents import raise_alert, resolve_job_incidents
 from .signals import AlertSignal
 
@@ -38,6 +39,8 @@ def incident_from_alert(alert: Any) -> None:
 def resolve_on_success(run: Any) -> None:
     """The job's next run succeeded: its open incidents (and open alerts) resolve automatically."""
     if run.status != RunStatus.SUCCEEDED or getattr(run, "parent_id", None):
+        return
+    if run.job_id not in gates.jobs_with_open_incidents():
         return
     at = run.finished_at or timezone.now()
     resolve_job_incidents(run.job_id, at=at, reason=f"run #{run.pk} succeeded")

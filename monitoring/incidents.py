@@ -21,6 +21,7 @@ from governance.models import AuditAction
 from governance.services import AccessDenied
 from jobs.models import Alert, Job
 
+from . import gates
 from .escalation import notify_due
 from .models import Incident, IncidentEvent, IncidentEventKind, IncidentState, Severity
 from .models.incidents import OPEN_STATES
@@ -93,6 +94,7 @@ def raise_alert(signal: AlertSignal) -> Incident:
                 if incident is None:
                     raise
         if opened:
+            transaction.on_commit(gates.forget)
             IncidentEvent.objects.create(
                 incident=incident,
                 kind=IncidentEventKind.OPENED,
@@ -210,6 +212,36 @@ def resolve_fingerprint(tenant_id: int, fingerprint: str, *, at: dt.datetime, re
         if incident is None:
             return None
         return _close(incident, actor=SYSTEM, reason=reason, now=at)
+
+
+def resolve_recovered(now: dt.datetime) -> int:
+    """The monitor's step: resolve the open incidents whose job's latest run succeeded after they
+    opened. Workers do this at once for the runs they finish (``incident_listeners``), from a view
+    of the open incidents a few seconds old (``gates``); this catches what that view missed, and
+    runs whose worker died between recording them and telling monitoring. Returns how many jobs."""
+    from django.db.models import F, OuterRef, Subquery
+
+    from jobs.models import Run, RunStatus
+
+    latest = Run.objects.filter(job_id=OuterRef("job_id"), parent__isnull=True, finished_at__isnull=False).order_by(
+        "-finished_at", "-id"
+    )
+    recovered = (
+        Incident.objects.filter(state__in=OPEN_STATES, job__isnull=False)
+        .annotate(
+            last_status=Subquery(latest.values("status")[:1]),
+            last_at=Subquery(latest.values("finished_at")[:1]),
+            last_run=Subquery(latest.values("id")[:1]),
+        )
+        .filter(last_status=RunStatus.SUCCEEDED, last_at__gte=F("opened_at"))
+        .values_list("job_id", "last_at", "last_run")
+        .distinct()
+    )
+    done = 0
+    for job_id, last_at, run_id in list(recovered):
+        resolve_job_incidents(job_id, at=last_at, reason=f"run #{run_id} succeeded")
+        done += 1
+    return done
 
 
 def resolve_job_incidents(job_id: int, *, at: dt.datetime, reason: str) -> list[Incident]:

@@ -10,10 +10,10 @@ from django.utils import timezone
 
 from jobs.models import Run, RunStatus
 
-from . import incidents
+from . import gates, incidents
 from .models import DurationSamples, RuleKind
 from .rule_params import MAX_SAMPLES
-from .rules import Evaluation, evaluate
+from .rules import DEFAULT_RULES, Evaluation, evaluate
 
 log = logging.getLogger("governor.monitor")
 
@@ -37,6 +37,13 @@ def evaluate_rules(now: dt.datetime) -> Evaluation:
     result = evaluate(now)
     deliver(result, now)
     return result
+
+
+def _durations_matter(run: Run) -> bool:
+    # The run's own definition names the criticality it ran with: no read of the job.
+    definition = run.definition if isinstance(run.definition, dict) else {}
+    criticality = definition.get("criticality") or run.job.criticality
+    return criticality in DEFAULT_RULES or run.tenant_id in gates.tenants_with_rules()
 
 
 def record_duration(run: Run) -> None:
@@ -71,8 +78,13 @@ def _on_run_finished(run: Run) -> Evaluation | None:
     if run.parent_id is not None:
         return None  # a partition: its parent run reports for the slot
     if run.status == RunStatus.SUCCEEDED:
-        record_duration(run)
-    if run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT):
+        # Durations feed the defaults of critical and high jobs and the tenant's own rules; the
+        # run-failed alerts a success ends are cleared by the next cycle (and the incidents by
+        # incident_listeners at once).
+        if _durations_matter(run):
+            record_duration(run)
+        return None
+    if run.status not in (RunStatus.FAILED, RunStatus.TIMED_OUT):
         return None
     now = timezone.now()
     if run.finished_at is not None and run.finished_at > now:

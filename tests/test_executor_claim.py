@@ -16,10 +16,11 @@ from jobs.execution_spec import executable_allowed
 from jobs.executor import _claim_and_load, execute_run, record_attempt
 from jobs.models import Attempt, Job, Run, RunStatus, TenantExecutionPolicy
 from jobs.workflows import downstream_candidates, downstream_query, downstream_sql_postgresql
+from monitoring import gates
 
 
 def queued_run(cast, job=None) -> Run:
-    return cast.queued_run(job or cast.make_job(cast.dev, command=["/bin/true"]))
+    return cast.queued_run(job or cast.make_job(cast.dev, command=["/bin/true"], criticality="medium"))
 
 
 def claim(run_id: int):
@@ -67,6 +68,8 @@ def test_the_tenants_execution_policy_comes_with_the_claim(cast, django_assert_n
 
 def test_a_run_costs_a_fixed_handful_of_queries(cast, django_assert_num_queries, django_capture_on_commit_callbacks):
     run = queued_run(cast)
+    # Monitoring's view of open incidents and rules, refreshed every few seconds, is warm in a worker.
+    gates.jobs_with_open_incidents(), gates.tenants_with_rules()
     # The claim and its read; the result and the attempt, between the savepoint pair standing in for
     # the transaction here; after the commit, whether any job follows. Nothing grows with jobs or runs.
     # On PostgreSQL: the claim, the result with its attempt (one statement each), the downstream lookup.
