@@ -253,6 +253,9 @@ def test_the_right_people_and_channels_receive_each_notification_exactly_once(
     assert sorted(hooks(receiver)) == sorted(expected_hooks)
     assert receiver.by_key == {k: 1 for k, _ in expected_hooks}
     assert receiver.refused == []
+    assert sorted((b["body"]["event"]["incident"], b["body"]["event"]["step"]) for b in receiver.accepted) == sorted(
+        [(failing.pk, 2), (predicted.pk, 2)]
+    )
     assert {r.state for r in Notification.objects.all()} == {"delivered"}
     # Escalation ended after the last step (no repeat): later cycles send nothing, to anyone.
     run_once(step2 + 3 * 60 * MIN)
@@ -260,5 +263,11 @@ def test_the_right_people_and_channels_receive_each_notification_exactly_once(
     assert receiver.by_key == {k: 1 for k, _ in expected_hooks}
     # Email copies are keyed too: each message's Message-ID is its notification's key.
     assert len({m["Message-ID"] for m in smtp.messages}) == len(expected_mail)
+    # The timelines: step 2 reached the unacknowledged incidents; the failure's escalation then ended;
+    # the prediction cleared once its deadline had passed (a deadline_missed rule pages for the miss
+    # itself); the acknowledged incident stopped at step 1.
+    assert [e.kind for e in failing.events.all()] == ["opened", "notified", "notified", "exhausted"]
+    assert [e.kind for e in predicted.events.all()] == ["opened", "notified", "notified", "resolved"]
+    assert [e.kind for e in late.events.all()] == ["opened", "notified", "acknowledged"]
     # The silenced job notified nobody, at any step.
     assert not Notification.objects.filter(source=f"incident:{quiet.pk}").exists()
