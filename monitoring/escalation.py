@@ -112,6 +112,7 @@ def _notify_step(incident: Incident, step: Step, number: int, round_: int, now: 
         channels=channels,
         payload=payload,
         source=f"incident:{incident.pk}",
+        due_at=now,
     )
     recipients = [u.get_username() for u in users if getattr(u, "email", "")] + [c.name for c in channels]
     if recipients:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,13 +22,16 @@ def enqueue(
     channels: Iterable[Channel] = (),
     payload: dict | None = None,
     source: str = "",
+    due_at: dt.datetime | None = None,
 ) -> list[Notification]:
     """One pending notification per recipient; a recipient already notified under ``dedupe_key`` is skipped.
 
     Call it inside the transaction that records the event: the rows commit (or roll back) with it.
-    Users without an email address are skipped. Returns the rows created.
+    Users without an email address are skipped. Returns the rows created. ``due_at`` (default: now)
+    is when delivery may first try: the monitor passes its cycle's instant, so that what a cycle's
+    escalation queues is delivered by the same cycle's delivery step (``monitoring.loop``).
     """
-    now = timezone.now()
+    now = due_at or timezone.now()
     created: list[Notification] = []
     recipients: list[tuple[str, dict]] = [
         (f"user:{user.pk}", {"user": user}) for user in users if getattr(user, "email", "")

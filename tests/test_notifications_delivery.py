@@ -71,6 +71,7 @@ def notify(cast, key, *, channels=(), users=()):
             channels=channels,
             payload={"job": "payments.ledger.reconcile", "status": "failed"},
             source="test",
+            due_at=T0,  # the fixed clock of these tests, whatever the wall clock says
         )
 
 
