@@ -443,6 +443,234 @@ def add_accounts_and_tokens(cast, start: int, count: int) -> None:
         issue_token(account.user, actor=cast.admin, name=f"token-{i}")
 
 
+def _bulk_dev_job(cast, i: int) -> Job:
+    """Job number ``i`` of a bulk set in dev (written straight to the table, as ``cast.bulk_job``)."""
+    return Job.objects.create(
+        tenant=cast.acme, team=cast.payments, environment=cast.dev, **cast.definition(name=f"payments.bulk.job-{i}")
+    )
+
+
+def _mail_channel(cast, i: int, team=None):
+    from notifications.channels import create_channel
+
+    return create_channel(
+        actor=cast.admin, tenant=cast.acme, team=team, name=f"ops-mail-{i}", kind="email", target=f"ops-{i}@acme.test"
+    )
+
+
+def add_silences(cast, start: int, count: int) -> None:
+    """Silences of a job, of a team and of a tag in turn, by the tenant admin."""
+    from monitoring.oncall_services import create_silence
+
+    now = timezone.now()
+    for i in range(start, start + count):
+        where = [{"job": cast.bulk_job(i)}, {"team": cast.payments}, {"tag": f"tag-{i}"}][i % 3]
+        create_silence(
+            actor=cast.admin,
+            tenant=cast.acme,
+            ends_at=now + timezone.timedelta(hours=1 + i),
+            reason=f"silence {i}",
+            **where,
+        )
+
+
+def add_escalation_policies(cast, start: int, count: int) -> None:
+    """Policies (tenant-wide and team payments' in turn) of two steps: people, a channel, the on-call person."""
+    from monitoring.oncall_services import save_policy
+    from tests.incident_support import with_email
+
+    with_email(cast.operator, cast.admin)
+    for i in range(start, start + count):
+        channel = _mail_channel(cast, i)
+        steps = [
+            {"delay_minutes": 5, "notify_on_call": True, "users": [cast.operator], "channels": [channel]},
+            {"delay_minutes": 15, "notify_on_call": False, "users": [cast.operator, cast.admin], "channels": []},
+        ]
+        team = [None, cast.payments][i % 2]
+        save_policy(actor=cast.admin, tenant=cast.acme, team=team, name=f"policy-{i}", steps=steps, repeat=i % 3)
+
+
+def add_escalation_routes(cast, start: int, count: int) -> None:
+    """Routes to one tenant-wide policy, each for another team, criticality and environment."""
+    import itertools
+
+    from monitoring.models import EscalationPolicy
+    from monitoring.oncall_services import save_policy, save_route
+
+    policy = EscalationPolicy.objects.filter(tenant=cast.acme, name="routes").first() or save_policy(
+        actor=cast.admin,
+        tenant=cast.acme,
+        team=None,
+        name="routes",
+        steps=[{"delay_minutes": 5, "notify_on_call": True, "users": [], "channels": []}],
+    )
+    places = list(
+        itertools.product(
+            [None, cast.payments, cast.data],
+            ["", "critical", "high", "medium", "low"],
+            [None, cast.dev, cast.staging, cast.prod],
+        )
+    )
+    for team, criticality, environment in places[start : start + count]:
+        save_route(
+            actor=cast.admin,
+            tenant=cast.acme,
+            team=team,
+            policy=policy,
+            criticality=criticality,
+            environment=environment,
+            page_during_maintenance=environment is None,
+        )
+
+
+def add_rotations(cast, start: int, count: int) -> None:
+    """A team each, with its rotation of two layers (the second on weekdays only) and an override."""
+    import datetime as dt
+
+    from governance.models import Team
+    from monitoring.oncall_services import create_override, save_rotation
+
+    now = timezone.now()
+    layer = {"starts_on": dt.date(2026, 11, 30), "handoff_time": dt.time(9, 0), "timezone": "Europe/Berlin"}
+    for i in range(start, start + count):
+        team = Team.objects.create(tenant=cast.acme, slug=f"team-{i}", name=f"Team {i}")
+        layers = [
+            {**layer, "name": "primary", "users": [cast.operator, cast.admin], "rotation_days": 1 + i % 7},
+            {**layer, "name": "office", "users": [cast.admin], "rotation_days": 7, "weekdays": [0, 1, 2, 3, 4]},
+        ]
+        made = save_rotation(actor=cast.admin, team=team, name=f"team-{i} on call", layers=layers)
+        create_override(
+            actor=cast.admin,
+            rotation=made,
+            user=cast.operator,
+            starts_at=now + timezone.timedelta(hours=i - 3),
+            ends_at=now + timezone.timedelta(hours=i - 1),
+            reason=f"swap {i}",
+        )
+
+
+def add_rotation_overrides(cast, start: int, count: int) -> None:
+    """Overrides of team payments' rotation, by the tenant admin."""
+    from monitoring.models import Rotation
+    from monitoring.oncall_services import create_override
+    from tests.incident_support import rotation
+
+    made = Rotation.objects.filter(team=cast.payments).first() or rotation(cast.payments, [cast.operator, cast.admin])
+    now = timezone.now()
+    for i in range(start, start + count):
+        create_override(
+            actor=cast.admin,
+            rotation=made,
+            user=[cast.operator, cast.admin][i % 2],
+            starts_at=now + timezone.timedelta(hours=i),
+            ends_at=now + timezone.timedelta(hours=i + 1),
+            reason=f"override {i}",
+        )
+
+
+def _govern(cast, target_kind: str, environment, /, **definition) -> None:
+    """Create a ``target_kind`` rule through change control: proposed by the tenant admin, approved as the policy needs."""
+    from approvals.services import approve_change, propose_config_change
+
+    change = propose_config_change(
+        actor=cast.admin,
+        kind=target_kind,
+        action="create",
+        environment=environment,
+        definition=definition,
+        justification="bulk rule",
+    )
+    for approver in [cast.approver, cast.approver2][: change.required_approvals]:
+        change = approve_change(change, actor=approver)
+    assert change.status == ChangeStatus.APPLIED, change.failure_reason
+
+
+def add_alert_rules(cast, start: int, count: int) -> None:
+    """Alert rules through change control: a job's (in its environment) and team payments' in dev, in turn."""
+    for i in range(start, start + count):
+        if i % 2:
+            _govern(cast, "alert_rule", cast.dev, name=f"rule-{i}", kind="run_failed", scope="team", team="payments")
+        else:
+            job = cast.bulk_job(i)
+            _govern(
+                cast,
+                "alert_rule",
+                job.environment,
+                name=f"rule-{i}",
+                kind="run_failed",
+                scope="job",
+                job=job.name,
+                severity="critical",
+            )
+
+
+def add_recovery_rules(cast, start: int, count: int) -> None:
+    """Recovery rules through change control: a job's retry, a team's remediation by another job, in turn."""
+    for i in range(start, start + count):
+        job = _bulk_dev_job(cast, i)
+        if i % 2:
+            definition = {"team": "payments", "action": "remediate", "remediation_job": job.name}
+        else:
+            definition = {"job": job.name, "action": "retry", "retry_attempts": 2}
+        _govern(cast, "recovery_rule", cast.dev, name=f"recovery-{i}", exit_codes=[3], **definition)
+
+
+def add_recovery_actions(cast, start: int, count: int) -> None:
+    """A failed run of as many jobs in dev, each retried by team payments' recovery rule."""
+    from monitoring import recovery
+    from monitoring.models import RecoveryRule
+
+    if not RecoveryRule.objects.filter(name="retry-payments").exists():
+        _govern(
+            cast,
+            "recovery_rule",
+            cast.dev,
+            name="retry-payments",
+            team="payments",
+            exit_codes=[3],
+            action="retry",
+            retry_attempts=1,
+            retry_delay_seconds=60,
+        )
+    now = timezone.now()
+    for i in range(start, start + count):
+        job = _bulk_dev_job(cast, i)
+        run = Run.objects.create(
+            job=job,
+            tenant=cast.acme,
+            scheduled_for=now - timezone.timedelta(minutes=i),
+            status="failed",
+            exit_code=3,
+            job_version=1,
+            definition=job.definition(),
+        )
+        assert [action.outcome for action in recovery.evaluate(run)] == ["done"]
+
+
+def add_channels(cast, start: int, count: int) -> None:
+    """Email channels, tenant-wide and team payments' in turn, by the tenant admin."""
+    for i in range(start, start + count):
+        _mail_channel(cast, i, team=[None, cast.payments][i % 2])
+
+
+def add_notifications(cast, start: int, count: int) -> None:
+    """Messages to a person and to a channel through the outbox."""
+    from notifications.outbox import enqueue
+    from tests.incident_support import with_email
+
+    (operator,) = with_email(cast.operator)
+    for i in range(start, start + count):
+        enqueue(
+            tenant_id=cast.acme.pk,
+            subject=f"notification {i}",
+            body="A run failed.",
+            dedupe_key=f"bulk:{i}",
+            users=[operator],
+            channels=[_mail_channel(cast, i)],
+            source="test",
+        )
+
+
 API_BUILDERS = {
     "jobs": add_jobs,
     "runs": add_jobs,
@@ -456,6 +684,17 @@ API_BUILDERS = {
     "environments": add_environments_with_rules,
     "service-accounts": add_accounts_and_tokens,
     "auth/tokens": add_accounts_and_tokens,
+    "incidents": add_incidents,
+    "silences": add_silences,
+    "escalation-policies": add_escalation_policies,
+    "escalation-routes": add_escalation_routes,
+    "rotations": add_rotations,
+    "rotation-overrides": add_rotation_overrides,
+    "alert-rules": add_alert_rules,
+    "recovery-rules": add_recovery_rules,
+    "recovery-actions": add_recovery_actions,
+    "notification-channels": add_channels,
+    "notifications": add_notifications,
 }
 
 
