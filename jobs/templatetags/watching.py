@@ -7,7 +7,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from ..models import Run
-from ..watch import STATE_LETTERS
+from ..watch import STATE_LETTERS, RunRow
 from ..watch import run_summary as summarize
 
 register = template.Library()
@@ -20,7 +20,7 @@ def state_letter(status: str) -> str:
 
 
 @register.filter
-def run_summary(run: Run) -> str:
+def run_summary(run: Run | RunRow) -> str:
     """What hover and focus show for a run (``jobs.watch.run_summary``)."""
     return summarize(run)
 
@@ -39,4 +39,31 @@ def run_strip(strip) -> str:
     count = len(strip)
     return format_html(
         '<ol class="strip" aria-label="Last {} run{}, oldest first">{}</ol>', count, "" if count == 1 else "s", cells
+    )
+
+
+@register.simple_tag
+def gantt_bars(row: dict) -> str:
+    """A timeline row's bars (``jobs.watch.timeline``), built here rather than by a template loop:
+    the now page draws up to 2,000 of them."""
+    name = row["name"]
+    return format_html_join(
+        "",
+        '<a href="{}" class="bar-link"><rect x="{}" y="{}" width="{}" height="{}" class="bar st-{}{}" data-run="{}">'
+        "<title>{}: {}</title></rect></a>",
+        (
+            (
+                bar["run"].url,
+                bar["x"],
+                bar["y"],
+                bar["width"],
+                bar["height"],
+                bar["run"].status,
+                "" if bar["started"] else " waiting",
+                bar["run"].pk,
+                name,
+                bar["run"].summary,
+            )
+            for bar in row["bars"]
+        ),
     )
