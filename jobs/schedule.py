@@ -393,6 +393,14 @@ def _compile(expr: str, seed: str | None, *, strict: bool = False) -> _Compiled:
     return compiled if compiled is not None else _compile_seeded(expr, seed, strict)
 
 
+def minutes_per_hour(expr: str, *, seed: str | None = None) -> int:
+    """How many minutes of an hour the expression can fire in (0: it never fires). Raises
+    ScheduleError. In UTC no hour holds more fires than this, so a caller counting fires per hour
+    can stop here when this is small (the change-request list does, for 50 rows a page)."""
+    template = _compile(expr, seed).template
+    return len(template.minutes) if template is not None else 0
+
+
 def _normalise(expr: str) -> str:
     return " ".join(expr.split()) if isinstance(expr, str) else expr
 
