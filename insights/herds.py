@@ -20,16 +20,15 @@ from governance.models import Tenant
 from jobs import schedule
 from jobs.models import Job
 
-from .common import InsightScope, ParamError, store
+from .common import HERD_THRESHOLD, InsightScope, parse_param, scale_ticks, store
 from .models import InsightCache
 
 KIND = "herds"
 HORIZON_DAYS = 30
 MINUTES = 1440
-DEFAULT_THRESHOLD = 10.0
+DEFAULT_THRESHOLD = HERD_THRESHOLD.default
 # Minutes where at most this many runs start per day are never hotspots (a threshold is at least this).
-MIN_THRESHOLD = 1.0
-MAX_THRESHOLD = 100_000.0
+MIN_THRESHOLD = HERD_THRESHOLD.low
 _STEP = re.compile(r"^(?:\*|0|0-59)/([0-9]{1,2})$")
 
 
@@ -123,20 +122,9 @@ def compute(
 # --- reading the cache ---------------------------------------------------------------------
 
 
-def parse_threshold(raw: str | None) -> float:
+def parse_threshold(params: Any) -> float:
     """``?threshold=``: starts per day at one minute above which the minute is a hotspot."""
-    if raw is None or raw.strip() == "":
-        return DEFAULT_THRESHOLD
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ParamError("threshold", f"Must be a number of starts per minute, e.g. 10 (got {raw[:40]!r}).") from None
-    if value != value or not (MIN_THRESHOLD <= value <= MAX_THRESHOLD):
-        raise ParamError(
-            "threshold",
-            f"Must be between {MIN_THRESHOLD:g} and {MAX_THRESHOLD:g} starts per minute (got {raw[:40]!r}).",
-        )
-    return value
+    return parse_param(params, HERD_THRESHOLD)
 
 
 def label(minute: int) -> str:
@@ -346,14 +334,5 @@ def curves(before: list[float], after: list[float], threshold: float) -> dict:
         "right": CURVE_LEFT + CURVE_W,
         "base": CURVE_TOP + CURVE_H,
         "ticks": [{"x": x(h * 60), "label": f"{h:02d}:00"} for h in range(0, 24, 3)],
-        "scale": [{"y": y(v), "label": f"{v:g}"} for v in _scale(top)],
+        "scale": [{"y": y(v), "label": f"{v:g}"} for v in scale_ticks(top)],
     }
-
-
-def _scale(top: float) -> list[float]:
-    step = 1.0
-    for candidate in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000):
-        step = candidate
-        if top / candidate <= 5:
-            break
-    return [i * step for i in range(int(top // step) + 1)]

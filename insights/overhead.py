@@ -20,7 +20,7 @@ from governance.access import restrict
 from governance.models import Environment
 from jobs.models import Attempt, Job, JobStatus, Run, RunStatus, TriggerKind
 
-from .review_common import Seconds, UTCDay, bar_chart, line_chart, visible_jobs
+from .common import Seconds, UTCDay, bar_chart, line_chart, visible_jobs
 
 PARTS = [
     ("queue_wait_ms", "Queue wait", "queued until a worker claimed it"),

@@ -20,7 +20,7 @@ from governance.errors import ServiceError
 from governance.services import AccessDenied
 
 from . import overhead, rightsizing, zombies
-from .review_common import (
+from .common import (
     MIN_SAMPLES,
     PERIODS,
     THRESHOLD,
@@ -28,21 +28,23 @@ from .review_common import (
     WINDOW,
     FloatParam,
     IntParam,
+    ParamError,
     bar_chart,
     csv_response,
     live_jobs,
+    parse_format,
     parse_params,
 )
-
-FORMATS = ("html", "csv")
 
 
 def _params(request: HttpRequest, specs: Sequence[IntParam | FloatParam]) -> tuple[dict[str, Any], str]:
     """The page's parameters and format; ValidationError naming every bad one."""
     errors: dict[str, list[str]] = {}
-    fmt = request.GET.get("format") or "html"
-    if fmt not in FORMATS:
-        errors["format"] = [f"Must be one of: {', '.join(FORMATS)}."]
+    fmt = "html"
+    try:
+        fmt = parse_format(request.GET)
+    except ParamError as exc:
+        errors.update(exc.as_dict())
     try:
         values = parse_params(request.GET, specs)
     except ValidationError as exc:

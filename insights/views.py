@@ -102,12 +102,17 @@ def capacity_page(request):
     errors: dict[str, list[str]] = {}
     horizon = capacity.DEFAULT_HORIZON
     pool = environment = None
+    csv_wanted = False
     try:
-        horizon = capacity.parse_horizon(params.get("horizon"))
+        horizon = capacity.parse_horizon(params)
     except ParamError as exc:
         errors.update(exc.as_dict())
     try:
         pool, environment = capacity.parse_filters(scope, params)
+    except ParamError as exc:
+        errors.update(exc.as_dict())
+    try:
+        csv_wanted = wants_csv(params)
     except ParamError as exc:
         errors.update(exc.as_dict())
     context.update(_choices(scope))
@@ -115,7 +120,6 @@ def capacity_page(request):
         context["errors"] = errors
         return render(request, "insights/capacity.html", context, status=400)
     entry = capacity.entry_for(scope, horizon)
-    csv_wanted = wants_csv(params)
     found = capacity.read(entry, scope, pool, environment, detail=None if csv_wanted else capacity.MAX_CHARTS)
     if csv_wanted:
         return _capacity_csv(scope, found)
@@ -157,7 +161,7 @@ def _capacity_csv(scope: InsightScope, found: dict) -> HttpResponse:
                     " ".join(flags),
                 ]
 
-    name = f"capacity-{scope.tenant.slug}-{found['horizon_days']}d.csv"
+    name = f"capacity-{scope.tenant.slug}-{found['horizon_days']}d"
     header = ["bucket_start", "pool", "environment", "expected_p50", "expected_p90", "slots", "over", "peaks"]
     return csv_response(name, header, rows())
 
@@ -170,11 +174,11 @@ def herds_page(request):
     if scope is None:
         return render(request, "insights/herds.html", context)
     try:
-        threshold = herds.parse_threshold(request.GET.get("threshold"))
+        threshold = herds.parse_threshold(request.GET)
+        csv_wanted = wants_csv(request.GET)
     except ParamError as exc:
         context["errors"] = exc.as_dict()
         return render(request, "insights/herds.html", context, status=400)
-    csv_wanted = wants_csv(request.GET)
     found = herds.analyse(
         herds_entry(scope),
         scope,
@@ -219,7 +223,7 @@ def _herds_csv(scope: InsightScope, found: dict) -> HttpResponse:
                 ]
 
     header = ["minute_utc", "starts_per_day", "starts_per_day_after", "job_id", "job", "cron", "suggested_cron"]
-    return csv_response(f"herds-{scope.tenant.slug}.csv", header, rows())
+    return csv_response(f"herds-{scope.tenant.slug}", header, rows())
 
 
 @login_required
