@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import DateField, FloatField, Func, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.utils import timezone
 
@@ -276,37 +276,6 @@ def round_up_seconds(value: float, *, floor: int = 30) -> int:
         if step >= value:
             return step
     return int(math.ceil(value / 3600) * 3600)
-
-
-class Seconds(Func):
-    """``a - b`` of two date-times, in seconds, computed by the database (PostgreSQL and SQLite)."""
-
-    arity = 2
-    output_field = FloatField()
-    template = "EXTRACT(EPOCH FROM (%(expressions)s))::double precision"
-    arg_joiner = " - "
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(
-            compiler,
-            connection,
-            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
-            arg_joiner=") - julianday(",
-            **extra,
-        )
-
-
-class UTCDay(Func):
-    """The UTC day of a date-time, as cheap as the database makes it: PostgreSQL's cast, and on SQLite
-    the stored text's date part (Django stores UTC there), not TruncDate's per-row Python function
-    (measured on SQLite over 8,000 runs: 0.7 s against 0.1 s per query)."""
-
-    arity = 1
-    output_field = DateField()
-    template = "((%(expressions)s) AT TIME ZONE 'UTC')::date"
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="substr(%(expressions)s, 1, 10)", **extra)
 
 
 def utc_text(value: datetime | date | None) -> str:
