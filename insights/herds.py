@@ -24,7 +24,12 @@ from .common import HERD_THRESHOLD, InsightScope, parse_param, scale_ticks, stor
 from .models import InsightCache
 
 KIND = "herds"
+# The page for a tenant-wide reader at the default threshold, worked out when the analysis is.
+VIEW_KIND = "herds_view"
 HORIZON_DAYS = 30
+# The page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
+PAGE_HOTSPOTS = 12
+PAGE_JOBS = 25
 MINUTES = 1440
 DEFAULT_THRESHOLD = HERD_THRESHOLD.default
 # Minutes where at most this many runs start per day are never hotspots (a threshold is at least this).
@@ -116,7 +121,34 @@ def compute(
         # job id -> [name, team, environment, cron, suggested cron or None, pattern now, pattern after or -1]
         "jobs": rows,
     }
-    return store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
+    entry = store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
+    store_view(entry)
+    return entry
+
+
+VIEW_PARAMS = {"horizon_days": HORIZON_DAYS, "threshold": DEFAULT_THRESHOLD}
+
+
+def store_view(entry: InsightCache) -> InsightCache:
+    """Cache the page as a tenant-wide reader sees it at the default threshold (what most readers
+    ask): the hotspots listed, the heatmap's paths and the curves, a few kilobytes, so the page
+    neither reads the per-job analysis nor works it through."""
+    began = time.perf_counter()
+    view = page(entry, InsightScope(None, entry.tenant, True), DEFAULT_THRESHOLD)
+    view["computed_at"] = schedule.isoz(entry.computed_at)
+    return store(entry.tenant, VIEW_KIND, HORIZON_DAYS, params=VIEW_PARAMS, data=view, started=began)
+
+
+def page(entry: InsightCache, scope: InsightScope, threshold: float) -> dict:
+    """What the page shows: the busiest PAGE_HOTSPOTS hotspots with their first PAGE_JOBS jobs, the
+    heatmap and the curves (not the curves' numbers: the API and the CSV have them)."""
+    found = analyse(entry, scope, threshold, max_jobs=PAGE_JOBS, max_hotspots=PAGE_HOTSPOTS)
+    busiest = sorted(found["hotspots"], key=lambda h: -h["starts"])[:PAGE_HOTSPOTS]
+    found["shown_hotspots"] = sorted(busiest, key=lambda h: h["minute"])
+    found["heat"] = heatmap(found["curve"], threshold)
+    found["curves"] = curves(found["curve"], found.pop("flattened"), threshold)
+    del found["curve"]
+    return found
 
 
 # --- reading the cache ---------------------------------------------------------------------
@@ -253,61 +285,45 @@ CURVE_W, CURVE_H, CURVE_LEFT, CURVE_TOP = 900, 160, 44, 12
 
 def heatmap(curve: list[float], threshold: float) -> dict:
     """A 24 x 60 grid (hour x minute): each cell's shade grows with its starts (five levels);
-    cells above the threshold are hatched and outlined, so they read without colour."""
+    cells above the threshold are hatched and outlined, so they read without colour. Drawn as one
+    path per row and shade (and one for the row's hotspots), not a node per cell: ~150 SVG nodes
+    instead of 1,440+; the numbers are in the hourly table beside it (``hours``)."""
     top = max(max(curve, default=0.0), 1e-9)
-    rows = []
+    width, height = CELL_W - 1, CELL_H - 1
+    parts = []
+    hours = []
     for hour, values in enumerate(hourly(curve)):
-        cells = []
+        y = HEAT_TOP + hour * CELL_H
+        shades: list[list[str]] = [[] for _ in range(5)]
+        hot: list[str] = []
         for minute, value in enumerate(values):
             level = 0 if value <= 0 else min(4, 1 + int(value / top * 4))
-            cells.append(
-                {
-                    "x": HEAT_LEFT + minute * CELL_W,
-                    "level": level,
-                    "hot": value > threshold + 1e-9,
-                    "value": round(value, 2),
-                    "at": label(hour * 60 + minute),
-                }
-            )
-        rows.append(
+            cell = f"M{HEAT_LEFT + minute * CELL_W},{y}h{width}v{height}h-{width}z"
+            shades[level].append(cell)
+            if value > threshold + 1e-9:
+                hot.append(cell)
+        parts.append(f'<text x="0" y="{y + 12}" class="tick">{hour:02d}:00</text>')
+        parts.extend(f'<path d="{"".join(d)}" class="heat lvl-{level}"/>' for level, d in enumerate(shades) if d)
+        if hot:
+            parts.append(f'<path d="{"".join(hot)}" class="heat-hot" fill="url(#heat-hatch)"/>')
+        busiest = max(range(60), key=lambda m: values[m])
+        hours.append(
             {
-                "hour": f"{hour:02d}",
-                "y": HEAT_TOP + hour * CELL_H,
-                "text_y": HEAT_TOP + hour * CELL_H + 12,
-                "cells": cells,
+                "hour": f"{hour:02d}:00",
+                "starts": round(sum(values), 2),
+                "busiest": label(hour * 60 + busiest) if values[busiest] > 0 else "",
+                "busiest_starts": round(values[busiest], 2),
+                "hot": sum(1 for v in values if v > threshold + 1e-9),
             }
         )
     return {
-        "rows": rows,
-        "cells": _cells_svg(rows),
+        "cells": "".join(parts),
+        "hours": hours,
         "width": HEAT_LEFT + 60 * CELL_W + 8,
         "height": HEAT_TOP + 24 * CELL_H + 6,
-        "cell_w": CELL_W - 1,
-        "cell_h": CELL_H - 1,
         "minute_ticks": [{"x": HEAT_LEFT + m * CELL_W + CELL_W // 2, "label": f":{m:02d}"} for m in range(0, 60, 5)],
         "hot": sum(1 for v in curve if v > threshold + 1e-9),
     }
-
-
-def _cells_svg(rows: list[dict]) -> str:
-    """The heatmap's cells as SVG (numbers and labels made here only, nothing to escape): drawn in
-    Python, 1440 cells are too many for the template engine on every request."""
-    parts = []
-    for row in rows:
-        parts.append(f'<text x="0" y="{row["text_y"]}" class="tick">{row["hour"]}:00</text>')
-        for cell in row["cells"]:
-            hot = " hot" if cell["hot"] else ""
-            rect = f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" class="heat lvl-{cell["level"]}{hot}"'
-            if cell["value"]:
-                parts.append(f"{rect}><title>{cell['at']}: {cell['value']:g} starts a day</title></rect>")
-            else:
-                parts.append(rect + "/>")
-            if cell["hot"]:
-                parts.append(
-                    f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
-                    'class="heat-hot" fill="url(#heat-hatch)"/>'
-                )
-    return "".join(parts)
 
 
 def curves(before: list[float], after: list[float], threshold: float) -> dict:

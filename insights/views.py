@@ -36,9 +36,6 @@ PAGES = [
     ("insights_zombies", "Zombie jobs", "Jobs that fail, run for nobody or belong to no one."),
     ("insights_overhead", "Overhead", "Queue wait, startup and recording per run; the scheduler's lag."),
 ]
-# The herds page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
-PAGE_HOTSPOTS = 12
-PAGE_JOBS = 25
 # Someone may ask for a recomputation at most this often per tenant and horizon.
 REFRESH_COOLDOWN = timedelta(minutes=1)
 
@@ -179,21 +176,22 @@ def herds_page(request):
     except ParamError as exc:
         context["errors"] = exc.as_dict()
         return render(request, "insights/herds.html", context, status=400)
-    found = herds.analyse(
-        herds_entry(scope),
-        scope,
-        threshold,
-        max_jobs=None if csv_wanted else PAGE_JOBS,
-        max_hotspots=None if csv_wanted else PAGE_HOTSPOTS,
-    )
     if csv_wanted:
-        return _herds_csv(scope, found)
-    context.update(found)
-    busiest = sorted(found["hotspots"], key=lambda h: -h["starts"])[:PAGE_HOTSPOTS]
-    context["shown_hotspots"] = sorted(busiest, key=lambda h: h["minute"])
+        return _herds_csv(scope, herds.analyse(herds_entry(scope), scope, threshold))
+    if scope.full and threshold == herds.DEFAULT_THRESHOLD:
+        view = cached(
+            scope.tenant,
+            herds.VIEW_KIND,
+            herds.HORIZON_DAYS,
+            lambda: herds.store_view(herds_entry(scope)),
+            params=herds.VIEW_PARAMS,
+        )
+        context.update(view.data)
+        context["computed_at"] = view.computed_at
+    else:
+        context.update(herds.page(herds_entry(scope), scope, threshold))
     context["can_propose"] = request.user.is_superuser or scope.tenant.pk in tenant_ids(request.user, Action.PROPOSE)
-    context["heat"] = herds.heatmap(found["curve"], threshold)
-    context["curves"] = herds.curves(found["curve"], found["flattened"], threshold)
+    context["job_url"] = reverse("job_detail", args=[0]).removesuffix("0/")
     return render(request, "insights/herds.html", context)
 
 
