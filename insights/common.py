@@ -37,6 +37,11 @@ from .models import InsightCache
 # A cached result older than this is recomputed when a page asks for it (the nightly refresh
 # normally keeps it younger).
 MAX_AGE = timedelta(hours=settings.GOVERNOR_INSIGHTS_MAX_AGE_HOURS)
+# The review pages (right-sizing, zombies, overhead) read recent run history: their cached results
+# are recomputed this often (and when a job or pool changes, or on "Recompute now").
+PAGE_MAX_AGE = timedelta(minutes=15)
+# Their kinds in the cache (one entry per tenant and kind: the last parameters asked).
+PAGE_KINDS = ("rightsizing_page", "rightsizing_page_author", "zombies_page", "overhead_page")
 
 
 class ParamError(ValidationError):
@@ -185,13 +190,19 @@ def scope_for(user: Any, params: Any) -> InsightScope:
 # --- the cache -----------------------------------------------------------------------------
 
 
-def is_stale(entry: InsightCache | None, *, now: datetime | None = None, params: dict | None = None) -> bool:
-    """Missing, older than MAX_AGE, computed with other parameters, or a job or pool of its tenant
-    changed since it was computed (two indexed EXISTS queries)."""
+def is_stale(
+    entry: InsightCache | None,
+    *,
+    now: datetime | None = None,
+    params: dict | None = None,
+    max_age: timedelta = MAX_AGE,
+) -> bool:
+    """Missing, older than ``max_age``, computed with other parameters, or a job or pool of its
+    tenant changed since it was computed (two indexed EXISTS queries)."""
     if entry is None:
         return True
     now = now or timezone.now()
-    if entry.computed_at < now - MAX_AGE:
+    if entry.computed_at < now - max_age:
         return True
     if params is not None and entry.params != params:
         return True
@@ -230,6 +241,34 @@ def store(tenant: Tenant, kind: str, horizon_days: int, *, params: dict, data: d
         },
     )
     return entry
+
+
+def page_tenant(user: Any) -> Tenant | None:
+    """The tenant of a review page's reader when a cached page serves them: they read exactly one
+    tenant and see all of it (their page is the tenant-wide one). None: the page is worked out for
+    them."""
+    tenants = insight_tenants(user)
+    if len(tenants) != 1 or not access.can_over(user, Action.VIEW, tenants[0].pk):
+        return None
+    return tenants[0]
+
+
+def cached_page(tenant: Tenant, kind: str, params: dict, render: Callable[[], str]) -> str:
+    """The HTML of a review page's results as a tenant-wide reader sees it, from the cache when it is
+    younger than PAGE_MAX_AGE, asked with the same ``params`` and no job or pool changed since;
+    else ``render()`` (which reads the run history) and stored."""
+    entry = InsightCache.objects.filter(tenant=tenant, kind=kind, horizon_days=0).first()
+    if entry is not None and not is_stale(entry, params=params, max_age=PAGE_MAX_AGE):
+        return entry.data["html"]
+    started = time.perf_counter()
+    html = render()
+    store(tenant, kind, 0, params=params, data={"html": html}, started=started)
+    return html
+
+
+def forget_pages(tenant: Tenant) -> None:
+    """Drop the tenant's cached review pages ("Recompute now")."""
+    InsightCache.objects.filter(tenant=tenant, kind__in=PAGE_KINDS).delete()
 
 
 # --- figures ------------------------------------------------------------------------------------

@@ -19,7 +19,16 @@ from django.views.decorators.http import require_POST
 from governance.access import Action, record_denied, tenant_ids
 
 from . import capacity, forecast, herds
-from .common import InsightScope, ParamError, cached, csv_response, insight_tenants, scope_for, wants_csv
+from .common import (
+    InsightScope,
+    ParamError,
+    cached,
+    csv_response,
+    forget_pages,
+    insight_tenants,
+    scope_for,
+    wants_csv,
+)
 from .models import InsightCache
 from .services import propose_stagger
 
@@ -274,6 +283,7 @@ def refresh(request):
         messages.info(request, "The insights were computed less than a minute ago.")
     else:
         forecast.refresh([scope.tenant])
+        forget_pages(scope.tenant)
         messages.success(request, f"Insights of {scope.tenant.name} recomputed.")
     back = request.POST.get("next") or ""
     if not back.startswith("/insights/") or "//" in back:
