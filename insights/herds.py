@@ -192,21 +192,27 @@ def analyse(
     listed = set(sorted(spots, key=lambda m: -curve[m])[:max_hotspots]) if max_hotspots is not None else set(spots)
     counted: Counter[int] = Counter()
     rewritable: Counter[int] = Counter()
+    # Jobs that start alike are counted together; only the listed hotspots name their jobs.
+    alike: Counter[tuple[int, bool, int]] = Counter()
+    shown: dict[int, list[int]] = {}
     for job_id, row in data["jobs"].items():
         name, team, env, _cron, suggested, now_index, after_index = row
         found = hits.get(now_index)
         if found is None:
             found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
+            shown[now_index] = [m for m in found if m in listed]
         if not found or not scope.covers(team, env):
             continue
-        for minute in found:
-            counted[minute] += 1
+        alike[(now_index, bool(suggested), after_index)] += 1
+        for minute in shown[now_index]:
+            spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
+    for (now_index, suggested, after_index), count in alike.items():
+        for minute in hits[now_index]:
+            counted[minute] += count
             if suggested:
-                rewritable[minute] += 1
-            if minute in listed:
-                spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
+                rewritable[minute] += count
         if suggested:
-            moved[(now_index, after_index)] += 1
+            moved[(now_index, after_index)] += count
     flattened = list(curve)
     for (now_index, after_index), count in moved.items():
         for minute, starts in patterns[now_index].items():
