@@ -54,7 +54,7 @@ class ParamError(ValidationError):
         self.message = message
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {self.field: [self.message]}
+        return {self.field: [str(self.message)]}
 
 
 # --- query parameters ------------------------------------------------------------------------

@@ -194,17 +194,17 @@ def analyse(
     rewritable: Counter[int] = Counter()
     # Jobs that start alike are counted together; only the listed hotspots name their jobs.
     alike: Counter[tuple[int, bool, int]] = Counter()
-    shown: dict[int, list[int]] = {}
+    listed_hits: dict[int, list[int]] = {}
     for job_id, row in data["jobs"].items():
         name, team, env, _cron, suggested, now_index, after_index = row
         found = hits.get(now_index)
         if found is None:
             found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
-            shown[now_index] = [m for m in found if m in listed]
+            listed_hits[now_index] = [m for m in found if m in listed]
         if not found or not scope.covers(team, env):
             continue
         alike[(now_index, bool(suggested), after_index)] += 1
-        for minute in shown[now_index]:
+        for minute in listed_hits[now_index]:
             spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
     for (now_index, suggested, after_index), count in alike.items():
         for minute in hits[now_index]:
