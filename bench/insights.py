@@ -1,5 +1,5 @@
-"""Insights (issue 21): the 90-day capacity forecast of a 10,000-job tenant, and the pages read from
-its cache."""
+"""Insights (issue 21): the 90-day capacity forecast of a 10,000-job tenant, and every Insights page
+(from the cache where the page has one) on that tenant and on a small one (SMALL_JOBS jobs)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,22 @@ from bench.report import Report, percentile
 TITLE = "Insights (issue 21)"
 
 JOBS = 10_000
+SMALL_JOBS = 240
 TEAMS = 10
 POOLS = 20
-PAGE_REQUESTS = 40
+# Requests per page (after one to warm it).
+PAGE_REQUESTS = 8
+# page key -> the addresses asked (in turn).
+PAGES = {
+    "index": ["/insights/"],
+    "capacity": ["/insights/capacity/?horizon=90", "/insights/capacity/?horizon=90&pool=pool-3&environment=prod"],
+    "herds": ["/insights/herds/"],
+    # Another threshold than the default: worked out from the cached analysis, not its stored view.
+    "herds_threshold": ["/insights/herds/?threshold=5"],
+    "rightsizing": ["/insights/rightsizing/"],
+    "zombies": ["/insights/zombies/"],
+    "overhead": ["/insights/overhead/"],
+}
 # (cron, zone, share): fixed times, steps, weekdays, month ends and hashed starts, as operations
 # teams write them; H makes thousands of jobs of the same expression fire at their own minute.
 MIX = [
@@ -34,12 +47,17 @@ MIX = [
 
 
 def run(report: Report) -> None:
-    tenant, viewer = fixtures()
+    small, small_viewer = fixtures(SMALL_JOBS, "bench-insights-small")
+    from insights import forecast
+
+    forecast.refresh([small])
+    page_cost(report, small_viewer, SMALL_JOBS, suffix="_small")
+    tenant, viewer = fixtures(JOBS, "bench-insights")
     forecast_cost(report, tenant)
-    page_cost(report, tenant, viewer)
+    page_cost(report, viewer, JOBS)
 
 
-def fixtures():
+def fixtures(count: int = JOBS, slug: str = "bench-insights"):
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
@@ -49,7 +67,7 @@ def fixtures():
     from jobs.models import Job, Pool, Run, RunStatus
 
     rng = random.Random(21)
-    tenant = Tenant.objects.create(slug="bench-insights", name="Bench insights")
+    tenant = Tenant.objects.create(slug=slug, name=slug)
     envs = [
         Environment.objects.create(tenant=tenant, slug=slug, name=slug, order=i, required_approvals=0)
         for i, slug in enumerate(("dev", "staging", "prod"))
@@ -59,7 +77,7 @@ def fixtures():
         Pool.objects.bulk_create(Pool(tenant=tenant, environment=env, name=f"pool-{i}", slots=40) for i in range(POOLS))
     weights = [share for _, _, share in MIX]
     jobs = []
-    for i in range(JOBS):
+    for i in range(count):
         cron, zone, _ = rng.choices(MIX, weights)[0]
         jobs.append(
             Job(
@@ -95,7 +113,7 @@ def fixtures():
                 )
             )
     Run.objects.bulk_create(runs, batch_size=2000)
-    viewer = get_user_model().objects.create_user("bench-insights-viewer")
+    viewer = get_user_model().objects.create_user(f"{slug}-viewer")
     grant_role(viewer, Role.VIEWER, tenant=tenant, actor=SYSTEM)
     return tenant, viewer
 
@@ -121,34 +139,40 @@ def forecast_cost(report: Report, tenant) -> None:
     report.figure("insights_forecast_30d_with_herds_10k_jobs_s", time.perf_counter() - started, "s")
 
 
-def page_cost(report: Report, tenant, viewer) -> None:
+def page_cost(report: Report, viewer, jobs: int, *, suffix: str = "") -> None:
+    """Each page's p95 (``insights_page_<page>_p95_ms``) and the worst of them
+    (``insights_page_p95_ms_cached``), ``suffix`` naming the dataset."""
     from django.test import Client
 
     client = Client()
     client.force_login(viewer)
-    pages = [
-        "/insights/",
-        "/insights/capacity/?horizon=90",
-        "/insights/capacity/?horizon=90&pool=pool-3&environment=prod",
-        "/insights/capacity/",
-        "/insights/herds/",
-        "/insights/herds/?threshold=5",
-    ]
-    for path in pages:  # warm: templates, and the herds entry if missing
-        assert client.get(path).status_code == 200, path
-    timings, cpu = [], []
-    for i in range(PAGE_REQUESTS):
-        path = pages[i % len(pages)]
-        started, used = time.perf_counter(), time.process_time()
-        response = client.get(path)
-        timings.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - used) * 1000)
-        assert response.status_code == 200, path
+    worst = ("", 0.0)
+    for name, paths in PAGES.items():
+        for path in paths:  # warm: templates, and the cache entry if missing
+            assert client.get(path).status_code == 200, path
+        timings, cpu = [], []
+        for i in range(PAGE_REQUESTS):
+            path = paths[i % len(paths)]
+            started, used = time.perf_counter(), time.process_time()
+            response = client.get(path)
+            timings.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
+            assert response.status_code == 200, path
+        p95 = percentile(timings, 95)
+        report.figure(
+            f"insights_page_{name}_p95_ms{suffix}",
+            p95,
+            "ms",
+            target="< 200",
+            note=f"{PAGE_REQUESTS} requests, {jobs} jobs, {len(response.content) // 1024} KB; "
+            f"p95 CPU {percentile(cpu, 95):.0f} ms (load average {os.getloadavg()[0]:.1f})",
+        )
+        if p95 >= worst[1]:
+            worst = (name, p95)
     report.figure(
-        "insights_page_p95_ms_cached",
-        percentile(timings, 95),
+        f"insights_page_p95_ms_cached{suffix}",
+        worst[1],
         "ms",
         target="< 200",
-        note=f"{PAGE_REQUESTS} requests over {len(pages)} Insights pages, {JOBS} jobs, from the cache; "
-        f"p95 CPU {percentile(cpu, 95):.0f} ms (load average {os.getloadavg()[0]:.1f})",
+        note=f"the worst page's p95 ({worst[0]}), {jobs} jobs",
     )

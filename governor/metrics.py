@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, Count, FloatField, Func, Min, OuterRef, Subquery
+from django.db.models import BooleanField, Count, Min, OuterRef, Subquery
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from governance.dbtime import Seconds
 from governance.models import Environment
 from jobs.models import Alert, Job, JobStatus, Pool, Run, RunStatus, SchedulerLease
 from notifications.models import DeliveryAttempt, Notification, NotificationState
@@ -55,25 +56,6 @@ def status_in(statuses) -> RawSQL:
 
 def _seconds(value: timedelta | None) -> float:
     return value.total_seconds() if value is not None else 0.0
-
-
-class RunSeconds(Func):
-    """``finished - started`` in seconds, computed by the database itself (no per-row Python function);
-    SQLite's day fractions are rounded to the millisecond, so a bucket's bound is inclusive as it should be."""
-
-    arity = 2
-    output_field = FloatField()
-    template = "EXTRACT(EPOCH FROM (%(expressions)s))::double precision"
-    arg_joiner = " - "
-
-    def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(
-            compiler,
-            connection,
-            template="ROUND((julianday(%(expressions)s)) * 86400.0, 3)",
-            arg_joiner=") - julianday(",
-            **extra,
-        )
 
 
 class GovernorCollector(Collector):
@@ -153,7 +135,7 @@ class GovernorCollector(Collector):
         durations = (
             Run.objects.filter(finished_at__gte=since, started_at__isnull=False)
             .exclude(status__in=UNFINISHED)
-            .annotate(seconds=RunSeconds("finished_at", "started_at"))
+            .annotate(seconds=Seconds("finished_at", "started_at"))
             .values_list("job_id", "seconds")
             .order_by()
         )

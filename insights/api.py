@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from governance.utc import isoz
 
 from . import capacity, herds
-from .common import ParamError, scope_for
+from .common import HERD_THRESHOLD, HORIZON, ParamError, scope_for
 from .views import herds_entry
 
 TENANT = OpenApiParameter("tenant", str, description="Tenant slug (default: the first you can see).")
@@ -27,7 +27,7 @@ class CapacityView(APIView):
         operation_id="insights_capacity",
         parameters=[
             TENANT,
-            OpenApiParameter("horizon", int, description="Days ahead, 1-366 (30 and 90 are refreshed nightly)."),
+            OpenApiParameter("horizon", int, description=HORIZON.help),
             OpenApiParameter("pool", str, description="A pool name ('-': jobs without a pool)."),
             OpenApiParameter("environment", str, description="An environment slug."),
             OpenApiParameter("series", bool, description="Include the 15-minute series (p50, p90)."),
@@ -41,7 +41,7 @@ class CapacityView(APIView):
         horizon = capacity.DEFAULT_HORIZON
         pool = environment = None
         try:
-            horizon = capacity.parse_horizon(params.get("horizon"))
+            horizon = capacity.parse_horizon(params)
         except ParamError as exc:
             errors.update(exc.as_dict())
         try:
@@ -93,16 +93,14 @@ class HerdsView(APIView):
         operation_id="insights_herds",
         parameters=[
             TENANT,
-            OpenApiParameter(
-                "threshold", float, description="Starts per day at one minute above which it is a hotspot."
-            ),
+            OpenApiParameter("threshold", float, description=HERD_THRESHOLD.help),
         ],
         responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT},
     )
     def get(self, request):
         scope = scope_for(request.user, request.query_params)
         try:
-            threshold = herds.parse_threshold(request.query_params.get("threshold"))
+            threshold = herds.parse_threshold(request.query_params)
         except ParamError as exc:
             return Response(exc.as_dict(), status=400)
         found = herds.analyse(herds_entry(scope), scope, threshold)

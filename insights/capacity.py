@@ -14,27 +14,18 @@ from governance.models import Environment
 from jobs.models import Pool
 
 from . import forecast
-from .common import InsightScope, ParamError, cached
+from .common import HORIZON, InsightScope, ParamError, cached, parse_param, scale_ticks
 from .models import ForecastSeries, InsightCache
 
-DEFAULT_HORIZON = 30
+DEFAULT_HORIZON = HORIZON.default
 MAX_CHARTS = 4
 CHART_POINTS = 480
 CHART_W, CHART_H, CHART_LEFT, CHART_TOP = 900, 180, 44, 18
 
 
-def parse_horizon(raw: str | None) -> int:
-    if raw is None or raw.strip() == "":
-        return DEFAULT_HORIZON
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 6:
-        raise ParamError("horizon", f"Must be a whole number of days, 30 or 90 (got {raw[:40]!r}).")
-    days = int(text)
-    if days > forecast.MAX_HORIZON_DAYS:
-        raise ParamError("horizon", f"At most {forecast.MAX_HORIZON_DAYS} days ahead (got {days}).")
-    if days < 1:
-        raise ParamError("horizon", "At least 1 day ahead.")
-    return days
+def parse_horizon(params: Any) -> int:
+    """``?horizon=``: days ahead, 1-366."""
+    return parse_param(params, HORIZON)
 
 
 def parse_filters(scope: InsightScope, params: Any) -> tuple[str | None, Environment | None]:
@@ -254,7 +245,7 @@ def chart(group: dict, start: datetime, days: list[dict]) -> dict:
             )
         if at.day in (1, 15) and hour >= 0:
             ticks.append({"x": x(hour), "label": at.strftime("%b %d")})
-    scale = [{"y": y(v), "label": f"{v:g}"} for v in _nice(top)]
+    scale = [{"y": y(v), "label": f"{v:g}"} for v in scale_ticks(top)]
     return {
         "width": CHART_LEFT + CHART_W + 10,
         "height": CHART_TOP + CHART_H + 24,
@@ -270,20 +261,6 @@ def chart(group: dict, start: datetime, days: list[dict]) -> dict:
         "top": CHART_TOP,
         "band_h": CHART_H,
     }
-
-
-def _nice(top: float) -> list[float]:
-    step = 1.0
-    for candidate in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000):
-        step = candidate
-        if top / candidate <= 5:
-            break
-    values = []
-    value = 0.0
-    while value <= top:
-        values.append(value)
-        value += step
-    return values
 
 
 def day_start(start: datetime, index: int) -> datetime:

@@ -40,7 +40,7 @@ from jobs import firing, schedule
 from jobs.models import HolidayCalendar, Job, JobStatus, MaintenanceWindow, Pool, Run, RunStatus
 
 from . import herds as herd_module
-from .common import store
+from .common import quantile, store
 from .models import ForecastSeries, InsightCache
 
 BUCKET_S = 900
@@ -69,16 +69,6 @@ JOB_FIELDS = (
     "pool",
     "sunset_on",
 )
-
-
-def quantile(ordered: list[float], q: float) -> float:
-    """The q-quantile of a sorted list (linear interpolation)."""
-    if not ordered:
-        return 0.0
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def day_key(day: date) -> str:

@@ -20,16 +20,20 @@ from governance.models import Tenant
 from jobs import schedule
 from jobs.models import Job
 
-from .common import InsightScope, ParamError, store
+from .common import HERD_THRESHOLD, InsightScope, parse_param, scale_ticks, store
 from .models import InsightCache
 
 KIND = "herds"
+# The page for a tenant-wide reader at the default threshold, worked out when the analysis is.
+VIEW_KIND = "herds_view"
 HORIZON_DAYS = 30
+# The page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
+PAGE_HOTSPOTS = 12
+PAGE_JOBS = 25
 MINUTES = 1440
-DEFAULT_THRESHOLD = 10.0
+DEFAULT_THRESHOLD = HERD_THRESHOLD.default
 # Minutes where at most this many runs start per day are never hotspots (a threshold is at least this).
-MIN_THRESHOLD = 1.0
-MAX_THRESHOLD = 100_000.0
+MIN_THRESHOLD = HERD_THRESHOLD.low
 _STEP = re.compile(r"^(?:\*|0|0-59)/([0-9]{1,2})$")
 
 
@@ -117,26 +121,42 @@ def compute(
         # job id -> [name, team, environment, cron, suggested cron or None, pattern now, pattern after or -1]
         "jobs": rows,
     }
-    return store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
+    entry = store(tenant, KIND, HORIZON_DAYS, params={"horizon_days": HORIZON_DAYS}, data=data, started=began)
+    store_view(entry)
+    return entry
+
+
+VIEW_PARAMS = {"horizon_days": HORIZON_DAYS, "threshold": DEFAULT_THRESHOLD}
+
+
+def store_view(entry: InsightCache) -> InsightCache:
+    """Cache the page as a tenant-wide reader sees it at the default threshold (what most readers
+    ask): the hotspots listed, the heatmap's paths and the curves, a few kilobytes, so the page
+    neither reads the per-job analysis nor works it through."""
+    began = time.perf_counter()
+    view = page(entry, InsightScope(None, entry.tenant, True), DEFAULT_THRESHOLD)
+    view["computed_at"] = schedule.isoz(entry.computed_at)
+    return store(entry.tenant, VIEW_KIND, HORIZON_DAYS, params=VIEW_PARAMS, data=view, started=began)
+
+
+def page(entry: InsightCache, scope: InsightScope, threshold: float) -> dict:
+    """What the page shows: the busiest PAGE_HOTSPOTS hotspots with their first PAGE_JOBS jobs, the
+    heatmap and the curves (not the curves' numbers: the API and the CSV have them)."""
+    found = analyse(entry, scope, threshold, max_jobs=PAGE_JOBS, max_hotspots=PAGE_HOTSPOTS)
+    busiest = sorted(found["hotspots"], key=lambda h: -h["starts"])[:PAGE_HOTSPOTS]
+    found["shown_hotspots"] = sorted(busiest, key=lambda h: h["minute"])
+    found["heat"] = heatmap(found["curve"], threshold)
+    found["curves"] = curves(found["curve"], found.pop("flattened"), threshold)
+    del found["curve"]
+    return found
 
 
 # --- reading the cache ---------------------------------------------------------------------
 
 
-def parse_threshold(raw: str | None) -> float:
+def parse_threshold(params: Any) -> float:
     """``?threshold=``: starts per day at one minute above which the minute is a hotspot."""
-    if raw is None or raw.strip() == "":
-        return DEFAULT_THRESHOLD
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise ParamError("threshold", f"Must be a number of starts per minute, e.g. 10 (got {raw[:40]!r}).") from None
-    if value != value or not (MIN_THRESHOLD <= value <= MAX_THRESHOLD):
-        raise ParamError(
-            "threshold",
-            f"Must be between {MIN_THRESHOLD:g} and {MAX_THRESHOLD:g} starts per minute (got {raw[:40]!r}).",
-        )
-    return value
+    return parse_param(params, HERD_THRESHOLD)
 
 
 def label(minute: int) -> str:
@@ -172,21 +192,27 @@ def analyse(
     listed = set(sorted(spots, key=lambda m: -curve[m])[:max_hotspots]) if max_hotspots is not None else set(spots)
     counted: Counter[int] = Counter()
     rewritable: Counter[int] = Counter()
+    # Jobs that start alike are counted together; only the listed hotspots name their jobs.
+    alike: Counter[tuple[int, bool, int]] = Counter()
+    listed_hits: dict[int, list[int]] = {}
     for job_id, row in data["jobs"].items():
         name, team, env, _cron, suggested, now_index, after_index = row
         found = hits.get(now_index)
         if found is None:
             found = hits[now_index] = [int(m) for m in patterns[now_index] if int(m) in hot]
+            listed_hits[now_index] = [m for m in found if m in listed]
         if not found or not scope.covers(team, env):
             continue
-        for minute in found:
-            counted[minute] += 1
+        alike[(now_index, bool(suggested), after_index)] += 1
+        for minute in listed_hits[now_index]:
+            spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
+    for (now_index, suggested, after_index), count in alike.items():
+        for minute in hits[now_index]:
+            counted[minute] += count
             if suggested:
-                rewritable[minute] += 1
-            if minute in listed:
-                spots[minute].append((-patterns[now_index][str(minute)], name, int(job_id), row))
+                rewritable[minute] += count
         if suggested:
-            moved[(now_index, after_index)] += 1
+            moved[(now_index, after_index)] += count
     flattened = list(curve)
     for (now_index, after_index), count in moved.items():
         for minute, starts in patterns[now_index].items():
@@ -265,61 +291,45 @@ CURVE_W, CURVE_H, CURVE_LEFT, CURVE_TOP = 900, 160, 44, 12
 
 def heatmap(curve: list[float], threshold: float) -> dict:
     """A 24 x 60 grid (hour x minute): each cell's shade grows with its starts (five levels);
-    cells above the threshold are hatched and outlined, so they read without colour."""
+    cells above the threshold are hatched and outlined, so they read without colour. Drawn as one
+    path per row and shade (and one for the row's hotspots), not a node per cell: ~150 SVG nodes
+    instead of 1,440+; the numbers are in the hourly table beside it (``hours``)."""
     top = max(max(curve, default=0.0), 1e-9)
-    rows = []
+    width, height = CELL_W - 1, CELL_H - 1
+    parts = []
+    hours = []
     for hour, values in enumerate(hourly(curve)):
-        cells = []
+        y = HEAT_TOP + hour * CELL_H
+        shades: list[list[str]] = [[] for _ in range(5)]
+        hot: list[str] = []
         for minute, value in enumerate(values):
             level = 0 if value <= 0 else min(4, 1 + int(value / top * 4))
-            cells.append(
-                {
-                    "x": HEAT_LEFT + minute * CELL_W,
-                    "level": level,
-                    "hot": value > threshold + 1e-9,
-                    "value": round(value, 2),
-                    "at": label(hour * 60 + minute),
-                }
-            )
-        rows.append(
+            cell = f"M{HEAT_LEFT + minute * CELL_W},{y}h{width}v{height}h-{width}z"
+            shades[level].append(cell)
+            if value > threshold + 1e-9:
+                hot.append(cell)
+        parts.append(f'<text x="0" y="{y + 12}" class="tick">{hour:02d}:00</text>')
+        parts.extend(f'<path d="{"".join(d)}" class="heat lvl-{level}"/>' for level, d in enumerate(shades) if d)
+        if hot:
+            parts.append(f'<path d="{"".join(hot)}" class="heat-hot" fill="url(#heat-hatch)"/>')
+        busiest = max(range(60), key=lambda m: values[m])
+        hours.append(
             {
-                "hour": f"{hour:02d}",
-                "y": HEAT_TOP + hour * CELL_H,
-                "text_y": HEAT_TOP + hour * CELL_H + 12,
-                "cells": cells,
+                "hour": f"{hour:02d}:00",
+                "starts": round(sum(values), 2),
+                "busiest": label(hour * 60 + busiest) if values[busiest] > 0 else "",
+                "busiest_starts": round(values[busiest], 2),
+                "hot": sum(1 for v in values if v > threshold + 1e-9),
             }
         )
     return {
-        "rows": rows,
-        "cells": _cells_svg(rows),
+        "cells": "".join(parts),
+        "hours": hours,
         "width": HEAT_LEFT + 60 * CELL_W + 8,
         "height": HEAT_TOP + 24 * CELL_H + 6,
-        "cell_w": CELL_W - 1,
-        "cell_h": CELL_H - 1,
         "minute_ticks": [{"x": HEAT_LEFT + m * CELL_W + CELL_W // 2, "label": f":{m:02d}"} for m in range(0, 60, 5)],
         "hot": sum(1 for v in curve if v > threshold + 1e-9),
     }
-
-
-def _cells_svg(rows: list[dict]) -> str:
-    """The heatmap's cells as SVG (numbers and labels made here only, nothing to escape): drawn in
-    Python, 1440 cells are too many for the template engine on every request."""
-    parts = []
-    for row in rows:
-        parts.append(f'<text x="0" y="{row["text_y"]}" class="tick">{row["hour"]}:00</text>')
-        for cell in row["cells"]:
-            hot = " hot" if cell["hot"] else ""
-            rect = f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" class="heat lvl-{cell["level"]}{hot}"'
-            if cell["value"]:
-                parts.append(f"{rect}><title>{cell['at']}: {cell['value']:g} starts a day</title></rect>")
-            else:
-                parts.append(rect + "/>")
-            if cell["hot"]:
-                parts.append(
-                    f'<rect x="{cell["x"]}" y="{row["y"]}" width="{CELL_W - 1}" height="{CELL_H - 1}" '
-                    'class="heat-hot" fill="url(#heat-hatch)"/>'
-                )
-    return "".join(parts)
 
 
 def curves(before: list[float], after: list[float], threshold: float) -> dict:
@@ -346,14 +356,5 @@ def curves(before: list[float], after: list[float], threshold: float) -> dict:
         "right": CURVE_LEFT + CURVE_W,
         "base": CURVE_TOP + CURVE_H,
         "ticks": [{"x": x(h * 60), "label": f"{h:02d}:00"} for h in range(0, 24, 3)],
-        "scale": [{"y": y(v), "label": f"{v:g}"} for v in _scale(top)],
+        "scale": [{"y": y(v), "label": f"{v:g}"} for v in scale_ticks(top)],
     }
-
-
-def _scale(top: float) -> list[float]:
-    step = 1.0
-    for candidate in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000):
-        step = candidate
-        if top / candidate <= 5:
-            break
-    return [i * step for i in range(int(top // step) + 1)]

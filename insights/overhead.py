@@ -17,10 +17,11 @@ from django.db.models.functions import Ceil, RowNumber
 from django.utils import timezone
 
 from governance.access import restrict
+from governance.dbtime import Seconds, UTCDay
 from governance.models import Environment
 from jobs.models import Attempt, Job, JobStatus, Run, RunStatus, TriggerKind
 
-from .review_common import Seconds, UTCDay, bar_chart, line_chart, visible_jobs
+from .common import bar_chart, line_chart, visible_jobs
 
 PARTS = [
     ("queue_wait_ms", "Queue wait", "queued until a worker claimed it"),

@@ -16,7 +16,7 @@ from governance.access import Action, can, get_object_or_404_for
 from governance.services import AccessDenied
 
 from . import overhead, rightsizing, zombies
-from .review_common import (
+from .common import (
     MIN_SAMPLES,
     PERIODS,
     THRESHOLD,

@@ -5,6 +5,7 @@ history what the user may see, and answers HTML with SVG charts and tables, or C
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,15 +13,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
-from governance.access import Action, can, get_object_or_404_for, record_denied
+from governance.access import Action, can, can_over, get_object_or_404_for, record_denied, tenant_ids
 from governance.errors import ServiceError
 from governance.services import AccessDenied
 
 from . import overhead, rightsizing, zombies
-from .review_common import (
+from .common import (
     MIN_SAMPLES,
     PERIODS,
     THRESHOLD,
@@ -28,21 +32,25 @@ from .review_common import (
     WINDOW,
     FloatParam,
     IntParam,
+    ParamError,
     bar_chart,
+    cached_page,
     csv_response,
     live_jobs,
+    page_tenant,
+    parse_format,
     parse_params,
 )
-
-FORMATS = ("html", "csv")
 
 
 def _params(request: HttpRequest, specs: Sequence[IntParam | FloatParam]) -> tuple[dict[str, Any], str]:
     """The page's parameters and format; ValidationError naming every bad one."""
     errors: dict[str, list[str]] = {}
-    fmt = request.GET.get("format") or "html"
-    if fmt not in FORMATS:
-        errors["format"] = [f"Must be one of: {', '.join(FORMATS)}."]
+    fmt = "html"
+    try:
+        fmt = parse_format(request.GET)
+    except ParamError as exc:
+        errors.update(exc.as_dict())
     try:
         values = parse_params(request.GET, specs)
     except ValidationError as exc:
@@ -71,6 +79,24 @@ def _bad_request(request, template: str, specs, exc: ValidationError, extra: dic
     return render(request, template, context, status=400)
 
 
+def _body(request: HttpRequest, template: str, kind: str, params: dict, context, *, tenant=None) -> str:
+    """The page's results: rendered from ``context()`` (which reads the run history) for this reader,
+    or, for a reader who sees the whole of one tenant (``tenant``), from the tenant's cached page.
+    Rendered without the request: the CSRF token of its forms is a placeholder put in here."""
+    placeholder = "csrf-" + secrets.token_hex(16)
+
+    def draw() -> str:
+        return render_to_string(template, {**context(), "csrf_token": placeholder, "csrf_placeholder": placeholder})
+
+    if tenant is None:
+        html = draw()
+    else:
+        html = cached_page(tenant, kind, params, lambda: f"{placeholder}\n{draw()}")
+        placeholder, _, html = html.partition("\n")
+    # The placeholder is random per rendering, so no text of a job can spell it.
+    return mark_safe(html.replace(placeholder, get_token(request)))  # noqa: S308 (rendered by a template)
+
+
 def _csv_query(request: HttpRequest) -> str:
     query = request.GET.copy()
     query["format"] = "csv"
@@ -88,35 +114,46 @@ def _rightsizing_page(request: HttpRequest, *, status: int = 200, error: str = "
         values, fmt = _params(request, RIGHTSIZING_PARAMS)
     except ValidationError as exc:
         return _bad_request(request, RIGHTSIZING_TEMPLATE, RIGHTSIZING_PARAMS, exc)
-    result = rightsizing.review(request.user, **values)
     if fmt == "csv" and status == 200:
+        result = rightsizing.review(request.user, **values)
         return csv_response("rightsizing", rightsizing.CSV_HEADER, rightsizing.csv_rows(result))
-    rows = []
-    for sizing in result.sized:
-        job = sizing.job
-        rows.append(
-            {
-                "sizing": sizing,
-                "summary": sizing.summary(),
-                "can_propose": can(request.user, Action.PROPOSE, job),
-                "proposal": {r.resource: r.recommended for r in sizing.recommendations},
-            }
+    tenant = page_tenant(request.user)
+    proposes = None
+    if tenant is not None:
+        # One cached page per tenant for readers who may propose for every job, one for those who may for none.
+        proposes = can_over(request.user, Action.PROPOSE, tenant.pk)
+        if not proposes and tenant.pk in tenant_ids(request.user, Action.PROPOSE):
+            tenant = None
+
+    def results() -> dict[str, Any]:
+        result = rightsizing.review(request.user, **values)
+        rows = []
+        for sizing in result.sized:
+            job = sizing.job
+            rows.append(
+                {
+                    "sizing": sizing,
+                    "summary": sizing.summary(),
+                    "can_propose": proposes if tenant is not None else can(request.user, Action.PROPOSE, job),
+                    "proposal": {r.resource: r.recommended for r in sizing.recommendations},
+                }
+            )
+        chart = bar_chart(
+            [
+                {
+                    "label": f"{s.job.name} · {r.label}",
+                    "value": r.ratio if r.direction == "lower" else 1.0 / max(r.ratio, 1e-9),
+                    "text": f"{r.current} → {r.recommended} {r.unit}",
+                }
+                for s, r in result.recommendations[:25]
+            ],
+            unit="×",
         )
-    chart = bar_chart(
-        [
-            {
-                "label": f"{s.job.name} · {r.label}",
-                "value": r.ratio if r.direction == "lower" else 1.0 / max(r.ratio, 1e-9),
-                "text": f"{r.current} → {r.recommended} {r.unit}",
-            }
-            for s, r in result.recommendations[:25]
-        ],
-        unit="×",
-    )
+        return {"result": result, "rows": rows, "chart": chart}
+
+    kind = "rightsizing_page_author" if proposes else "rightsizing_page"
     context = {
-        "result": result,
-        "rows": rows,
-        "chart": chart,
+        "body": _body(request, "insights/review_snippets/rightsizing_body.html", kind, values, results, tenant=tenant),
         "fields": _fields(request, RIGHTSIZING_PARAMS, values),
         "csv_query": _csv_query(request),
         "error": error,
@@ -160,6 +197,9 @@ def rightsizing_propose(request: HttpRequest, pk: int) -> HttpResponse:
 # --- zombie jobs ----------------------------------------------------------------------------------------
 
 ZOMBIE_PARAMS = [WINDOW, PERIODS]
+# The page lists this many findings (a tenant of thousands of idle jobs made a 7 MB page); the
+# CSV and the API list every one.
+PAGE_FINDINGS = 200
 ZOMBIE_TEMPLATE = "insights/review_zombies.html"
 
 
@@ -169,21 +209,27 @@ def zombies_page(request: HttpRequest) -> HttpResponse:
         values, fmt = _params(request, ZOMBIE_PARAMS)
     except ValidationError as exc:
         return _bad_request(request, ZOMBIE_TEMPLATE, ZOMBIE_PARAMS, exc)
-    result = zombies.review(request.user, **values)
     if fmt == "csv":
+        result = zombies.review(request.user, **values)
         return csv_response("zombie-jobs", zombies.CSV_HEADER, zombies.csv_rows(result))
-    counts = result.counts()
-    chart = bar_chart(
-        [
-            {"label": c["kind"].label, "value": c["n"], "text": f"{c['n']} job{'s' if c['n'] != 1 else ''}"}
-            for c in counts
-        ],
-        unit="jobs",
-    )
+
+    def results() -> dict[str, Any]:
+        result = zombies.review(request.user, **values)
+        counts = result.counts()
+        chart = bar_chart(
+            [
+                {"label": c["kind"].label, "value": c["n"], "text": f"{c['n']} job{'s' if c['n'] != 1 else ''}"}
+                for c in counts
+            ],
+            unit="jobs",
+        )
+        return {"result": result, "counts": counts, "shown": result.findings[:PAGE_FINDINGS], "chart": chart}
+
+    tenant = page_tenant(request.user)
     context = {
-        "result": result,
-        "counts": counts,
-        "chart": chart,
+        "body": _body(
+            request, "insights/review_snippets/zombies_body.html", "zombies_page", values, results, tenant=tenant
+        ),
         "fields": _fields(request, ZOMBIE_PARAMS, values),
         "csv_query": _csv_query(request),
     }
@@ -202,12 +248,18 @@ def overhead_page(request: HttpRequest) -> HttpResponse:
         values, fmt = _params(request, OVERHEAD_PARAMS)
     except ValidationError as exc:
         return _bad_request(request, OVERHEAD_TEMPLATE, OVERHEAD_PARAMS, exc)
-    result = overhead.review(request.user, **values)
     if fmt == "csv":
+        result = overhead.review(request.user, **values)
         return csv_response("overhead", overhead.CSV_HEADER, overhead.csv_rows(result))
+
+    def results() -> dict[str, Any]:
+        return {"result": overhead.review(request.user, **values), "parts": overhead.PARTS}
+
+    tenant = page_tenant(request.user)
     context = {
-        "result": result,
-        "parts": overhead.PARTS,
+        "body": _body(
+            request, "insights/review_snippets/overhead_body.html", "overhead_page", values, results, tenant=tenant
+        ),
         "fields": _fields(request, OVERHEAD_PARAMS, values),
         "csv_query": _csv_query(request),
     }

@@ -19,10 +19,11 @@ from django.utils import timezone
 
 from approvals.models import ChangeRequest
 from approvals.services import propose_change
+from governance.dbtime import Seconds
 from jobs.execution_spec import LIMIT_KEYS
 from jobs.models import Job, JobKind, Run, RunStatus
 
-from .review_common import Seconds, percentile, round_up_mb, round_up_seconds, visible_jobs
+from .common import percentile, round_up_mb, round_up_seconds, visible_jobs
 
 # Runs read per job: enough for a p95 that means something, bounded so a job running every minute
 # costs what a daily one does.

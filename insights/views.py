@@ -19,7 +19,16 @@ from django.views.decorators.http import require_POST
 from governance.access import Action, record_denied, tenant_ids
 
 from . import capacity, forecast, herds
-from .common import InsightScope, ParamError, cached, csv_response, insight_tenants, scope_for, wants_csv
+from .common import (
+    InsightScope,
+    ParamError,
+    cached,
+    csv_response,
+    forget_pages,
+    insight_tenants,
+    scope_for,
+    wants_csv,
+)
 from .models import InsightCache
 from .services import propose_stagger
 
@@ -36,9 +45,6 @@ PAGES = [
     ("insights_zombies", "Zombie jobs", "Jobs that fail, run for nobody or belong to no one."),
     ("insights_overhead", "Overhead", "Queue wait, startup and recording per run; the scheduler's lag."),
 ]
-# The herds page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
-PAGE_HOTSPOTS = 12
-PAGE_JOBS = 25
 # Someone may ask for a recomputation at most this often per tenant and horizon.
 REFRESH_COOLDOWN = timedelta(minutes=1)
 
@@ -102,12 +108,17 @@ def capacity_page(request):
     errors: dict[str, list[str]] = {}
     horizon = capacity.DEFAULT_HORIZON
     pool = environment = None
+    csv_wanted = False
     try:
-        horizon = capacity.parse_horizon(params.get("horizon"))
+        horizon = capacity.parse_horizon(params)
     except ParamError as exc:
         errors.update(exc.as_dict())
     try:
         pool, environment = capacity.parse_filters(scope, params)
+    except ParamError as exc:
+        errors.update(exc.as_dict())
+    try:
+        csv_wanted = wants_csv(params)
     except ParamError as exc:
         errors.update(exc.as_dict())
     context.update(_choices(scope))
@@ -115,7 +126,6 @@ def capacity_page(request):
         context["errors"] = errors
         return render(request, "insights/capacity.html", context, status=400)
     entry = capacity.entry_for(scope, horizon)
-    csv_wanted = wants_csv(params)
     found = capacity.read(entry, scope, pool, environment, detail=None if csv_wanted else capacity.MAX_CHARTS)
     if csv_wanted:
         return _capacity_csv(scope, found)
@@ -157,7 +167,7 @@ def _capacity_csv(scope: InsightScope, found: dict) -> HttpResponse:
                     " ".join(flags),
                 ]
 
-    name = f"capacity-{scope.tenant.slug}-{found['horizon_days']}d.csv"
+    name = f"capacity-{scope.tenant.slug}-{found['horizon_days']}d"
     header = ["bucket_start", "pool", "environment", "expected_p50", "expected_p90", "slots", "over", "peaks"]
     return csv_response(name, header, rows())
 
@@ -170,26 +180,27 @@ def herds_page(request):
     if scope is None:
         return render(request, "insights/herds.html", context)
     try:
-        threshold = herds.parse_threshold(request.GET.get("threshold"))
+        threshold = herds.parse_threshold(request.GET)
+        csv_wanted = wants_csv(request.GET)
     except ParamError as exc:
         context["errors"] = exc.as_dict()
         return render(request, "insights/herds.html", context, status=400)
-    csv_wanted = wants_csv(request.GET)
-    found = herds.analyse(
-        herds_entry(scope),
-        scope,
-        threshold,
-        max_jobs=None if csv_wanted else PAGE_JOBS,
-        max_hotspots=None if csv_wanted else PAGE_HOTSPOTS,
-    )
     if csv_wanted:
-        return _herds_csv(scope, found)
-    context.update(found)
-    busiest = sorted(found["hotspots"], key=lambda h: -h["starts"])[:PAGE_HOTSPOTS]
-    context["shown_hotspots"] = sorted(busiest, key=lambda h: h["minute"])
+        return _herds_csv(scope, herds.analyse(herds_entry(scope), scope, threshold))
+    if scope.full and threshold == herds.DEFAULT_THRESHOLD:
+        view = cached(
+            scope.tenant,
+            herds.VIEW_KIND,
+            herds.HORIZON_DAYS,
+            lambda: herds.store_view(herds_entry(scope)),
+            params=herds.VIEW_PARAMS,
+        )
+        context.update(view.data)
+        context["computed_at"] = view.computed_at
+    else:
+        context.update(herds.page(herds_entry(scope), scope, threshold))
     context["can_propose"] = request.user.is_superuser or scope.tenant.pk in tenant_ids(request.user, Action.PROPOSE)
-    context["heat"] = herds.heatmap(found["curve"], threshold)
-    context["curves"] = herds.curves(found["curve"], found["flattened"], threshold)
+    context["job_url"] = reverse("job_detail", args=[0]).removesuffix("0/")
     return render(request, "insights/herds.html", context)
 
 
@@ -219,7 +230,7 @@ def _herds_csv(scope: InsightScope, found: dict) -> HttpResponse:
                 ]
 
     header = ["minute_utc", "starts_per_day", "starts_per_day_after", "job_id", "job", "cron", "suggested_cron"]
-    return csv_response(f"herds-{scope.tenant.slug}.csv", header, rows())
+    return csv_response(f"herds-{scope.tenant.slug}", header, rows())
 
 
 @login_required
@@ -272,6 +283,7 @@ def refresh(request):
         messages.info(request, "The insights were computed less than a minute ago.")
     else:
         forecast.refresh([scope.tenant])
+        forget_pages(scope.tenant)
         messages.success(request, f"Insights of {scope.tenant.name} recomputed.")
     back = request.POST.get("next") or ""
     if not back.startswith("/insights/") or "//" in back:

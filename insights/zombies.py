@@ -23,7 +23,7 @@ from django.utils import timezone
 from governance.models import ScopeGroupRole, ScopeUserRole
 from jobs.models import HAS_DEPENDENCIES, Job, JobKind, JobStatus, Run, RunStatus
 
-from .review_common import visible_jobs
+from .common import visible_jobs
 
 FAILED = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST)
 # Runs that ended (a period of the schedule that came and went), skipped and cancelled ones included.

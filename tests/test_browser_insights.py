@@ -33,7 +33,7 @@ def test_the_insights_pages_render_and_an_author_proposes_a_stagger(browser, liv
     page.screenshot(path=str(ARTIFACTS / "insights-capacity.png"), full_page=True)
 
     page.goto(f"{live_server.url}/insights/capacity/?horizon=400")
-    assert "At most 366 days" in page.locator("#f-horizon-error").inner_text()
+    assert "between 1 and 366; got '400'" in page.locator("#f-horizon-error").inner_text()
 
     page.goto(f"{live_server.url}/insights/herds/")
     page.wait_for_selector("[data-testid=herd-heatmap] svg")

@@ -266,7 +266,7 @@ def test_pages_read_the_cache_until_it_is_stale_and_the_nightly_command_fills_it
     InsightCache.objects.all().delete()
     call_command("refresh_insights", "--tenant", "acme", verbosity=0)
     kinds = set(InsightCache.objects.filter(tenant=cast.acme).values_list("kind", "horizon_days"))
-    assert kinds == {("capacity", 30), ("capacity", 90), ("herds", 30)}
+    assert kinds == {("capacity", 30), ("capacity", 90), ("herds", 30), ("herds_view", 30)}
     assert ForecastSeries.objects.filter(cache__tenant=cast.acme, team__isnull=True, pool="batch").count() == 2
     first = InsightCache.objects.get(tenant=cast.acme, kind="capacity", horizon_days=30).computed_at
     capacity(cast.viewer)

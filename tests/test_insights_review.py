@@ -280,3 +280,66 @@ def test_the_pages_ask_for_a_sign_in(world, db):
         assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
     for name in APIS.values():
         assert Client().get(reverse(name)).status_code in (401, 403)
+
+
+# --- the cached pages --------------------------------------------------------------------------------
+
+
+def run_queries(client: Client, path: str) -> list[str]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(path).status_code == 200
+    return [q["sql"] for q in captured if "jobs_run" in q["sql"]]
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_a_tenant_wide_reader_reads_the_cached_page_until_a_job_changes(world, db, page):
+    from django.utils import timezone
+
+    from insights.models import InsightCache
+    from jobs.models import Job
+
+    client = client_for(world.cast.viewer)
+    path = reverse(PAGES[page])
+    assert run_queries(client, path), "the first reader works the page out from the run history"
+    entry = InsightCache.objects.get(tenant=world.cast.acme, kind=f"{page}_page")
+    assert run_queries(client_for(world.cast.admin if page != "rightsizing" else world.cast.viewer), path) == []
+    # Other parameters, or a job changed since: worked out again.
+    assert run_queries(client, path + "?window=20")
+    assert run_queries(client, path + "?window=20") == []
+    Job.objects.filter(tenant=world.cast.acme).update(updated_at=timezone.now())
+    assert run_queries(client, path + "?window=20")
+    assert InsightCache.objects.get(pk=entry.pk).computed_at > entry.computed_at
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_a_narrowed_reader_never_gets_the_tenant_wide_cached_page(world, db, page):
+    path = reverse(PAGES[page])
+    wide = client_for(world.cast.viewer).get(path).content.decode()
+    assert "payments.plant" in wide
+    narrowed = client_for(world.cast.data_viewer)
+    assert run_queries(narrowed, path), "a narrowed reader's page is worked out for them"
+    assert "payments.plant" not in narrowed.get(path).content.decode()
+
+
+def test_the_cached_rightsizing_page_carries_each_readers_own_csrf_token_and_rights(world, db):
+    from approvals.models import ChangeRequest
+
+    path = reverse("insights_rightsizing")
+    viewer_page = client_for(world.cast.viewer).get(path).content.decode()
+    assert "Propose the new limits" not in viewer_page and "An author of this team proposes." in viewer_page
+    for index, user in enumerate((world.cast.author, world.cast.admin)):
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        html = client.get(path).content.decode()
+        forms = re.findall(r'<form method="post" action="(/insights/rightsizing/\d+/propose/)".*?</form>', html, re.S)
+        form = re.findall(r'<form method="post" action="/insights/rightsizing/\d+/propose/".*?</form>', html, re.S)[
+            index
+        ]
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)"', form))
+        assert fields["csrfmiddlewaretoken"] != "" and not fields["csrfmiddlewaretoken"].startswith("csrf-")
+        response = client.post(forms[index], fields)
+        assert response.status_code == 302, re.findall(r'propose-error">([^<]+)', response.content.decode())
+    assert ChangeRequest.objects.filter(author__in=[world.cast.author, world.cast.admin]).count() == 2
