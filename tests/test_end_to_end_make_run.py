@@ -49,13 +49,13 @@ def test_the_launcher_serves_the_app_and_stops_every_process_on_sigterm(transact
     try:
         launcher.wait_for("Ctrl-C stops everything.", timeout=120)
         # The banner is printed by a short-lived `cat`: give the launcher a moment to reap it
-        # so only the four long-lived parts (OpenBao, web, scheduler, workers) are counted.
+        # so only the five long-lived parts (OpenBao, web, scheduler, workers, monitor) are counted.
         deadline = time.monotonic() + 10
         children = children_of(launcher.proc.pid)
-        while len(children) != 4 and time.monotonic() < deadline:
+        while len(children) != 5 and time.monotonic() < deadline:
             time.sleep(0.1)
             children = children_of(launcher.proc.pid)
-        assert len(children) == 4, launcher.output()
+        assert len(children) == 5, launcher.output()
 
         login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=10)
         assert login.status_code == 200 and 'name="password"' in login.text

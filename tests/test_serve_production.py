@@ -122,9 +122,9 @@ def test_serve_runs_gunicorn_whitenoise_schedulers_and_workers_on_postgresql_and
         up_after = serve.wait_for("Governor is serving on", timeout=150)
         print(f"serve.sh: checks, collectstatic, migrate and start in {up_after:.1f}s")
         children = children_of(serve.proc.pid)
-        # One web server, two schedulers, two worker clusters, each its own process group.
-        assert len(children) == 5, serve.output()
-        assert "web scheduler-1 scheduler-2 workers-1 workers-2" in serve.output()
+        # One web server, two schedulers, two worker clusters and the monitor, each its own process group.
+        assert len(children) == 6, serve.output()
+        assert "web scheduler-1 scheduler-2 workers-1 workers-2 monitor" in serve.output()
 
         login = httpx.get(f"{base}/login/", headers=HTTPS, timeout=10)
         assert login.status_code == 200 and 'name="password"' in login.text
