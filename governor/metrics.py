@@ -31,7 +31,9 @@ from prometheus_client.registry import Collector
 
 from governance.dbtime import Seconds
 from governance.models import Environment
-from jobs.models import Alert, Job, JobStatus, Pool, Run, RunStatus, SchedulerLease
+from jobs.models import Job, JobStatus, Pool, Run, RunStatus, SchedulerLease
+from monitoring.models import Incident
+from monitoring.models.incidents import OPEN_STATES
 from notifications.models import DeliveryAttempt, Notification, NotificationState
 
 # Upper bounds (seconds) of the run duration histogram; +Inf is added.
@@ -227,17 +229,17 @@ class GovernorCollector(Collector):
     def _incidents(self) -> Metric:
         family = GaugeMetricFamily(
             "governor_open_incidents",
-            "Unresolved alerts, per tenant, environment and kind.",
-            labels=["tenant", "environment", "kind"],
+            "Triggered or acknowledged incidents, per tenant, environment, kind and severity.",
+            labels=["tenant", "environment", "kind", "severity"],
         )
         rows = (
-            Alert.objects.filter(resolved_at__isnull=True)
-            .values_list("tenant__slug", "job__environment__slug", "kind")
+            Incident.objects.filter(state__in=OPEN_STATES)
+            .values_list("tenant__slug", "environment__slug", "kind", "severity")
             .annotate(n=Count("id"))
-            .order_by("tenant__slug", "job__environment__slug", "kind")
+            .order_by("tenant__slug", "environment__slug", "kind", "severity")
         )
-        for tenant, environment, kind, n in rows:
-            family.add_metric([tenant, environment, kind], n)
+        for tenant, environment, kind, severity, n in rows:
+            family.add_metric([tenant, environment or "", kind, severity], n)
         return family
 
     def _notifications(self, now, since) -> Iterator[Metric]:

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from governor.settings import env_networks
 from jobs.models import Alert, AlertKind, JobStatus, Pool, Run, RunStatus, SchedulerLease
+from monitoring.incident_listeners import incident_from_alert
 
 TOKEN = "m" * 40
 OUTSIDE = "203.0.113.9"
@@ -85,6 +86,9 @@ def planted(cast):
     Alert.objects.create(tenant=cast.acme, job=ledger, kind=AlertKind.LOST_RUN, message="lost again")
     Alert.objects.create(tenant=cast.acme, job=report, kind=AlertKind.STUCK_QUEUED, message="stuck")
     Alert.objects.create(tenant=cast.acme, job=report, kind=AlertKind.STUCK_QUEUED, message="over", resolved_at=now)
+    # Each open alert becomes its job's incident (two of one job and kind: one incident).
+    for alert in Alert.objects.filter(resolved_at__isnull=True).order_by("id"):
+        incident_from_alert(alert)
     return ledger, report, backup
 
 
@@ -157,8 +161,12 @@ def test_scheduler_lag_lease_pools_and_open_incidents(client, planted):
     assert value(pools, "governor_pool_active_runs", **idle) == 0
     assert value(pools, "governor_pool_slots", **idle) == 5
     incidents = families["governor_open_incidents"]
-    assert value(incidents, "governor_open_incidents", tenant="acme", environment="dev", kind="lost_run") == 2
-    assert value(incidents, "governor_open_incidents", tenant="acme", environment="prod", kind="stuck_queued") == 1
+
+    def open_incidents(**labels) -> float:
+        return sum(s.value for s in incidents if all(s.labels[k] == v for k, v in labels.items()))
+
+    assert open_incidents(tenant="acme", environment="dev", kind="lost_run") == 1
+    assert open_incidents(tenant="acme", environment="prod", kind="stuck_queued") == 1
     assert len(incidents) == 2
 
 
