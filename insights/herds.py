@@ -26,6 +26,8 @@ from .models import InsightCache
 KIND = "herds"
 # The page for a tenant-wide reader at the default threshold, worked out when the analysis is.
 VIEW_KIND = "herds_view"
+# The page at the threshold asked last, when it is not the default (one entry per tenant).
+ASKED_VIEW_KIND = "herds_view_asked"
 HORIZON_DAYS = 30
 # The page lists the busiest hotspots and the first jobs of each (the CSV and the API all).
 PAGE_HOTSPOTS = 12
@@ -137,6 +139,31 @@ def store_view(entry: InsightCache) -> InsightCache:
     view = page(entry, InsightScope(None, entry.tenant, True), DEFAULT_THRESHOLD)
     view["computed_at"] = schedule.isoz(entry.computed_at)
     return store(entry.tenant, VIEW_KIND, HORIZON_DAYS, params=VIEW_PARAMS, data=view, started=began)
+
+
+def analysed_at(tenant) -> str:
+    """When the tenant's analysis was computed ("" if never): one indexed read of one column, so a
+    cached view can tell it was drawn from the current analysis without loading it."""
+    at = (
+        InsightCache.objects.filter(tenant=tenant, kind=KIND, horizon_days=HORIZON_DAYS)
+        .values_list("computed_at", flat=True)
+        .first()
+    )
+    return schedule.isoz(at) if at else ""
+
+
+def asked_view_params(threshold: float, analysis: str) -> dict:
+    return {**VIEW_PARAMS, "threshold": threshold, "analysis": analysis}
+
+
+def store_asked_view(entry: InsightCache, threshold: float) -> InsightCache:
+    """Cache the page at a threshold a reader asked for (the last one asked, per tenant): readers
+    who keep a threshold of their own read it as cheaply as the default one."""
+    began = time.perf_counter()
+    view = page(entry, InsightScope(None, entry.tenant, True), threshold)
+    view["computed_at"] = schedule.isoz(entry.computed_at)
+    params = asked_view_params(threshold, schedule.isoz(entry.computed_at))
+    return store(entry.tenant, ASKED_VIEW_KIND, HORIZON_DAYS, params=params, data=view, started=began)
 
 
 def page(entry: InsightCache, scope: InsightScope, threshold: float) -> dict:

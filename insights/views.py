@@ -197,6 +197,16 @@ def herds_page(request):
         )
         context.update(view.data)
         context["computed_at"] = view.computed_at
+    elif scope.full:
+        view = cached(
+            scope.tenant,
+            herds.ASKED_VIEW_KIND,
+            herds.HORIZON_DAYS,
+            lambda: herds.store_asked_view(herds_entry(scope), threshold),
+            params=herds.asked_view_params(threshold, herds.analysed_at(scope.tenant)),
+        )
+        context.update(view.data)
+        context["computed_at"] = view.computed_at
     else:
         context.update(herds.page(herds_entry(scope), scope, threshold))
     context["can_propose"] = request.user.is_superuser or scope.tenant.pk in tenant_ids(request.user, Action.PROPOSE)

@@ -318,3 +318,28 @@ def test_the_pages_cost_as_many_queries_with_more_jobs(cast, planted):
     )
     forecast.refresh([cast.acme])
     assert [queries(user) for user in readers] == before
+
+
+def test_a_threshold_of_the_readers_own_is_served_from_the_cache_after_its_first_ask(cast, planted):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = browser(cast.viewer)
+    first = client.get("/insights/herds/?threshold=5")
+    assert first.status_code == 200
+    asked = InsightCache.objects.get(tenant=cast.acme, kind="herds_view_asked")
+    assert asked.params["threshold"] == 5
+    with CaptureQueriesContext(connection) as ctx:
+        again = client.get("/insights/herds/?threshold=5")
+    # The same page (but for each response's own CSRF token), read from the stored view: the
+    # per-job analysis is not loaded.
+    import re
+
+    def page(response) -> str:
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", response.content.decode())
+
+    assert page(again) == page(first)
+    assert not any("\"kind\" = 'herds'" in q["sql"] and '"data"' in q["sql"] for q in ctx.captured_queries)
+    # Another threshold replaces it; the default one is untouched.
+    assert client.get("/insights/herds/?threshold=7").status_code == 200
+    assert InsightCache.objects.get(tenant=cast.acme, kind="herds_view_asked").params["threshold"] == 7
