@@ -8,7 +8,7 @@ from django import forms
 
 from jobs.models import WindowPolicy
 from jobs.schedule import isoz
-from monitoring.models import RecoveryActionKind, Severity
+from monitoring.models import RECOVERY_RULE_FIELDS, RecoveryActionKind, Severity
 
 from .forms import ProposalForm
 
@@ -184,27 +184,7 @@ def _numbers(raw: str) -> list[int]:
 class RecoveryRuleForm(ConfigProposalForm):
     """A recovery rule (monitoring.recovery_rules validates it against the environment's live jobs)."""
 
-    field_order = [
-        "place",
-        "name",
-        "job",
-        "team",
-        "exit_codes",
-        "output_pattern",
-        "http_statuses",
-        "action",
-        "retry_attempts",
-        "retry_delay_seconds",
-        "retry_factor",
-        "remediation_job",
-        "severity",
-        "max_actions",
-        "window_minutes",
-        "justification",
-        "ticket",
-        "apply_after",
-        "emergency",
-    ]
+    field_order = ["place", *RECOVERY_RULE_FIELDS, "justification", "ticket", "apply_after", "emergency"]
 
     place = forms.ChoiceField(label="Environment")
     name = forms.SlugField(max_length=100, help_text="e.g. retry-on-lock.")

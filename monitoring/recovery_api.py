@@ -12,7 +12,7 @@ from rest_framework.filters import OrderingFilter
 from governance.api import EnvironmentRefSerializer, RestrictedViewSet, TenantRefSerializer, ref_filter
 from jobs.config_api import ConfigViewSet
 
-from .models import RecoveryAction, RecoveryRule
+from .models import RECOVERY_RULE_FIELDS, RecoveryAction, RecoveryRule
 
 
 class RecoveryRuleSerializer(serializers.ModelSerializer):
@@ -25,25 +25,14 @@ class RecoveryRuleSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = RecoveryRule
+        # Where the rule lives, then its definition in diff order (name first), then its provenance.
         fields = [
             "id",
             "url",
             "name",
             "tenant",
             "environment",
-            "job",
-            "team",
-            "exit_codes",
-            "output_pattern",
-            "http_statuses",
-            "action",
-            "retry_attempts",
-            "retry_delay_seconds",
-            "retry_factor",
-            "remediation_job",
-            "severity",
-            "max_actions",
-            "window_minutes",
+            *RECOVERY_RULE_FIELDS[1:],
             "change_request_id",
             "updated_at",
         ]
