@@ -26,7 +26,6 @@ from jobs.models import DEFINITION_FIELDS, Criticality, Job, JobStatus
 from jobs.preview import compare_definitions, preview_definition, window_warnings
 
 from .config_changes import is_stale as config_stale
-from .errors import ChangeError
 from .forms import (
     CommentForm,
     JobDefinitionForm,
@@ -503,17 +502,25 @@ def change_approve(request, pk: int):
     return _decide(request, pk, approve_change, "approved")
 
 
+def _reject_error_page(request, error: UIError, pk: int, **kwargs):
+    """``service_errors`` page of a refused rejection: the page again with the error, a refusal recorded.
+    After a conflict the confirmation step carries the current revision, keeping the reason."""
+    change = _change(request, pk)
+    error.record(request, Action.REVIEW, change)
+    form = RejectForm(initial={"revision": change.revision, "reason": (request.POST.get("reason") or "").strip()})
+    return _change_page(request, change, reject_form=form, error=error.message, status=error.status)
+
+
 @login_required
 @require_POST
-@service_errors(_review_error_page)
+@service_errors(_reject_error_page)
 def change_reject(request, pk: int):
     """The confirmation step of a rejection posts here; without a reason nothing is recorded."""
     change = _change(request, pk)
     refusal = review_refusal(request.user, change)
     if refusal:
         # Someone who may not review learns that, not what the form lacks.
-        record_denied(request.user, Action.REVIEW, change, reason=refusal)
-        return _change_page(request, change, error=refusal, status=403)
+        raise AccessDenied(refusal)
     form = RejectForm(request.POST)
     if not form.is_valid():
         error = " ".join(str(message) for message in form.errors.get("revision", []))
@@ -525,19 +532,13 @@ def change_reject(request, pk: int):
     except ValidationError as exc:
         form.add_error("reason", exc.message_dict.get("reason", exc.messages))
         return _change_page(request, change, reject_form=form, status=400)
-    except AccessDenied as exc:
-        record_denied(request.user, Action.REVIEW, change, reason=str(exc))
-        return _change_page(request, _change(request, pk), reject_form=form, error=str(exc), status=403)
-    except ChangeError as exc:
-        fresh = _change(request, pk)
-        form = RejectForm(initial={"revision": fresh.revision, "reason": form.cleaned_data["reason"]})
-        return _change_page(request, fresh, reject_form=form, error=exc.message, status=409)
     messages.success(request, f"You rejected CR-{change.pk}; its author sees your reason and may resubmit it.")
     return redirect("change_detail", pk=change.pk)
 
 
 @login_required
 @require_POST
+@service_errors(_change_error_page("resubmit", ResubmitForm, "resubmit_form"))
 def change_resubmit(request, pk: int):
     """Resubmit a rejected request with a new justification and the same proposal (the edit form
     revises and resubmits job definitions)."""
@@ -556,11 +557,6 @@ def change_resubmit(request, pk: int):
     except ValidationError as exc:
         form.add_error("justification", exc.message_dict.get("justification", exc.messages))
         return _change_page(request, change, resubmit_form=form, status=400)
-    except AccessDenied as exc:
-        record_denied(request.user, "resubmit", change, reason=str(exc))
-        return _change_page(request, _change(request, pk), resubmit_form=form, error=str(exc), status=403)
-    except ChangeError as exc:
-        return _change_page(request, _change(request, pk), resubmit_form=form, error=exc.message, status=409)
     announce(request, change)
     return redirect("change_detail", pk=change.pk)
 
