@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from governance.actors import Actor
-from governance.models import Environment
+from governance.models import Environment, Tenant
 from jobs import calendars, pools
 from jobs.models import HolidayCalendar, MaintenanceWindow, Pool
 from monitoring import recovery_rules, rule_params, rule_services
@@ -33,169 +33,117 @@ from .models import CONFIG_FIELD_ORDER, ChangeAction, ChangeRequest, TargetKind
 
 @dataclass(frozen=True)
 class Kind:
-    """What change control needs to know about one kind of configuration object."""
+    """What change control needs to know about one kind of configuration object.
+
+    ``cleans``, ``applies`` and ``deletes`` are the kind's own functions (in jobs or monitoring). All
+    name the live object by one keyword, ``target_arg`` (``pool=``, ``rule=``; None for a create), and
+    take ``environment=`` unless the kind is tenant-wide only (``environment`` "never"); ``clean``,
+    ``apply`` and ``delete`` below call them so. A new kind is one entry in ``KINDS``.
+    """
 
     kind: TargetKind
     model: type[models.Model]
     # Windows may be tenant-wide or per environment; calendars are tenant-wide; pools per environment.
     environment: str  # "optional" | "never" | "required"
-    clean: Callable[..., dict]  # (data, tenant=, environment=, target=) -> definition
+    target_arg: str
     definition: Callable[[Any], dict]  # live object -> definition
-    apply: Callable[..., models.Model]  # (actor=, tenant=, environment=, definition=, target=, cr id, reason)
-    delete: Callable[..., None]  # (actor=, target=, change_request_id=, change_reason=)
+    # (data, tenant=, environment=, <target_arg>=) -> definition
+    cleans: Callable[..., dict]
+    # (actor=, tenant=, environment=, definition=, <target_arg>=, change_request_id=, change_reason=) -> object
+    applies: Callable[..., models.Model]
+    # (actor=, <target_arg>=, change_request_id=, change_reason=)
+    deletes: Callable[..., None]
 
     @property
     def label(self) -> str:
         return str(TargetKind(self.kind).label).lower()
 
+    def _where(self, environment: Environment | None, target: Any) -> dict[str, Any]:
+        where = {self.target_arg: target}
+        if self.environment != "never":
+            where["environment"] = environment
+        return where
 
-def _clean_window(data, *, tenant, environment, target):
-    return calendars.clean_window(data, tenant=tenant, environment=environment)
+    def clean(self, data: Any, *, tenant: Tenant, environment: Environment | None, target: Any) -> dict:
+        return self.cleans(data, tenant=tenant, **self._where(environment, target))
 
+    def apply(
+        self,
+        *,
+        actor: Actor,
+        tenant: Tenant,
+        environment: Environment | None,
+        definition: dict,
+        target: Any,
+        change_request_id: int | None,
+        change_reason: str | None,
+    ) -> models.Model:
+        return self.applies(
+            actor=actor,
+            tenant=tenant,
+            definition=definition,
+            change_request_id=change_request_id,
+            change_reason=change_reason,
+            **self._where(environment, target),
+        )
 
-def _apply_window(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
-    return calendars.apply_maintenance_window(
-        actor=actor,
-        tenant=tenant,
-        environment=environment,
-        definition=definition,
-        window=target,
-        change_request_id=change_request_id,
-        change_reason=change_reason,
-    )
-
-
-def _delete_window(*, actor: Actor, target, change_request_id, change_reason):
-    calendars.delete_maintenance_window(
-        actor=actor, window=target, change_request_id=change_request_id, change_reason=change_reason
-    )
-
-
-def _clean_calendar(data, *, tenant, environment, target):
-    return calendars.clean_calendar(data, tenant=tenant, calendar=target)
-
-
-def _apply_calendar(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
-    return calendars.apply_holiday_calendar(
-        actor=actor,
-        tenant=tenant,
-        definition=definition,
-        calendar=target,
-        change_request_id=change_request_id,
-        change_reason=change_reason,
-    )
-
-
-def _delete_calendar(*, actor: Actor, target, change_request_id, change_reason):
-    calendars.delete_holiday_calendar(
-        actor=actor, calendar=target, change_request_id=change_request_id, change_reason=change_reason
-    )
-
-
-def _clean_pool(data, *, tenant, environment, target):
-    return pools.clean_pool_change(data, tenant=tenant, environment=environment, pool=target)
-
-
-def _apply_pool(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
-    return pools.apply_pool(
-        actor=actor,
-        tenant=tenant,
-        environment=environment,
-        definition=definition,
-        pool=target,
-        change_request_id=change_request_id,
-        change_reason=change_reason,
-    )
-
-
-def _delete_pool(*, actor: Actor, target, change_request_id, change_reason):
-    pools.delete_pool(actor=actor, pool=target, change_request_id=change_request_id, change_reason=change_reason)
-
-
-def _apply_recovery_rule(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
-    return recovery_rules.apply_rule(
-        actor=actor,
-        tenant=tenant,
-        environment=environment,
-        definition=definition,
-        rule=target,
-        change_request_id=change_request_id,
-        change_reason=change_reason,
-    )
-
-
-def _clean_alert_rule(data, *, tenant, environment, target):
-    return rule_params.clean_rule(data, tenant=tenant, environment=environment, rule=target)
-
-
-def _apply_alert_rule(*, actor: Actor, tenant, environment, definition, target, change_request_id, change_reason):
-    return rule_services.apply_alert_rule(
-        actor=actor,
-        tenant=tenant,
-        environment=environment,
-        definition=definition,
-        rule=target,
-        change_request_id=change_request_id,
-        change_reason=change_reason,
-    )
-
-
-def _delete_recovery_rule(*, actor: Actor, target, change_request_id, change_reason):
-    recovery_rules.delete_rule(
-        actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
-    )
-
-
-def _delete_alert_rule(*, actor: Actor, target, change_request_id, change_reason):
-    rule_services.delete_alert_rule(
-        actor=actor, rule=target, change_request_id=change_request_id, change_reason=change_reason
-    )
-
-
-def _clean_recovery_rule(data, *, tenant, environment, target):
-    return recovery_rules.clean_rule(data, tenant=tenant, environment=environment, rule=target)
+    def delete(self, *, actor: Actor, target: Any, change_request_id: int | None, change_reason: str | None) -> None:
+        self.deletes(
+            actor=actor, change_request_id=change_request_id, change_reason=change_reason, **{self.target_arg: target}
+        )
 
 
 KINDS: dict[str, Kind] = {
     TargetKind.MAINTENANCE_WINDOW: Kind(
         TargetKind.MAINTENANCE_WINDOW,
         MaintenanceWindow,
-        "optional",
-        _clean_window,
-        calendars.window_definition,
-        _apply_window,
-        _delete_window,
+        environment="optional",
+        target_arg="window",
+        definition=calendars.window_definition,
+        cleans=calendars.clean_window,
+        applies=calendars.apply_maintenance_window,
+        deletes=calendars.delete_maintenance_window,
     ),
     TargetKind.HOLIDAY_CALENDAR: Kind(
         TargetKind.HOLIDAY_CALENDAR,
         HolidayCalendar,
-        "never",
-        _clean_calendar,
-        calendars.calendar_definition,
-        _apply_calendar,
-        _delete_calendar,
+        environment="never",
+        target_arg="calendar",
+        definition=calendars.calendar_definition,
+        cleans=calendars.clean_calendar,
+        applies=calendars.apply_holiday_calendar,
+        deletes=calendars.delete_holiday_calendar,
     ),
     TargetKind.POOL: Kind(
-        TargetKind.POOL, Pool, "required", _clean_pool, pools.pool_definition, _apply_pool, _delete_pool
+        TargetKind.POOL,
+        Pool,
+        environment="required",
+        target_arg="pool",
+        definition=pools.pool_definition,
+        cleans=pools.clean_pool_change,
+        applies=pools.apply_pool,
+        deletes=pools.delete_pool,
     ),
     TargetKind.RECOVERY_RULE: Kind(
         TargetKind.RECOVERY_RULE,
         RecoveryRule,
-        "required",
-        _clean_recovery_rule,
-        recovery_rules.definition_of,
-        _apply_recovery_rule,
-        _delete_recovery_rule,
+        environment="required",
+        target_arg="rule",
+        definition=recovery_rules.definition_of,
+        cleans=recovery_rules.clean_rule,
+        applies=recovery_rules.apply_rule,
+        deletes=recovery_rules.delete_rule,
     ),
     # Alert rules (monitoring): tenant-wide, or limited to one environment (a job rule: the job's).
     TargetKind.ALERT_RULE: Kind(
         TargetKind.ALERT_RULE,
         AlertRule,
-        "optional",
-        _clean_alert_rule,
-        rule_params.rule_definition,
-        _apply_alert_rule,
-        _delete_alert_rule,
+        environment="optional",
+        target_arg="rule",
+        definition=rule_params.rule_definition,
+        cleans=rule_params.clean_rule,
+        applies=rule_services.apply_alert_rule,
+        deletes=rule_services.delete_alert_rule,
     ),
 }
 

@@ -75,10 +75,14 @@ def _instant(data: dict, field: str, errors: dict) -> datetime | None:
     return parsed
 
 
-def clean_window(data, *, tenant: Tenant, environment: Environment | None) -> dict:
+def clean_window(
+    data, *, tenant: Tenant, environment: Environment | None, window: MaintenanceWindow | None = None
+) -> dict:
     """Validate a proposed maintenance window or raise ValidationError({field: [messages]}).
 
     One-off: ``starts_at`` and ``ends_at``; recurring: ``cron``, ``timezone`` and ``duration_minutes``.
+    ``window``, the live one an update changes, is accepted like every kind's live object and not
+    consulted: no check of a window depends on what it was.
     """
     if not isinstance(data, dict):
         raise ValidationError({"definition": ["Must be an object with the window's fields."]})

@@ -1,5 +1,5 @@
-"""Maintenance windows, holiday calendars and pools: one ``ConfigKind`` per kind of scheduling object,
-on top of the per-kind specification in ``approvals.config_changes``."""
+"""Configuration objects (maintenance windows, holiday calendars, pools, recovery and alert rules): one
+``ConfigKind`` per kind, on top of the per-kind specification in ``approvals.config_changes.KINDS``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from .base import Actor, Definition, FlatDiff
 
 
 class ConfigKind(FlatDiff):
-    """Tenant admins propose every change; authors not narrowed to a team propose windows and pools
-    of an environment they author in (``policies.may_propose_config``). Reviewed under the strictest
-    rule of the object's environment (or the tenant's), by approvers of that whole scope."""
+    """Tenant admins propose every change; authors not narrowed to a team propose the objects of an
+    environment they author in (``policies.may_propose_config``), tenant-wide ones being the admins'.
+    Reviewed under the strictest rule of the object's environment (or the tenant's), by approvers of
+    that whole scope."""
 
     def __init__(self, spec: config_changes.Kind) -> None:
         self.spec = spec
