@@ -108,13 +108,12 @@ class LongListPagination(ApiPagination):
     wrong table and read every row. The view names the time its default order starts with
     (``cursor_field``); positions exist only in that order (newest first, then by id)."""
 
-    django_paginator_class = LongListPaginator
     cursor_params = ("before", "after")
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         self.keyset: Keyset | None = None
-        self.time_field: str = view.cursor_field  # type: ignore[union-attr]  # every long list names it
+        self.time_field: str = view.cursor_field  # every long list names it
         self.default_order = in_default_order(queryset, self.time_field)
         page_size = self.get_page_size(request)
         self.paginator = paginator = LongListPaginator(queryset, page_size)
@@ -142,6 +141,8 @@ class LongListPagination(ApiPagination):
         except ValueError:
             raise exceptions.ValidationError({name: [API_CURSOR_ERROR]}) from None
         self.keyset = keyset_rows(queryset, self.time_field, page_size, position, older=name == "before")
+        # The browsable API shows Previous and Next (no page numbers).
+        self.display_page_controls = self.template is not None
         return self.keyset.rows
 
     def _numbered(self, paginator: BoundedPaginator, request) -> list:
@@ -200,6 +201,7 @@ class LongListPagination(ApiPagination):
     def _position_link(self, name: str, cursor: str | None) -> str | None:
         if cursor is None:
             return None
+        assert self.request is not None
         url = self.request.build_absolute_uri()
         for other in (self.page_query_param, *self.cursor_params):
             url = remove_query_param(url, other)

@@ -321,3 +321,17 @@ def test_the_schema_documents_the_capped_count_and_the_positions(cast):
         assert "count_capped" in body["required"]
         names = {parameter["name"] for parameter in schema["paths"][path]["get"]["parameters"]}
         assert {"page", "before", "after"} <= names
+
+
+def test_the_browsable_api_links_a_keyset_page_on(cast, small_pages, client):
+    from django.utils.html import escape
+
+    plant_runs(cast, 60)
+    client.force_login(cast.admin)
+    deep = client_for(cast.admin).get(f"{RUNS}?page=3").json()["next"]
+    links = client_for(cast.admin).get(deep).json()
+    response = client.get(deep, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'<a href="{escape(links["previous"])}" aria-label="Previous">' in html
+    assert f'<a href="{escape(links["next"])}" aria-label="Next">' in html
