@@ -49,8 +49,8 @@ def plant_runs(cast, count: int, *, same_time: int = 7) -> None:
     """``count`` runs, ``same_time`` of them (of as many jobs, of teams payments and data in turn) at each
     scheduled instant (ties across page boundaries), every third one failed."""
     jobs = team_jobs(cast, same_time)
-    newest = Run.objects.order_by("scheduled_for").values_list("scheduled_for", flat=True).first()
-    base = (newest or timezone.now()).replace(microsecond=0) - timedelta(minutes=1)
+    oldest = Run.objects.order_by("scheduled_for").values_list("scheduled_for", flat=True).first()
+    base = (oldest or timezone.now()).replace(microsecond=0) - timedelta(minutes=1)
     Run.objects.bulk_create(
         Run(
             job=jobs[i % same_time],
