@@ -28,6 +28,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 TITLE = "Pages (issues 17 and 20)"
 
@@ -299,6 +300,8 @@ def _populate() -> dict:
 
 
 def _facts(tenant) -> dict:
+    from governance.models import AuditEvent
+    from governance.paging import CAP, cursor_of
     from jobs.models import Job, Run
 
     job = Job.objects.filter(tenant=tenant).order_by("pk")[JOBS // 2]
@@ -306,7 +309,21 @@ def _facts(tenant) -> dict:
     run_id = failed.first() or Run.objects.filter(job=job).values_list("pk", flat=True).first()
     # The deepest page number the issue names (10,000 of 50 rows), or the last one of a smaller bench.
     deep = max(1, min(10_000, min(RUNS, EVENTS) // 50))
-    return {"job": job.pk, "run": run_id, "job_name": job.name, "deep": deep}
+    # The API's last numbered page (the cap's), and a position about 900,000 rows deep (?before=).
+    last_numbered = max(1, min(CAP, RUNS, EVENTS) // 50)
+    runs = Run.objects.filter(tenant=tenant).order_by("-scheduled_for", "-id")
+    events = AuditEvent.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+    run_cursor = cursor_of(runs[RUNS * 9 // 10], "scheduled_for")
+    event_cursor = cursor_of(events[EVENTS * 9 // 10], "created_at")
+    return {
+        "job": job.pk,
+        "run": run_id,
+        "job_name": job.name,
+        "deep": deep,
+        "last_numbered": last_numbered,
+        "run_cursor": run_cursor,
+        "event_cursor": event_cursor,
+    }
 
 
 def _pages(facts: dict) -> list[tuple[str, str]]:
@@ -339,11 +356,13 @@ def _pages(facts: dict) -> list[tuple[str, str]]:
         ("api_runs", "/api/v1/runs/"),
         ("api_runs_failed", f"/api/v1/runs/?status=failed&since={since}"),
         ("api_runs_job", f"/api/v1/runs/?job={job}"),
-        ("api_runs_page10000", f"/api/v1/runs/?page={deep}"),
+        ("api_runs_page200", f"/api/v1/runs/?page={facts['last_numbered']}"),
+        ("api_runs_deep", f"/api/v1/runs/?before={quote(facts['run_cursor'])}"),
         ("api_audit", "/api/v1/audit-events/"),
         ("api_audit_object", f"/api/v1/audit-events/?object=job:{job}"),
         ("api_audit_action", "/api/v1/audit-events/?action=change.applied"),
-        ("api_audit_page10000", f"/api/v1/audit-events/?page={deep}"),
+        ("api_audit_page200", f"/api/v1/audit-events/?page={facts['last_numbered']}"),
+        ("api_audit_deep", f"/api/v1/audit-events/?before={quote(facts['event_cursor'])}"),
         ("api_changes", "/api/v1/change-requests/"),
     ]
 

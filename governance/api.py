@@ -26,6 +26,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from . import audit
 from .access import Action, get_object_or_404_for, record_denied, restrict
+from .export import parse_object
 from .models import AuditAction, AuditEvent, Environment, Team, Tenant
 from .paging import LongListPagination
 from .services import AccessDenied
@@ -387,9 +388,13 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 
 def _filter_object(queryset, name, value):
-    object_type, _, object_id = value.partition(":")
-    queryset = queryset.filter(object_type=object_type.strip().lower())
-    return queryset.filter(object_id=object_id.strip()) if object_id else queryset
+    # The syntax of the audit page and the export (job:42, jobs.job:42, or a type): a short type name
+    # means its stored label, and an unknown type is a 400 naming the field, not an empty list.
+    return queryset.filter(**parse_object(value))
+
+
+def _filter_object_type(queryset, name, value):
+    return queryset.filter(**parse_object(object_type=value))
 
 
 class AuditEventFilter(filters.FilterSet):
@@ -398,9 +403,12 @@ class AuditEventFilter(filters.FilterSet):
     actor = filters.CharFilter(field_name="actor_repr", label="Username of the actor")
     object = filters.CharFilter(
         method=lambda qs, name, value: _filter_object(qs, name, value),
-        label="Object as <type>:<id> (e.g. jobs.job:12) or just a type",
+        label="Object as <type>:<id> (e.g. job:12 or jobs.job:12) or just a type",
     )
-    object_type = filters.CharFilter()
+    object_type = filters.CharFilter(
+        method=lambda qs, name, value: _filter_object_type(qs, name, value),
+        label="Object type (e.g. jobs.job, or just job)",
+    )
     object_id = filters.CharFilter()
     since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label="From this instant (UTC)")
     until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label="Before this instant (UTC)")
@@ -421,5 +429,7 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Restri
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilter
     pagination_class = LongListPagination
+    # Past the numbered pages, ?before=/?after= positions in the default order (newest first).
+    cursor_field = "created_at"
     filter_backends = [filters.DjangoFilterBackend, SearchFilter]
     search_fields = ["object_repr", "actor_repr"]

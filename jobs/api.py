@@ -400,6 +400,8 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     serializer_class = RunSerializer
     filterset_class = RunFilter
     pagination_class = LongListPagination
+    # Past the numbered pages, ?before=/?after= positions in the default order (newest first).
+    cursor_field = "scheduled_for"
     filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
     ordering_fields = ["scheduled_for", "started_at", "finished_at", "status"]
     ordering = ["-scheduled_for", "-id"]
