@@ -27,8 +27,10 @@ from tests.test_worker_loss_redis import redis_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.ha
 
-SLOTS = 24
-SPACING_S = 0.25
+# Issue 20: "50 jobs every minute plus triggered bursts": 50 slot jobs due within 5 s (a minute's
+# worth, compressed), beside a burst of triggered runs.
+SLOTS = 50
+SPACING_S = 0.1
 BURST = 10
 LEASE_S = 1.5
 SCRIPT = ["/bin/sh", "-c", "exec sleep 1"]
