@@ -299,10 +299,58 @@ def _populate() -> dict:
     return _facts(tenant)
 
 
+INCIDENTS = 2000
+
+
+def _plant_incidents(tenant) -> None:
+    """2,000 incidents about the jobs (a tenth open, some acknowledged), once per database (a reused
+    one planted before they were measured gets them too)."""
+    from django.utils import timezone
+
+    from jobs.models import Job
+    from monitoring.models import Incident, IncidentState
+
+    if Incident.objects.filter(tenant=tenant).exists():
+        return
+    now = timezone.now()
+    jobs = list(Job.objects.filter(tenant=tenant).order_by("pk").values_list("pk", "team_id", "environment_id"))
+    rows = []
+    for i in range(INCIDENTS):
+        job_id, team_id, environment_id = jobs[(i * 7) % len(jobs)]
+        opened = now - timedelta(minutes=5 * i + 1)
+        state = (
+            IncidentState.RESOLVED
+            if i >= INCIDENTS // 10
+            else (IncidentState.ACKNOWLEDGED if i % 3 == 0 else IncidentState.TRIGGERED)
+        )
+        rows.append(
+            Incident(
+                tenant=tenant,
+                team_id=team_id,
+                environment_id=environment_id,
+                job_id=job_id,
+                fingerprint=f"run_failed:job:{job_id}:{i}",
+                kind="run_failed",
+                severity="high" if i % 4 else "critical",
+                summary=f"Job {job_id} failed (exit 1)",
+                state=state,
+                opened_at=opened,
+                last_alert_at=opened,
+                acknowledged_at=opened if state != IncidentState.TRIGGERED else None,
+                resolved_at=opened + timedelta(minutes=3) if state == IncidentState.RESOLVED else None,
+            )
+        )
+    Incident.objects.bulk_create(rows, batch_size=1000)
+
+
 def _facts(tenant) -> dict:
-    from governance.models import AuditEvent
+    from approvals.models import ChangeRequest, ChangeStatus
+    from governance.models import AuditEvent, Team
     from governance.paging import CAP, cursor_of
     from jobs.models import Job, Run
+    from monitoring.models import Incident, IncidentState
+
+    _plant_incidents(tenant)
 
     job = Job.objects.filter(tenant=tenant).order_by("pk")[JOBS // 2]
     failed = Run.objects.filter(job=job, status="failed").order_by("-scheduled_for").values_list("pk", flat=True)
@@ -323,6 +371,15 @@ def _facts(tenant) -> dict:
         "last_numbered": last_numbered,
         "run_cursor": run_cursor,
         "event_cursor": event_cursor,
+        "team": Team.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True).first(),
+        "incident": Incident.objects.filter(tenant=tenant, state=IncidentState.TRIGGERED)
+        .order_by("-opened_at")
+        .values_list("pk", flat=True)
+        .first(),
+        "change": ChangeRequest.objects.filter(tenant=tenant, status=ChangeStatus.SUBMITTED)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first(),
     }
 
 
@@ -344,8 +401,16 @@ def _pages(facts: dict) -> list[tuple[str, str]]:
         ("runs_job", f"/runs/?job={job}"),
         ("runs_manual_prod", "/runs/?trigger=manual&environment=prod"),
         ("changes", "/changes/?tab=all"),
+        ("change", f"/changes/{facts['change']}/"),
         ("config", "/config/"),
         ("overdue", "/overdue/"),
+        ("freezes", "/freezes/"),
+        ("policies", "/policies/"),
+        ("incidents", "/incidents/"),
+        ("incident", f"/incidents/{facts['incident']}/"),
+        ("team", f"/teams/{facts['team']}/"),
+        ("alert_rules", "/alert-rules/"),
+        ("notifications", "/notifications/"),
         ("audit", "/audit/"),
         ("audit_page10000", f"/audit/?page={deep}"),
         ("audit_object", f"/audit/?object=job:{job}"),
