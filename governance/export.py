@@ -175,7 +175,7 @@ def filter_events(queryset: QuerySet, filters: dict) -> QuerySet:
     return queryset
 
 
-def _rows(queryset: QuerySet) -> Iterator[tuple]:
+def _rows(queryset: QuerySet) -> Iterator[list[tuple]]:
     lookups = [lookup for _, lookup in COLUMNS]
     # Chain order (tenant, seq) keeps each tenant's chain verifiable from the export alone.
     return export_rows.raw_rows(queryset.order_by("tenant_id", "seq").values_list(*lookups))
@@ -186,31 +186,18 @@ def _instant_text(value: datetime) -> str:
 
 
 NAMES = [name for name, _ in COLUMNS]
-ROWS_PER_CHUNK = 500
-
-
-def _batches(rows: Iterable[tuple]) -> Iterator[list[tuple]]:
-    batch: list[tuple] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == ROWS_PER_CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _csv_text(batch: list[tuple], zone: tzinfo) -> str:
     """The CSV records of raw rows (export_rows.raw_rows), as csv.writer would write the cells
     ``csv_safe`` makes of them: one f-string per record; a record whose plain cells need quoting
     (rare) is left to csv.writer itself. Inlined: it runs once per exported event."""
-    formula, special, instant, value, text, quoted = (
+    formula, special, instant, value, text = (
         export_rows.FORMULA_PREFIXES,
         export_rows.CSV_SPECIAL.search,
         export_rows.instant_text,
         export_rows.json_value,
         export_rows.json_text,
-        export_rows.csv_quoted,
     )
     lines = []
     for id_, tenant, seq, created, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_ in batch:
@@ -236,9 +223,12 @@ def _csv_text(batch: list[tuple], zone: tzinfo) -> str:
             cells = [id_, tenant, seq, created, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_]
             lines.append(export_rows.csv_line(cells))
         else:
+            # JSON text (ASCII, control characters escaped) needs quoting for exactly these two.
+            if '"' in data or "," in data:
+                data = '"' + data.replace('"', '""') + '"'
             lines.append(
                 f"{id_},{tenant},{seq},{created},{actor},{action},{otype},{oid},{orepr},"
-                f"{team},{env},{ip},{quoted(data)},{prev},{hash_}\r\n"
+                f"{team},{env},{ip},{data},{prev},{hash_}\r\n"
             )
     return "".join(lines)
 
@@ -260,17 +250,17 @@ def _jsonl_text(batch: list[tuple], zone: tzinfo) -> str:
     return "".join(lines)
 
 
-def stream_csv(rows: Iterable[tuple], zone: tzinfo = UTC) -> Iterator[str]:
+def stream_csv(batches: Iterable[list[tuple]], zone: tzinfo = UTC) -> Iterator[str]:
     header = export_rows.csv_line(NAMES)
-    for batch in _batches(rows):
+    for batch in batches:
         yield header + _csv_text(batch, zone)
         header = ""
     if header:
         yield header
 
 
-def stream_jsonl(rows: Iterable[tuple], zone: tzinfo = UTC) -> Iterator[str]:
-    for batch in _batches(rows):
+def stream_jsonl(batches: Iterable[list[tuple]], zone: tzinfo = UTC) -> Iterator[str]:
+    for batch in batches:
         yield _jsonl_text(batch, zone)
 
 

@@ -32,6 +32,7 @@ from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
 CHUNK_ROWS = 2000
+ROWS_PER_CHUNK = 500
 
 # A spreadsheet treats a cell starting with these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = frozenset("=+-@\t\r\n")
@@ -43,8 +44,9 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _decoder = json.JSONDecoder()
 
 
-def raw_rows(queryset: QuerySet) -> Iterator[tuple]:
-    """The rows of a ``values_list`` queryset as the database driver returns them, in chunks."""
+def raw_rows(queryset: QuerySet) -> Iterator[list[tuple]]:
+    """The rows of a ``values_list`` queryset as the database driver returns them, in lists of at
+    most ``ROWS_PER_CHUNK`` (one chunk of the streamed response each)."""
     try:
         sql, params = queryset.query.sql_with_params()
     except EmptyResultSet:  # e.g. restrict() answered queryset.none()
@@ -54,7 +56,7 @@ def raw_rows(queryset: QuerySet) -> Iterator[tuple]:
         if connection.vendor != "postgresql":
             cursor.execute(sql, params)
             while rows := cursor.fetchmany(CHUNK_ROWS):
-                yield from rows
+                yield from _slices(rows)
             return
         from psycopg.types.string import TextLoader
 
@@ -69,7 +71,15 @@ def raw_rows(queryset: QuerySet) -> Iterator[tuple]:
             server.adapters.register_loader("timestamptz", TextLoader)
             server.execute(sql, params)
             while rows := server.fetchmany(CHUNK_ROWS):
-                yield from rows
+                yield from _slices(rows)
+
+
+def _slices(rows: list[tuple]) -> Iterator[list[tuple]]:
+    if len(rows) <= ROWS_PER_CHUNK:
+        yield rows
+    else:
+        for start in range(0, len(rows), ROWS_PER_CHUNK):
+            yield rows[start : start + ROWS_PER_CHUNK]
 
 
 def naive_zone(alias: str) -> tzinfo:
