@@ -58,9 +58,13 @@ def raw_rows(queryset: QuerySet) -> Iterator[list[tuple]]:
             while rows := cursor.fetchmany(CHUNK_ROWS):
                 yield from _slices(rows)
             return
+        from psycopg import ClientCursor
         from psycopg.types.string import TextLoader
 
         dbapi = cursor.connection  # the psycopg connection (DB-API ``cursor.connection``)
+        # Parameters bound client-side, as Django binds them (a named psycopg cursor would bind them
+        # on the server, which reads some of Django's SQL differently).
+        query = ClientCursor(dbapi).mogrify(sql, params)
         if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"):
             server = dbapi.cursor()  # as QuerySet.iterator() does then: a client-side cursor
         else:
@@ -69,7 +73,7 @@ def raw_rows(queryset: QuerySet) -> Iterator[list[tuple]]:
             server = dbapi.cursor(name=name, withhold=transaction.get_autocommit(queryset.db))
         with server:
             server.adapters.register_loader("timestamptz", TextLoader)
-            server.execute(sql, params)
+            server.execute(query)
             while rows := server.fetchmany(CHUNK_ROWS):
                 yield from _slices(rows)
 

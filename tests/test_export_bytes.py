@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from io import StringIO
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
+from django.utils.dateparse import parse_datetime
 from rest_framework.test import APIClient
 
-from governance import export
+from governance import export, export_rows
 from governance.models import AuditEvent, Environment, Team
 from jobs import run_export
 from jobs.models import Run
@@ -252,3 +254,40 @@ def test_run_export_bytes_are_pinned(runs, cast):
     assert body == RUNS_JSONL.replace("{job_id}", str(runs.pk))
     queryset = Run.objects.filter(id__in=RUN_IDS)
     assert "".join(run_export.stream(queryset, "csv")) == RUNS_CSV.replace("{job_id}", str(runs.pk))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2001-02-03 04:05:06+00",
+        "2001-02-03 04:05:06.5+00",
+        "2001-02-03 04:05:06.000001+00",
+        "2001-02-03 04:05:06.123456+00",
+        "0099-12-31 23:59:59.9+00",
+        # Another session time zone: not the fast path, the same instant.
+        "2001-02-03 04:05:06.25+05:30",
+        "2001-02-03 04:05:06-08",
+    ],
+)
+def test_postgresql_timestamp_text_becomes_the_utc_text_of_its_instant(text):
+    assert export_rows.instant_text(text) == export._instant_text(parse_datetime(text))
+
+
+def test_date_times_read_naive_are_in_the_databases_zone_and_bad_text_is_refused():
+    naive = datetime(2001, 2, 3, 4, 5, 6, 7)
+    assert export_rows.instant_text(naive) == "2001-02-03T04:05:06.000007Z"
+    assert export_rows.instant_text(naive, ZoneInfo("Europe/Berlin")) == "2001-02-03T03:05:06.000007Z"
+    aware = datetime(2001, 2, 3, 4, 5, 6, tzinfo=ZoneInfo("America/New_York"))
+    assert export_rows.instant_text(aware) == "2001-02-03T09:05:06.000000Z"
+    with pytest.raises(ValueError, match="not a timestamp"):
+        export_rows.instant_text("2001-02-03 04:05:06")  # no zone
+    with pytest.raises(ValueError, match="not a timestamp"):
+        export_rows.instant_text("infinity")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [('{"b": 1, "a": [true]}', {"a": [True], "b": 1}), (' {"a": 1} ', {"a": 1}), ("[1] x", "[1] x"), ("nope", "nope")],
+)
+def test_json_text_is_read_as_jsonfield_reads_it(text, value):
+    assert export_rows.json_value(text) == value
