@@ -1,8 +1,9 @@
 """Streaming audit exports (CSV and JSON Lines) shared by the API and ``manage.py export_audit``.
 
-Rows are read with ``values()`` and ``iterator()`` in chunks, joined to their
-tenant/team/environment slugs in the same query, and written out chunk by
-chunk, so memory stays flat however many events match.
+Rows are read in chunks (``export_rows.raw_rows``: the ``values_list`` queryset's own SQL, joined to
+their tenant/team/environment slugs, through a server-side cursor on PostgreSQL) and written out chunk
+by chunk, so memory stays flat however many events match. The bytes are pinned by
+tests/test_export_bytes.py.
 """
 
 from __future__ import annotations
