@@ -11,7 +11,10 @@ separators=(",", ":"))`` of its value.
 
 Measured on PostgreSQL (bench_export, 1,000,001 audit events, reading the 15 export columns):
 ``values_list(...).iterator(chunk_size=2000)`` 5.9 µs of CPU per row, this server-side cursor with
-Django's loaders 4.4 µs, with ``timestamptz`` as text 1.0 µs.
+Django's loaders 4.4 µs, with ``timestamptz`` as text 1.0 µs. The whole CSV export of those events
+through the test client: 14.2-14.6 s of CPU before (``iterator()``, ``csv.writer``, ``json.dumps``),
+5.1-5.3 s with this module and the record writers of export.py (JSON Lines 14.4 -> 5.4 s; the run export
+of 1,000,000 runs: CSV 25.8 -> 4.4 s, JSON Lines 27.0 -> 8.7 s), resident memory flat in every case.
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ FORMULA_PREFIXES = frozenset("=+-@\t\r\n")
 # left to csv.writer itself.
 CSV_SPECIAL = re.compile('[",\r\n\x00]')
 
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 _decoder = json.JSONDecoder()
 
 
@@ -129,9 +131,8 @@ def json_value(text):
         return text
 
 
-def json_text(value) -> str:
-    """``json.dumps(value, sort_keys=True, separators=(",", ":"))``, without its per-call set-up."""
-    return _encode(value)
+# ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` without its per-call set-up.
+json_text = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
 def csv_quoted(cell: str) -> str:
