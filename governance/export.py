@@ -1,18 +1,16 @@
 """Streaming audit exports (CSV and JSON Lines) shared by the API and ``manage.py export_audit``.
 
-Rows are read with ``values()`` and ``iterator()`` in chunks, joined to their
-tenant/team/environment slugs in the same query, and written out chunk by
-chunk, so memory stays flat however many events match.
+Rows are read in chunks (``export_rows.raw_rows``: the ``values_list`` queryset's own SQL, joined to
+their tenant/team/environment slugs, through a server-side cursor on PostgreSQL) and written out chunk
+by chunk, so memory stays flat however many events match. The bytes are pinned by
+tests/test_export_bytes.py.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, tzinfo
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
@@ -21,12 +19,11 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from . import audit
+from . import audit, export_rows
 from .actors import Actor
 from .models import AuditAction, Tenant
 
 FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson; charset=utf-8"}
-CHUNK_ROWS = 2000
 
 # (column name, values() lookup)
 COLUMNS = [
@@ -47,12 +44,11 @@ COLUMNS = [
     ("hash", "hash"),
 ]
 
-# A spreadsheet treats a cell starting with these as a formula (OWASP "CSV injection").
-_FORMULA_PREFIXES = frozenset("=+-@\t\r\n")
+_FORMULA_PREFIXES = export_rows.FORMULA_PREFIXES
 
 
 def csv_safe(value: str) -> str:
-    """Neutralise a cell a spreadsheet would evaluate, by prefixing a single quote."""
+    """Neutralise a cell a spreadsheet would evaluate (OWASP "CSV injection"), by prefixing a single quote."""
     if value and value[0] in _FORMULA_PREFIXES:
         return "'" + value
     return value
@@ -180,83 +176,99 @@ def filter_events(queryset: QuerySet, filters: dict) -> QuerySet:
     return queryset
 
 
-def _rows(queryset: QuerySet) -> Iterator[tuple]:
+def _rows(queryset: QuerySet) -> Iterator[list[tuple]]:
     lookups = [lookup for _, lookup in COLUMNS]
     # Chain order (tenant, seq) keeps each tenant's chain verifiable from the export alone.
-    return queryset.order_by("tenant_id", "seq").values_list(*lookups).iterator(chunk_size=CHUNK_ROWS)
+    return export_rows.raw_rows(queryset.order_by("tenant_id", "seq").values_list(*lookups))
 
 
 def _instant_text(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
-def _data_text(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _csv_row(row: tuple) -> list:
-    (id_, tenant, seq, created_at, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_) = row
-    return [
-        id_,
-        tenant or "",
-        seq,
-        _instant_text(created_at),
-        csv_safe(actor),
-        csv_safe(action),
-        csv_safe(otype),
-        csv_safe(oid),
-        csv_safe(orepr),
-        csv_safe(team or ""),
-        csv_safe(env or ""),
-        ip or "",
-        csv_safe(_data_text(data)),
-        prev,
-        hash_,
-    ]
-
-
-def _json_row(row: tuple) -> str:
-    out = dict(zip(NAMES, row, strict=True))
-    out["created_at"] = _instant_text(out["created_at"])
-    return json.dumps(out, sort_keys=True, separators=(",", ":"))
-
-
 NAMES = [name for name, _ in COLUMNS]
-ROWS_PER_CHUNK = 500
 
 
-def _batches(rows: Iterable[tuple]) -> Iterator[list[tuple]]:
-    batch: list[tuple] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == ROWS_PER_CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _csv_text(batch: list[tuple], zone: tzinfo) -> str:
+    """The CSV records of raw rows (export_rows.raw_rows), as csv.writer would write the cells
+    ``csv_safe`` makes of them: one f-string per record; a record whose plain cells need quoting
+    (rare) is left to csv.writer itself. Inlined: it runs once per exported event."""
+    formula, special, instant, value, text = (
+        export_rows.FORMULA_PREFIXES,
+        export_rows.CSV_SPECIAL.search,
+        export_rows.instant_text,
+        export_rows.json_value,
+        export_rows.json_text,
+    )
+    lines = []
+    for id_, tenant, seq, created, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_ in batch:
+        if actor[:1] in formula:
+            actor = "'" + actor
+        if action[:1] in formula:
+            action = "'" + action
+        if otype[:1] in formula:
+            otype = "'" + otype
+        if oid[:1] in formula:
+            oid = "'" + oid
+        if orepr[:1] in formula:
+            orepr = "'" + orepr
+        team = "" if team is None else "'" + team if team[:1] in formula else team
+        env = "" if env is None else "'" + env if env[:1] in formula else env
+        data = text(value(data))
+        if data[:1] in formula:
+            data = "'" + data
+        tenant = tenant or ""
+        ip = ip or ""
+        created = instant(created, zone)
+        if special("".join((tenant, actor, action, otype, oid, orepr, team, env, ip, prev, hash_))):
+            cells = [id_, tenant, seq, created, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_]
+            lines.append(export_rows.csv_line(cells))
+        else:
+            # JSON text (ASCII, control characters escaped) needs quoting for exactly these two.
+            if '"' in data or "," in data:
+                data = '"' + data.replace('"', '""') + '"'
+            lines.append(
+                f"{id_},{tenant},{seq},{created},{actor},{action},{otype},{oid},{orepr},"
+                f"{team},{env},{ip},{data},{prev},{hash_}\r\n"
+            )
+    return "".join(lines)
 
 
-def stream_csv(rows: Iterable[tuple]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(NAMES)
-    for batch in _batches(rows):
-        writer.writerows(map(_csv_row, batch))
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.tell():
-        yield buffer.getvalue()
+def _jsonl_text(batch: list[tuple], zone: tzinfo) -> str:
+    """JSON Lines of raw rows: ``json.dumps(event, sort_keys=True, separators=(",", ":"))`` written
+    out key by key (keys in sorted order; strings by the same encoder; ids are integers)."""
+    instant, value, text = export_rows.instant_text, export_rows.json_value, export_rows.json_text
+    lines = []
+    for id_, tenant, seq, created, actor, action, otype, oid, orepr, team, env, ip, data, prev, hash_ in batch:
+        lines.append(
+            f'{{"action":{text(action)},"actor":{text(actor)},"created_at":"{instant(created, zone)}",'
+            f'"data":{text(value(data))},"environment":{"null" if env is None else text(env)},'
+            f'"hash":{text(hash_)},"id":{id_},"ip":{"null" if ip is None else text(ip)},'
+            f'"object_id":{text(oid)},"object_repr":{text(orepr)},"object_type":{text(otype)},'
+            f'"prev_hash":{text(prev)},"seq":{seq},"team":{"null" if team is None else text(team)},'
+            f'"tenant":{"null" if tenant is None else text(tenant)}}}\n'
+        )
+    return "".join(lines)
 
 
-def stream_jsonl(rows: Iterable[tuple]) -> Iterator[str]:
-    for batch in _batches(rows):
-        yield "".join(_json_row(row) + "\n" for row in batch)
+def stream_csv(batches: Iterable[list[tuple]], zone: tzinfo = UTC) -> Iterator[str]:
+    header = export_rows.csv_line(NAMES)
+    for batch in batches:
+        yield header + _csv_text(batch, zone)
+        header = ""
+    if header:
+        yield header
+
+
+def stream_jsonl(batches: Iterable[list[tuple]], zone: tzinfo = UTC) -> Iterator[str]:
+    for batch in batches:
+        yield _jsonl_text(batch, zone)
 
 
 def stream(queryset: QuerySet, fmt: str) -> Iterator[str]:
     rows = _rows(queryset)
-    return stream_csv(rows) if fmt == "csv" else stream_jsonl(rows)
+    zone = export_rows.naive_zone(queryset.db)
+    return stream_csv(rows, zone) if fmt == "csv" else stream_jsonl(rows, zone)
 
 
 def attachment(chunks: Iterable[str], fmt: str, name: str) -> StreamingHttpResponse:

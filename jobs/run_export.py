@@ -5,24 +5,20 @@ Used by GET /api/v1/runs/export/ and the "Export" link of the job page; the call
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
-from governance import audit
+from governance import audit, export_rows
 from governance.access import Action, restrict, tenant_ids
-from governance.export import FORMATS, _instant_text, attachment, csv_safe, instant
+from governance.export import FORMATS, attachment, instant
 from governance.models import AuditAction, Tenant
 
 from .models import Run, RunStatus
 
-CHUNK_ROWS = 2000
 COLUMNS = [
     ("id", "id"),
     ("tenant", "tenant__slug"),
@@ -46,7 +42,6 @@ COLUMNS = [
     ("reason", "reason"),
 ]
 NAMES = [name for name, _ in COLUMNS]
-_TIMES = {"scheduled_for", "queued_at", "started_at", "finished_at"}
 
 
 def parse_filters(params) -> dict:
@@ -95,37 +90,105 @@ def runs_for(user, filters: dict) -> QuerySet[Run]:
     return queryset
 
 
-def _dicts(queryset: QuerySet[Run]) -> Iterator[dict]:
-    rows = queryset.order_by("id").values_list(*(lookup for _, lookup in COLUMNS)).iterator(chunk_size=CHUNK_ROWS)
-    for row in rows:
-        out = dict(zip(NAMES, row, strict=True))
-        for name in _TIMES:
-            if out[name] is not None:
-                out[name] = _instant_text(out[name])
-        yield out
+def _batches(queryset: QuerySet[Run]) -> Iterator[list[tuple]]:
+    return export_rows.raw_rows(queryset.order_by("id").values_list(*(lookup for _, lookup in COLUMNS)))
+
+
+def _jsonl_text(batch: list[tuple], zone: tzinfo) -> str:
+    """``json.dumps(run, sort_keys=True, separators=(",", ":"))`` per run: the dict is built in key
+    order and encoded by the same encoder in one call."""
+    instant, text = export_rows.instant_text, export_rows.json_text
+    lines = []
+    for (
+        id_, tenant, job, job_id, scheduled, trigger, status, attempt, version, queued, started, finished,
+        exit_code, http_status, worker, cpu_user, cpu_sys, max_rss, output_bytes, reason,
+    ) in batch:  # fmt: skip
+        run = {
+            "attempt": attempt,
+            "cpu_sys_s": cpu_sys,
+            "cpu_user_s": cpu_user,
+            "exit_code": exit_code,
+            "finished_at": None if finished is None else instant(finished, zone),
+            "http_status": http_status,
+            "id": id_,
+            "job": job,
+            "job_id": job_id,
+            "job_version": version,
+            "max_rss_kb": max_rss,
+            "output_bytes": output_bytes,
+            "queued_at": None if queued is None else instant(queued, zone),
+            "reason": reason,
+            "scheduled_for": instant(scheduled, zone),
+            "started_at": None if started is None else instant(started, zone),
+            "status": status,
+            "tenant": tenant,
+            "trigger": trigger,
+            "worker": worker,
+        }
+        lines.append(text(run) + "\n")
+    return "".join(lines)
+
+
+def _csv_text(batch: list[tuple], zone: tzinfo) -> str:
+    """The CSV records csv.writer would write of the cells (``csv_safe`` text, numbers, None as ""):
+    one f-string per record; a record whose short text cells need quoting is left to csv.writer."""
+    formula, special, instant, quoted = (
+        export_rows.FORMULA_PREFIXES,
+        export_rows.CSV_SPECIAL.search,
+        export_rows.instant_text,
+        export_rows.csv_quoted,
+    )
+    lines = []
+    for (
+        id_, tenant, job, job_id, scheduled, trigger, status, attempt, version, queued, started, finished,
+        exit_code, http_status, worker, cpu_user, cpu_sys, max_rss, output_bytes, reason,
+    ) in batch:  # fmt: skip
+        if tenant[:1] in formula:
+            tenant = "'" + tenant
+        if job[:1] in formula:
+            job = "'" + job
+        if trigger[:1] in formula:
+            trigger = "'" + trigger
+        if status[:1] in formula:
+            status = "'" + status
+        if worker[:1] in formula:
+            worker = "'" + worker
+        if reason[:1] in formula:
+            reason = "'" + reason
+        # Times start with a digit: csv_safe leaves them as they are.
+        scheduled = instant(scheduled, zone)
+        queued = "" if queued is None else instant(queued, zone)
+        started = "" if started is None else instant(started, zone)
+        finished = "" if finished is None else instant(finished, zone)
+        if special("".join((tenant, job, trigger, status, worker))):
+            cells = [
+                id_, tenant, job, job_id, scheduled, trigger, status, attempt, version, queued, started, finished,
+                exit_code, http_status, worker, cpu_user, cpu_sys, max_rss, output_bytes, reason,
+            ]  # fmt: skip
+            lines.append(export_rows.csv_line(["" if cell is None else cell for cell in cells]))
+            continue
+        lines.append(
+            f"{id_},{tenant},{job},{job_id},{scheduled},{trigger},{status},{attempt},{version},"
+            f"{queued},{started},{finished},{'' if exit_code is None else exit_code},"
+            f"{'' if http_status is None else http_status},{worker},{'' if cpu_user is None else cpu_user},"
+            f"{'' if cpu_sys is None else cpu_sys},{'' if max_rss is None else max_rss},{output_bytes},"
+            f"{quoted(reason)}\r\n"
+        )
+    return "".join(lines)
 
 
 def stream(queryset: QuerySet[Run], fmt: str) -> Iterator[str]:
+    zone = export_rows.naive_zone(queryset.db)
     if fmt == "jsonl":
-        batch: list[str] = []
-        for out in _dicts(queryset):
-            batch.append(json.dumps(out, sort_keys=True, separators=(",", ":")))
-            if len(batch) == 500:
-                yield "\n".join(batch) + "\n"
-                batch = []
-        if batch:
-            yield "\n".join(batch) + "\n"
+        for batch in _batches(queryset):
+            yield _jsonl_text(batch, zone)
         return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(NAMES)
-    for n, out in enumerate(_dicts(queryset), 1):
-        writer.writerow([csv_safe(v) if isinstance(v, str) else ("" if v is None else v) for v in out.values()])
-        if n % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    header = export_rows.csv_line(NAMES)
+    for batch in _batches(queryset):
+        yield header + _csv_text(batch, zone)
+        header = ""
+    if header:
+        yield header
 
 
 def response(user, filters: dict, *, surface: str, ip=None) -> StreamingHttpResponse:
