@@ -30,9 +30,9 @@ class RunFilter(filters.FilterSet):
         fields = ["job", "status", "trigger"]
 
     def filter_queryset(self, queryset):
-        """The run's own filters as declared; those on its job (``team``, ``environment``) and the
-        requesting user's grants narrowed to a team or environment through ``through_jobs``, which
-        chooses how the database reads them (the same rows as ``ref_filter``'s join)."""
+        """The run's own filters as declared; those on its job (``team``, ``environment``) through
+        ``through_jobs``, which chooses how the database reads them (the same rows as
+        ``ref_filter``'s join), counting the requesting user's narrowed grants (``restrict_runs``)."""
         jobs = Q()
         for name, value in self.form.cleaned_data.items():
             if name in JOB_FILTERS:
@@ -42,7 +42,6 @@ class RunFilter(filters.FilterSet):
                     jobs &= Q(**{f"{field}_id": int(value)} if value.isdigit() else {f"{field}__slug": value})
             else:
                 queryset = self.filters[name].filter(queryset, value)
-        user = getattr(self.request, "user", None)
-        if jobs or (user is not None and access_jobs(user) is not None):
-            queryset = through_jobs(queryset, jobs, user)
+        if jobs:
+            queryset = through_jobs(queryset, jobs, access_jobs(getattr(self.request, "user", None)))
         return queryset

@@ -56,28 +56,31 @@ def _narrowed_jobs(grant) -> Q | None:
 
 
 def restrict_runs(queryset: QuerySet[Run], user, action: Action | str = Action.VIEW) -> QuerySet[Run]:
-    """``restrict(queryset, user, action)``: the same runs, with the job side of a grant narrowed
-    to a team or an environment tested by ``unindexed_job_in`` rather than through a join."""
-    grants = grants_allowing(user, action)
-    if getattr(user, "is_superuser", False) or all(_narrowed_jobs(g) is None for g in grants):
+    """``restrict(queryset, user, action)`` for a list: the same runs, with the job side of a grant
+    narrowed to a team or an environment tested by ``unindexed_job_in`` rather than through a join,
+    and read job by job when it reaches a few jobs (``through_jobs``)."""
+    reach = access_jobs(user, action)
+    if reach is None:
         return restrict(queryset, user, action)
     condition = Q(pk__in=[])
-    for grant in grants:
-        clause = Q(tenant_id=grant.tenant_id)
-        reach = _narrowed_jobs(grant)
-        if reach is not None:
-            clause &= Q(unindexed_job_in(Job.objects.filter(reach)))
-        condition |= clause
-    return queryset.filter(condition)
+    for grant in grants_allowing(user, action):
+        # Every grant is narrowed here (access_jobs).
+        narrowed = Job.objects.filter(_narrowed_jobs(grant) or Q())
+        condition |= Q(tenant_id=grant.tenant_id) & Q(unindexed_job_in(narrowed))
+    return through_jobs(queryset.filter(condition), Q(), reach)
 
 
 def access_jobs(user, action: Action | str = Action.VIEW) -> Q | None:
-    """The jobs whose runs ``restrict_runs`` may let through (a superset: the tenant is the run's),
-    or None when a grant on a whole tenant (or a superuser) reaches every job."""
+    """The jobs whose runs the user's grants reach when every grant is narrowed to a team or an
+    environment (a superset: ``restrict_runs`` also tests the run's tenant); None when a grant on a
+    whole tenant, a superuser or no user at all leaves it to ``restrict``."""
     if user is None or getattr(user, "is_superuser", False):
         return None
+    grants = grants_allowing(user, action)
+    if not grants:
+        return None
     reach = Q(pk__in=[])
-    for grant in grants_allowing(user, action):
+    for grant in grants:
         narrowed = _narrowed_jobs(grant)
         if narrowed is None:
             return None
@@ -85,12 +88,11 @@ def access_jobs(user, action: Action | str = Action.VIEW) -> Q | None:
     return reach
 
 
-def through_jobs(runs: QuerySet[Run], jobs: Q, user=None) -> QuerySet[Run]:
+def through_jobs(runs: QuerySet[Run], jobs: Q, reach: Q | None = None) -> QuerySet[Run]:
     """``runs`` of the jobs matching ``jobs`` (a condition on Job), planned as the module says.
 
-    ``user``: whose access ``restrict_runs`` already applied to ``runs``; its narrowed grants count
-    in deciding whether the matching jobs are few."""
-    reach = access_jobs(user) if user is not None else None
+    ``reach``: the jobs the user's narrowed grants reach (``access_jobs``), already tested on
+    ``runs`` by ``restrict_runs``; it counts in deciding whether the matching jobs are few."""
     candidates = Job.objects.filter(jobs if reach is None else jobs & reach)
     ids = list(candidates.order_by().values_list("pk", flat=True)[: FEW_JOBS + 1])
     if len(ids) <= FEW_JOBS:
@@ -98,5 +100,5 @@ def through_jobs(runs: QuerySet[Run], jobs: Q, user=None) -> QuerySet[Run]:
         if few_runs <= FEW_RUNS:
             return runs.filter(job_id__in=ids)
     if not jobs:
-        return runs  # only the grant's reach, which restrict_runs already tests
+        return runs  # only the grants' reach, which restrict_runs already tests
     return runs.filter(unindexed_job_in(Job.objects.filter(jobs)))
