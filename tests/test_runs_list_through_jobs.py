@@ -289,3 +289,26 @@ def test_a_dense_job_filter_walks_a_run_list_index_and_a_sparse_one_reads_its_jo
         # Any index leading with the job: run_job_recent (or the unique slot on PostgreSQL).
         assert "run_job_recent" in sparse or "run_unique_slot" in sparse, sparse
         assert "run_tenant_" not in sparse, sparse
+
+
+def test_grants_narrowed_in_two_tenants_list_what_restrict_lets_through(client, cast, plan):
+    from governance.access import restrict
+
+    world(cast)
+    user = scoped_user(cast, "two-scopes", team=cast.data)
+    grant_role(user, Role.VIEWER, tenant=cast.globex, environment=cast.globex_prod, actor=SYSTEM)
+    client.login(username=user.username, password=PASSWORD)
+    api = client_for(user)
+    joined = restrict(Run.objects.order_by("-scheduled_for", "-id"), user)
+    cases = [
+        ({}, joined),
+        ({"environment": "prod"}, joined.filter(job__environment__slug="prod")),
+        ({"trigger": "manual"}, joined.filter(trigger="manual")),
+    ]
+    for params, rows in cases:
+        want = list(rows.values_list("pk", flat=True))
+        assert want, params
+        assert ui_ids(client, params)[0] == want[:50], params
+        assert [row["id"] for row in api.get("/api/v1/runs/", params).json()["results"]] == want[:50], params
+    both = set(joined.values_list("tenant_id", flat=True))
+    assert both == {cast.acme.pk, cast.globex.pk}
