@@ -6,8 +6,8 @@ Each backend is measured in a child process of its own (``python -m bench.pages 
 SQLite one on var/bench/pages.sqlite3, the PostgreSQL one under scripts/with-postgres.sh (a
 throwaway server on a free loopback port). The rows are planted with one ``INSERT ... SELECT`` over
 a generated series per table, not the ORM per row. Every page is requested through Django's test
-client, signed in as the tenant admin (who sees every row): two warm-up requests, then
-BENCH_PAGES_REQUESTS (20) timed ones; the query count of one more.
+client, signed in as the tenant admin (who sees every row; a few as a viewer narrowed to one team):
+two warm-up requests, then BENCH_PAGES_REQUESTS (20) timed ones; the query count of one more.
 
 Environment: BENCH_PAGES_BACKENDS (``sqlite,pg``), BENCH_PAGES_RUNS and BENCH_PAGES_EVENTS
 (1,000,000 each), BENCH_PAGES_REUSE=1 keeps and reuses the SQLite file (and a PostgreSQL database
@@ -40,6 +40,11 @@ REQUESTS = int(os.environ.get("BENCH_PAGES_REQUESTS", "20"))
 DAYS = 30
 TARGET_MS = 100
 TENANT = "bench-pages"
+# A team with a handful of jobs (the sparse team filter) and a viewer narrowed to one of the three
+# large teams (a third of the jobs): runs lists filtered through the job (issues 17 and 20).
+SMALL_TEAM = "bench-small"
+SMALL_JOBS = 5
+TEAM_VIEWER = "bench-team-viewer"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +159,7 @@ def _populate() -> dict:
 
     existing = Tenant.objects.filter(slug=TENANT).first()
     if existing is not None:
+        _plant_small_team(existing)
         return _facts(existing)
     started = time.perf_counter()
     now = timezone.now().replace(microsecond=0)
@@ -287,6 +293,7 @@ def _populate() -> dict:
         ],
         batch_size=1000,
     )
+    _plant_small_team(tenant, analyze=False)
     with connection.cursor() as cursor:
         # As autovacuum would have by then: statistics, and PostgreSQL's visibility map (index-only scans).
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
@@ -343,6 +350,64 @@ def _plant_incidents(tenant) -> None:
     Incident.objects.bulk_create(rows, batch_size=1000)
 
 
+def _plant_small_team(tenant, analyze: bool = True) -> None:
+    """The small team (SMALL_JOBS jobs of 100 runs each over DAYS) and the team-scoped viewer; also
+    into a database planted before they existed (BENCH_PAGES_REUSE)."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.utils import timezone
+
+    from governance.actors import SYSTEM
+    from governance.models import Environment, Role, Team
+    from governance.services import grant_role
+    from jobs.models import Job, Run
+
+    if Team.objects.filter(tenant=tenant, slug=SMALL_TEAM).exists():
+        return
+    now = timezone.now().replace(microsecond=0)
+    team = Team.objects.create(tenant=tenant, slug=SMALL_TEAM, name=SMALL_TEAM)
+    envs = list(Environment.objects.filter(tenant=tenant).order_by("order"))
+    jobs = Job.objects.bulk_create(
+        [
+            Job(
+                tenant=tenant,
+                team=team,
+                environment=envs[i % len(envs)],
+                name=f"{SMALL_TEAM}.job-{i}",
+                command=["/bin/echo", "hello"],
+                cron="0 */7 * * *",
+                next_fire_at=now + timedelta(hours=1),
+            )
+            for i in range(SMALL_JOBS)
+        ]
+    )
+    first = min(j.pk for j in jobs)
+    count = SMALL_JOBS * 100
+    step_s = DAYS * 86400 // count
+    template = Run(job_id=first, tenant=tenant, scheduled_for=now, job_version=1, definition=jobs[0].definition())
+    back = f"(i * {step_s} + 37)"
+    _insert_series(
+        Run,
+        count,
+        template,
+        {
+            "job_id": (f"({first} + i % {SMALL_JOBS})", []),
+            "scheduled_for": _ago(back, now),
+            "created_at": _ago(back, now),
+            "started_at": _ago(f"{back} - 1", now),
+            "finished_at": _ago(f"{back} - 2", now),
+            "status": ("CASE WHEN i % 10 = 3 THEN 'failed' ELSE 'succeeded' END", []),
+            "trigger": ("CASE WHEN i % 4 = 1 THEN 'manual' ELSE 'schedule' END", []),
+        },
+    )
+    viewer = get_user_model().objects.create_user(TEAM_VIEWER, password="x")
+    grant_role(viewer, Role.VIEWER, tenant=tenant, team=Team.objects.get(tenant=tenant, slug="data"), actor=SYSTEM)
+    if analyze:
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE jobs_job")
+    print(f"  planted team {SMALL_TEAM} ({SMALL_JOBS} jobs, {count} runs) and {TEAM_VIEWER}", flush=True)
+
+
 def _facts(tenant) -> dict:
     from approvals.models import ChangeRequest, ChangeStatus
     from governance.models import AuditEvent, Team
@@ -383,7 +448,8 @@ def _facts(tenant) -> dict:
     }
 
 
-def _pages(facts: dict) -> list[tuple[str, str]]:
+def _pages(facts: dict) -> list[tuple[str, ...]]:
+    """(name, URL[, username]): the pages measured, signed in as bench-admin unless named."""
     since = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     job, run, deep = facts["job"], facts["run"], facts["deep"]
     return [
@@ -400,6 +466,10 @@ def _pages(facts: dict) -> list[tuple[str, str]]:
         ("runs_failed", f"/runs/?status=failed&since={since}"),
         ("runs_job", f"/runs/?job={job}"),
         ("runs_manual_prod", "/runs/?trigger=manual&environment=prod"),
+        ("runs_env", "/runs/?environment=prod"),
+        ("runs_team_sparse", f"/runs/?team={SMALL_TEAM}"),
+        # A viewer narrowed to a team of a third of the jobs: every list filters through the job.
+        ("runs_team_viewer", "/runs/", TEAM_VIEWER),
         ("changes", "/changes/?tab=all"),
         ("change", f"/changes/{facts['change']}/"),
         ("config", "/config/"),
@@ -423,6 +493,8 @@ def _pages(facts: dict) -> list[tuple[str, str]]:
         ("api_runs_job", f"/api/v1/runs/?job={job}"),
         ("api_runs_page200", f"/api/v1/runs/?page={facts['last_numbered']}"),
         ("api_runs_deep", f"/api/v1/runs/?before={quote(facts['run_cursor'])}"),
+        ("api_runs_manual_prod", "/api/v1/runs/?trigger=manual&environment=prod"),
+        ("api_runs_team_viewer", "/api/v1/runs/", TEAM_VIEWER),
         ("api_audit", "/api/v1/audit-events/"),
         ("api_audit_object", f"/api/v1/audit-events/?object=job:{job}"),
         ("api_audit_action", "/api/v1/audit-events/?action=change.applied"),
@@ -441,16 +513,20 @@ def _measure(backend: str, facts: dict) -> list:
     from bench.report import percentile
 
     tag = "pg" if backend == "pg" else "sqlite"
-    client = Client(REMOTE_ADDR="127.0.0.1")
-    client.force_login(get_user_model().objects.get(username="bench-admin"))
+    clients: dict[str, Client] = {}
+    for username in ("bench-admin", TEAM_VIEWER):
+        clients[username] = Client(REMOTE_ADDR="127.0.0.1")
+        clients[username].force_login(get_user_model().objects.get(username=username))
+    client = clients["bench-admin"]
     # As governor/wsgi.py does once the app is loaded: what the setup allocated leaves the collector.
     gc.collect()
     gc.freeze()
     only = {p for p in os.environ.get("BENCH_PAGES_ONLY", "").split(",") if p}
     figures = []
-    for name, url in _pages(facts):
+    for name, url, *who in _pages(facts):
         if only and name not in only:
             continue
+        client = clients[who[0] if who else "bench-admin"]
         for _ in range(2):
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code, response.content[:300])
@@ -478,7 +554,7 @@ def _measure(backend: str, facts: dict) -> list:
         figures.append((f"page_cpu_p95_ms_{tag}_{name}", cpu95, "ms", "", "Python process CPU time, p95"))
         figures.append((f"page_queries_{tag}_{name}", queries, "queries", "constant", url))
     if backend == "pg" and (not only or "export" in only):
-        figures += _export(client)
+        figures += _export(clients["bench-admin"])
     return figures
 
 

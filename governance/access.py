@@ -150,6 +150,11 @@ def _grants(user: Subject | None, action: Action | str) -> list[Grant]:
     return [g for g in grants_for(user) if g.role in roles]
 
 
+def grants_allowing(user: Subject | None, action: Action | str = Action.VIEW) -> list[Grant]:
+    """The user's grants whose role allows ``action`` (none for an anonymous or inactive user)."""
+    return _grants(user, action)
+
+
 def _value(obj: Model, path: str | None) -> Any:
     if path is None:
         return None

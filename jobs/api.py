@@ -34,6 +34,7 @@ from . import schedule, services
 from .filters import RunFilter
 from .models import DEFINITION_FIELDS, Alert, Attempt, Criticality, Job, JobStatus, Run
 from .output_reads import note_output_viewed
+from .run_scope import restrict_runs
 
 NEXT_RUNS = 5
 
@@ -407,15 +408,17 @@ class RunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, RestrictedVie
     ordering = ["-scheduled_for", "-id"]
 
     def get_queryset(self):
-        queryset = super().get_queryset()
         if self.action == "list":
-            # Output can be large; lists don't show it.
-            queryset = queryset.defer("output", "definition")
-        else:
-            queryset = queryset.prefetch_related(
+            # The rows restrict() lets through, planned by the job (jobs.run_scope); output can be
+            # large, lists don't show it.
+            return restrict_runs(self.queryset.all(), self.request.user).defer("output", "definition")
+        return (
+            super()
+            .get_queryset()
+            .prefetch_related(
                 Prefetch("attempts", queryset=Attempt.objects.defer("output").order_by("number")), "alerts"
             )
-        return queryset
+        )
 
     def get_serializer_class(self):
         return RunSerializer if self.action == "list" else RunDetailSerializer

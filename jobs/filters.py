@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django_filters import rest_framework as filters
 
 from governance.api import ref_filter
 
 from .models import Run, RunStatus, TriggerKind
+from .run_scope import access_jobs, through_jobs
+
+# Filters on the run's job: applied together by ``run_scope.through_jobs`` (field on Job).
+JOB_FILTERS = {"team": "team", "environment": "environment"}
 
 
 class RunFilter(filters.FilterSet):
@@ -23,3 +28,20 @@ class RunFilter(filters.FilterSet):
     class Meta:
         model = Run
         fields = ["job", "status", "trigger"]
+
+    def filter_queryset(self, queryset):
+        """The run's own filters as declared; those on its job (``team``, ``environment``) through
+        ``through_jobs``, which chooses how the database reads them (the same rows as
+        ``ref_filter``'s join), counting the requesting user's narrowed grants (``restrict_runs``)."""
+        jobs = Q()
+        for name, value in self.form.cleaned_data.items():
+            if name in JOB_FILTERS:
+                value = (value or "").strip()
+                if value:
+                    field = JOB_FILTERS[name]
+                    jobs &= Q(**{f"{field}_id": int(value)} if value.isdigit() else {f"{field}__slug": value})
+            else:
+                queryset = self.filters[name].filter(queryset, value)
+        if jobs:
+            queryset = through_jobs(queryset, jobs, access_jobs(getattr(self.request, "user", None)))
+        return queryset

@@ -420,7 +420,10 @@ class Run(models.Model):
         indexes = [
             # Run lists: a tenant's newest runs first.
             # With the state: the dashboard's runs-per-hour chart reads the index alone.
-            models.Index(fields=["tenant", "-scheduled_for", "status"], name="run_tenant_recent_state"),
+            # With the job (here and in the two run-list indexes below): a list filtered through the
+            # job (environment, team, a grant narrowed to a team) tests each run's job from the index
+            # alone, without reading the run (jobs.run_scope).
+            models.Index(fields=["tenant", "-scheduled_for", "status", "job"], name="run_tenant_recent_state"),
             # Job page: a job's newest runs.
             models.Index(fields=["job", "-scheduled_for"], name="run_job_recent"),
             # Recovery sweep: running runs whose worker lease has expired.
@@ -433,9 +436,9 @@ class Run(models.Model):
             models.Index(fields=["tenant", "status"], condition=Q(status__in=["queued", "running"]), name="run_active"),
             # Run lists and the dashboard filtered by state (failed since..., deferred): a tenant's
             # runs of one state, newest first.
-            models.Index(fields=["tenant", "status", "-scheduled_for"], name="run_tenant_status_recent"),
+            models.Index(fields=["tenant", "status", "-scheduled_for", "job"], name="run_tenant_status_recent"),
             # Run lists filtered by trigger (manual runs, pings): set once, never updated.
-            models.Index(fields=["tenant", "trigger", "-scheduled_for"], name="run_tenant_trigger_recent"),
+            models.Index(fields=["tenant", "trigger", "-scheduled_for", "job"], name="run_tenant_trigger_recent"),
             # /metrics: runs not yet finished by state, and the recent window of finished runs.
             models.Index(
                 fields=["status"],

@@ -13,6 +13,7 @@ from governance.paging import CURSOR_ERROR, time_page
 
 from .filters import RunFilter
 from .models import Job, Run, RunStatus, TriggerKind
+from .run_scope import restrict_runs
 from .watch import now_board, timeline
 
 
@@ -43,13 +44,13 @@ def run_list(request):
     A filter value that does not parse answers 400 with the message beside its field, and no
     runs (the API refuses it the same way)."""
     user = request.user
-    runs = restrict(
+    runs = restrict_runs(
         Run.objects.select_related("job", "job__environment", "job__team", "job__tenant", "triggered_by").defer(
             "output", "definition", "job__command", "job__runbook", "job__description"
         ),
         user,
     ).order_by("-scheduled_for", "-id")
-    filterset = RunFilter(request.GET, queryset=runs)
+    filterset = RunFilter(request.GET, queryset=runs, request=request)
     valid = filterset.is_valid()
     errors = {name: [str(e) for e in errors] for name, errors in filterset.errors.items()}
     try:
