@@ -8,6 +8,7 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         # jobs never imports monitoring: finished runs and the executor's alerts reach it through
         # jobs.hooks (docs/architecture.md).
+        from governance import db_statistics
         from jobs import hooks
         from notifications import delivery
 
@@ -22,3 +23,5 @@ class MonitoringConfig(AppConfig):
         loop.add_step("resolve_recovered", incidents.resolve_recovered)
         loop.add_step("escalation", escalation.escalate)
         loop.add_step("notifications", delivery.deliver_step)
+        # SQLite only: its planner statistics, at start and once a day.
+        loop.add_step("db_statistics", db_statistics.refresh)
