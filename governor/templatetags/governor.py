@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
-from approvals.services import awaiting_review
 from governance.patterns import linear_pattern
 from jobs import schedule
 from monitoring.queries import open_incidents
+
+from ..request_facts import review_queue_count
 
 register = template.Library()
 
@@ -239,10 +240,7 @@ def query_with(context, **changes) -> str:
 def review_count(context) -> int:
     """How many requests wait for the signed-in user's review (the nav badge); one query."""
     request = context.get("request")
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return 0
-    return awaiting_review(user).count()
+    return 0 if request is None else review_queue_count(request)
 
 
 @register.simple_tag(takes_context=True)
