@@ -315,8 +315,23 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
     runs = runs.filter(partition="")
     # The job page has checked access to the job already.
     runs = runs.filter(job=job) if job is not None else restrict(runs, user)
+    runs = runs.order_by("-scheduled_for", "-id")
+    if job is None:
+        # The newest GANTT_MAX_RUNS runs, of which only those of the first GANTT_MAX_JOBS jobs show:
+        # with many jobs, 30 of 2,000 (turning the others' times into datetimes took 15 ms of the now
+        # page). Their keys first, then the rows of those that show.
+        window = list(runs.values_list("pk", "job_id")[:GANTT_MAX_RUNS])
+        truncated = len(window) >= GANTT_MAX_RUNS
+        shown = dict.fromkeys(job_id for _, job_id in window)
+        if len(shown) > GANTT_MAX_JOBS:
+            first = set(list(shown)[:GANTT_MAX_JOBS])
+            runs = Run.objects.filter(pk__in=[pk for pk, job_id in window if job_id in first]).order_by(
+                "-scheduled_for", "-id"
+            )
     # Plain values, not model instances: up to 2,000 runs (and their jobs) per page.
-    fetched = list(runs.order_by("-scheduled_for", "-id").values_list(*GANTT_FIELDS)[:GANTT_MAX_RUNS])
+    fetched = list(runs.values_list(*GANTT_FIELDS)[:GANTT_MAX_RUNS])
+    if job is not None:
+        truncated = len(fetched) >= GANTT_MAX_RUNS
     prefix = _run_url_prefix()
     rows: dict[int, dict] = {}
     for *values, job_name in fetched:
@@ -381,6 +396,6 @@ def timeline(user, *, job: Job | None = None, now: datetime | None = None, hours
         "bar_height": GANTT_BAR,
         "now_x": GANTT_LABEL + GANTT_WIDTH,
         "total": sum(len(row["bars"]) for row in ordered),
-        "truncated": len(fetched) >= GANTT_MAX_RUNS,
+        "truncated": truncated,
         "summary": ", ".join(f"{n} {RunStatus(s).label.lower()}" for s, n in sorted(statuses.items())),
     }
