@@ -204,22 +204,31 @@ def now_board(user, now: datetime | None = None, limit: int = 50) -> dict:
     counts[RunStatus.DEFERRED] = runs.filter(LIVE_GROUPS[RunStatus.DEFERRED]).count()
     counts = {status: n for status, n in counts.items() if n}
 
-    def first(status):
+    def first_ids(status) -> list[int]:
         if not counts.get(status):
             return []
         # The oldest first, keys first from run_tenant_status_recent (tenant, status, time) alone:
         # joined to the jobs in the same query, SQLite's planner may start from the jobs and read
         # every run (its statistics know the average state, not that few runs are queued), and it
         # cannot use the partial indexes when the statuses are bound parameters.
-        ids = list(
+        return list(
             runs.filter(LIVE_GROUPS[status]).order_by("scheduled_for", "id").values_list("pk", flat=True)[:limit]
         )
-        return rows_in_order(
+
+    ids = {status: first_ids(status) for status in LIVE_GROUPS}
+    # The rows of every group in one query.
+    rows = {
+        run.pk: run
+        for run in rows_in_order(
             Run.objects.select_related("job", "job__environment", "triggered_by").defer(
                 "output", "definition", "job__command", "job__runbook", "job__description"
             ),
-            ids,
+            [pk for group in ids.values() for pk in group],
         )
+    }
+
+    def first(status) -> list[Run]:
+        return [rows[pk] for pk in ids[status] if pk in rows]
 
     late_before = now - LATE_AFTER
     running = first(RunStatus.RUNNING)
