@@ -136,9 +136,12 @@ def dashboard(request):
         .select_related("team", "environment", "tenant")
         .order_by("-created_at")
     )
+    # The few fields the panels show: the runs' output and definition, the jobs' command, runbook
+    # and description are the bulk of their rows.
     failures = (
         restrict(Run.objects.filter(status__in=FAILED_STATUSES), user)
-        .select_related("job", "job__environment")
+        .select_related("job")
+        .only("id", "job_id", "tenant_id", "status", "scheduled_for", "exit_code", "job__name")
         .order_by("-scheduled_for")[:8]
     )
     queue_list = list(queue[:8])
@@ -146,6 +149,7 @@ def dashboard(request):
     alerts = list(
         restrict(Alert.objects.filter(resolved_at__isnull=True), user)
         .select_related("job", "job__environment")
+        .defer("job__command", "job__runbook", "job__description")
         .order_by("-created_at")[:5]
     )
     context = {

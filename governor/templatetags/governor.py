@@ -223,6 +223,39 @@ def object_url(event) -> str:
     return reverse(name, args=[int(event.object_id)])
 
 
+@register.simple_tag
+def chart_bars(chart: dict) -> str:
+    """The dashboard chart's bars (``governor.views.runs_chart``), built here rather than by a template
+    loop (2.7 ms of the dashboard for 24 bars; the numbers are the view's, the statuses escaped)."""
+    width, height = chart["bar_width"], chart["height"]
+    bars = chart["bars"]
+    out = []
+    for index, bar in enumerate(bars):
+        segments = bar["segments"]
+        total = bar["total"]
+        title = f"{utc(bar['hour'], '%Y-%m-%d %H:00')}: {total} run{'' if total == 1 else 's'}" + "".join(
+            f", {s['n']} {escape(s['status'])}" for s in segments
+        )
+        rects = "".join(
+            f'<rect x="0" y="{s["y"]}" width="{width}" height="{s["h"]}" class="seg st-{escape(s["status"])}"/>'
+            for s in segments
+        )
+        tick = (
+            f'<text x="{round(width)}" y="{height + 14}" class="tick" text-anchor="end">{escape(bar["label"])}h</text>'
+            if index % 3 == 0 or index == len(bars) - 1
+            else ""
+        )
+        out.append(
+            f'<g transform="translate({bar["x"]},0)">\n'
+            f"        <title>{title}</title>\n"
+            f'        <rect x="0" y="0" width="{width}" height="{height}" class="hover-target"/>\n'
+            f"        {rects}\n"
+            f"        {tick}\n"
+            "      </g>"
+        )
+    return mark_safe("\n      ".join(out))  # noqa: S308  # numbers, and statuses escaped
+
+
 @register.simple_tag(takes_context=True)
 def query_with(context, **changes) -> str:
     """The current query string with some parameters replaced (pagination, tabs)."""
