@@ -304,10 +304,10 @@ def restrict(queryset: QuerySet[M], user: Subject | None, action: Action | str =
     condition = Q(pk__in=[])
     for tenant_id, team_id, environment_id in _scopes(user, action, team_f is not None, env_f is not None):
         clause = Q(**{tenant_f: tenant_id})
-        if team_id is not None:
+        if team_id is not None and team_f is not None:
             # Tenant-level rows (no team, e.g. some audit events) stay visible, as in can().
             clause &= Q(**{team_f: team_id}) | Q(**{f"{team_f}__isnull": True})
-        if environment_id is not None:
+        if environment_id is not None and env_f is not None:
             clause &= Q(**{env_f: environment_id}) | Q(**{f"{env_f}__isnull": True})
         condition |= clause
     return queryset.filter(condition)

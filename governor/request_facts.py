@@ -13,6 +13,6 @@ def review_queue_count(request: HttpRequest) -> int:
     cached: int | None = getattr(request, "_governor_review_count", None)
     if cached is None:
         user = getattr(request, "user", None)
-        cached = awaiting_review(user).count() if user is not None and user.is_authenticated else 0  # type: ignore[arg-type]
+        cached = awaiting_review(user).count() if user is not None and user.is_authenticated else 0
         request._governor_review_count = cached  # type: ignore[attr-defined]
     return cached

@@ -15,10 +15,11 @@ so their day is grouped once as before.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connection
-from django.db.models import CharField, Count, QuerySet
+from django.db.models import CharField, Count, Func, QuerySet
 from django.db.models.functions import Substr, TruncHour
 
 from .models import Run, RunStatus
@@ -51,7 +52,7 @@ def hourly_status_counts(
         sql, params = one_hour.query.sql_with_params()
     except EmptyResultSet:  # a reader without any grant: nothing to count
         return {}
-    markers = {
+    markers: dict[object, int] = {
         connection.ops.adapt_datetimefield_value(low): 0,
         connection.ops.adapt_datetimefield_value(high): 1,
     }
@@ -61,7 +62,7 @@ def hourly_status_counts(
     # Up to ``end`` inclusive: times are stored to the microsecond on both databases.
     last = end + timedelta(microseconds=1)
     statement: list[str] = []
-    values: list[object] = []
+    values: list[Any] = []
     for i in range(hours):
         bounds = (start + i * HOUR, min(start + (i + 1) * HOUR, last))
         adapted = [connection.ops.adapt_datetimefield_value(b) for b in bounds]
@@ -75,6 +76,7 @@ def hourly_status_counts(
 def _grouped_once(runs: QuerySet[Run], start: datetime, end: datetime) -> dict[tuple[int, str], int]:
     # On SQLite (times stored as UTC text) the hour is the first 13 characters, ``2026-12-07 05``:
     # Django's TruncHour there calls a Python function per row.
+    hour_of: Func
     if connection.vendor == "sqlite":
         hour_of = Substr("scheduled_for", 1, 13, output_field=CharField())
     else:

@@ -227,7 +227,7 @@ def now_board(user, now: datetime | None = None, limit: int = 50) -> dict:
         )
     }
 
-    def first(status) -> list[Run]:
+    def first(status):
         return [rows[pk] for pk in ids[status] if pk in rows]
 
     late_before = now - LATE_AFTER
