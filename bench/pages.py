@@ -6,7 +6,8 @@ Each backend is measured in a child process of its own (``python -m bench.pages 
 SQLite one on var/bench/pages.sqlite3, the PostgreSQL one under scripts/with-postgres.sh (a
 throwaway server on a free loopback port). The rows are planted with one ``INSERT ... SELECT`` over
 a generated series per table, not the ORM per row. Every page is requested through Django's test
-client, signed in as the tenant admin (who sees every row): two warm-up requests, then
+client, signed in as the tenant admin (who sees every row; ``dashboard_team`` as ``bench-team``, an
+author and approver of one team, whose narrowed grants get other plans): two warm-up requests, then
 BENCH_PAGES_REQUESTS (20) timed ones; the query count of one more.
 
 Environment: BENCH_PAGES_BACKENDS (``sqlite,pg``), BENCH_PAGES_RUNS and BENCH_PAGES_EVENTS
@@ -309,12 +310,29 @@ def _facts(tenant) -> dict:
     return {"job": job.pk, "run": run_id, "job_name": job.name, "deep": deep}
 
 
+def _team_member():
+    """``bench-team``: author and approver over team payments only (created on first use, so a
+    reused database gains it too)."""
+    from django.contrib.auth import get_user_model
+
+    from governance.actors import SYSTEM
+    from governance.models import Role, Team
+    from governance.services import grant_role
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-team")
+    team = Team.objects.get(tenant__slug=TENANT, slug="payments")
+    for role in (Role.AUTHOR, Role.APPROVER):
+        grant_role(user, role, tenant=team.tenant, team=team, actor=SYSTEM)
+    return user
+
+
 def _pages(facts: dict) -> list[tuple[str, str]]:
     since = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     job, run, deep = facts["job"], facts["run"], facts["deep"]
     return [
         # The UI: the navigation, the pages one click below, the slow ones of issue 20.
         ("dashboard", "/"),
+        ("dashboard_team", "/"),
         ("now", "/now/"),
         ("jobs", "/jobs/"),
         ("jobs_page100", "/jobs/?page=100"),
@@ -357,8 +375,11 @@ def _measure(backend: str, facts: dict) -> list:
     from bench.report import percentile
 
     tag = "pg" if backend == "pg" else "sqlite"
-    client = Client(REMOTE_ADDR="127.0.0.1")
+    client = admin_client = Client(REMOTE_ADDR="127.0.0.1")
     client.force_login(get_user_model().objects.get(username="bench-admin"))
+    # The dashboard of an author who also approves in one team (a narrowed reader: other plans).
+    team_client = Client(REMOTE_ADDR="127.0.0.1")
+    team_client.force_login(_team_member())
     # As governor/wsgi.py does once the app is loaded: what the setup allocated leaves the collector.
     gc.collect()
     gc.freeze()
@@ -367,6 +388,7 @@ def _measure(backend: str, facts: dict) -> list:
     for name, url in _pages(facts):
         if only and name not in only:
             continue
+        client = team_client if name.endswith("_team") else admin_client
         for _ in range(2):
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code, response.content[:300])
@@ -394,7 +416,7 @@ def _measure(backend: str, facts: dict) -> list:
         figures.append((f"page_cpu_p95_ms_{tag}_{name}", cpu95, "ms", "", "Python process CPU time, p95"))
         figures.append((f"page_queries_{tag}_{name}", queries, "queries", "constant", url))
     if backend == "pg" and (not only or "export" in only):
-        figures += _export(client)
+        figures += _export(admin_client)
     return figures
 
 
