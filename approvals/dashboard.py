@@ -23,7 +23,7 @@ def recently_decided(user, *, now=None, limit: int = RECENT_LIMIT) -> list[Chang
     decided: QuerySet[ChangeRequest] = (
         ChangeRequest.objects.filter(author=user, decided_at__gte=now - timedelta(days=RECENT_DAYS))
         .exclude(status__in=[ChangeStatus.DRAFT, ChangeStatus.SUBMITTED, ChangeStatus.WITHDRAWN])
-        .select_related("team", "environment", "tenant", "job")
+        .select_related("team", "environment", "tenant")
         .prefetch_related(Prefetch("reviews", queryset=rejections, to_attr="rejections"))
         .order_by("-decided_at", "-id")
     )

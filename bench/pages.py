@@ -6,8 +6,9 @@ Each backend is measured in a child process of its own (``python -m bench.pages 
 SQLite one on var/bench/pages.sqlite3, the PostgreSQL one under scripts/with-postgres.sh (a
 throwaway server on a free loopback port). The rows are planted with one ``INSERT ... SELECT`` over
 a generated series per table, not the ORM per row. Every page is requested through Django's test
-client, signed in as the tenant admin (who sees every row; a few as a viewer narrowed to one team):
-two warm-up requests, then BENCH_PAGES_REQUESTS (20) timed ones; the query count of one more.
+client, signed in as the tenant admin (who sees every row; a few as a viewer narrowed to one team,
+``dashboard_team`` as ``bench-team``, an author and approver of one team): two warm-up requests, then
+BENCH_PAGES_REQUESTS (20) timed ones; the query count of one more.
 
 Environment: BENCH_PAGES_BACKENDS (``sqlite,pg``), BENCH_PAGES_RUNS and BENCH_PAGES_EVENTS
 (1,000,000 each), BENCH_PAGES_REUSE=1 keeps and reuses the SQLite file (and a PostgreSQL database
@@ -448,6 +449,23 @@ def _facts(tenant) -> dict:
     }
 
 
+def _team_member():
+    """``bench-team``: author and approver over team payments only (created on first use, so a
+    reused database gains it too)."""
+    from django.contrib.auth import get_user_model
+
+    from governance.actors import SYSTEM
+    from governance.models import Role, Team
+    from governance.services import grant_role
+
+    user, created = get_user_model().objects.get_or_create(username="bench-team")
+    if created:
+        team = Team.objects.get(tenant__slug=TENANT, slug="payments")
+        for role in (Role.AUTHOR, Role.APPROVER):
+            grant_role(user, role, tenant=team.tenant, team=team, actor=SYSTEM)
+    return user
+
+
 def _pages(facts: dict) -> list[tuple[str, ...]]:
     """(name, URL[, username]): the pages measured, signed in as bench-admin unless named."""
     since = (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -455,6 +473,7 @@ def _pages(facts: dict) -> list[tuple[str, ...]]:
     return [
         # The UI: the navigation, the pages one click below, the slow ones of issue 20.
         ("dashboard", "/"),
+        ("dashboard_team", "/", "bench-team"),
         ("now", "/now/"),
         ("jobs", "/jobs/"),
         ("jobs_page100", "/jobs/?page=100"),
@@ -513,8 +532,9 @@ def _measure(backend: str, facts: dict) -> list:
     from bench.report import percentile
 
     tag = "pg" if backend == "pg" else "sqlite"
+    _team_member()
     clients: dict[str, Client] = {}
-    for username in ("bench-admin", TEAM_VIEWER):
+    for username in ("bench-admin", TEAM_VIEWER, "bench-team"):
         clients[username] = Client(REMOTE_ADDR="127.0.0.1")
         clients[username].force_login(get_user_model().objects.get(username=username))
     client = clients["bench-admin"]

@@ -105,8 +105,10 @@ def grants_for(user: Subject | None) -> list[Grant]:
         "content_object__team_id",
         "content_object__environment_id",
     )
-    rows = list(ScopeUserRole.objects.filter(user=member).values_list(*fields))
-    rows += list(ScopeGroupRole.objects.filter(group__user=member).values_list(*fields))
+    # Direct and group grants in one statement: every page reads them, one round trip fewer.
+    direct = ScopeUserRole.objects.filter(user=member).values_list(*fields).order_by()
+    grouped = ScopeGroupRole.objects.filter(group__user=member).values_list(*fields).order_by()
+    rows = list(direct.union(grouped, all=True))
     grants = [
         Grant(codename.removeprefix("role_"), tenant_id, team_id, env_id)
         for codename, tenant_id, team_id, env_id in rows
@@ -305,15 +307,46 @@ def restrict(queryset: QuerySet[M], user: Subject | None, action: Action | str =
         return queryset
     tenant_f, team_f, env_f = access_fields(queryset.model)
     condition = Q(pk__in=[])
-    for grant in _grants(user, action):
-        clause = Q(**{tenant_f: grant.tenant_id})
-        if grant.team_id is not None and team_f is not None:
+    for tenant_id, team_id, environment_id in _scopes(user, action, team_f is not None, env_f is not None):
+        clause = Q(**{tenant_f: tenant_id})
+        if team_id is not None and team_f is not None:
             # Tenant-level rows (no team, e.g. some audit events) stay visible, as in can().
-            clause &= Q(**{team_f: grant.team_id}) | Q(**{f"{team_f}__isnull": True})
-        if grant.environment_id is not None and env_f is not None:
-            clause &= Q(**{env_f: grant.environment_id}) | Q(**{f"{env_f}__isnull": True})
+            clause &= Q(**{team_f: team_id}) | Q(**{f"{team_f}__isnull": True})
+        if environment_id is not None and env_f is not None:
+            clause &= Q(**{env_f: environment_id}) | Q(**{f"{env_f}__isnull": True})
         condition |= clause
     return queryset.filter(condition)
+
+
+def _scopes(
+    user: Subject | None, action: Action | str, by_team: bool, by_environment: bool
+) -> list[tuple[int, int | None, int | None]]:
+    """The distinct (tenant, team, environment) scopes of the user's grants for ``action``, as far as
+    the model tells teams and environments apart, without those a tenant-wide scope already covers.
+    One role or two over the same team (an author who also approves) is one condition: SQLite's
+    planner reads the same condition written twice, over a join, as a reason to scan every run of
+    every job (with 1,000,000 runs, the recent failures of an author-and-approver of one team took
+    960 ms, 2 ms with the condition written once; their dashboard 5.8 s)."""
+    scopes = dict.fromkeys(
+        (g.tenant_id, g.team_id if by_team else None, g.environment_id if by_environment else None)
+        for g in _grants(user, action)
+    )
+    whole = {tenant for tenant, team, env in scopes if team is None and env is None}
+    return [s for s in scopes if s[0] not in whole or (s[1] is None and s[2] is None)]
+
+
+def is_narrowed(user: Subject | None, model: type[Model], action: Action | str = Action.VIEW) -> bool:
+    """Does ``restrict`` filter ``model`` rows for this user by team or environment (not only by
+    tenant)? Pages choose a plan by it: a condition on a team or environment of a related row is a
+    join for every row."""
+    member = _member(user)
+    if member is None or member.is_superuser:
+        return False
+    _, team_f, env_f = access_fields(model)
+    return any(
+        team is not None or env is not None
+        for _, team, env in _scopes(user, action, team_f is not None, env_f is not None)
+    )
 
 
 def over_q(user: Subject | None, action: Action | str, model: type[Model]) -> Q:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.decorators import login_required
-from django.db import connection
-from django.db.models import CharField, Count
-from django.db.models.functions import Substr, TruncHour
+from django.db.models import Count
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -15,10 +13,13 @@ from approvals.dashboard import recently_decided
 from approvals.lifecycle import overdue_jobs
 from approvals.models import OPEN_STATUSES, ChangeRequest
 from approvals.services import awaiting_review, open_post_reviews, with_valid_approvals
-from governance.access import Action, restrict
-from governance.models import Team
+from governance.access import Action, is_narrowed, restrict
+from governance.models import Environment, Team
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
+from jobs.run_counts import hourly_status_counts
 from jobs.watch_views import now_panel_context
+
+from .request_facts import review_queue_count
 
 CHART_STATUSES = [
     RunStatus.SUCCEEDED,
@@ -32,35 +33,18 @@ CHART_STATUSES = [
 FAILED_STATUSES = [RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST]
 
 
-def _hour_of(field: str):
-    """The UTC hour of a time column. On SQLite (times stored as UTC text) its first 13 characters,
-    ``2026-12-07 05``: Django's TruncHour there calls a Python function per row (a day of runs)."""
-    if connection.vendor == "sqlite":
-        return Substr(field, 1, 13, output_field=CharField())
-    return TruncHour(field, tzinfo=UTC)
-
-
 def runs_chart(user, now: datetime) -> dict:
     """Runs scheduled in the last 24 hours, stacked per hour and status, as SVG geometry."""
     start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
-    rows = (
-        restrict(Run.objects.filter(scheduled_for__gte=start, scheduled_for__lte=now), user)
-        .annotate(hour=_hour_of("scheduled_for"))
-        .values("hour", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
+    runs = restrict(Run.objects.all(), user)
+    counted = hourly_status_counts(runs, start, now, joined=is_narrowed(user, Run))
     buckets: dict[datetime, dict[str, int]] = {start + timedelta(hours=i): {} for i in range(24)}
     totals: dict[str, int] = {}
-    for row in rows:
-        hour = row["hour"]
-        if isinstance(hour, str):
-            hour = datetime.strptime(hour, "%Y-%m-%d %H").replace(tzinfo=UTC)
-        hour = hour.astimezone(UTC)
-        status = row["status"] if row["status"] in CHART_STATUSES else RunStatus.QUEUED
-        bucket = buckets.setdefault(hour, {})
-        bucket[status] = bucket.get(status, 0) + row["n"]
-        totals[status] = totals.get(status, 0) + row["n"]
+    for (index, status), n in counted.items():
+        status = status if status in CHART_STATUSES else RunStatus.QUEUED
+        bucket = buckets.setdefault(start + timedelta(hours=index), {})
+        bucket[status] = bucket.get(status, 0) + n
+        totals[status] = totals.get(status, 0) + n
     peak = max((sum(b.values()) for b in buckets.values()), default=0)
     width, height, gap = 24, 120, 4
     bars = []
@@ -98,42 +82,52 @@ def runs_chart(user, now: datetime) -> dict:
     }
 
 
+def environment_counts(user) -> dict[int, dict]:
+    """Enabled and paused jobs the user may see, per environment (those with any), in tenant and
+    environment order. The counts come from the index on (tenant, environment, status, team) alone;
+    joined to the environments in the same statement, both databases grouped every job by the
+    environments' columns (SQLite sorted 10,000 rows: 10 ms of its 11; now 1 ms and 1 ms more for the
+    environments' own query)."""
+    counts = (
+        restrict(Job.objects.exclude(status=JobStatus.DELETED), user)
+        .values_list("environment_id", "status")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    by_env: dict[int, dict[str, int]] = {}
+    for env_id, status, n in counts:
+        by_env.setdefault(env_id, {})[status] = n
+    if not by_env:
+        return {}
+    environments = (
+        Environment.objects.filter(pk__in=by_env)
+        .select_related("tenant")
+        .only("slug", "name", "order", "required_approvals", "tenant__slug")
+        .order_by("tenant__slug", "order", "pk")
+    )
+    per_env: dict[int, dict] = {}
+    for env in environments:
+        statuses = by_env[env.pk]
+        per_env[env.pk] = {
+            "id": env.pk,
+            "tenant": env.tenant.slug,
+            "slug": env.slug,
+            "name": env.name,
+            "governed": env.required_approvals > 0,
+            "required_approvals": env.required_approvals,
+            **statuses,
+            "enabled": statuses.get(JobStatus.ENABLED, 0),
+            "paused": statuses.get(JobStatus.PAUSED, 0),
+            "total": statuses.get(JobStatus.ENABLED, 0) + statuses.get(JobStatus.PAUSED, 0),
+        }
+    return per_env
+
+
 @login_required
 def dashboard(request):
     user = request.user
     now = timezone.now()
-    per_env: dict[int, dict] = {}
-    counts = (
-        restrict(Job.objects.exclude(status=JobStatus.DELETED), user)
-        .values(
-            "environment_id",
-            "environment__slug",
-            "environment__name",
-            "environment__order",
-            "environment__required_approvals",
-            "tenant__slug",
-            "status",
-        )
-        .annotate(n=Count("id"))
-        .order_by("tenant__slug", "environment__order")
-    )
-    for row in counts:
-        env = per_env.setdefault(
-            row["environment_id"],
-            {
-                "id": row["environment_id"],
-                "tenant": row["tenant__slug"],
-                "slug": row["environment__slug"],
-                "name": row["environment__name"],
-                "governed": row["environment__required_approvals"] > 0,
-                "required_approvals": row["environment__required_approvals"],
-                "enabled": 0,
-                "paused": 0,
-            },
-        )
-        env[row["status"]] = env.get(row["status"], 0) + row["n"]
-    for env in per_env.values():
-        env["total"] = env["enabled"] + env["paused"]
+    per_env = environment_counts(user)
     tenants = {env["tenant"] for env in per_env.values()}
 
     queue = awaiting_review(user).select_related("team", "environment", "author").order_by("created_at")
@@ -142,9 +136,12 @@ def dashboard(request):
         .select_related("team", "environment", "tenant")
         .order_by("-created_at")
     )
+    # The few fields the panels show: the runs' output and definition, the jobs' command, runbook
+    # and description are the bulk of their rows.
     failures = (
         restrict(Run.objects.filter(status__in=FAILED_STATUSES), user)
-        .select_related("job", "job__environment")
+        .select_related("job")
+        .only("id", "job_id", "tenant_id", "status", "scheduled_for", "exit_code", "job__name")
         .order_by("-scheduled_for")[:8]
     )
     queue_list = list(queue[:8])
@@ -152,6 +149,7 @@ def dashboard(request):
     alerts = list(
         restrict(Alert.objects.filter(resolved_at__isnull=True), user)
         .select_related("job", "job__environment")
+        .defer("job__command", "job__runbook", "job__description")
         .order_by("-created_at")[:5]
     )
     context = {
@@ -160,7 +158,7 @@ def dashboard(request):
         "chart": runs_chart(user, now),
         "failures": list(failures),
         "queue": queue_list,
-        "queue_count": queue.count(),
+        "queue_count": review_queue_count(request),
         # The approvals that still count (an approver who lost the role no longer does).
         "mine": with_valid_approvals(list(mine[:8])),
         "decided": recently_decided(user, now=now),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django.db.models import Q
+
 from governance.access import restrict
 
-from .models import Job, JobStatus
+from .models import HAS_DEPENDENCIES, Job, JobStatus
 
 COLUMN = 260
 ROW = 70
@@ -25,15 +27,33 @@ def edge_label(edge: dict) -> str:
 def dependency_graph(job: Job, user) -> dict | None:
     """Every upstream and downstream job (transitively) the user may see, in columns by depth.
 
-    One query whatever the number of edges: the tenant/environment's live jobs are read once and
-    the graph is walked in memory (edges name their upstream job by name).
+    One query (two for a graph deeper than one step upstream), whatever the number of edges, and the
+    graph is walked in memory (edges name their upstream job by name): the environment's live jobs
+    that have dependencies (every edge is on one of them; the partial index job_downstream_lookup
+    finds them) and those the job's own edges name; then, only if their edges name jobs without
+    dependencies not read yet, those. Reading every live job of the environment instead took 13 ms
+    of the job page with 3,000 jobs in it.
     """
-    rows = list(
+    live = (
         restrict(Job.objects.filter(tenant_id=job.tenant_id, environment_id=job.environment_id), user)
         .exclude(status=JobStatus.DELETED)
         .exclude(pk=job.pk)
-        .values("id", "name", "status", "dependencies")
     )
+    fields = ("id", "name", "status", "dependencies")
+
+    def upstream_names(dependencies) -> set[str]:
+        return {
+            edge["upstream"]
+            for edge in dependencies or []
+            if isinstance(edge, dict) and isinstance(edge.get("upstream"), str)
+        }
+
+    own = upstream_names(job.dependencies) - {job.name}
+    rows = list(live.filter(HAS_DEPENDENCIES | Q(name__in=sorted(own))).values(*fields))
+    named = set().union(*(upstream_names(row["dependencies"]) for row in rows))
+    named -= {row["name"] for row in rows} | {job.name}
+    if named:
+        rows += list(live.filter(name__in=sorted(named)).values(*fields))
     nodes = {row["name"]: row for row in rows}
     nodes[job.name] = {"id": job.pk, "name": job.name, "status": job.status, "dependencies": job.dependencies or []}
     upstreams = {

@@ -275,6 +275,9 @@ class Job(models.Model):
             # (jobs.workflows.downstream_candidates). Most jobs have no dependencies: indexing only
             # those that have some keeps the lookup proportional to the jobs with edges.
             models.Index(fields=["tenant", "environment"], condition=HAS_DEPENDENCIES, name="job_downstream_lookup"),
+            # The dashboard's jobs per environment and status (governor.views.environment_counts),
+            # counted from the index alone; the team is last for a reader narrowed to a team.
+            models.Index(fields=["tenant", "environment", "status", "team"], name="job_environment_status"),
         ]
 
     def __str__(self) -> str:

@@ -66,7 +66,10 @@ def restrict_runs(queryset: QuerySet[Run], user, action: Action | str = Action.V
     if reach is None:
         return restrict(queryset, user, action)
     condition = Q(pk__in=[])
-    for grant in grants_allowing(user, action):
+    # One condition per distinct scope (two roles over one team are one): the same condition
+    # written twice can turn SQLite's planner to another plan (governance.access._scopes).
+    scopes = {(g.tenant_id, g.team_id, g.environment_id): g for g in grants_allowing(user, action)}
+    for grant in scopes.values():
         # Every grant is narrowed here (access_jobs).
         narrowed = Job.objects.filter(_narrowed_jobs(grant) or Q())
         condition |= Q(tenant_id=grant.tenant_id) & Q(unindexed_job_in(narrowed))

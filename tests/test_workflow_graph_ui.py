@@ -50,6 +50,18 @@ def test_the_graph_shows_upstreams_downstreams_with_conditions_and_highlights_th
     assert "<script" not in graph
 
 
+def test_the_graph_reaches_a_job_without_dependencies_two_steps_upstream(client, cast):
+    """The page reads the jobs that have dependencies and those its own edges name; a root further up
+    (no dependencies of its own, named only by an upstream's edge) is still drawn, linked."""
+    a = job(cast, A)
+    b = job(cast, B, [{"upstream": A}])
+    c = job(cast, C, [{"upstream": B}])
+    graph = graph_of(page(client, cast.viewer, c))
+    assert f'href="/jobs/{a.pk}/"' in graph and f'href="/jobs/{b.pk}/"' in graph
+    assert f'data-upstream="{A}" data-downstream="{B}"' in graph
+    assert f'data-upstream="{B}" data-downstream="{C}"' in graph
+
+
 def test_a_job_without_dependencies_shows_an_empty_state(client, cast):
     lone = job(cast, "payments.wf.alone")
     graph = graph_of(page(client, cast.viewer, lone))

@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 
-from approvals.services import awaiting_review
 from governance.patterns import linear_pattern
 from jobs import schedule
 from monitoring.queries import open_incidents
+
+from ..request_facts import review_queue_count
 
 register = template.Library()
 
@@ -222,6 +223,39 @@ def object_url(event) -> str:
     return reverse(name, args=[int(event.object_id)])
 
 
+@register.simple_tag
+def chart_bars(chart: dict) -> str:
+    """The dashboard chart's bars (``governor.views.runs_chart``), built here rather than by a template
+    loop (2.7 ms of the dashboard for 24 bars; the numbers are the view's, the statuses escaped)."""
+    width, height = chart["bar_width"], chart["height"]
+    bars = chart["bars"]
+    out = []
+    for index, bar in enumerate(bars):
+        segments = bar["segments"]
+        total = bar["total"]
+        title = f"{utc(bar['hour'], '%Y-%m-%d %H:00')}: {total} run{'' if total == 1 else 's'}" + "".join(
+            f", {s['n']} {escape(s['status'])}" for s in segments
+        )
+        rects = "".join(
+            f'<rect x="0" y="{s["y"]}" width="{width}" height="{s["h"]}" class="seg st-{escape(s["status"])}"/>'
+            for s in segments
+        )
+        tick = (
+            f'<text x="{round(width)}" y="{height + 14}" class="tick" text-anchor="end">{escape(bar["label"])}h</text>'
+            if index % 3 == 0 or index == len(bars) - 1
+            else ""
+        )
+        out.append(
+            f'<g transform="translate({bar["x"]},0)">\n'
+            f"        <title>{title}</title>\n"
+            f'        <rect x="0" y="0" width="{width}" height="{height}" class="hover-target"/>\n'
+            f"        {rects}\n"
+            f"        {tick}\n"
+            "      </g>"
+        )
+    return mark_safe("\n      ".join(out))  # noqa: S308  # numbers, and statuses escaped
+
+
 @register.simple_tag(takes_context=True)
 def query_with(context, **changes) -> str:
     """The current query string with some parameters replaced (pagination, tabs)."""
@@ -239,10 +273,7 @@ def query_with(context, **changes) -> str:
 def review_count(context) -> int:
     """How many requests wait for the signed-in user's review (the nav badge); one query."""
     request = context.get("request")
-    user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        return 0
-    return awaiting_review(user).count()
+    return 0 if request is None else review_queue_count(request)
 
 
 @register.simple_tag(takes_context=True)
