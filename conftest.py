@@ -253,6 +253,15 @@ class Cast:
         return self.make_config("holiday_calendar", tenant=tenant, name=name, **definition)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_memory():
+    """What a process keeps between requests (the dashboard chart's closed hours) starts empty in
+    each test: the database under it is new."""
+    from jobs import run_counts
+
+    run_counts.forget()
+
+
 @pytest.fixture
 def cast(db) -> Cast:
     return Cast()

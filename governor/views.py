@@ -16,7 +16,7 @@ from approvals.services import awaiting_review, open_post_reviews, with_valid_ap
 from governance.access import Action, is_narrowed, restrict
 from governance.models import Environment, Team
 from jobs.models import Alert, Job, JobStatus, Run, RunStatus
-from jobs.run_counts import hourly_status_counts
+from jobs.run_counts import day_status_counts
 from jobs.watch_views import now_panel_context
 
 from .request_facts import review_queue_count
@@ -37,7 +37,7 @@ def runs_chart(user, now: datetime) -> dict:
     """Runs scheduled in the last 24 hours, stacked per hour and status, as SVG geometry."""
     start = (now - timedelta(hours=23)).replace(minute=0, second=0, microsecond=0)
     runs = restrict(Run.objects.all(), user)
-    counted = hourly_status_counts(runs, start, now, joined=is_narrowed(user, Run))
+    counted = day_status_counts(runs, start, now, joined=is_narrowed(user, Run))
     buckets: dict[datetime, dict[str, int]] = {start + timedelta(hours=i): {} for i in range(24)}
     totals: dict[str, int] = {}
     for (index, status), n in counted.items():

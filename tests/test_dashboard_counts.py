@@ -139,3 +139,30 @@ def test_the_dashboard_query_count_stays_pinned(client, cast, user, ceiling):
     with CaptureQueriesContext(connection) as ctx:
         assert client.get(reverse("dashboard")).status_code == 200
     assert len(ctx.captured_queries) <= ceiling, len(ctx.captured_queries)
+
+
+def test_closed_hours_are_kept_a_minute_and_the_last_two_are_always_counted(client, cast, monkeypatch):
+    from jobs import run_counts
+
+    plant_runs(cast)
+    client.login(username=cast.viewer.username, password=PASSWORD)
+    first = client.get(reverse("dashboard")).context["chart"]
+    assert first["total"] == 10
+    job = Job.objects.filter(tenant=cast.acme, team=cast.payments).order_by("pk").first()
+    now = timezone.now()
+    for at in (now - timedelta(hours=10), now - timedelta(seconds=5)):
+        Run.objects.create(
+            job=job, tenant=cast.acme, scheduled_for=at, status="failed", job_version=1, definition=job.definition()
+        )
+    # Within the minute: the run of ten hours ago is not counted yet, the one of a moment ago is.
+    kept = client.get(reverse("dashboard")).context["chart"]
+    assert (kept["total"], kept["failed"]) == (11, first["failed"] + 1)
+    # Past it, every hour is counted again.
+    monkeypatch.setattr(run_counts, "CLOSED_TTL", 0.0)
+    fresh = client.get(reverse("dashboard")).context["chart"]
+    assert (fresh["total"], fresh["failed"]) == (12, first["failed"] + 2)
+    # Another reader's scope is its own entry: a team member sees only their team's hours.
+    member = team_member(cast, "payments-member-2")
+    client.login(username=member.username, password=PASSWORD)
+    theirs = client.get(reverse("dashboard")).context["chart"]
+    assert theirs["total"] == 5 + 2  # their job's five planted runs and the two above
