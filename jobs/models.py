@@ -274,7 +274,9 @@ class Job(models.Model):
             # When a run finishes, the jobs of its environment that may follow it
             # (jobs.workflows.downstream_candidates). Most jobs have no dependencies: indexing only
             # those that have some keeps the lookup proportional to the jobs with edges.
-            models.Index(fields=["tenant", "environment"], condition=HAS_DEPENDENCIES, name="job_downstream_lookup"),
+            models.Index(
+                fields=["tenant", "environment", "status"], condition=HAS_DEPENDENCIES, name="job_downstream_lookup"
+            ),
             # The dashboard's jobs per environment and status (governor.views.environment_counts),
             # counted from the index alone; the team is last for a reader narrowed to a team.
             models.Index(fields=["tenant", "environment", "status", "team"], name="job_environment_status"),
