@@ -58,6 +58,11 @@ def sandboxed_true_counted() -> None:
 
 
 def sandboxed_spawn() -> None:
+    """The executor's sandbox chain for ``/bin/true``, exactly: setpriv + prlimit + GNU time (the
+    job's own resource figures, read back after) + bwrap, in a fresh run directory. GNU time joined
+    the executor's chain after this baseline was written; without it here the raw task spawned one
+    exec less (1.55 ms of CPU a spawn, measured 200 spawns twice: 9.3-9.7 ms against 10.9-11.3 ms),
+    which the comparison charged to Governor."""
     from django.conf import settings
 
     from jobs import executor, sandbox
@@ -67,6 +72,9 @@ def sandboxed_spawn() -> None:
         run_dir = tempfile.mkdtemp(prefix="bench-", dir=run_root)
         try:
             work, tmp = sandbox.prepare_run_dir(run_dir, lease.uid)
+            report = os.path.join(run_dir, "usage")
+            os.close(os.open(report, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.chown(report, lease.uid, lease.uid)
             argv, fds = sandbox.command(
                 ["/bin/true"],
                 uid=lease.uid,
@@ -75,12 +83,15 @@ def sandboxed_spawn() -> None:
                 limits=settings.GOVERNOR_DEFAULT_LIMITS,
                 bwrap=bwrap,
                 read_only=read_only,
+                usage_report=report,
             )
             try:
                 subprocess.run(argv, check=False, pass_fds=fds, start_new_session=True, env={"PATH": "/usr/bin"})
             finally:
                 for fd in fds:
                     os.close(fd)
+            if sandbox.timed(report):
+                sandbox.read_usage(report)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
 

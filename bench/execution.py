@@ -8,7 +8,7 @@ workers), so they are comparable:
   executed by Governor's executor and recorded with their attempt;
 - ``spawn_per_s``: ``subprocess.run(["/bin/true"])`` in a loop, one process;
   ``sandbox_spawn_per_s`` / ``sandbox_spawn_cpu_ms``: the same ``/bin/true`` through the job
-  sandbox (``jobs.sandbox``: setpriv, prlimit, bwrap, a leased uid and a fresh run directory),
+  sandbox (``jobs.sandbox``: setpriv, prlimit, GNU time, bwrap, a leased uid and a fresh run directory),
   and the CPU each spawn costs, against ``spawn_cpu_ms`` without;
 - ``e2e_vs_raw_q2_sandboxed``: end to end against django-q2 tasks spawning the same ``/bin/true``
   in the same sandbox (target >= 0.7, per round beside it): what Governor costs on top of a

@@ -8,7 +8,8 @@ The section starts its own PostgreSQL and Redis on loopback (free ports, tempora
   scheduler's tick creates their runs and enqueues them (``jobs.queue``), qcluster workers claim,
   execute and record them (``jobs.executor``) with their attempt;
 - ``pg_raw_q2_runs_per_s``: django-q2 alone running tasks that spawn the same ``/bin/true`` in the
-  same sandbox (leased uid, fresh run directory, setpriv + prlimit + bwrap); each ends with one
+  same sandbox chain as the executor's (leased uid, fresh run directory, setpriv + prlimit + GNU
+  time + bwrap; ``_runpath.sandboxed_spawn``); each ends with one
   Redis ``INCR`` so the driver can tell it finished;
 - ``pg_e2e_vs_raw_q2`` (target >= 0.7), measured in alternating rounds (per round beside it);
 - ``pg_e2e_cluster_cpu_ms_per_run`` / ``pg_raw_q2_cluster_cpu_ms_per_task``: CPU of the worker
