@@ -88,7 +88,17 @@ def test_cluster_status_reports_a_headless_cluster(tcast, tmp_path):
     try:
         reaper.wait_for("running.", timeout=30)
         leader = int(reaper.output().split("leader ", 1)[1].split()[0])
-        nodes = procs.wait_until(lambda: (d := descendants(leader)) and len(d) >= 4 and d, 10, "the cluster")
+
+        def named_cluster() -> set[int] | None:
+            # Every process up and renamed (a process forked a moment ago still has its parent's
+            # name, and a sentinel stopped before renaming itself is no cluster's: seen under load).
+            found = descendants(leader)
+            names = cluster._processes(cluster.Path("/proc"))
+            if len(found) >= 4 and all(pid in names and names[pid].comm == cluster.NODE for pid in found):
+                return found
+            return None
+
+        nodes = procs.wait_until(named_cluster, 10, "the cluster")
         sentinel = next(pid for pid in nodes if cluster._processes(cluster.Path("/proc"))[pid].ppid == leader)
         # A stopped sentinel holds its parent-death signal pending: headless until it is continued.
         os.kill(sentinel, signal.SIGSTOP)
