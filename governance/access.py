@@ -152,9 +152,13 @@ def _grants(user: Subject | None, action: Action | str) -> list[Grant]:
     return [g for g in grants_for(user) if g.role in roles]
 
 
-def grants_allowing(user: Subject | None, action: Action | str = Action.VIEW) -> list[Grant]:
-    """The user's grants whose role allows ``action`` (none for an anonymous or inactive user)."""
-    return _grants(user, action)
+def grant_scopes(
+    user: Subject | None, action: Action | str, model: type[Model]
+) -> list[tuple[int, int | None, int | None]]:
+    """The distinct (tenant, team, environment) scopes ``restrict`` writes one condition each for on
+    ``model`` rows (see ``_scopes``); none for an anonymous or inactive user."""
+    _, team_f, env_f = access_fields(model)
+    return _scopes(user, action, team_f is not None, env_f is not None)
 
 
 def _value(obj: Model, path: str | None) -> Any:
@@ -342,11 +346,7 @@ def is_narrowed(user: Subject | None, model: type[Model], action: Action | str =
     member = _member(user)
     if member is None or member.is_superuser:
         return False
-    _, team_f, env_f = access_fields(model)
-    return any(
-        team is not None or env is not None
-        for _, team, env in _scopes(user, action, team_f is not None, env_f is not None)
-    )
+    return any(team is not None or env is not None for _, team, env in grant_scopes(user, action, model))
 
 
 def over_q(user: Subject | None, action: Action | str, model: type[Model]) -> Q:

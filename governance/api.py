@@ -12,7 +12,7 @@ from django.contrib.auth import authenticate
 from django.core.exceptions import NON_FIELD_ERRORS, ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -223,16 +223,17 @@ class RequiredReasonSerializer(serializers.Serializer):
     )
 
 
+def ref_condition(field: str, value: str) -> Q:
+    """``field`` named by its id or its slug (``prod`` or ``7``)."""
+    value = value.strip()
+    return Q(**{f"{field}_id": int(value)}) if value.isdigit() else Q(**{f"{field}__slug": value})
+
+
 def ref_filter(field: str, label: str):
     """A filter accepting an id or a slug (``?environment=prod`` or ``?environment=7``)."""
-
-    def apply(queryset, name, value):
-        value = value.strip()
-        if value.isdigit():
-            return queryset.filter(**{f"{field}_id": int(value)})
-        return queryset.filter(**{f"{field}__slug": value})
-
-    return filters.CharFilter(method=lambda qs, name, value: apply(qs, name, value), label=f"{label} id or slug")
+    return filters.CharFilter(
+        method=lambda qs, name, value: qs.filter(ref_condition(field, value)), label=f"{label} id or slug"
+    )
 
 
 # ---------------------------------------------------------------------------

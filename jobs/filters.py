@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Q
 from django_filters import rest_framework as filters
 
-from governance.api import ref_filter
+from governance.api import ref_condition, ref_filter
 
 from .models import Run, RunStatus, TriggerKind
 from .run_scope import access_jobs, through_jobs
@@ -36,10 +36,8 @@ class RunFilter(filters.FilterSet):
         jobs = Q()
         for name, value in self.form.cleaned_data.items():
             if name in JOB_FILTERS:
-                value = (value or "").strip()
-                if value:
-                    field = JOB_FILTERS[name]
-                    jobs &= Q(**{f"{field}_id": int(value)} if value.isdigit() else {f"{field}__slug": value})
+                if (value or "").strip():
+                    jobs &= ref_condition(JOB_FILTERS[name], value)
             else:
                 queryset = self.filters[name].filter(queryset, value)
         if jobs:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from django.db.models import BigIntegerField, ExpressionWrapper, F, Q, QuerySet, Value
 from django.db.models.lookups import In
 
-from governance.access import Action, grants_allowing, restrict
+from governance.access import Action, grant_scopes, restrict
 
 from .models import Job, Run
 
@@ -45,16 +45,16 @@ def unindexed_job_in(jobs: QuerySet[Job]) -> In:
     return In(job, jobs.order_by().values("pk"))
 
 
-def _narrowed_jobs(grant) -> Q | None:
-    """The jobs a grant narrowed to a team and/or an environment reaches, as ``restrict`` reads it
-    (a row without a team or environment stays visible), or None for a grant on a whole tenant."""
-    if grant.team_id is None and grant.environment_id is None:
+def _narrowed_jobs(team_id: int | None, environment_id: int | None) -> Q | None:
+    """The jobs a scope narrowed to a team and/or an environment reaches, as ``restrict`` reads it
+    (a row without a team or environment stays visible), or None for a scope of a whole tenant."""
+    if team_id is None and environment_id is None:
         return None
     reach = Q()
-    if grant.team_id is not None:
-        reach &= Q(team_id=grant.team_id) | Q(team_id__isnull=True)
-    if grant.environment_id is not None:
-        reach &= Q(environment_id=grant.environment_id) | Q(environment_id__isnull=True)
+    if team_id is not None:
+        reach &= Q(team_id=team_id) | Q(team_id__isnull=True)
+    if environment_id is not None:
+        reach &= Q(environment_id=environment_id) | Q(environment_id__isnull=True)
     return reach
 
 
@@ -66,13 +66,11 @@ def restrict_runs(queryset: QuerySet[Run], user, action: Action | str = Action.V
     if reach is None:
         return restrict(queryset, user, action)
     condition = Q(pk__in=[])
-    # One condition per distinct scope (two roles over one team are one): the same condition
-    # written twice can turn SQLite's planner to another plan (governance.access._scopes).
-    scopes = {(g.tenant_id, g.team_id, g.environment_id): g for g in grants_allowing(user, action)}
-    for grant in scopes.values():
-        # Every grant is narrowed here (access_jobs).
-        narrowed = Job.objects.filter(_narrowed_jobs(grant) or Q())
-        condition |= Q(tenant_id=grant.tenant_id) & Q(unindexed_job_in(narrowed))
+    # One condition per distinct scope, as restrict() writes them (two roles over one team are one).
+    for tenant_id, team_id, environment_id in grant_scopes(user, action, Job):
+        # Every scope is narrowed here (access_jobs).
+        narrowed = Job.objects.filter(_narrowed_jobs(team_id, environment_id) or Q())
+        condition |= Q(tenant_id=tenant_id) & Q(unindexed_job_in(narrowed))
     return through_jobs(queryset.filter(condition), Q(), reach)
 
 
@@ -82,12 +80,12 @@ def access_jobs(user, action: Action | str = Action.VIEW) -> Q | None:
     whole tenant, a superuser or no user at all leaves it to ``restrict``."""
     if user is None or getattr(user, "is_superuser", False):
         return None
-    grants = grants_allowing(user, action)
-    if not grants:
+    scopes = grant_scopes(user, action, Job)
+    if not scopes:
         return None
     reach = Q(pk__in=[])
-    for grant in grants:
-        narrowed = _narrowed_jobs(grant)
+    for _, team_id, environment_id in scopes:
+        narrowed = _narrowed_jobs(team_id, environment_id)
         if narrowed is None:
             return None
         reach |= narrowed
